@@ -1,0 +1,145 @@
+"""Hydra の構造化設定 (dataclass) の定義。
+
+YAML (``hydra_conf/``) の値はここで定義した型に照らして検証される。
+秘密情報 (API キーなど) はここには置かない: それは ``settings.Secrets`` が .env から読む。
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class RetryConfig:
+    """再試行の方針 (指数バックオフ + ジッタ + Retry-After)。"""
+
+    max_retries: int = 2
+    initial_backoff_s: float = 0.5
+    max_backoff_s: float = 8.0
+    jitter: float = 0.25
+    max_retry_after_s: float = 120.0
+
+
+@dataclass
+class ModelOptions:
+    """モデルごとの癖 (パラメータ名、温度の可否、推論の対応など)。
+
+    キーは ``fnmatch`` 形式のパターン (例 ``gpt-5*``) で、最初に一致したものが使われる。
+    """
+
+    max_tokens_param: str | None = None
+    supports_temperature: bool = True
+    fixed_temperature: float | None = None
+    reasoning: bool = False
+    reasoning_style: str | None = None
+    retired: bool = False
+    note: str = ""
+
+
+@dataclass
+class ProviderConfig:
+    """1 つのプロバイダ (OpenAI / Anthropic / Gemini / Ollama / demo) の接続設定。"""
+
+    base_url: str = MISSING
+    api_version: str | None = None
+    chat_model: str = MISSING
+    embedding_model: str | None = None
+    embedding_batch_size: int = 100
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 120.0
+    default_max_tokens: int = 1024
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    schema_mode: str = "json_schema"
+    strict_tools: bool = False
+    stream_delay_s: float = 0.0
+    reasoning_levels: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, ModelOptions] = field(default_factory=dict)
+
+
+@dataclass
+class ProvidersConfig:
+    """全プロバイダの設定。"""
+
+    openai: ProviderConfig = MISSING
+    anthropic: ProviderConfig = MISSING
+    gemini: ProviderConfig = MISSING
+    ollama: ProviderConfig = MISSING
+    demo: ProviderConfig = MISSING
+
+
+@dataclass
+class ModelsConfig:
+    """モデルの別名、フォールバック、プリセット。"""
+
+    aliases: dict[str, str] = field(default_factory=dict)
+    fallbacks: dict[str, list[str]] = field(default_factory=dict)
+    presets: dict[str, str] = field(default_factory=dict)
+    auto_candidates: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ServerConfig:
+    """Socket.IO サーバーの設定。"""
+
+    host: str = "127.0.0.1"
+    port: int = 5000
+    cors_allowed_origins: list[str] = field(default_factory=list)
+    async_mode: str = "eventlet"
+    max_payload_bytes: int = 1048576
+    max_http_buffer_size: int = 2097152
+    max_connections: int = 1024
+    event_log_max_events: int = 10000
+    event_log_max_age_s: float = 3600.0
+    thread_idle_ttl_s: float = 86400.0
+    rate_limit_per_minute: int = 600
+    log_level: str = "INFO"
+
+
+@dataclass
+class AgentConfig:
+    """エージェントループの設定。"""
+
+    model: str = "auto"
+    max_steps: int = 8
+    client_tool_timeout_s: float = 60.0
+    server_tool_timeout_s: float = 30.0
+    disconnect_timeout_s: float = 600.0
+    server_tools: list[str] = field(default_factory=list)
+    temperature: float | None = None
+    max_tokens: int = 1024
+    step_reset_retries: int = 1
+
+
+@dataclass
+class RagConfig:
+    """RAG ストアの設定。"""
+
+    store_path: str = "data/rag_store"
+    embedding_model: str = "auto"
+    chunk_size: int = 800
+    chunk_overlap: int = 100
+    top_k: int = 5
+    hybrid: bool = True
+    rrf_k: int = 60
+    hashing_dimension: int = 512
+
+
+@dataclass
+class AppConfig:
+    """アプリ全体の設定のルート。"""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    providers: ProvidersConfig = field(default_factory=ProvidersConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    rag: RagConfig = field(default_factory=RagConfig)
+
+
+def register_configs() -> None:
+    """構造化設定を Hydra の ConfigStore に登録する (何度呼んでもよい)。"""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=AppConfig)

@@ -1,0 +1,203 @@
+"""設定への唯一の入口: Hydra の構造化設定と .env の秘密情報。
+
+- パラメータは Hydra (``hydra_conf/``) から。``app.py`` は ``@hydra.main`` で、ライブラリとテストは
+  :func:`load_settings` (compose API) でオーバーライド付きに組み立てる。
+- 秘密情報 (API キー、接続トークン、Flask の秘密鍵) は .env と環境変数からのみ読む。
+  環境変数が .env より優先される (python-dotenv の既定 ``override=False`` と同じ)。
+- 秘密情報は設定の表示・ログには決して含めない (:meth:`Settings.public_dict`)。
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llm_router.config.schema import AppConfig, ModelOptions, ProviderConfig, register_configs
+from llm_router.core.schemas.errors import MissingCredentialError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "hydra_conf"
+CONFIG_NAME = "config"
+
+# プロバイダごとに API キーを読む環境変数 (先にあるものが優先)。Ollama と demo はキー不要。
+PROVIDER_KEY_VARS: dict[str, tuple[str, ...]] = {
+    "openai": ("OPENAI_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+    "ollama": (),
+    "demo": (),
+}
+SECRET_VARS: tuple[str, ...] = (
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "LLM_ROUTER_API_TOKENS",
+    "FLASK_SECRET_KEY",
+)
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """.env と環境変数から読んだ秘密情報。``repr`` は値を決して出さない。"""
+
+    values: Mapping[str, str] = field(default_factory=dict)
+
+    def get(self, name: str) -> str | None:
+        """変数 ``name`` の値 (空文字は未設定とみなす)。"""
+        value = self.values.get(name)
+        return value.strip() if value and value.strip() else None
+
+    def all_values(self) -> list[str]:
+        """設定されている秘密の値すべて (ログの伏せ字処理用)。"""
+        out = []
+        for name in SECRET_VARS:
+            value = self.get(name)
+            if not value:
+                continue
+            if name == "LLM_ROUTER_API_TOKENS":
+                out.extend(t.strip() for t in value.split(",") if t.strip())
+            else:
+                out.append(value)
+        return out
+
+    def __repr__(self) -> str:
+        """値を伏せた表現。"""
+        names = sorted(k for k in self.values if self.get(k))
+        return f"Secrets(set={names})"
+
+
+def read_secrets(env_file: str | os.PathLike[str] | None = ".env", environ: Mapping[str, str] | None = None) -> Secrets:
+    """.env と環境変数から秘密情報を読む。環境変数が .env より優先される。
+
+    Args:
+        env_file: .env のパス。``None`` なら読まない。存在しなければ無視する。
+        environ: 環境変数の代わりに使う写像 (テスト用)。既定は ``os.environ``。
+    """
+    from dotenv import dotenv_values
+
+    values: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        for key, value in dotenv_values(env_file).items():
+            if key in SECRET_VARS and value is not None:
+                values[key] = value
+    env = os.environ if environ is None else environ
+    for key in SECRET_VARS:
+        if env.get(key):
+            values[key] = env[key]
+    return Secrets(values)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """型付きの設定と秘密情報をまとめたもの。アプリ全体でこれ 1 つを受け渡す。"""
+
+    config: AppConfig
+    secrets: Secrets
+
+    def provider(self, name: str) -> ProviderConfig:
+        """プロバイダ ``name`` の設定。未知なら ``KeyError``。"""
+        cfg = getattr(self.config.providers, name, None)
+        if not isinstance(cfg, ProviderConfig):
+            raise KeyError(f"unknown provider '{name}'")
+        return cfg
+
+    def provider_names(self) -> list[str]:
+        """設定にあるプロバイダ名の一覧。"""
+        return [n for n in PROVIDER_KEY_VARS if isinstance(getattr(self.config.providers, n, None), ProviderConfig)]
+
+    def api_key(self, provider: str) -> str | None:
+        """プロバイダの API キー (無ければ ``None``)。"""
+        for var in PROVIDER_KEY_VARS.get(provider, ()):
+            value = self.secrets.get(var)
+            if value:
+                return value
+        return None
+
+    def require_api_key(self, provider: str) -> str | None:
+        """API キーを返す。必要なのに無ければ、設定すべき変数名を含む例外を投げる。
+
+        Raises:
+            MissingCredentialError: キーが必要なプロバイダでキーが無いとき。
+        """
+        names = PROVIDER_KEY_VARS.get(provider, ())
+        if not names:
+            return None
+        key = self.api_key(provider)
+        if key is None:
+            raise MissingCredentialError(provider, names)
+        return key
+
+    def has_credentials(self, provider: str) -> bool:
+        """キー不要 (Ollama / demo) か、キーが設定されていれば真。"""
+        names = PROVIDER_KEY_VARS.get(provider)
+        if names is None:
+            return False
+        return not names or self.api_key(provider) is not None
+
+    def model_options(self, provider: str, model: str) -> ModelOptions:
+        """モデルの癖を設定から引く (``fnmatch`` パターンで最初に一致したもの)。"""
+        for pattern, options in self.provider(provider).models.items():
+            if fnmatch.fnmatchcase(model, pattern):
+                return options
+        return ModelOptions()
+
+    @property
+    def api_tokens(self) -> list[str]:
+        """接続トークン (``LLM_ROUTER_API_TOKENS`` のカンマ区切り)。空なら認証なし。"""
+        raw = self.secrets.get("LLM_ROUTER_API_TOKENS") or ""
+        return [t.strip() for t in raw.split(",") if t.strip()]
+
+    @property
+    def flask_secret_key(self) -> str | None:
+        """Flask の秘密鍵 (``FLASK_SECRET_KEY``)。"""
+        return self.secrets.get("FLASK_SECRET_KEY")
+
+    def public_dict(self) -> dict[str, Any]:
+        """表示・ログ用の設定 (秘密情報は含まない)。"""
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(OmegaConf.structured(self.config), resolve=True)  # type: ignore[return-value]
+
+
+def settings_from_config(
+    cfg: Any, env_file: str | os.PathLike[str] | None = ".env", environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Hydra が組み立てた ``DictConfig`` から :class:`Settings` を作る (``app.py`` の ``@hydra.main`` 用)。"""
+    from omegaconf import OmegaConf
+
+    typed = OmegaConf.to_object(cfg)
+    if not isinstance(typed, AppConfig):
+        merged = OmegaConf.merge(OmegaConf.structured(AppConfig), cfg)
+        typed = OmegaConf.to_object(merged)
+    return Settings(config=typed, secrets=read_secrets(env_file, environ))  # type: ignore[arg-type]
+
+
+def compose_config(overrides: Sequence[str] = ()) -> Any:
+    """Hydra の compose API で設定を組み立てる (作業ディレクトリには何も書かない)。"""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name=CONFIG_NAME, overrides=list(overrides))
+
+
+def load_settings(
+    overrides: Sequence[str] = (),
+    env_file: str | os.PathLike[str] | None = ".env",
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """オーバーライド付きで設定を組み立て、秘密情報と合わせて返す。
+
+    Args:
+        overrides: Hydra のオーバーライド (例 ``["server.port=8080"]``)。
+        env_file: .env のパス (``None`` なら読まない)。
+        environ: 環境変数の代わり (テスト用)。
+    """
+    return settings_from_config(compose_config(overrides), env_file=env_file, environ=environ)

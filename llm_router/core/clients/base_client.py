@@ -1,0 +1,372 @@
+"""全プロバイダクライアントの土台: セッション、タイムアウト、再試行、ストリームの読み取り、キャンセル、エラー変換。
+
+- 1 クライアントにつき 1 つの ``requests.Session`` (接続プール)。
+- 再試行は ``for attempt in range(max_retries + 1)`` の有界ループ。再試行するのは再試行可能な
+  エラーだけで、しかも出力がまだ 1 バイトも流れていない (応答ヘッダを受け取る前の) ときだけ。
+  待ち時間は ``retry-after-ms`` → ``retry-after`` (秒または HTTP 日付) → 指数バックオフ + ジッタ
+  (参考: openai-python ``_base_client.py`` の ``_calculate_retry_timeout``、``x-should-retry``)。
+- ``requests`` / ``urllib3`` の例外は :func:`translate_errors` 1 か所で共有のエラー型に変える。
+- ストリームは ``response.raw.read1`` で届いた分ずつ読み、I/O を持たないデコーダ
+  (:mod:`stream_readers`) に渡す。キャンセルはトークンのコールバックでソケットを ``shutdown`` する:
+  eventlet では別のグリーンスレッドからの ``response.close()`` は再入エラーになり、チャンク間の
+  フラグ確認では停止したストリームで待たされるため。応答の ``close()`` は読み手自身のスコープで行う。
+- API キーはヘッダでのみ送り、ログ・例外の文言からは伏せる (:meth:`BaseClient.redact`)。
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import requests
+import urllib3.exceptions
+
+from llm_router.config.schema import ProviderConfig
+from llm_router.core.cancel import CancelToken
+from llm_router.core.clients.stream_readers import NDJSONDecoder, SSEDecoder, SSEEvent
+from llm_router.core.schemas.errors import (
+    ModelNotFoundError,
+    ProviderAuthError,
+    ProviderBadRequestError,
+    ProviderError,
+    ProviderRateLimitedError,
+    ProviderStreamBrokenError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    RequestCancelled,
+)
+
+logger = logging.getLogger(__name__)
+
+# 再試行の通知: (試行番号 1..., 待ち秒数, 原因のエラー)
+RetryCallback = Callable[[int, float, ProviderError], None]
+
+_MAX_ERROR_BODY = 4000
+
+
+def parse_retry_after(headers: Any) -> float | None:
+    """``retry-after-ms`` → ``retry-after`` (秒または HTTP 日付) の順に待ち秒数を読む。
+
+    参考: openai-python ``_base_client.py`` (``_parse_retry_after_header``)。
+    """
+    if headers is None:
+        return None
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    parsed = email.utils.parsedate_tz(value)
+    if parsed is None:
+        return None
+    return max(0.0, email.utils.mktime_tz(parsed) - time.time())
+
+
+def error_for_status(
+    status: int,
+    message: str,
+    *,
+    provider: str,
+    retry_after_s: float | None = None,
+    error_type: str | None = None,
+) -> ProviderError:
+    """HTTP ステータスから共有のエラー型を選ぶ (唯一の対応表)。
+
+    408 / 409 / 429 / 5xx は再試行可能 (openai-python と anthropic-sdk-python の ``_should_retry`` と同じ)。
+    """
+    kwargs: dict[str, Any] = {"provider": provider, "status": status, "error_type": error_type}
+    if status in (401, 403):
+        return ProviderAuthError(message, **kwargs)
+    if status == 429:
+        return ProviderRateLimitedError(message, retry_after_s=retry_after_s, **kwargs)
+    if status == 408:
+        return ProviderTimeoutError(message, retry_after_s=retry_after_s, **kwargs)
+    if status == 409 or status >= 500:
+        return ProviderUnavailableError(message, retry_after_s=retry_after_s, **kwargs)
+    if status == 404:
+        return ModelNotFoundError(message, **kwargs)
+    return ProviderBadRequestError(message, **kwargs)
+
+
+@contextmanager
+def translate_errors(provider: str, *, streaming: bool = False) -> Iterator[None]:
+    """``requests`` / ``urllib3`` / ``socket`` の例外を共有のエラー型に変える (唯一の場所)。"""
+    try:
+        yield
+    except (ProviderError, RequestCancelled):
+        raise
+    except (requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError) as exc:
+        raise ProviderTimeoutError(f"connection timed out: {type(exc).__name__}", provider=provider) from exc
+    except (requests.ReadTimeout, urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
+        raise ProviderTimeoutError(f"read timed out: {type(exc).__name__}", provider=provider) from exc
+    except (
+        requests.exceptions.ChunkedEncodingError,
+        urllib3.exceptions.ProtocolError,
+        urllib3.exceptions.IncompleteRead,
+    ) as exc:
+        raise ProviderStreamBrokenError(f"the stream broke: {type(exc).__name__}", provider=provider) from exc
+    except (requests.ConnectionError, ConnectionError, OSError) as exc:
+        if streaming:
+            raise ProviderStreamBrokenError(f"the stream broke: {type(exc).__name__}", provider=provider) from exc
+        raise ProviderUnavailableError(f"could not connect: {type(exc).__name__}", provider=provider) from exc
+    except requests.RequestException as exc:
+        raise ProviderUnavailableError(f"request failed: {type(exc).__name__}", provider=provider) from exc
+
+
+def _socket_of(response: requests.Response) -> socket.socket | None:
+    """ストリーム応答の下にあるソケットを探す (urllib3 2.x の内部属性をたどる)。"""
+    raw = getattr(response, "raw", None)
+    connection = getattr(raw, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        return sock
+    fp = getattr(getattr(raw, "_fp", None), "fp", None)
+    return getattr(getattr(fp, "raw", None), "_sock", None)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    """ソケットを両方向とも閉じ、ブロック中の読み手を即座に起こす。"""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class BaseClient:
+    """プロバイダクライアントの基底クラス。各プロバイダはヘッダとエラー本文の解釈だけを上書きする。"""
+
+    provider: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        config: ProviderConfig,
+        api_key: str | None = None,
+        *,
+        session: requests.Session | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """設定と API キーを受け取る。キーはヘッダでのみ使う。"""
+        self.config = config
+        self._api_key = api_key
+        self.session = session or requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self._rng = rng or random.Random()
+
+    def close(self) -> None:
+        """セッション (接続プール) を閉じる。"""
+        self.session.close()
+
+    def __repr__(self) -> str:
+        """キーを含まない表現。"""
+        return f"{type(self).__name__}(base_url={self.config.base_url!r})"
+
+    # ------------------------------------------------------------ 上書きする部分
+
+    def _auth_headers(self) -> dict[str, str]:
+        """認証ヘッダ (プロバイダごとに上書き)。"""
+        return {}
+
+    def _parse_error_body(self, body: Any, text: str) -> tuple[str, str | None]:
+        """エラー本文から (プロバイダの文言, 種別) を取り出す。既定は ``{"error": {"message", "type"}}``。"""
+        if isinstance(body, dict):
+            error = body.get("error")
+            if isinstance(error, dict):
+                message = error.get("message") or text
+                kind = error.get("type") or error.get("status") or error.get("code")
+                return str(message), str(kind) if kind is not None else None
+            if isinstance(error, str):
+                return error, None
+        return text.strip() or "(empty error body)", None
+
+    def _classify(self, status: int, message: str, error_type: str | None, body: Any, headers: Any) -> ProviderError:
+        """ステータスと本文からエラーを作る (プロバイダ固有の例外規則はここを上書き)。"""
+        return error_for_status(
+            status,
+            message,
+            provider=self.provider,
+            retry_after_s=parse_retry_after(headers),
+            error_type=error_type,
+        )
+
+    # ------------------------------------------------------------ 共通の道具
+
+    def redact(self, text: str) -> str:
+        """文字列から API キーを伏せる。"""
+        if self._api_key and self._api_key in text:
+            text = text.replace(self._api_key, "***")
+        return text
+
+    def _url(self, path: str) -> str:
+        """``base_url`` と相対パスをつなぐ。"""
+        return self.config.base_url.rstrip("/") + path
+
+    def _timeout(self) -> tuple[float, float]:
+        """(接続, 読み取り) タイムアウト。"""
+        return (self.config.connect_timeout_s, self.config.read_timeout_s)
+
+    def error_from_response(self, response: requests.Response) -> ProviderError:
+        """HTTP エラー応答を共有のエラー型にする (本文を読み、応答を閉じる)。"""
+        try:
+            text = response.text[:_MAX_ERROR_BODY]
+        except Exception:
+            text = ""
+        finally:
+            response.close()
+        try:
+            body = response.json() if text else None
+        except ValueError:
+            body = None
+        message, error_type = self._parse_error_body(body, text)
+        error = self._classify(response.status_code, self.redact(message), error_type, body, response.headers)
+        should_retry = response.headers.get("x-should-retry")
+        if should_retry == "true":
+            error.retryable = True
+        elif should_retry == "false":
+            error.retryable = False
+        return error
+
+    def _retry_delay(self, attempt: int, error: ProviderError) -> float:
+        """``attempt`` 回目 (0 始まり) の失敗の後の待ち秒数。"""
+        policy = self.config.retry
+        if error.retry_after_s is not None and error.retry_after_s <= policy.max_retry_after_s:
+            return error.retry_after_s
+        backoff = min(policy.initial_backoff_s * (2**attempt), policy.max_backoff_s)
+        return backoff * (1.0 - policy.jitter * self._rng.random())
+
+    def _send(
+        self, method: str, path: str, body: Any, *, stream: bool, headers: dict[str, str] | None
+    ) -> requests.Response:
+        """1 回だけ送る (再試行なし)。接続の例外は共有のエラー型になる。"""
+        all_headers = {"content-type": "application/json", **self._auth_headers(), **(headers or {})}
+        if stream:
+            all_headers.setdefault("accept-encoding", "identity")
+        with translate_errors(self.provider):
+            return self.session.request(
+                method,
+                self._url(path),
+                json=body,
+                headers=all_headers,
+                stream=stream,
+                timeout=self._timeout(),
+            )
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        stream: bool = False,
+        headers: dict[str, str] | None = None,
+        cancel: CancelToken | None = None,
+        on_retry: RetryCallback | None = None,
+    ) -> requests.Response:
+        """再試行付きで送り、成功した応答を返す (失敗は共有のエラー型で投げる)。
+
+        再試行は応答ヘッダを受け取るまでの失敗に限る: ストリームが流れ始めた後の失敗は呼び手に任せる。
+        """
+        attempts = max(0, self.config.retry.max_retries) + 1
+        for attempt in range(attempts):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            try:
+                response = self._send(method, path, body, stream=stream, headers=headers)
+                if response.status_code < 400:
+                    if cancel is not None and cancel.cancelled:
+                        response.close()
+                        cancel.raise_if_cancelled()
+                    return response
+                error = self.error_from_response(response)
+            except ProviderError as exc:
+                error = exc
+            if not error.retryable or attempt == attempts - 1:
+                raise error
+            delay = self._retry_delay(attempt, error)
+            logger.debug("retrying %s after %.2fs: %s", self.provider, delay, error)
+            if on_retry is not None:
+                on_retry(attempt + 1, delay, error)
+            if cancel is not None:
+                if cancel.wait(delay):
+                    cancel.raise_if_cancelled()
+            else:
+                time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def post_json(
+        self,
+        path: str,
+        body: Any,
+        *,
+        headers: dict[str, str] | None = None,
+        cancel: CancelToken | None = None,
+        on_retry: RetryCallback | None = None,
+    ) -> Any:
+        """JSON を POST し、JSON の応答を返す。"""
+        response = self.request("POST", path, body, headers=headers, cancel=cancel, on_retry=on_retry)
+        try:
+            with translate_errors(self.provider):
+                return response.json()
+        except ValueError as exc:
+            raise ProviderStreamBrokenError("response is not valid JSON", provider=self.provider) from exc
+        finally:
+            response.close()
+
+    def iter_bytes(self, response: requests.Response, cancel: CancelToken | None = None) -> Iterator[bytes]:
+        """ストリーム応答のバイト列を届いた分ずつ返す。キャンセルでソケットを閉じて即座に止まる。
+
+        応答は最後に (読み手自身のスコープで) 必ず閉じる。
+        """
+        sock = _socket_of(response)
+        handle = cancel.add_callback(lambda: _shutdown(sock)) if (cancel is not None and sock is not None) else 0
+        raw = response.raw
+        try:
+            while True:
+                try:
+                    with translate_errors(self.provider, streaming=True):
+                        data = raw.read1(65536)
+                except ProviderError:
+                    if cancel is not None and cancel.cancelled:
+                        raise RequestCancelled("request cancelled") from None
+                    raise
+                if cancel is not None and cancel.cancelled:
+                    raise RequestCancelled("request cancelled")
+                if not data:
+                    return
+                yield data
+        finally:
+            if handle:
+                cancel.remove_callback(handle)  # type: ignore[union-attr]
+            response.close()
+
+    def iter_sse(self, response: requests.Response, cancel: CancelToken | None = None) -> Iterator[SSEEvent]:
+        """ストリーム応答を SSE イベントとして読む。"""
+        decoder = SSEDecoder()
+        for data in self.iter_bytes(response, cancel):
+            yield from decoder.feed(data)
+        yield from decoder.flush()
+
+    def iter_ndjson(self, response: requests.Response, cancel: CancelToken | None = None) -> Iterator[Any]:
+        """ストリーム応答を NDJSON の行として読む。解析できない行はストリーム破損とする。"""
+        decoder = NDJSONDecoder()
+        try:
+            for data in self.iter_bytes(response, cancel):
+                yield from decoder.feed(data)
+            yield from decoder.flush()
+        except ValueError as exc:
+            raise ProviderStreamBrokenError(str(exc), provider=self.provider) from exc
