@@ -139,6 +139,16 @@ class AppConfig:
     rag: RagConfig = field(default_factory=RagConfig)
 
 
+def model_options_for(config: ProviderConfig, model: str) -> ModelOptions:
+    """プロバイダ設定 ``models`` から、モデル名に最初に一致したパターンの癖を返す (無ければ既定値)。"""
+    import fnmatch
+
+    for pattern, options in config.models.items():
+        if fnmatch.fnmatchcase(model, pattern):
+            return options
+    return ModelOptions()
+
+
 def register_configs() -> None:
     """構造化設定を Hydra の ConfigStore に登録する (何度呼んでもよい)。"""
     cs = ConfigStore.instance()

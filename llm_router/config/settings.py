@@ -9,14 +9,13 @@
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_router.config.schema import AppConfig, ModelOptions, ProviderConfig, register_configs
+from llm_router.config.schema import AppConfig, ModelOptions, ProviderConfig, model_options_for, register_configs
 from llm_router.core.schemas.errors import MissingCredentialError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "hydra_conf"
@@ -140,10 +139,7 @@ class Settings:
 
     def model_options(self, provider: str, model: str) -> ModelOptions:
         """モデルの癖を設定から引く (``fnmatch`` パターンで最初に一致したもの)。"""
-        for pattern, options in self.provider(provider).models.items():
-            if fnmatch.fnmatchcase(model, pattern):
-                return options
-        return ModelOptions()
+        return model_options_for(self.provider(provider), model)
 
     @property
     def api_tokens(self) -> list[str]:

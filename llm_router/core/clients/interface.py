@@ -1,0 +1,54 @@
+"""プロバイダクライアントの共通インターフェース (エージェントループとルーターはこれだけを知る)。"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+from llm_router.core.cancel import CancelToken
+from llm_router.core.clients.base_client import RetryCallback
+from llm_router.core.schemas.common import (
+    ChatRequest,
+    ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ReasoningLevel,
+    StreamChunk,
+    ToolDefinition,
+)
+
+
+class ChatClient(Protocol):
+    """すべてのプロバイダクライアントが満たす形。"""
+
+    provider: str
+
+    def chat_stream(
+        self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
+    ) -> Iterator[StreamChunk]:
+        """ストリーミングのチャット。最後のチャンクは必ず ``StreamEnd``。"""
+        ...
+
+    def chat(
+        self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
+    ) -> ChatResponse:
+        """非ストリーミングのチャット。"""
+        ...
+
+    def embed(
+        self, request: EmbeddingRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
+    ) -> EmbeddingResponse:
+        """埋め込み (入力順の float32 行列)。対応しないプロバイダは ``ProviderBadRequestError``。"""
+        ...
+
+    def tool_warnings(self, tools: list[ToolDefinition], model: str) -> list[str]:
+        """このプロバイダ/モデルに送るときに落とす・書き換えるスキーマのキーワード (ツール名つき)。"""
+        ...
+
+    def reasoning_warning(self, model: str, level: ReasoningLevel) -> str | None:
+        """``level`` が ``off`` でなく、モデルが推論に対応しないときの警告文 (対応していれば ``None``)。"""
+        ...
+
+    def close(self) -> None:
+        """接続プールを閉じる。"""
+        ...
