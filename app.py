@@ -55,9 +55,12 @@ register_configs()
 @hydra.main(config_path="llm_router/config/hydra_conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """設定を組み立て、サーバーを起動する。"""
+    import os
+
     from llm_router.server import serve
 
-    settings = settings_from_config(cfg)
+    # テストのハーネスは開発者の .env を読ませないよう、別の .env ファイルをこの変数で指す
+    settings = settings_from_config(cfg, env_file=os.environ.get("LLM_ROUTER_ENV_FILE") or ".env")
     if settings.config.server.async_mode != ASYNC_MODE:
         raise SystemExit(
             f"server.async_mode={settings.config.server.async_mode} does not match the mode patched at start "
