@@ -155,7 +155,7 @@ def test_missing_key_error_names_the_env_variable():
     with pytest.raises(MissingCredentialError, match="ANTHROPIC_API_KEY"):
         router.client("anthropic")
     gemini = make_router(classes={"gemini": FAKE})
-    with pytest.raises(MissingCredentialError, match="GEMINI_API_KEY.*GOOGLE_API_KEY"):
+    with pytest.raises(MissingCredentialError, match=r"GEMINI_API_KEY.*GOOGLE_API_KEY"):
         gemini.client("gemini")
 
 
@@ -178,7 +178,7 @@ def test_keyless_provider_gets_no_key():
 def test_missing_client_module_is_a_clear_error():
     """クライアントのモジュールが無ければ、何が無いかを言うエラーになる。"""
     router = make_router(classes={"demo": "llm_router.core.clients.no_such_module:Nope"})
-    with pytest.raises(ConfigurationError, match="demo.*no_such_module"):
+    with pytest.raises(ConfigurationError, match=r"demo.*no_such_module"):
         router.client("demo")
 
 
