@@ -291,6 +291,17 @@ class OpenAIFake:
         """``/chat/completions`` に届いた本文 (JSON) の一覧。"""
         return [r.json() for r in self.requests if r.path.endswith("/chat/completions")]
 
+    def reset(self) -> None:
+        """台本、記録したリクエスト、切断の印を消す (1 つのサーバーを複数のテストで使い回すとき)。"""
+        self._chat.clear()
+        self._embeddings.clear()
+        with self.server._lock:
+            self.server._queue.clear()
+            self.server.requests.clear()
+        self.server.client_disconnected.clear()
+        self.server.stream_started.clear()
+        self.server.disconnected_at = None
+
     def close(self) -> None:
         """サーバーを止める。"""
         self.server.close()
@@ -324,12 +335,13 @@ class OpenAIFake:
         *,
         type: str | None = None,
         code: str | None = None,
+        param: str | None = None,
         headers: dict[str, str] | None = None,
         endpoint: str = "chat",
     ) -> None:
         """HTTP エラー応答を積む (本文は OpenAI の形、ヘッダは ``retry-after`` などをそのまま)。"""
         kind = type or _default_error_type(status)
-        response = JSONResponse(error_body(message, kind, code), status, dict(headers or {}))
+        response = JSONResponse(error_body(message, kind, code, param), status, dict(headers or {}))
         self.add_turn(lambda r: response, endpoint)
 
     def add_stream_error(self, message: str, *, after_text: str = "", type: str = "server_error") -> None:
