@@ -1,0 +1,196 @@
+"""Anthropic Messages API のクライアント (``POST {base_url}/v1/messages``、SSE の ``event:`` 名つきストリーム)。
+
+このモジュールは要求本文の組み立てと HTTP の呼び出しだけを持つ。会話の対応付けとストリームの解釈は
+:mod:`anthropic_mapping` にある。参考: Anthropic API "Messages"、"Extended thinking"、"Errors"。
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from llm_router.config.schema import ModelOptions, model_options_for
+from llm_router.core.cancel import CancelToken
+from llm_router.core.clients.anthropic_mapping import (
+    AnthropicStreamParser,
+    chunks_from_message,
+    to_anthropic_messages,
+    tool_choice_to_wire,
+)
+from llm_router.core.clients.base_client import BaseClient, RetryCallback, translate_errors
+from llm_router.core.schemas.common import (
+    ChatRequest,
+    ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ReasoningLevel,
+    StreamChunk,
+    StreamEnd,
+    ToolDefinition,
+)
+from llm_router.core.schemas.errors import ModelNotFoundError, ProviderBadRequestError, ProviderStreamBrokenError
+from llm_router.core.tool_schemas import schema_for_provider
+
+_MESSAGES_PATH = "/v1/messages"
+
+
+class AnthropicClient(BaseClient):
+    """Anthropic (Claude) のクライアント。"""
+
+    provider = "anthropic"
+
+    # ------------------------------------------------------------ BaseClient の上書き
+
+    def _auth_headers(self) -> dict[str, str]:
+        """``x-api-key`` と、設定から読む ``anthropic-version``。"""
+        headers = {"anthropic-version": self.config.api_version or ""}
+        if self._api_key:
+            headers["x-api-key"] = self._api_key
+        return headers
+
+    # ------------------------------------------------------------ 要求本文
+
+    def build_body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
+        """共通のリクエストから Messages API の本文を作る。"""
+        options = model_options_for(self.config, request.model)
+        system, messages = to_anthropic_messages(request.messages)
+        max_tokens = request.max_tokens or self.config.default_max_tokens
+        body: dict[str, Any] = {"model": request.model, "max_tokens": max_tokens, "messages": messages}
+        if system:
+            body["system"] = system
+        if request.tools:
+            body["tools"] = [self._tool(tool) for tool in request.tools]
+        choice = tool_choice_to_wire(request.tool_choice, request.parallel_tool_calls)
+        if choice is not None and request.tools:
+            body["tool_choice"] = choice
+        thinking = self._thinking_enabled(request, options)
+        if thinking:
+            self._add_thinking(body, request, options)
+        elif request.temperature is not None and options.supports_temperature:
+            # 思考中は temperature を送れない (Anthropic "Extended thinking": 互換性のない設定)
+            body["temperature"] = request.temperature
+        if options.fixed_temperature is not None and not thinking:
+            body["temperature"] = options.fixed_temperature
+        if stream:
+            body["stream"] = True
+        body.update(request.extra)
+        return body
+
+    @staticmethod
+    def _tool(tool: ToolDefinition) -> dict[str, Any]:
+        """ツール定義を ``{"name", "description", "input_schema"}`` にする。"""
+        schema, _ = schema_for_provider("anthropic", tool)
+        wire: dict[str, Any] = {"name": tool.name, "input_schema": schema}
+        if tool.description:
+            wire["description"] = tool.description
+        return wire
+
+    @staticmethod
+    def _thinking_enabled(request: ChatRequest, options: ModelOptions) -> bool:
+        """この要求で思考を有効にするか。
+
+        ツールの使用を強制する ``tool_choice`` (any / tool) は思考と併用できない
+        (Anthropic "Extended thinking" の "Tool use" の節: auto と none だけ)。その場合は強制を優先する。
+        """
+        if request.reasoning == "off" or not options.reasoning:
+            return False
+        return not (request.tools and request.tool_choice and request.tool_choice.mode in ("required", "tool"))
+
+    def _add_thinking(self, body: dict[str, Any], request: ChatRequest, options: ModelOptions) -> None:
+        """``thinking`` を本文に足す: モデルの設定により固定予算 (enabled) か adaptive。"""
+        if options.reasoning_style == "adaptive":
+            # adaptive はモデルが量を決め、深さは output_config.effort で伝える (Anthropic "Adaptive thinking")
+            body["thinking"] = {"type": "adaptive"}
+            body["output_config"] = {"effort": request.reasoning}
+            return
+        budget = int(self.config.reasoning_levels[request.reasoning])
+        body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        if body["max_tokens"] <= budget:
+            # budget_tokens は max_tokens 未満でなければならない: 回答の分を残して max_tokens を広げる
+            body["max_tokens"] = budget + body["max_tokens"]
+
+    # ------------------------------------------------------------ チャット
+
+    def _post(
+        self, body: dict[str, Any], *, stream: bool, cancel: CancelToken | None, on_retry: RetryCallback | None
+    ) -> Any:
+        """Messages API へ送る。404 はモデル名と提供終了の注記を加えた分かりやすいエラーにする。"""
+        try:
+            return self.request("POST", _MESSAGES_PATH, body, stream=stream, cancel=cancel, on_retry=on_retry)
+        except ModelNotFoundError as exc:
+            options = model_options_for(self.config, body["model"])
+            raise _model_not_found(self.provider, body["model"], options, exc) from exc
+
+    def chat_stream(
+        self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
+    ) -> Iterator[StreamChunk]:
+        """ストリーミングのチャット。最後は組み立て済みのメッセージを持つ ``StreamEnd``。"""
+        body = self.build_body(request, stream=True)
+        response = self._post(body, stream=True, cancel=cancel, on_retry=on_retry)
+        parser = AnthropicStreamParser(request.model, self.redact)
+        for event in self.iter_sse(response, cancel):
+            yield from parser.feed(event.event, event.data)
+        yield from parser.finish()
+
+    def chat(
+        self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
+    ) -> ChatResponse:
+        """非ストリーミングのチャット (ストリームと同じ組み立て器を通す)。"""
+        body = self.build_body(request, stream=False)
+        response = self._post(body, stream=False, cancel=cancel, on_retry=on_retry)
+        try:
+            with translate_errors(self.provider):
+                payload = response.json()
+        except ValueError as exc:
+            raise ProviderStreamBrokenError("response is not valid JSON", provider=self.provider) from exc
+        finally:
+            response.close()
+        end = chunks_from_message(payload, request.model)[-1]
+        assert isinstance(end, StreamEnd)
+        return end.to_response()
+
+    def embed(
+        self, request: EmbeddingRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
+    ) -> EmbeddingResponse:
+        """Anthropic には埋め込み API が無い: 分かりやすいエラーを投げる。"""
+        raise ProviderBadRequestError(
+            "Anthropic has no embeddings API: configure rag.embedding_model with another provider "
+            "(Anthropic には埋め込み API がありません。rag.embedding_model に別のプロバイダを設定してください)",
+            provider=self.provider,
+        )
+
+    # ------------------------------------------------------------ 警告
+
+    def tool_warnings(self, tools: list[ToolDefinition], model: str) -> list[str]:
+        """Anthropic へ送るときに落とす・書き換えるスキーマのキーワード (ツール名つき)。"""
+        return _named_warnings("anthropic", tools)
+
+    def reasoning_warning(self, model: str, level: ReasoningLevel) -> str | None:
+        """推論に対応しないモデルで ``level`` が off でないときの警告文。"""
+        if level == "off" or model_options_for(self.config, model).reasoning:
+            return None
+        return (
+            f"model 'anthropic/{model}' does not support reasoning; reasoning={level} is ignored "
+            f"(モデル 'anthropic/{model}' は推論 (thinking) に対応していないため、reasoning={level} は無視されます)"
+        )
+
+
+def _named_warnings(profile: str, tools: list[ToolDefinition]) -> list[str]:
+    """スキーマ変換の警告を、ツール名が入るようにして集める。"""
+    out: list[str] = []
+    for tool in tools:
+        _, warnings = schema_for_provider(profile, tool)
+        out.extend(w if tool.name in w else f"{tool.name}: {w}" for w in warnings)
+    return out
+
+
+def _model_not_found(provider: str, model: str, options: ModelOptions, exc: ModelNotFoundError) -> ModelNotFoundError:
+    """404 を、モデル名と (設定にあれば) 提供終了の注記を含むエラーにする。"""
+    note = " (retired" + (f": {options.note}" if options.note else "") + ")" if options.retired else ""
+    return ModelNotFoundError(
+        f"model '{provider}/{model}' was not found{note}; choose a served model "
+        f"(モデル '{provider}/{model}' が見つかりません。提供中のモデルを選んでください): {exc.message}",
+        provider=provider,
+        status=exc.status,
+        error_type=exc.error_type,
+    )
