@@ -1,0 +1,215 @@
+/**
+ * /agent 名前空間への接続と、スレッドのイベント列の管理 (再接続・再開・重複排除)。
+ *
+ * - 公式の socket.io クライアント (window.io) を使う。Socket.IO のプロトコルは自分で書かない。
+ * - サーバーのイベントはすべて {type, thread_id, run_id, seq, ts} の封筒を持つ (PROTOCOL.md)。
+ *   seq はスレッドごとに 1 から 1 ずつ増えるので、最後に処理した seq を覚えておき、
+ *   再接続したら start の resume_after_seq でその続きから送り直してもらう。
+ * - 届いたイベントは seq で重複を捨て、飛びがあれば埋まるまで待ってから順に渡す。
+ *   python-socketio には接続状態の復元が無いので (DESIGN.md)、これはクライアント側の仕事。
+ */
+
+const ACK_TIMEOUT_MS = 15000;
+// seq の飛びが埋まらないとき、再開を頼み直すまでの時間
+const GAP_RESYNC_MS = 1500;
+
+/** サーバーに拒否された応答を表す例外 (ack の error.code を持つ)。 */
+export class AckError extends Error {
+  /** ack の error オブジェクトから作る。 */
+  constructor(error) {
+    super(error?.message || error?.code || "エラー");
+    this.code = error?.code || "error";
+  }
+}
+
+/** 1 つのスレッドにつながる接続。 */
+export class AgentConnection {
+  /**
+   * @param {Object} opts
+   * @param {() => string|null} opts.getToken 接続トークン (無ければ null)
+   * @param {(event: Object) => void} opts.onEvent seq 順に並んだ、重複のないイベントを受け取る
+   * @param {(state: string, detail?: string) => void} opts.onStatus 接続状態の変化
+   * @param {(ack: Object, info: {resumed: boolean}) => void} opts.onStarted start の ack が ok だったとき
+   * @param {(err: Error) => void} opts.onStartFailed start が失敗したとき
+   */
+  constructor({ getToken, onEvent, onStatus, onStarted, onStartFailed }) {
+    this.getToken = getToken;
+    this.onEvent = onEvent;
+    this.onStatus = onStatus;
+    this.onStarted = onStarted;
+    this.onStartFailed = onStartFailed;
+    this.threadId = null;
+    this.lastSeq = 0;
+    this.knownThread = false; // サーバーにすでにあるかもしれないスレッドか (再読み込み後など)
+    this.startParams = {};
+    this.outOfOrder = new Map();
+    this.gapTimer = null;
+    this.duplicates = 0;
+    this.connectedOnce = false;
+    this.socket = null;
+  }
+
+  /** 接続を開く (再接続は socket.io の Manager が指数バックオフで自動で行う)。 */
+  connect() {
+    const socket = window.io("/agent", {
+      // 接続のたびに最新のトークンを渡す (トークンを入れ直した後の再接続にも効く)
+      auth: (cb) => {
+        const token = this.getToken();
+        cb(token ? { token } : {});
+      },
+      reconnectionDelay: 500,
+      reconnectionDelayMax: 4000,
+    });
+    this.socket = socket;
+    socket.on("connect", () => this.handleConnect());
+    socket.on("disconnect", (reason) => this.handleDisconnect(reason));
+    socket.on("connect_error", (err) => this.handleConnectError(err));
+    socket.io.on("reconnect_attempt", (n) => this.onStatus("reconnecting", `再接続中… (${n} 回目)`));
+    socket.onAny((name, payload) => this.receive(name, payload));
+    this.onStatus("connecting", "接続中…");
+  }
+
+  /** 接続できた (初回と再接続のたび): スレッドに入り直し、途切れていた分を送ってもらう。 */
+  handleConnect() {
+    const resumed = this.connectedOnce;
+    this.connectedOnce = true;
+    this.onStatus("connected", "接続済み");
+    this.start({ resumed }).catch(() => {});
+  }
+
+  /** 切断されたとき。サーバー側から切られた場合は socket.io が自動では再接続しないので、自分でつなぎ直す。 */
+  handleDisconnect(reason) {
+    this.onStatus("reconnecting", "切断されました。再接続中…");
+    if (reason === "io server disconnect") this.socket.connect();
+  }
+
+  /** 接続が拒否されたとき (トークン違いなら "unauthorized")。 */
+  handleConnectError(err) {
+    const message = err?.message || "";
+    if (message === "unauthorized") this.onStatus("unauthorized", "認証が必要です");
+    else this.onStatus("reconnecting", "接続できません。再試行中…");
+  }
+
+  /** トークンを入れ直した後などに、もう一度つなぐ。 */
+  reconnect() {
+    if (this.socket.connected) this.socket.disconnect();
+    this.socket.connect();
+  }
+
+  /** 使うスレッドを決める (id はクライアントで作る。未知の id なら、サーバーがその id で作る)。 */
+  useThread(threadId, { known = false } = {}) {
+    this.threadId = threadId;
+    this.lastSeq = 0;
+    this.knownThread = known;
+    this.outOfOrder.clear();
+    clearTimeout(this.gapTimer);
+  }
+
+  /**
+   * スレッドに入る (初回)、入り直す (再接続・設定変更)。これまでに見た seq の続きから送ってもらう。
+   * @returns {Promise<Object>} ok だった ack
+   */
+  async start({ resumed = false } = {}) {
+    if (!this.threadId || !this.socket?.connected) return null;
+    const payload = { thread_id: this.threadId, ...this.startParams };
+    // 初めて作るスレッドでは再開するものが無い。それ以外は、見た所の続きから送り直してもらう
+    if (this.lastSeq > 0 || this.knownThread) payload.resume_after_seq = this.lastSeq;
+    const threadId = this.threadId;
+    try {
+      const ack = await this.request("start", payload);
+      if (threadId !== this.threadId) return ack; // 待つ間に別の会話へ切り替わった
+      this.knownThread = true;
+      if (typeof ack.last_seq === "number" && ack.last_seq < this.lastSeq) {
+        // サーバーがスレッドのログを失った (再起動など): 新しいログの seq に合わせ直す
+        this.lastSeq = ack.last_seq;
+        this.outOfOrder.clear();
+      }
+      this.onStarted(ack, { resumed });
+      return ack;
+    } catch (err) {
+      this.onStartFailed(err);
+      throw err;
+    }
+  }
+
+  /** ack 付きでイベントを送る。ok でなければ AckError を投げる。 */
+  request(event, payload, timeoutMs = ACK_TIMEOUT_MS) {
+    return new Promise((resolve, reject) => {
+      this.socket.timeout(timeoutMs).emit(event, payload, (err, ack) => {
+        if (err) reject(new AckError({ code: "timeout", message: "サーバーから応答がありません" }));
+        else if (!ack || ack.ok !== true) reject(new AckError(ack?.error));
+        else resolve(ack);
+      });
+    });
+  }
+
+  /** ユーザーのメッセージを送り、実行を始める。 */
+  sendMessage(content, runId) {
+    return this.request("user_message", { thread_id: this.threadId, content, run_id: runId });
+  }
+
+  /** ブラウザ側ツールの結果を返す。 */
+  sendToolResult(runId, toolCallId, result, isError) {
+    return this.request("tool_result", {
+      thread_id: this.threadId,
+      run_id: runId,
+      tool_call_id: toolCallId,
+      result,
+      is_error: Boolean(isError),
+    });
+  }
+
+  /** 実行を止める (mode: "now" | "after_step")。 */
+  cancel(runId, mode = "now") {
+    const payload = { thread_id: this.threadId, mode };
+    if (runId) payload.run_id = runId;
+    return this.request("cancel", payload);
+  }
+
+  /** サーバーからのイベントを受け取り、seq で並べ、重複を捨ててから渡す。 */
+  receive(name, payload) {
+    if (!payload || typeof payload !== "object" || payload.thread_id !== this.threadId) return;
+    const seq = payload.seq;
+    if (typeof seq !== "number") return;
+    if (seq <= this.lastSeq || this.outOfOrder.has(seq)) {
+      this.duplicates += 1;
+      return;
+    }
+    this.outOfOrder.set(seq, { ...payload, type: payload.type || name });
+    this.drain();
+  }
+
+  /** 次の seq が揃っている限り順に渡す。飛びが残れば、しばらく待って再開を頼み直す。 */
+  drain() {
+    while (this.outOfOrder.has(this.lastSeq + 1)) {
+      const event = this.outOfOrder.get(this.lastSeq + 1);
+      this.outOfOrder.delete(this.lastSeq + 1);
+      this.lastSeq += 1;
+      try {
+        this.onEvent(event);
+      } catch (err) {
+        console.error("イベントの処理に失敗しました", event, err);
+      }
+    }
+    clearTimeout(this.gapTimer);
+    if (this.outOfOrder.size === 0) {
+      this.gapAttempts = 0;
+      return;
+    }
+    this.gapTimer = setTimeout(() => this.resolveGap(), GAP_RESYNC_MS);
+  }
+
+  /** seq の飛びが埋まらない: 1 度は再開を頼み直し、それでも駄目なら (ログが上限で切られた) 先へ進む。 */
+  resolveGap() {
+    if (this.outOfOrder.size === 0) return;
+    this.gapAttempts = (this.gapAttempts || 0) + 1;
+    if (this.gapAttempts === 1) {
+      this.start({ resumed: true }).catch(() => {});
+      this.gapTimer = setTimeout(() => this.resolveGap(), GAP_RESYNC_MS * 2);
+      return;
+    }
+    console.warn("イベントの一部がサーバーのログに残っていないため、飛ばして続けます");
+    this.lastSeq = Math.min(...this.outOfOrder.keys()) - 1;
+    this.drain();
+  }
+}

@@ -1,0 +1,219 @@
+/**
+ * 会話ビュー: ユーザーの発言と、流れてくるアシスタントのテキスト。
+ *
+ * テキストは FrameBatcher で 1 フレームに 1 回、Text ノードとして足す (innerHTML は使わない)。
+ * text_finished が来たら、その全文 (サーバーが確定したもの) で置き換える。
+ * step_reset で無効になった部分は消し、停止・エラーはその位置に印を付ける。
+ */
+import { h, setText } from "./dom.js";
+
+const FINISH_NOTES = {
+  length: "最大トークン数に達したため、応答は途中で終わっています。",
+  max_steps: "ステップ数の上限に達したため、ここで終わりました。",
+};
+const CANCEL_REASONS = {
+  client: "停止しました",
+  disconnect_timeout: "接続が切れたまま時間が過ぎたため、サーバーが停止しました",
+  shutdown: "サーバーの停止により中断されました",
+};
+
+/** 会話の表示。 */
+export class ConversationView {
+  /**
+   * @param {HTMLElement} container メッセージを並べる要素 (#messages)
+   * @param {import("./frame_batcher.js").FrameBatcher} batcher
+   */
+  constructor(container, batcher) {
+    this.container = container;
+    this.batcher = batcher;
+    this.emptyState = container.querySelector("#empty-state");
+    this.runs = new Map();
+    this.stick = true;
+    container.addEventListener("scroll", () => {
+      this.stick = container.scrollHeight - container.scrollTop - container.clientHeight < 48;
+    });
+    batcher.onFlush(() => this.followBottom());
+  }
+
+  /** 末尾を見ていたなら、新しい内容に合わせてスクロールする。 */
+  followBottom() {
+    if (this.stick) this.container.scrollTop = this.container.scrollHeight;
+  }
+
+  /** すべて消す (新しい会話)。 */
+  clear() {
+    for (const el of [...this.container.children]) if (el !== this.emptyState) el.remove();
+    this.runs.clear();
+    this.emptyState.hidden = false;
+    this.stick = true;
+  }
+
+  /** ユーザーの発言を足す (実行ごとに 1 つ。同じ実行なら 2 度足さない)。 */
+  addUserMessage(runId, text) {
+    const run = this.ensureRun(runId);
+    if (run.user) return;
+    run.user = h("div.msg.user", { dataset: { runId } }, h("div.msg-role", { text: "あなた" }), h("div.msg-text", { text }));
+    this.container.insertBefore(run.user, run.assistant);
+    this.stick = true;
+    this.batcher.schedule();
+  }
+
+  /** 実行の表示を作る (無ければ)。 */
+  ensureRun(runId) {
+    let run = this.runs.get(runId);
+    if (run) return run;
+    this.emptyState.hidden = true;
+    const status = h("div.msg-status", { "aria-live": "off" });
+    const body = h("div.msg-body");
+    const assistant = h("div.msg.assistant", { dataset: { runId }, hidden: true }, h("div.msg-role", { text: "エージェント" }), body, status);
+    this.container.appendChild(assistant);
+    run = { user: null, assistant, body, status, texts: new Map(), chips: new Map(), step: 0, hasText: false };
+    this.runs.set(runId, run);
+    return run;
+  }
+
+  /** イベントを 1 つ反映する (on_<type> があれば呼ぶ)。 */
+  handle(event) {
+    const fn = this[`on_${event.type}`];
+    if (fn && event.run_id) fn.call(this, event, this.ensureRun(event.run_id));
+  }
+
+  /** 実行の状態表示を変える。 */
+  setStatus(run, text, kind = "working") {
+    run.status.dataset.kind = kind;
+    setText(run.status, text);
+  }
+
+  /** run_started: アシスタントの枠を出し、考え中の表示にする。 */
+  on_run_started(event, run) {
+    run.assistant.hidden = false;
+    run.assistant.setAttribute("aria-busy", "true");
+    this.setStatus(run, "考えています…");
+    this.batcher.schedule();
+  }
+
+  /** step_started: 以降のテキストはこのステップのもの (step_reset で消すため)。 */
+  on_step_started(event, run) {
+    run.step = event.step;
+    this.setStatus(run, "考えています…");
+  }
+
+  /** reasoning_started: 思考中の表示 (中身はタイムラインに出す)。 */
+  on_reasoning_started(event, run) {
+    this.setStatus(run, "思考中… (内容はタイムラインの「思考」に表示されます)");
+  }
+
+  /** text_started: テキストのブロックを作る。 */
+  on_text_started(event, run) {
+    this.textBlock(run, event.message_id);
+    this.setStatus(run, "書いています…");
+  }
+
+  /** テキストのブロックを返す (無ければ作る)。 */
+  textBlock(run, messageId) {
+    let block = run.texts.get(messageId);
+    if (!block) {
+      block = h("div.msg-text", { dataset: { messageId, step: String(run.step) } });
+      run.texts.set(messageId, block);
+      run.body.appendChild(block);
+      run.assistant.hidden = false;
+    }
+    return block;
+  }
+
+  /** text_delta: 次のフレームでまとめて Text ノードを足す。 */
+  on_text_delta(event, run) {
+    run.hasText = true;
+    this.batcher.appendText(this.textBlock(run, event.message_id), event.delta);
+  }
+
+  /** text_finished: サーバーが確定した全文で置き換える。 */
+  on_text_finished(event, run) {
+    const block = this.textBlock(run, event.message_id);
+    this.batcher.discard(block);
+    if (typeof event.text === "string") setText(block, event.text);
+    run.hasText = run.hasText || Boolean(event.text);
+  }
+
+  /** tool_call_started: ツールの呼び出しを小さな札で示す。 */
+  on_tool_call_started(event, run) {
+    const where = event.executor === "client" ? "ブラウザ" : "サーバー";
+    const chip = h("span.chip", { dataset: { state: "running", step: String(run.step) } }, `${event.name} (${where})`);
+    run.chips.set(event.tool_call_id, chip);
+    let row = run.body.lastElementChild;
+    if (!row || !row.classList.contains("chip-row")) {
+      row = h("div.chip-row", { "aria-label": "ツール呼び出し" });
+      run.body.appendChild(row);
+    }
+    row.appendChild(chip);
+    run.assistant.hidden = false;
+    this.setStatus(run, `ツール ${event.name} を呼び出しています…`);
+  }
+
+  /** tool_call_ready: ブラウザで実行するものは、その旨を出す。 */
+  on_tool_call_ready(event, run) {
+    if (event.executor === "client" && !event.error) this.setStatus(run, `ブラウザでツール ${event.name} を実行しています…`);
+  }
+
+  /** tool_result: 札を成功 / 失敗の色にする。 */
+  on_tool_result(event, run) {
+    const chip = run.chips.get(event.tool_call_id);
+    if (chip) chip.dataset.state = event.is_error ? "error" : "done";
+    this.setStatus(run, "結果をモデルに渡しています…");
+  }
+
+  /** step_reset: そのステップの途中までの出力を取り消す。 */
+  on_step_reset(event, run) {
+    for (const el of run.body.querySelectorAll(`[data-step="${CSS.escape(String(event.step))}"]`)) {
+      el.classList.add("void");
+    }
+    for (const [id, block] of run.texts) {
+      if (block.classList.contains("void")) {
+        this.batcher.discard(block);
+        run.texts.delete(id);
+        block.remove();
+      }
+    }
+    this.setStatus(run, "途中で失敗したため、このステップをやり直しています…", "warn");
+  }
+
+  /** retry: 再試行中であることを出す。 */
+  on_retry(event, run) {
+    this.setStatus(run, `再試行しています (${event.attempt} 回目)…`, "warn");
+  }
+
+  /** 実行の終わり (共通)。 */
+  finish(run) {
+    run.assistant.removeAttribute("aria-busy");
+    run.assistant.hidden = false;
+    for (const chip of run.chips.values()) if (chip.dataset.state === "running") chip.dataset.state = "stopped";
+  }
+
+  /** run_finished: 終わりの印 (途中で切れたなら注記)。 */
+  on_run_finished(event, run) {
+    this.finish(run);
+    if (!run.hasText && event.text) setText(this.textBlock(run, "final"), event.text);
+    const note = FINISH_NOTES[event.finish_reason];
+    if (note) this.setStatus(run, note, "warn");
+    else if (!run.hasText && !event.text) this.setStatus(run, "(テキストの応答はありません)", "done");
+    else this.setStatus(run, "", "done");
+  }
+
+  /** run_error: エラーをその位置に出す。 */
+  on_run_error(event, run) {
+    this.finish(run);
+    const err = event.error || {};
+    run.body.appendChild(
+      h("div.msg-error", { role: "alert" }, h("strong", { text: "エラー: " }), err.message || "不明なエラー", h("span.code", { text: ` (${err.code || "error"})` })),
+    );
+    this.setStatus(run, "", "error");
+  }
+
+  /** run_cancelled: 止まった位置に印を付ける。 */
+  on_run_cancelled(event, run) {
+    this.finish(run);
+    const reason = CANCEL_REASONS[event.reason] || `停止しました (${event.reason})`;
+    run.body.appendChild(h("div.msg-stopped", { text: `■ ${reason} — 出力はここまでです` }));
+    this.setStatus(run, "", "cancelled");
+  }
+}

@@ -1,0 +1,284 @@
+/**
+ * エージェントコンソールの入口: 画面の部品をつなぎ、サーバーのイベントを各ビューに配る。
+ *
+ * 流れ: /api/info を読む → /agent に接続 → start (ブラウザ側ツールを登録) → user_message で実行 →
+ * イベントを会話ビュー・タイムライン・ブラウザ側ツールに配る。Esc / 停止ボタンで cancel。
+ */
+import { AgentConnection } from "./connection.js";
+import { ClientToolRunner, clientToolDefinitions, trackSelection } from "./client_tools.js";
+import { ConfirmDialog } from "./confirm_dialog.js";
+import { ConversationView } from "./conversation.js";
+import { h, newId, setText } from "./dom.js";
+import { FrameBatcher } from "./frame_batcher.js";
+import { ModelPicker } from "./model_picker.js";
+import { SessionStore } from "./session_store.js";
+import { TimelineView } from "./timeline.js";
+import { ClientToolBridge } from "./tool_bridge.js";
+
+const RUN_END = new Set(["run_finished", "run_error", "run_cancelled"]);
+const SUGGESTIONS = [
+  "こんにちは。何ができますか?",
+  "123 * 456 を計算して",
+  "東京の現在時刻を教えて",
+  "私のブラウザのロケールとタイムゾーンは?",
+  "確認してから操作を実行して",
+];
+
+/** コンソール全体。 */
+class ConsoleApp {
+  /** 画面の要素を集め、部品を作る。 */
+  constructor() {
+    this.$ = (id) => document.getElementById(id);
+    this.store = new SessionStore(window.sessionStorage);
+    this.batcher = new FrameBatcher();
+    this.conversation = new ConversationView(this.$("messages"), this.batcher);
+    this.timeline = new TimelineView(this.$("timeline"), this.batcher);
+    this.dialog = new ConfirmDialog(this.$("confirm-dialog"));
+    this.runner = new ClientToolRunner({ dialog: this.dialog });
+    this.activeRunId = null;
+    this.connected = false;
+    this.info = null;
+    this.connection = new AgentConnection({
+      getToken: () => this.store.token(),
+      onEvent: (event) => this.dispatch(event),
+      onStatus: (state, text) => this.showStatus(state, text),
+      onStarted: (ack, opts) => this.started(ack, opts),
+      onStartFailed: (err) => this.startFailed(err),
+    });
+    this.tools = new ClientToolBridge(this.connection, this.runner, this.timeline);
+    this.models = new ModelPicker(this.$("model-select"), this.store);
+    // テストと開発者ツールから様子を見るための窓口 (状態を変えるものは置かない)
+    window.llmRouterConsole = this;
+  }
+
+  /** 起動: 公開情報を読み、画面を整え、接続する。 */
+  async init() {
+    this.bindComposer();
+    this.bindControls();
+    trackSelection((text) => setText(this.$("selection-hint"), `選択中のテキスト: ${text.length.toLocaleString("ja-JP")} 文字`));
+    this.renderSuggestions();
+    try {
+      const response = await fetch("/api/info", { headers: { Accept: "application/json" } });
+      this.info = await response.json();
+    } catch {
+      this.info = { auth_required: false, models: [], server_tools: [], default_model: "", demo: false };
+      this.showWarnings(["サーバーの情報 (/api/info) を読めませんでした。"]);
+    }
+    this.models.render(this.info);
+    this.renderToolsList();
+    this.$("reasoning-select").value = this.store.get("reasoning") || "off";
+    if (this.info.auth_required && !this.store.token()) this.showAuth("");
+    this.openThread(this.store.get("thread_id"));
+    this.connection.connect();
+  }
+
+  /** スレッドを使い始める (id が無ければ新しく作る)。再読み込みなら、これまでの出来事を送り直してもらう。 */
+  openThread(threadId) {
+    const known = Boolean(threadId);
+    const id = threadId || newId("thread");
+    this.store.set("thread_id", id);
+    this.connection.useThread(id, { known });
+    this.connection.startParams = this.startParams();
+  }
+
+  /** start で送る内容 (モデル、ブラウザ側ツール、設定)。 */
+  startParams() {
+    const params = { tools: clientToolDefinitions(), settings: { reasoning: this.$("reasoning-select").value } };
+    const model = this.models.value();
+    if (model) params.model = model;
+    return params;
+  }
+
+  /** 設定 (モデル・思考) を変えたら、同じスレッドに入り直して以降の実行に効かせる。 */
+  restart() {
+    this.connection.startParams = this.startParams();
+    this.connection.start({ resumed: true }).catch(() => {});
+  }
+
+  /** start の ack: 実際のモデル、デモかどうか、警告を画面に出す。 */
+  started(ack, { resumed }) {
+    this.$("auth-panel").hidden = true;
+    const model = ack.model || "";
+    const demo = this.models.isDemo(model);
+    this.$("demo-banner").hidden = !demo;
+    setText(this.$("demo-model-name"), model);
+    this.models.showActive(model);
+    this.showWarnings(ack.warnings || []);
+    this.tools.synced(resumed);
+    this.updateControls();
+  }
+
+  /** start が拒否された: 他人のスレッドなら新しい会話に切り替える。 */
+  startFailed(err) {
+    if (err.code === "forbidden" || err.code === "unknown_thread") {
+      this.newConversation();
+      return;
+    }
+    this.showWarnings([`スレッドに接続できません: ${err.message} (${err.code})`]);
+  }
+
+  /** 接続状態の表示。 */
+  showStatus(state, text) {
+    const el = this.$("conn-status");
+    el.dataset.state = state;
+    setText(el.querySelector(".conn-text"), text);
+    this.connected = state === "connected";
+    if (state !== "connected") this.tools.unsynced();
+    if (state === "unauthorized") this.showAuth(this.store.token() ? "トークンが違います。入力し直してください。" : "");
+    this.updateControls();
+  }
+
+  /** 認証の欄を出す。 */
+  showAuth(error) {
+    this.$("auth-panel").hidden = false;
+    setText(this.$("auth-error"), error);
+    this.$("auth-token").focus();
+  }
+
+  /** 警告の帯 (start の warnings など)。 */
+  showWarnings(warnings) {
+    const banner = this.$("warnings-banner");
+    banner.replaceChildren(...warnings.map((w) => h("div", { text: `⚠ ${w}` })));
+    banner.hidden = warnings.length === 0;
+  }
+
+  /** サーバーのイベント (seq 順、重複なし) を各部品に配る。 */
+  dispatch(event) {
+    if (event.type === "run_started") {
+      const text = this.store.userMessage(this.connection.threadId, event.run_id);
+      if (text) this.conversation.addUserMessage(event.run_id, text);
+      this.activeRunId = event.run_id;
+    }
+    this.conversation.handle(event);
+    this.timeline.handle(event);
+    this.tools.handle(event);
+    if (RUN_END.has(event.type) && event.run_id === this.activeRunId) this.activeRunId = null;
+    if (event.type === "run_started" || RUN_END.has(event.type)) this.updateControls();
+  }
+
+  /** 入力欄: Enter で送信、Shift+Enter で改行 (日本語入力の変換中の Enter は送信しない)。 */
+  bindComposer() {
+    const prompt = this.$("prompt");
+    prompt.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && !e.shiftKey && !e.isComposing && e.keyCode !== 229) {
+        e.preventDefault();
+        this.send();
+      }
+    });
+    this.$("composer").addEventListener("submit", (e) => {
+      e.preventDefault();
+      this.send();
+    });
+    this.$("stop").addEventListener("click", () => this.stop());
+    // Esc はどこにいても停止 (確認ダイアログが開いている間は、ダイアログの「いいえ」になる)
+    document.addEventListener("keydown", (e) => {
+      if (e.key === "Escape" && !this.dialog.isOpen() && this.activeRunId) {
+        e.preventDefault();
+        this.stop();
+      }
+    });
+  }
+
+  /** ヘッダの操作 (モデル、思考、新しい会話、認証、折りたたみ)。 */
+  bindControls() {
+    this.$("model-select").addEventListener("change", () => {
+      this.models.remember();
+      this.restart();
+    });
+    this.$("reasoning-select").addEventListener("change", (e) => {
+      this.store.set("reasoning", e.target.value);
+      this.restart();
+    });
+    this.$("new-thread").addEventListener("click", () => this.newConversation());
+    this.$("auth-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      this.store.setToken(this.$("auth-token").value.trim());
+      setText(this.$("auth-error"), "");
+      this.connection.reconnect();
+    });
+    this.$("expand-all").addEventListener("click", () => this.timeline.setAllOpen(true));
+    this.$("collapse-all").addEventListener("click", () => this.timeline.setAllOpen(false));
+  }
+
+  /** メッセージを送る (実行中は送らない)。 */
+  async send() {
+    const prompt = this.$("prompt");
+    const text = prompt.value.trim();
+    if (!text || this.activeRunId || !this.connected) return;
+    const runId = newId("run");
+    this.activeRunId = runId;
+    this.store.addUserMessage(this.connection.threadId, runId, text);
+    this.conversation.addUserMessage(runId, text);
+    prompt.value = "";
+    this.updateControls();
+    try {
+      await this.connection.sendMessage(text, runId);
+    } catch (err) {
+      if (this.activeRunId === runId) this.activeRunId = null;
+      this.showWarnings([`送信できませんでした: ${err.message} (${err.code})`]);
+      if (!prompt.value) prompt.value = text;
+      this.updateControls();
+    }
+  }
+
+  /** 実行中の run を止める。 */
+  async stop() {
+    const runId = this.activeRunId;
+    if (!runId) return;
+    this.$("stop").disabled = true;
+    setText(this.$("stop").firstChild, "停止中… ");
+    try {
+      await this.connection.cancel(runId, "now");
+    } catch (err) {
+      this.showWarnings([`停止できませんでした: ${err.message} (${err.code})`]);
+      this.updateControls();
+    }
+  }
+
+  /** 新しい会話 (新しいスレッド)。 */
+  newConversation() {
+    this.runner.abortAll();
+    this.tools.reset();
+    this.conversation.clear();
+    this.timeline.clear();
+    this.activeRunId = null;
+    this.store.set("thread_id", "");
+    this.openThread(null);
+    this.connection.start().catch(() => {});
+    this.updateControls();
+    this.$("prompt").focus();
+  }
+
+  /** 送信・停止ボタンの有効 / 無効。 */
+  updateControls() {
+    const running = Boolean(this.activeRunId);
+    this.$("send").disabled = running || !this.connected;
+    this.$("stop").disabled = !running;
+    setText(this.$("stop").firstChild, "停止 ");
+    document.body.dataset.running = running ? "true" : "false";
+  }
+
+  /** 空の会話に入力例を出す (押すとそのまま送る)。 */
+  renderSuggestions() {
+    const box = this.$("suggestions");
+    for (const text of SUGGESTIONS) {
+      box.appendChild(h("button.suggestion", { type: "button", text, onclick: () => {
+        this.$("prompt").value = text;
+        this.send();
+      } }));
+    }
+  }
+
+  /** 使えるツールの一覧 (サーバー側とブラウザ側)。 */
+  renderToolsList() {
+    const list = this.$("tools-list");
+    const item = (name, where) => h("span.tool-pill", {}, h("span.mono", { text: name }), h("span.executor", { dataset: { executor: where }, text: where === "client" ? "ブラウザ" : "サーバー" }));
+    list.replaceChildren(
+      ...(this.info.server_tools || []).map((n) => item(n, "server")),
+      ...clientToolDefinitions().map((t) => item(t.name, "client")),
+    );
+  }
+}
+
+const app = new ConsoleApp();
+app.init();
