@@ -352,7 +352,7 @@ class AnthropicStreamParser:
 
     # -- 差分
     def _text_delta(self, index: int, delta: dict[str, Any]) -> list[StreamChunk]:
-        """``text_delta``。"""
+        """``text_delta``: テキストの断片。"""
         text = delta.get("text", "")
         block = self.blocks[index]
         block["text"] = block.get("text", "") + text
@@ -367,7 +367,7 @@ class AnthropicStreamParser:
         return self.acc.tool_args(self._tool_index[index], piece)
 
     def _thinking_delta(self, index: int, delta: dict[str, Any]) -> list[StreamChunk]:
-        """``thinking_delta``。"""
+        """``thinking_delta``: 思考の断片。"""
         text = delta.get("thinking", "")
         block = self.blocks[index]
         block["thinking"] = block.get("thinking", "") + text

@@ -65,7 +65,7 @@ class WireTool(TypedDict):
 
 
 class WireToolChoice(TypedDict):
-    """``tool_choice``。"""
+    """ツール選択 ``tool_choice``。"""
 
     type: Literal["auto", "any", "tool", "none"]
     name: NotRequired[str]
