@@ -1,0 +1,158 @@
+"""1 回の実行のイベントを送る口: プロトコル (PROTOCOL.md の表) のイベント名とフィールドはここにだけ書く。
+
+- イベントごとに 1 つのメソッド (名前とフィールドを型で固定し、打ち間違いを防ぐ)。
+- 終わりのイベント (``run_finished`` / ``run_error`` / ``run_cancelled``) は 1 回だけ。その後の
+  イベントは黙って捨てる。キャンセル側のスレッドが ``run_cancelled`` を出した後に、まだほどけて
+  いる途中のモデルのスレッドが何かを送ることはない (同じロックの下で判定して送るため)。
+- ロックはこの実行の中だけで共有され、競合するのはキャンセルとツール結果の受け付けのときだけ。
+- 推論の署名 (``ReasoningPart.signature``) や ``ProviderState`` はここを通らない: 推論は ``text`` だけを送る。
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from llm_router.agent.sink import EventSink
+from llm_router.core.schemas.common import Usage
+
+TERMINAL_EVENTS = ("run_finished", "run_error", "run_cancelled")
+
+
+class RunEvents:
+    """1 回の実行のイベント送出 (終わりのイベントの後は何も送らない)。"""
+
+    def __init__(self, sink: EventSink, run_id: str) -> None:
+        """送り先のシンクと実行 ID を受け取る。"""
+        self._sink = sink
+        self.run_id = run_id
+        self.lock = threading.RLock()
+        self.closed = False
+
+    def emit(self, event_type: str, fields: dict[str, Any]) -> bool:
+        """イベントを送る。実行が既に終わっていれば送らずに偽を返す。"""
+        with self.lock:
+            if self.closed:
+                return False
+            self._sink.emit(event_type, self.run_id, fields)
+            return True
+
+    def finish(self, event_type: str, fields: dict[str, Any], before: Callable[[], None] | None = None) -> bool:
+        """終わりのイベントを 1 回だけ送る。``before`` は同じロックの下で、送る直前に呼ぶ (履歴の確定用)。"""
+        with self.lock:
+            if self.closed:
+                return False
+            if before is not None:
+                before()
+            self.closed = True
+            self._sink.emit(event_type, self.run_id, fields)
+            return True
+
+    # ------------------------------------------------------------ 実行とステップ
+
+    def run_started(self, model: str, max_steps: int) -> bool:
+        """``run_started``。"""
+        return self.emit("run_started", {"model": model, "max_steps": max_steps})
+
+    def step_started(self, step: int, model: str) -> bool:
+        """``step_started`` (step は 1 始まり)。"""
+        return self.emit("step_started", {"step": step, "model": model})
+
+    def step_finished(self, step: int, finish_reason: str, usage: Usage) -> bool:
+        """``step_finished``。"""
+        return self.emit("step_finished", {"step": step, "finish_reason": finish_reason, "usage": usage.to_dict()})
+
+    def retry(self, step: int, attempt: int, wait_ms: int, reason: str, model: str) -> bool:
+        """``retry`` (クライアントの再試行、または次のモデルへの切り替え)。"""
+        return self.emit(
+            "retry", {"step": step, "attempt": attempt, "wait_ms": wait_ms, "reason": reason, "model": model}
+        )
+
+    def step_reset(self, step: int, reason: str) -> bool:
+        """``step_reset`` (このステップの途中の出力は無効)。"""
+        return self.emit("step_reset", {"step": step, "reason": reason})
+
+    # ------------------------------------------------------------ テキストと推論
+
+    def text_started(self, message_id: str) -> bool:
+        """``text_started``。"""
+        return self.emit("text_started", {"message_id": message_id})
+
+    def text_delta(self, message_id: str, delta: str) -> bool:
+        """``text_delta``。"""
+        return self.emit("text_delta", {"message_id": message_id, "delta": delta})
+
+    def text_finished(self, message_id: str, text: str) -> bool:
+        """``text_finished`` (そのメッセージの全文)。"""
+        return self.emit("text_finished", {"message_id": message_id, "text": text})
+
+    def reasoning_started(self, message_id: str) -> bool:
+        """``reasoning_started``。"""
+        return self.emit("reasoning_started", {"message_id": message_id})
+
+    def reasoning_delta(self, message_id: str, delta: str) -> bool:
+        """``reasoning_delta``。"""
+        return self.emit("reasoning_delta", {"message_id": message_id, "delta": delta})
+
+    def reasoning_finished(self, message_id: str, text: str) -> bool:
+        """``reasoning_finished`` (推論の全文。署名は決して含めない)。"""
+        return self.emit("reasoning_finished", {"message_id": message_id, "text": text})
+
+    # ------------------------------------------------------------ ツール
+
+    def tool_call_started(self, tool_call_id: str, name: str, executor: str) -> bool:
+        """``tool_call_started``。"""
+        return self.emit("tool_call_started", {"tool_call_id": tool_call_id, "name": name, "executor": executor})
+
+    def tool_call_delta(self, tool_call_id: str, delta: str) -> bool:
+        """``tool_call_delta`` (引数の JSON 文字列の断片)。"""
+        return self.emit("tool_call_delta", {"tool_call_id": tool_call_id, "delta": delta})
+
+    def tool_call_ready(
+        self, tool_call_id: str, name: str, arguments: dict[str, Any], executor: str, error: str | None = None
+    ) -> bool:
+        """``tool_call_ready``。引数が不正なら ``error`` を付ける (クライアントは実行しない)。"""
+        fields: dict[str, Any] = {
+            "tool_call_id": tool_call_id,
+            "name": name,
+            "arguments": arguments,
+            "executor": executor,
+        }
+        if error is not None:
+            fields["error"] = error
+        return self.emit("tool_call_ready", fields)
+
+    def tool_result(
+        self, tool_call_id: str, name: str, result: Any, is_error: bool, executor: str, duration_ms: int
+    ) -> bool:
+        """``tool_result``。"""
+        return self.emit(
+            "tool_result",
+            {
+                "tool_call_id": tool_call_id,
+                "name": name,
+                "result": result,
+                "is_error": is_error,
+                "executor": executor,
+                "duration_ms": duration_ms,
+            },
+        )
+
+    # ------------------------------------------------------------ 終わり (どれか 1 つだけ)
+
+    def run_finished(
+        self, finish_reason: str, usage: Usage, text: str, before: Callable[[], None] | None = None
+    ) -> bool:
+        """``run_finished`` (finish_reason は stop / max_steps / length)。"""
+        return self.finish(
+            "run_finished", {"finish_reason": finish_reason, "usage": usage.to_dict(), "text": text}, before
+        )
+
+    def run_error(self, error: dict[str, Any], usage: Usage, before: Callable[[], None] | None = None) -> bool:
+        """``run_error`` (error は code / message / provider / retryable / phase)。"""
+        return self.finish("run_error", {"error": error, "usage": usage.to_dict()}, before)
+
+    def run_cancelled(self, reason: str, usage: Usage, before: Callable[[], None] | None = None) -> bool:
+        """``run_cancelled`` (usage はそこまでに消費した分)。"""
+        return self.finish("run_cancelled", {"reason": reason, "usage": usage.to_dict()}, before)

@@ -1,0 +1,70 @@
+"""1 回の実行で使えるツールの一覧: サーバー側 (レジストリの有効なもの) とクライアント側 (スレッドの定義)。
+
+ツール呼び出しを実行してよいかの判定もここで行う: 未知の名前、JSON として解析できない引数、
+元のスキーマ (プロバイダ向けに変換する前のもの) に合わない引数は実行しない。
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llm_router.agent.thread_state import ThreadState
+from llm_router.core.schemas.common import ToolCall, ToolDefinition
+
+SERVER = "server"
+CLIENT = "client"
+
+
+def _validate(schema: dict[str, Any], arguments: dict[str, Any]) -> list[str]:
+    """引数を JSON Schema で検証し、問題の一覧を返す (空なら妥当)。
+
+    検証器 (``core/json_schema_validation.py``) がまだ無い環境では、必須プロパティだけを確かめる。
+    """
+    try:
+        from llm_router.core.json_schema_validation import validate_arguments
+    except ImportError:
+        required = schema.get("required") or []
+        return [f"missing required property '{name}'" for name in required if name not in arguments]
+    return validate_arguments(schema, arguments)
+
+
+class Toolbox:
+    """この実行のツール: 名前から実行者 (server / client) と元のスキーマを引く。"""
+
+    def __init__(self, registry: Any, server_names: list[str], thread: ThreadState) -> None:
+        """レジストリ (``None`` 可)、有効なサーバー側ツール名、スレッドを受け取る。"""
+        self.registry = registry
+        available = set(registry.names()) if registry is not None else set()
+        self.server_names = [n for n in server_names if n in available]
+        self._server = set(self.server_names)
+        self._client = {t.name: t for t in thread.client_tools}
+
+    def definitions(self) -> list[ToolDefinition]:
+        """モデルに渡すツール定義 (サーバー側、次にクライアント側)。"""
+        server = self.registry.definitions(self.server_names) if self.server_names else []
+        return [*server, *self._client.values()]
+
+    def executor(self, name: str) -> str:
+        """ツールの実行者。クライアント側の定義が無い名前はサーバーが (エラーとして) 答える。"""
+        if name in self._client and name not in self._server:
+            return CLIENT
+        return SERVER
+
+    def schema(self, name: str) -> dict[str, Any] | None:
+        """元のスキーマ (未知の名前なら ``None``)。"""
+        if name in self._server:
+            return self.registry.get(name).parameters
+        tool = self._client.get(name)
+        return tool.parameters if tool is not None else None
+
+    def problem(self, call: ToolCall) -> str | None:
+        """実行してはいけない理由 (実行してよければ ``None``)。この文言がモデルへのエラー結果になる。"""
+        schema = self.schema(call.name)
+        if schema is None:
+            return f"unknown tool '{call.name}': not executed"
+        if call.parse_error:
+            return f"invalid arguments for tool '{call.name}': {call.parse_error}; not executed"
+        problems = _validate(schema, call.arguments)
+        if problems:
+            return f"invalid arguments for tool '{call.name}': {'; '.join(problems)}; not executed"
+        return None
