@@ -179,9 +179,17 @@ def test_extra_fields_are_merged_into_the_body():
     assert out["seed"] == 7
 
 
-def test_tool_warnings_name_the_tool(monkeypatch):
-    """スキーマ変換の警告はツール名つきで返る。"""
-    import llm_router.core.clients.openai_client as module
+def test_strict_is_left_off_when_the_schema_cannot_be_strict_and_a_warning_names_the_tool():
+    """strict に合わせられないスキーマ (allOf) では strict を付けず、警告がツール名を含む。"""
+    loose = ToolDefinition("merge", "", {"type": "object", "allOf": [{"properties": {"a": {"type": "string"}}}]})
+    c = client(strict_tools=True)
+    out = c.build_body(ChatRequest(model="m", messages=[Message.user("a")], tools=[loose]), stream=True)
+    assert "strict" not in out["tools"][0]["function"]
+    warnings = c.tool_warnings([loose], "m")
+    assert warnings and all("merge" in w for w in warnings)
 
-    monkeypatch.setattr(module, "schema_for_provider", lambda profile, tool: (tool.parameters, ["dropped 'format'"]))
-    assert client().tool_warnings([TOOL], "m") == ["lookup: dropped 'format'"]
+
+def test_strict_schema_closes_objects():
+    """strict のときは変換器が additionalProperties: false を付けたスキーマを送る。"""
+    out = body(ChatRequest(model="m", messages=[Message.user("a")], tools=[TOOL]), strict_tools=True)
+    assert out["tools"][0]["function"]["parameters"]["additionalProperties"] is False

@@ -390,7 +390,7 @@ def _default_error_type(status: int) -> str:
 # ---------------------------------------------------------------- 規則モード
 
 
-def _text_of(content: Any) -> str:
+def text_of(content: Any) -> str:
     """``content`` (文字列かパーツのリスト) のテキスト。"""
     if isinstance(content, str):
         return content
@@ -411,7 +411,7 @@ def sample_value(schema: dict[str, Any]) -> Any:
     return {"integer": 1, "number": 1, "boolean": True, "array": [], "null": None}.get(kind, "テスト")
 
 
-def _json_in(text: str) -> dict[str, Any] | None:
+def json_object_in(text: str) -> dict[str, Any] | None:
     """発話中の最初の ``{`` から最後の ``}`` までが JSON オブジェクトならそれを返す。"""
     start, end = text.find("{"), text.rfind("}")
     if start < 0 or end <= start:
@@ -431,17 +431,17 @@ def rule_response(request: RecordedRequest) -> Scripted:
     for message in reversed(messages):
         if message.get("role") != "tool":
             break
-        trailing.insert(0, _text_of(message.get("content")))
+        trailing.insert(0, text_of(message.get("content")))
     if trailing:
         return text_response(request, "ツールの結果: " + " / ".join(trailing))
-    user = next((_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+    user = next((text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
     marked = _marked_response(request, user)
     if marked is not None:
         return marked
     tools = [t.get("function") or {} for t in body.get("tools") or []]
     named = sorted((user.find(t["name"]), t) for t in tools if t.get("name") and t["name"] in user)
     if named and body.get("tool_choice") != "none":
-        given = _json_in(user) if len(named) == 1 else None
+        given = json_object_in(user) if len(named) == 1 else None
         calls = [(t["name"], given or sample_value(t.get("parameters") or {})) for _, t in named]
         return tool_call_response(request, calls)
     return text_response(request, f"了解しました: {user}")

@@ -46,7 +46,7 @@ from llm_router.core.schemas.errors import (
     ProviderStreamBrokenError,
     ProviderUnavailableError,
 )
-from llm_router.core.tool_schemas import schema_for_provider
+from llm_router.core.tool_schemas import convert_schema
 
 # OpenAI の finish_reason → 正規化した終了理由 (function_call は旧 API の名前)
 _FINISH_REASONS: dict[str, FinishReason] = {
@@ -144,13 +144,16 @@ class OpenAIClient(BaseClient):
             body["parallel_tool_calls"] = request.parallel_tool_calls
 
     def _tool(self, tool: ToolDefinition) -> tuple[dict[str, Any], list[str]]:
-        """1 つのツールを ``{"type": "function", "function": {...}}`` にする (strict は設定次第)。"""
-        strict = bool(self.config.strict_tools)
-        schema, warnings = schema_for_provider("openai_strict" if strict else "openai", tool)
-        function: dict[str, Any] = {"name": tool.name, "description": tool.description, "parameters": schema}
-        if strict:
+        """1 つのツールを ``{"type": "function", "function": {...}}`` にする。
+
+        ``strict_tools`` の設定なら strict 向けに変換し、strict に合わせられないスキーマでは strict を外す
+        (変換器がそう判断し、警告を返す)。
+        """
+        converted = convert_schema("openai_strict" if self.config.strict_tools else "openai", tool)
+        function: dict[str, Any] = {"name": tool.name, "description": tool.description, "parameters": converted.schema}
+        if converted.strict:
             function["strict"] = True
-        return {"type": "function", "function": function}, warnings
+        return {"type": "function", "function": function}, converted.warnings
 
     @staticmethod
     def _tool_choice(choice: ToolChoice) -> Any:
