@@ -345,7 +345,7 @@ class OpenAIClient(BaseClient):
 
     @staticmethod
     def _usage(usage: dict[str, Any]) -> Usage:
-        """``prompt_tokens`` / ``completion_tokens`` / ``completion_tokens_details.reasoning_tokens``。"""
+        """使用量を正規化する (``prompt_tokens`` / ``completion_tokens`` / ``completion_tokens_details.reasoning_tokens``)。"""
         details = usage.get("completion_tokens_details") or {}
         return Usage(
             input_tokens=int(usage.get("prompt_tokens") or 0),
