@@ -1,51 +1,158 @@
-"""Flask アプリと Socket.IO サーバーを組み立てて起動する。"""
+"""Flask アプリと Socket.IO サーバーを組み立てて起動する。
+
+- 非同期モードは ``server.async_mode`` (eventlet が既定、gevent / threading も選べる。モンキーパッチは app.py)。
+- CORS は ``server.cors_allowed_origins`` (空なら自分のオリジンと localhost だけ。``*`` を既定にしない)。
+- ``max_http_buffer_size`` は設定から。これを ``server.max_payload_bytes`` より大きくしておくことで、
+  大きすぎるペイロードは接続を切られる前に ``payload_too_large`` の ack で答えられる。
+- 起動は ``socketio.run`` (gunicorn は eventlet ワーカーを 26.0 で削除した)。eventlet の同時接続数の上限
+  (``max_size``、既定 1024) は ``server.max_connections`` から。
+- 終了 (SIGINT / SIGTERM) では、実行中のランを ``shutdown`` でキャンセルし、そのイベントを送ってから止める。
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import os
+import signal
+from dataclasses import dataclass
+from typing import Any
 
 from llm_router.config.settings import Settings
 from llm_router.logging_setup import configure_logging
 
 logger = logging.getLogger(__name__)
+SHUTDOWN_TIMEOUT_S = 5.0
+FLUSH_S = 0.3
 
 
-def create_app(settings: Settings):
-    """Flask アプリと SocketIO を作る (ルートの登録を含む)。"""
+@dataclass
+class Services:
+    """アプリが共有するもの (ルーター、サーバー側ツール、スレッド登録簿)。``app.extensions["llm_router"]``。"""
+
+    settings: Settings
+    router: Any
+    tools: Any
+    registry: Any
+
+
+def create_app(settings: Settings) -> tuple[Any, Any]:
+    """Flask アプリと SocketIO を作る (``/agent`` 名前空間、``/healthz``、あればコンソールの登録を含む)。"""
     from flask import Flask
     from flask_socketio import SocketIO
 
+    from llm_router.core.router import ModelRouter
+    from llm_router.realtime import AgentNamespace, Authenticator, RateLimiter, ThreadRegistry, origin_checker
+
+    server = settings.config.server
     app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
-    app.config["SECRET_KEY"] = settings.flask_secret_key or __import__("secrets").token_hex(32)
+    # 未設定なら起動ごとにランダム (セッションは再起動で無効になるが、鍵をコードに書かない)
+    app.config["SECRET_KEY"] = settings.flask_secret_key or os.urandom(32).hex()
     socketio = SocketIO(
         app,
-        async_mode=settings.config.server.async_mode,
-        cors_allowed_origins=list(settings.config.server.cors_allowed_origins) or None,
-        max_http_buffer_size=settings.config.server.max_http_buffer_size,
+        async_mode=server.async_mode,
+        cors_allowed_origins=origin_checker(list(server.cors_allowed_origins)),
+        max_http_buffer_size=max(server.max_http_buffer_size, server.max_payload_bytes + 65536),
+        async_handlers=True,
+        logger=False,
+        engineio_logger=False,
     )
+    router = ModelRouter(settings)
+    tools = _server_tools(settings)
+    registry = ThreadRegistry(settings, socketio, router, tools)
+    namespace = AgentNamespace(
+        registry,
+        Authenticator(settings.api_tokens),
+        RateLimiter(server.rate_limit_per_minute),
+        server.max_payload_bytes,
+    )
+    socketio.on_namespace(namespace)
+    app.extensions["llm_router"] = Services(settings, router, tools, registry)
 
     @app.get("/healthz")
     def healthz() -> dict:
         """死活確認。"""
         return {"ok": True}
 
-    @app.get("/")
-    def index() -> str:
-        """仮のトップページ。"""
-        return "<!doctype html><meta charset=utf-8><title>llm_router</title><h1>llm_router</h1>"
+    if importlib.util.find_spec("llm_router.web.routes") is not None:
+        from llm_router.web.routes import register_web
+
+        register_web(app, settings, router)
+    else:
+
+        @app.get("/")
+        def index() -> str:
+            """コンソールが無いときの仮のトップページ。"""
+            return "<!doctype html><meta charset=utf-8><title>llm_router</title><h1>llm_router</h1>"
 
     return app, socketio
+
+
+def _server_tools(settings: Settings) -> Any:
+    """サーバー側ツールのレジストリ (``tools/`` パッケージが無ければ ``None``: サーバー側ツールなしで動く)。"""
+    if importlib.util.find_spec("tools.registry") is None:
+        logger.warning("the tools package is missing: no server tools are available")
+        return None
+    from tools.registry import default_registry
+
+    try:
+        return default_registry(settings)
+    except ImportError as exc:
+        # 設定 (agent.server_tools) にあるツールのモジュールが無い: 起動は続け、理由をログに残す
+        logger.error("server tools unavailable (%s): running without server tools", exc)
+        return None
+
+
+def _install_shutdown(socketio: Any, services: Services) -> None:
+    """SIGINT / SIGTERM で、ランを ``shutdown`` でキャンセルしてイベントを送ってから終了する。"""
+    state = {"stopping": False}
+
+    def graceful() -> None:
+        """ランを止め、イベントが送り出されるのを少し待ってからプロセスを終える。"""
+        try:
+            services.registry.shutdown(SHUTDOWN_TIMEOUT_S)
+            socketio.sleep(FLUSH_S)
+        finally:
+            logger.info("llm_router stopped")
+            logging.shutdown()
+            # eventlet の wsgi.server は開いている WebSocket が閉じるまで戻らない (pool.waitall) ので、ここで終える
+            os._exit(0)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        """1 回目は穏やかに、2 回目はすぐに終える。"""
+        if state["stopping"]:
+            os._exit(1)
+        state["stopping"] = True
+        socketio.start_background_task(graceful)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
 
 
 def serve(settings: Settings) -> None:
     """サーバーを起動する (ブロックする)。"""
     configure_logging(settings.config.server.log_level, settings.secrets.all_values())
     app, socketio = create_app(settings)
+    services: Services = app.extensions["llm_router"]
     server = settings.config.server
     if not settings.api_tokens:
-        logger.warning("LLM_ROUTER_API_TOKENS is empty: every connection is accepted (bound to %s)", server.host)
+        logger.warning(
+            "LLM_ROUTER_API_TOKENS is empty: every connection is accepted (bound to %s; keep it on loopback)",
+            server.host,
+        )
+    if services.router.is_demo_default():
+        logger.warning(
+            "no provider API key is set: the default model is %s (the in-process demo provider, no real LLM)",
+            services.router.default_spec(),
+        )
     logger.info("llm_router listening on http://%s:%d (async_mode=%s)", server.host, server.port, server.async_mode)
-    kwargs = {}
+    _install_shutdown(socketio, services)
+    kwargs: dict[str, Any] = {}
     if server.async_mode == "eventlet":
         kwargs["max_size"] = server.max_connections
+    elif server.async_mode == "threading":
+        # Werkzeug はリクエストごとに INFO のログ行を出す (1 イベントごとのログを避ける)
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        # Werkzeug の開発サーバー。threading は eventlet を離れたい利用者のための選択肢 (DESIGN.md)
+        kwargs["allow_unsafe_werkzeug"] = True
     socketio.run(app, host=server.host, port=server.port, log_output=False, **kwargs)

@@ -48,7 +48,7 @@ class ThreadConfigBuilder:
 
     def enabled_server_tools(self) -> list[str]:
         """有効なサーバー側ツール (``agent.server_tools`` のうち登録されているもの、設定の順)。"""
-        registered = set(self._tools.names())
+        registered = set(self._tools.names()) if self._tools is not None else set()
         return [name for name in self._settings.config.agent.server_tools if name in registered]
 
     def build(self, payload: StartPayload, current: ThreadConfig | None) -> tuple[ThreadConfig, list[str]]:
@@ -135,7 +135,8 @@ class ThreadConfigBuilder:
 
     def definitions(self, config: ThreadConfig) -> list[ToolDefinition]:
         """モデルに見せる全ツールの定義 (サーバー側 + クライアント側)。"""
-        return [*self._tools.definitions(config.server_tools), *config.client_tools]
+        server = self._tools.definitions(config.server_tools) if self._tools is not None and config.server_tools else []
+        return [*server, *config.client_tools]
 
     def _warnings(self, config: ThreadConfig) -> list[str]:
         """プロバイダが受け取れないスキーマのキーワードと、推論の非対応の警告。"""
