@@ -52,61 +52,61 @@ class RunEvents:
     # ------------------------------------------------------------ 実行とステップ
 
     def run_started(self, model: str, max_steps: int) -> bool:
-        """``run_started``。"""
+        """``run_started`` を送る。"""
         return self.emit("run_started", {"model": model, "max_steps": max_steps})
 
     def step_started(self, step: int, model: str) -> bool:
-        """``step_started`` (step は 1 始まり)。"""
+        """``step_started`` を送る (step は 1 始まり)。"""
         return self.emit("step_started", {"step": step, "model": model})
 
     def step_finished(self, step: int, finish_reason: str, usage: Usage) -> bool:
-        """``step_finished``。"""
+        """``step_finished`` を送る。"""
         return self.emit("step_finished", {"step": step, "finish_reason": finish_reason, "usage": usage.to_dict()})
 
     def retry(self, step: int, attempt: int, wait_ms: int, reason: str, model: str) -> bool:
-        """``retry`` (クライアントの再試行、または次のモデルへの切り替え)。"""
+        """``retry`` を送る (クライアントの再試行、または次のモデルへの切り替え)。"""
         return self.emit(
             "retry", {"step": step, "attempt": attempt, "wait_ms": wait_ms, "reason": reason, "model": model}
         )
 
     def step_reset(self, step: int, reason: str) -> bool:
-        """``step_reset`` (このステップの途中の出力は無効)。"""
+        """``step_reset`` を送る (このステップの途中の出力は無効)。"""
         return self.emit("step_reset", {"step": step, "reason": reason})
 
     # ------------------------------------------------------------ テキストと推論
 
     def text_started(self, message_id: str) -> bool:
-        """``text_started``。"""
+        """``text_started`` を送る。"""
         return self.emit("text_started", {"message_id": message_id})
 
     def text_delta(self, message_id: str, delta: str) -> bool:
-        """``text_delta``。"""
+        """``text_delta`` を送る。"""
         return self.emit("text_delta", {"message_id": message_id, "delta": delta})
 
     def text_finished(self, message_id: str, text: str) -> bool:
-        """``text_finished`` (そのメッセージの全文)。"""
+        """``text_finished`` を送る (そのメッセージの全文)。"""
         return self.emit("text_finished", {"message_id": message_id, "text": text})
 
     def reasoning_started(self, message_id: str) -> bool:
-        """``reasoning_started``。"""
+        """``reasoning_started`` を送る。"""
         return self.emit("reasoning_started", {"message_id": message_id})
 
     def reasoning_delta(self, message_id: str, delta: str) -> bool:
-        """``reasoning_delta``。"""
+        """``reasoning_delta`` を送る。"""
         return self.emit("reasoning_delta", {"message_id": message_id, "delta": delta})
 
     def reasoning_finished(self, message_id: str, text: str) -> bool:
-        """``reasoning_finished`` (推論の全文。署名は決して含めない)。"""
+        """``reasoning_finished`` を送る (推論の全文。署名は決して含めない)。"""
         return self.emit("reasoning_finished", {"message_id": message_id, "text": text})
 
     # ------------------------------------------------------------ ツール
 
     def tool_call_started(self, tool_call_id: str, name: str, executor: str) -> bool:
-        """``tool_call_started``。"""
+        """``tool_call_started`` を送る。"""
         return self.emit("tool_call_started", {"tool_call_id": tool_call_id, "name": name, "executor": executor})
 
     def tool_call_delta(self, tool_call_id: str, delta: str) -> bool:
-        """``tool_call_delta`` (引数の JSON 文字列の断片)。"""
+        """``tool_call_delta`` を送る (引数の JSON 文字列の断片)。"""
         return self.emit("tool_call_delta", {"tool_call_id": tool_call_id, "delta": delta})
 
     def tool_call_ready(
@@ -126,7 +126,7 @@ class RunEvents:
     def tool_result(
         self, tool_call_id: str, name: str, result: Any, is_error: bool, executor: str, duration_ms: int
     ) -> bool:
-        """``tool_result``。"""
+        """``tool_result`` を送る。"""
         return self.emit(
             "tool_result",
             {
@@ -144,15 +144,15 @@ class RunEvents:
     def run_finished(
         self, finish_reason: str, usage: Usage, text: str, before: Callable[[], None] | None = None
     ) -> bool:
-        """``run_finished`` (finish_reason は stop / max_steps / length)。"""
+        """``run_finished`` を送る (finish_reason は stop / max_steps / length)。"""
         return self.finish(
             "run_finished", {"finish_reason": finish_reason, "usage": usage.to_dict(), "text": text}, before
         )
 
     def run_error(self, error: dict[str, Any], usage: Usage, before: Callable[[], None] | None = None) -> bool:
-        """``run_error`` (error は code / message / provider / retryable / phase)。"""
+        """``run_error`` を送る (error は code / message / provider / retryable / phase)。"""
         return self.finish("run_error", {"error": error, "usage": usage.to_dict()}, before)
 
     def run_cancelled(self, reason: str, usage: Usage, before: Callable[[], None] | None = None) -> bool:
-        """``run_cancelled`` (usage はそこまでに消費した分)。"""
+        """``run_cancelled`` を送る (usage はそこまでに消費した分)。"""
         return self.finish("run_cancelled", {"reason": reason, "usage": usage.to_dict()}, before)
