@@ -126,6 +126,11 @@ class RagConfig:
     hybrid: bool = True
     rrf_k: int = 60
     hashing_dimension: int = 512
+    candidate_multiplier: int = 4
+    min_candidates: int = 50
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    max_top_k: int = 20
 
 
 @dataclass

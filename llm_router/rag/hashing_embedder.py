@@ -32,7 +32,7 @@ def normalize_text(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
-def _codepoints(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def codepoints(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """全テキストの符号位置を 1 本の配列につなぎ、各文字がどのテキストに属するかを返す。"""
     normalized = [normalize_text(t) for t in texts]
     joined = "".join(normalized)
@@ -83,7 +83,7 @@ def hash_embed(texts: list[str], dimension: int) -> np.ndarray:
     rows = len(texts)
     if rows == 0:
         return np.zeros((0, dimension), dtype=np.float32)
-    codes, owner = _codepoints(texts)
+    codes, owner = codepoints(texts)
     flat = np.zeros(rows * dimension, dtype=np.float64)
     for n in _NGRAM_SIZES:
         hashes, where = ngram_hashes(codes, owner, n)
