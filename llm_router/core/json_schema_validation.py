@@ -164,7 +164,7 @@ class _Validator:
             self.errors.append(f"{path}: must be {_show(schema['const'])}")
 
     def _combinators(self, schema: dict[str, Any], value: Any, path: str, depth: int) -> None:
-        """``anyOf`` / ``oneOf`` / ``allOf`` / ``not`` / ``if``-``then``-``else``。"""
+        """組み合わせのキーワード: ``anyOf`` / ``oneOf`` / ``allOf`` / ``not`` / ``if``-``then``-``else``。"""
         for sub in schema.get("allOf") or []:
             self.check(sub, value, path, depth + 1)
         if isinstance(schema.get("anyOf"), list):

@@ -1,0 +1,119 @@
+"""calculator のテスト: 正しい計算と、安全のための拒否 (名前、属性、巨大な指数、長い入力)。"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tools.calculator import MAX_EXPRESSION_LENGTH, calculator
+from tools.registry import ToolExecutionError
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("1 + 2", 3),
+        ("(1 + 2) * 3 / 4", 2.25),
+        ("7 // 2", 3),
+        ("7 % 4", 3),
+        ("-3 ** 2", -9),
+        ("+5 - -5", 10),
+        ("2 ** 10", 1024),
+        ("2 ^ 10", 1024),
+        ("2 ** -1", 0.5),
+        ("1.5e3 + 0.5", 1500.5),
+        ("sqrt(16) + abs(-2)", 6.0),
+        ("max(1, 5, 3) - min(4, 2)", 3),
+        ("round(pi, 2)", 3.14),
+        ("floor(2.7) + ceil(2.1)", 5),
+        ("log10(1000)", 3.0),
+        ("１２×３", 36),
+        ("１０÷４", 2.5),
+        ("  (2)  ", 2),
+    ],
+)
+def test_arithmetic(expression, expected):
+    """算術式を正しく計算する (全角数字と × ÷ も)。"""
+    assert calculator(expression) == pytest.approx(expected)
+
+
+def test_sin_of_pi_is_close_to_zero():
+    """数学関数と定数を組み合わせられる。"""
+    assert math.isclose(calculator("sin(pi)"), 0.0, abs_tol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("expression", "reason"),
+    [
+        ("__import__('os').system('echo hi')", "not allowed"),
+        ("().__class__.__bases__[0].__subclasses__()", "not allowed"),
+        ("(1).real", "not allowed"),
+        ("x + 1", "unknown name 'x'"),
+        ("open('/etc/passwd')", "function 'open' is not allowed"),
+        ("eval('1')", "function 'eval' is not allowed"),
+        ("math.sqrt(4)", "not allowed"),
+        ("'a' * 3", "only numbers"),
+        ("True + 1", "only numbers"),
+        ("1j * 2", "only numbers"),
+        ("[1, 2]", "not allowed"),
+        ("lambda: 1", "not allowed"),
+        ("1 if 1 else 2", "not allowed"),
+        ("1 < 2", "not allowed"),
+        ("1 << 100", "not allowed"),
+        ("sqrt(x=4)", "keyword arguments"),
+        ("sqrt(1, 2)", "wrong number of arguments"),
+        ("1 +", "not a valid arithmetic expression"),
+        ("", "empty"),
+    ],
+)
+def test_unsafe_or_invalid_expressions_are_refused(expression, reason):
+    """名前、属性、任意の呼び出し、数以外のリテラルは拒否され、理由が分かる。"""
+    with pytest.raises(ToolExecutionError, match=reason):
+        calculator(expression)
+
+
+@pytest.mark.parametrize("expression", ["9 ** 9 ** 9", "10 ** 100000", "2 ** 5000", "(10 ** 1000) ** 5"])
+def test_huge_powers_are_refused_before_computing(expression):
+    """巨大なべき乗は計算する前に断る (サーバーを止めない)。"""
+    with pytest.raises(ToolExecutionError, match=r"too large|exponent"):
+        calculator(expression)
+
+
+def test_huge_products_are_refused():
+    """許されるべき乗どうしの積で大きな値を作っても、途中の値の上限で止まる。"""
+    with pytest.raises(ToolExecutionError, match="too large"):
+        calculator("(10 ** 999) * (10 ** 999)")
+
+
+def test_float_overflow_is_a_clear_error():
+    """浮動小数点のオーバーフローも分かりやすいエラー。"""
+    with pytest.raises(ToolExecutionError, match=r"too large|finite"):
+        calculator("10.0 ** 400")
+    with pytest.raises(ToolExecutionError, match=r"finite|too large"):
+        calculator("1e308 * 10")
+
+
+def test_long_input_is_refused():
+    """上限より長い式は解析もしない。"""
+    with pytest.raises(ToolExecutionError, match="longer than"):
+        calculator("1+" * MAX_EXPRESSION_LENGTH + "1")
+
+
+def test_deep_nesting_is_refused_cleanly():
+    """深い入れ子は (パーサの上限でも) きれいなエラーになる。"""
+    with pytest.raises(ToolExecutionError):
+        calculator("(" * 240 + "1" + ")" * 240)
+
+
+@pytest.mark.parametrize("expression", ["1 / 0", "1 // 0", "5 % 0", "0 ** -1"])
+def test_division_by_zero_is_a_clear_error(expression):
+    """ゼロ除算は分かりやすいエラー。"""
+    with pytest.raises(ToolExecutionError, match="division by zero"):
+        calculator(expression)
+
+
+def test_math_domain_error_is_a_clear_error():
+    """定義域外 (負の数の平方根) も分かりやすいエラー。"""
+    with pytest.raises(ToolExecutionError, match="math error"):
+        calculator("sqrt(-1)")
