@@ -29,6 +29,7 @@ export class ConversationView {
     this.emptyState = container.querySelector("#empty-state");
     this.runs = new Map();
     this.stick = true;
+    this.mismatches = 0;
     container.addEventListener("scroll", () => {
       this.stick = container.scrollHeight - container.scrollTop - container.clientHeight < 48;
     });
@@ -130,8 +131,12 @@ export class ConversationView {
   /** text_finished: サーバーが確定した全文で置き換える。 */
   on_text_finished(event, run) {
     const block = this.textBlock(run, event.message_id);
-    this.batcher.discard(block);
-    if (typeof event.text === "string") setText(block, event.text);
+    this.batcher.flushElement(block);
+    if (typeof event.text === "string") {
+      // 流れてきた断片の和が確定テキストと違えば (取りこぼし・重複)、数えておき確定テキストを正とする
+      if (block.textContent !== event.text) this.mismatches += 1;
+      setText(block, event.text);
+    }
     run.hasText = run.hasText || Boolean(event.text);
   }
 

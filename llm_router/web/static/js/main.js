@@ -106,6 +106,7 @@ class ConsoleApp {
     this.showWarnings(ack.warnings || []);
     this.tools.synced(resumed);
     this.updateControls();
+    document.body.dataset.threadReady = "true";
   }
 
   /** start が拒否された: 他人のスレッドなら新しい会話に切り替える。 */
@@ -121,6 +122,7 @@ class ConsoleApp {
   showStatus(state, text) {
     const el = this.$("conn-status");
     el.dataset.state = state;
+    document.body.dataset.connection = state;
     setText(el.querySelector(".conn-text"), text);
     this.connected = state === "connected";
     if (state !== "connected") this.tools.unsynced();

@@ -3,7 +3,7 @@
  *
  * 表示するもの: モデル呼び出し、思考 (折りたためる「思考」ブロック、届くそばから表示)、テキストの長さ、
  * ツール呼び出し (引数は届くそばから)、結果 (所要時間と実行場所)、再試行、ステップのやり直し、エラー、停止。
- * 実行もステップも <details> で折りたためる。新しい実行やステップが始まると、前のものは自動で畳む。
+ * 実行もステップも <details> で折りたためる。新しい実行が始まると前の実行を、ステップは直近 3 つを残して自動で畳む。
  * 頻繁に来るデルタは FrameBatcher で 1 フレームに 1 回だけ DOM に書く。
  */
 import { formatDuration, formatUsage, h, pretty, setText } from "./dom.js";
@@ -74,7 +74,9 @@ export class TimelineView {
   addItem(run, event, kind, ...children) {
     const at = typeof event.ts === "number" && run.t0 ? `+${formatDuration((event.ts - run.t0) * 1000) || "0 ms"}` : "";
     const item = h(`div.item.item-${kind}`, { dataset: { seq: String(event.seq) } }, h("span.item-time", { text: at }), h("div.item-main", {}, ...children));
-    (run.step ? run.step.items : run.body).appendChild(item);
+    // 実行全体の始まりと終わりは実行の直下に、それ以外は起きたステップの中に置く
+    const runLevel = kind === "run" || kind === "end";
+    (run.step && !runLevel ? run.step.items : run.body).appendChild(item);
     this.batcher.schedule();
     return item;
   }
@@ -99,8 +101,10 @@ export class TimelineView {
 
   /** step_started: モデル呼び出し 1 回分の枠。前のステップは畳む。 */
   on_step_started(event, run) {
-    const again = [...run.steps.values()].some((s) => s.number === event.step);
-    if (run.step) run.step.el.open = false;
+    const earlier = [...run.steps.values()];
+    const again = earlier.some((s) => s.number === event.step);
+    // 長い実行でも読めるよう、直近の 3 ステップだけを開いておく
+    if (earlier.length >= 3) earlier[earlier.length - 3].el.open = false;
     const status = h("span.step-status", { text: "モデルを呼び出し中…" });
     const usage = h("span.step-usage");
     const items = h("div.step-items");

@@ -1,0 +1,184 @@
+"""ブラウザテストの共通部品: Debian の Chromium を Playwright (sync API) で動かし、本物のサーバーに向ける。
+
+- ブラウザは ``/usr/bin/chromium`` だけを使う (``playwright install`` は決してしない)。無ければ
+  インストール方法を理由にしてスキップし、``LLM_ROUTER_REQUIRE_BROWSER=1`` のときは失敗させる (.ci/run)。
+- サーバーは ``tests/realtime/harness.py`` の :class:`ServerProcess` で、本物の ``app.py`` を空きポートで起動する。
+  デモモデル (キー無し) と、ループバックの OpenAI / Anthropic の偽サーバー (規則モード) に向けたものを用意する。
+- 画面写真は ``docs/screenshots/`` に保存する (毎回上書き)。
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.realtime.harness import ROOT, ServerProcess
+
+CHROMIUM = Path("/usr/bin/chromium")
+# これらが無いと Chromium は閉じたネットワークへ接続を試み続ける (DESIGN.md)
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+FAKE_OPENAI_KEY = "sk-test-browser-not-a-real-key"
+FAKE_ANTHROPIC_KEY = "sk-ant-test-browser-not-a-real-key"
+
+
+def _require_chromium() -> None:
+    """Chromium が無ければスキップ (必須の指定があれば失敗)。"""
+    if CHROMIUM.exists():
+        return
+    reason = "ブラウザテストには Debian の Chromium が必要です: sudo apt-get install chromium (/usr/bin/chromium)"
+    if os.environ.get("LLM_ROUTER_REQUIRE_BROWSER") == "1":
+        pytest.fail(reason + " [LLM_ROUTER_REQUIRE_BROWSER=1]")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """セッションで 1 つの Chromium (ヘッドレス)。"""
+    _require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def context(browser: Any) -> Iterator[Any]:
+    """テストごとの新しいブラウザコンテキスト (日本語ロケール、東京のタイムゾーン)。"""
+    ctx = browser.new_context(
+        locale="ja-JP", timezone_id="Asia/Tokyo", viewport={"width": 1360, "height": 860}, color_scheme="light"
+    )
+    ctx.set_default_timeout(20_000)
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def page(context: Any) -> Iterator[Any]:
+    """新しいページ。ページ内の JavaScript のエラーは集めておき、テストの最後に無いことを確かめる。"""
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.js_errors = errors
+    yield pg
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture(scope="session")
+def demo_server() -> Iterator[ServerProcess]:
+    """キーの無い (デモモデルの) 本物のサーバー。"""
+    _require_chromium()
+    with ServerProcess() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def openai_fake() -> Iterator[Any]:
+    """規則モードの OpenAI 偽サーバー (ループバック)。"""
+    from tests.fakes.openai_fake import OpenAIFake
+
+    with OpenAIFake(rules=True) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def openai_server(openai_fake: Any) -> Iterator[ServerProcess]:
+    """OpenAI の偽サーバーに向けた本物のサーバー (既定モデル openai/gpt-4.1-mini)。"""
+    _require_chromium()
+    overrides = [f"providers.openai.base_url={openai_fake.base_url}", "agent.model=openai/gpt-4.1-mini"]
+    with ServerProcess(overrides, secrets={"OPENAI_API_KEY": FAKE_OPENAI_KEY}) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def anthropic_fake() -> Iterator[Any]:
+    """規則モードの Anthropic 偽サーバー (思考を求められれば署名つきの thinking を返す)。"""
+    from tests.fakes.anthropic_fake import AnthropicFake
+
+    with AnthropicFake(rule_based=True) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def anthropic_server(anthropic_fake: Any) -> Iterator[ServerProcess]:
+    """Anthropic の偽サーバーに向けた本物のサーバー。"""
+    _require_chromium()
+    overrides = [f"providers.anthropic.base_url={anthropic_fake.base_url}", "agent.model=anthropic/claude-sonnet-4-5"]
+    with ServerProcess(overrides, secrets={"ANTHROPIC_API_KEY": FAKE_ANTHROPIC_KEY}) as server:
+        yield server
+
+
+def screenshot(page: Any, name: str) -> Path:
+    """画面写真を ``docs/screenshots/<name>.png`` に保存する (毎回上書き)。"""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
+class Console:
+    """コンソールのページを操作・観察する小さな窓口 (テストを読みやすくするため)。"""
+
+    def __init__(self, page: Any, server: ServerProcess) -> None:
+        """ページと、向けるサーバーを受け取る。"""
+        self.page = page
+        self.server = server
+
+    def open(self) -> Console:
+        """ページを開き、接続してスレッドに入る (start の ack) まで待つ。"""
+        from playwright.sync_api import expect
+
+        self.page.goto(self.server.url + "/")
+        expect(self.page.locator("body")).to_have_attribute("data-thread-ready", "true")
+        expect(self.page.locator("#send")).to_be_enabled()
+        return self
+
+    def send(self, text: str) -> None:
+        """入力欄に書いて Enter で送る。"""
+        self.page.locator("#prompt").fill(text)
+        self.page.locator("#prompt").press("Enter")
+
+    def run(self, index: int = -1) -> Any:
+        """タイムラインの実行 (既定は最後)。"""
+        runs = self.page.locator("details.run")
+        return runs.last if index == -1 else runs.nth(index)
+
+    def assistant(self, index: int = -1) -> Any:
+        """会話のアシスタントの発言 (既定は最後)。"""
+        items = self.page.locator(".msg.assistant")
+        return items.last if index == -1 else items.nth(index)
+
+    def wait_run_end(self, timeout_ms: int = 30_000) -> str:
+        """最後の実行が終わるまで待ち、その状態 (finished / error / cancelled) を返す。"""
+        self.page.wait_for_function(
+            """() => {
+                const runs = document.querySelectorAll('details.run');
+                const last = runs[runs.length - 1];
+                return last && last.dataset.state !== 'running' && document.body.dataset.running === 'false';
+            }""",
+            timeout=timeout_ms,
+        )
+        return self.run().get_attribute("data-state")
+
+    def assistant_text(self, index: int = -1) -> str:
+        """アシスタントの発言のテキスト部分 (ツールの札や状態表示を除く)。"""
+        return self.assistant(index).locator(".msg-text").evaluate_all("els => els.map(e => e.textContent).join('')")
+
+    def state(self, expression: str) -> Any:
+        """ページのコンソールの状態を読む (例 ``connection.lastSeq``)。"""
+        return self.page.evaluate(f"() => window.llmRouterConsole.{expression}")

@@ -1,0 +1,118 @@
+"""コンソールのブラウザ側ツールとツール表示のテスト (本物のサーバー + OpenAI の偽サーバー、規則モード)。
+
+偽サーバーの規則: ユーザーの文がツール名を含めばそのツールを呼び (文中の JSON を引数にする)、
+ツールの結果を受け取ったら ``ツールの結果: <結果>`` と答える。だから最終テキストを見れば、
+ページが何を結果として返したかが分かる。
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import Console, screenshot
+
+
+def _tool_message_contents(fake) -> list[str]:
+    """偽サーバーが受け取った、すべての role=tool のメッセージの中身。"""
+    contents = []
+    for body in fake.chat_requests():
+        for message in body.get("messages", []):
+            if message.get("role") == "tool":
+                content = message.get("content")
+                contents.append(content if isinstance(content, str) else json.dumps(content, ensure_ascii=False))
+    return contents
+
+
+def test_client_tool_locale_is_answered_by_the_page(page, openai_server, openai_fake):
+    """get_browser_locale はブラウザで実行され、ロケールとタイムゾーンが tool_result で返る。"""
+    console = Console(page, openai_server).open()
+    console.send("get_browser_locale でロケールを調べて")
+    assert console.wait_run_end() == "finished"
+    card = console.run().locator(".tool-card", has_text="get_browser_locale")
+    expect(card).to_have_attribute("data-state", "done")
+    expect(card.locator(".executor")).to_have_text("ブラウザ")
+    expect(card.locator(".tool-state")).to_contain_text("ブラウザで実行")
+    text = console.assistant_text()
+    assert "Asia/Tokyo" in text and "ja-JP" in text
+    # モデル (偽サーバー) へ実際に届いた結果にもタイムゾーンが入っている
+    assert any("Asia/Tokyo" in c for c in _tool_message_contents(openai_fake))
+    screenshot(page, "console-client-tool")
+
+
+@pytest.mark.parametrize(("button", "confirmed"), [("#confirm-yes", True), ("#confirm-no", False)])
+def test_confirm_dialog_asks_the_person(page, openai_server, button, confirmed):
+    """confirm_action はページ内のダイアログで尋ね、押したボタンの答えを返す (はい / いいえ)。"""
+    console = Console(page, openai_server).open()
+    console.send('confirm_action {"message": "ファイル report.txt を削除してよいですか?"}')
+    dialog = page.locator("#confirm-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("#confirm-message")).to_have_text("ファイル report.txt を削除してよいですか?")
+    # 取り返しのつかない操作の確認なので、既定のフォーカスは「いいえ」
+    expect(page.locator("#confirm-no")).to_be_focused()
+    if confirmed:
+        screenshot(page, "console-confirm-dialog")
+    page.locator(button).click()
+    expect(dialog).to_be_hidden()
+    assert console.wait_run_end() == "finished"
+    assert f'"confirmed": {json.dumps(confirmed)}' in console.assistant_text()
+
+
+def test_escape_in_the_dialog_answers_no_without_stopping_the_run(page, openai_server):
+    """ダイアログが開いている間の Esc は「いいえ」で、実行の停止ではない。"""
+    console = Console(page, openai_server).open()
+    console.send('confirm_action {"message": "続けますか?"}')
+    expect(page.locator("#confirm-dialog")).to_be_visible()
+    page.keyboard.press("Escape")
+    assert console.wait_run_end() == "finished"
+    assert '"confirmed": false' in console.assistant_text()
+
+
+def test_selected_text_is_read_from_the_page(page, openai_server):
+    """get_selected_text は、ページ上で選択されたテキストを返す。"""
+    console = Console(page, openai_server).open()
+    console.send("最初のメッセージです")
+    console.wait_run_end()
+    # 会話中のユーザーの発言を選択してから、選択を読むツールを使わせる
+    page.evaluate(
+        """() => {
+            const el = document.querySelector('.msg.user .msg-text');
+            const range = document.createRange();
+            range.selectNodeContents(el);
+            const sel = document.getSelection();
+            sel.removeAllRanges();
+            sel.addRange(range);
+        }"""
+    )
+    expect(page.locator("#selection-hint")).to_contain_text("選択中のテキスト")
+    console.send("get_selected_text で選択を読んで")
+    assert console.wait_run_end() == "finished"
+    assert "最初のメッセージです" in console.assistant_text()
+
+
+def test_client_call_with_invalid_arguments_is_not_executed(page, openai_server):
+    """スキーマに合わない引数の呼び出しは、ページで実行されない (ダイアログは出ず、エラーの結果になる)。"""
+    console = Console(page, openai_server).open()
+    console.send('confirm_action {"unexpected": 1}')
+    assert console.wait_run_end() == "finished"
+    expect(page.locator("#confirm-dialog")).to_be_hidden()
+    assert console.state("tools.executed") == 0
+    card = console.run().locator(".tool-card", has_text="confirm_action")
+    expect(card).to_have_attribute("data-state", "error")
+
+
+def test_server_tool_shows_arguments_result_and_duration(page, openai_server):
+    """サーバー側ツールの呼び出しは、引数・結果・所要時間・実行場所がタイムラインに出る。"""
+    console = Console(page, openai_server).open()
+    console.send('calculator {"expression": "123 * 456"}')
+    assert console.wait_run_end() == "finished"
+    card = console.run().locator(".tool-card", has_text="calculator")
+    expect(card).to_have_attribute("data-state", "done")
+    expect(card.locator(".tool-args")).to_contain_text('"expression": "123 * 456"')
+    expect(card.locator(".tool-output")).to_contain_text("56088")
+    expect(card.locator(".tool-state")).to_contain_text("サーバーで実行")
+    expect(card.locator(".tool-state")).to_contain_text(" ms")
+    assert "56088" in console.assistant_text()
+    screenshot(page, "console-server-tool")
