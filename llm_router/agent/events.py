@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from llm_router.agent.sink import EventSink
@@ -38,13 +37,11 @@ class RunEvents:
             self._sink.emit(event_type, self.run_id, fields)
             return True
 
-    def finish(self, event_type: str, fields: dict[str, Any], before: Callable[[], None] | None = None) -> bool:
-        """終わりのイベントを 1 回だけ送る。``before`` は同じロックの下で、送る直前に呼ぶ (履歴の確定用)。"""
+    def finish(self, event_type: str, fields: dict[str, Any]) -> bool:
+        """終わりのイベントを 1 回だけ送る (履歴の確定は呼び手が同じロックの下で先に行う)。"""
         with self.lock:
             if self.closed:
                 return False
-            if before is not None:
-                before()
             self.closed = True
             self._sink.emit(event_type, self.run_id, fields)
             return True
@@ -141,18 +138,14 @@ class RunEvents:
 
     # ------------------------------------------------------------ 終わり (どれか 1 つだけ)
 
-    def run_finished(
-        self, finish_reason: str, usage: Usage, text: str, before: Callable[[], None] | None = None
-    ) -> bool:
+    def run_finished(self, finish_reason: str, usage: Usage, text: str) -> bool:
         """``run_finished`` を送る (finish_reason は stop / max_steps / length)。"""
-        return self.finish(
-            "run_finished", {"finish_reason": finish_reason, "usage": usage.to_dict(), "text": text}, before
-        )
+        return self.finish("run_finished", {"finish_reason": finish_reason, "usage": usage.to_dict(), "text": text})
 
-    def run_error(self, error: dict[str, Any], usage: Usage, before: Callable[[], None] | None = None) -> bool:
+    def run_error(self, error: dict[str, Any], usage: Usage) -> bool:
         """``run_error`` を送る (error は code / message / provider / retryable / phase)。"""
-        return self.finish("run_error", {"error": error, "usage": usage.to_dict()}, before)
+        return self.finish("run_error", {"error": error, "usage": usage.to_dict()})
 
-    def run_cancelled(self, reason: str, usage: Usage, before: Callable[[], None] | None = None) -> bool:
+    def run_cancelled(self, reason: str, usage: Usage) -> bool:
         """``run_cancelled`` を送る (usage はそこまでに消費した分)。"""
-        return self.finish("run_cancelled", {"reason": reason, "usage": usage.to_dict()}, before)
+        return self.finish("run_cancelled", {"reason": reason, "usage": usage.to_dict()})

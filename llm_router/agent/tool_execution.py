@@ -19,6 +19,7 @@ from llm_router.agent.context import RunContext, logger
 from llm_router.agent.toolbox import CLIENT, SERVER
 from llm_router.core.cancel import CancelToken
 from llm_router.core.schemas.common import Message, ToolCall, ToolResult
+from llm_router.core.schemas.errors import LLMRouterError
 
 TIMED_OUT = "timed out"
 
@@ -169,7 +170,7 @@ class ServerJob:
 
 def _is_tool_error(exc: Exception) -> bool:
     """ツール自身が投げる想定内の失敗 (``ToolExecutionError`` など、トレース不要) なら真。"""
-    return type(exc).__name__ == "ToolExecutionError" or isinstance(exc, ValueError | TypeError | ArithmeticError)
+    return isinstance(exc, LLMRouterError | ValueError | TypeError | ArithmeticError)
 
 
 def run_tools(ctx: RunContext, message: Message) -> bool:
