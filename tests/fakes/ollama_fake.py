@@ -21,6 +21,7 @@
 ``[slow]`` / ``[stall]`` / ``[break]`` / ``[stream-error]`` / ``[fail:NNN]`` の印も同じ。リクエストに
 ``think`` があれば、テキストの前に ``message.thinking`` を流す。
 ``/api/embed`` は決定的なベクトルを、``GET /api/tags`` はモデル一覧を返す。
+単独で動かすには ``uv run python -m tests.fakes.ollama_fake`` (規則モードで起動し、URL を表示する)。
 """
 
 from __future__ import annotations
@@ -292,3 +293,19 @@ def _marked_response(request: RecordedRequest, user: str) -> Scripted | None:
         lines = [ndjson_frame(_line(model, {"content": "途中"})), ndjson_frame({"error": "fake stream error"})]
         return StreamResponse(lines, content_type=NDJSON)
     return None
+
+
+def main() -> None:
+    """規則モードの偽サーバーを単独で動かす (手で試すとき: ``uv run python -m tests.fakes.ollama_fake``)。"""
+    import threading
+
+    with OllamaFake(rules=True) as fake:
+        print(f"fake Ollama (rules) at {fake.base_url}: providers.ollama.base_url={fake.base_url}", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

@@ -32,6 +32,7 @@
 実際のサーバープロセスを向けるには ``providers.openai.base_url=<fake.base_url>`` を渡す。
 ``/v1/embeddings`` は決定的なベクトル (``encoding_format`` が base64 なら base64) を返し、
 ``GET /v1/models`` はモデル一覧を返す。
+単独で動かすには ``uv run python -m tests.fakes.openai_fake`` (規則モードで起動し、URL を表示する)。
 """
 
 from __future__ import annotations
@@ -467,3 +468,19 @@ def _marked_response(request: RecordedRequest, user: str) -> Scripted | None:
         chunks = [w.chunk({"role": "assistant", "content": "途中"}), error_body("fake stream error", "server_error")]
         return StreamResponse(_sse(chunks, done=False))
     return None
+
+
+def main() -> None:
+    """規則モードの偽サーバーを単独で動かす (手で試すとき: ``uv run python -m tests.fakes.openai_fake``)。"""
+    import threading
+
+    with OpenAIFake(rules=True) as fake:
+        print(f"fake OpenAI (rules) at {fake.base_url}: providers.openai.base_url={fake.base_url}", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

@@ -113,7 +113,9 @@ class OllamaClient(BaseClient):
     def _tool(tool: ToolDefinition) -> tuple[dict[str, Any], list[str]]:
         """1 つのツール。サーバーはスキーマの多くのキーワードを黙って落とすので、変換器で簡単にしておく。"""
         schema, warnings = schema_for_provider("ollama", tool)
-        function = {"name": tool.name, "description": tool.description, "parameters": schema}
+        function: dict[str, Any] = {"name": tool.name, "parameters": schema}
+        if tool.description:
+            function["description"] = tool.description
         return {"type": "function", "function": function}, warnings
 
     def _think(self, level: ReasoningLevel, options: ModelOptions) -> Any:

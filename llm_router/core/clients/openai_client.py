@@ -150,7 +150,9 @@ class OpenAIClient(BaseClient):
         (変換器がそう判断し、警告を返す)。
         """
         converted = convert_schema("openai_strict" if self.config.strict_tools else "openai", tool)
-        function: dict[str, Any] = {"name": tool.name, "description": tool.description, "parameters": converted.schema}
+        function: dict[str, Any] = {"name": tool.name, "parameters": converted.schema}
+        if tool.description:
+            function["description"] = tool.description
         if converted.strict:
             function["strict"] = True
         return {"type": "function", "function": function}, converted.warnings
