@@ -161,6 +161,8 @@ class _HTMLText(HTMLParser):
         {"p", "div", "section", "article", "main", "header", "footer", "nav", "aside", "blockquote", "pre", "ul"}
         | {"ol", "li", "dl", "dt", "dd", "table", "tr", "br", "hr", "figure", "figcaption", "form", "details"}
     )
+    # 行だけを区切る要素 (前に改行 1 つ、後ろには何も足さない)
+    LINE = frozenset({"li", "br", "tr", "dt", "dd"})
     HEADINGS: ClassVar[dict[str, int]] = {f"h{n}": n for n in range(1, 7)}
 
     def __init__(self) -> None:
@@ -182,7 +184,7 @@ class _HTMLText(HTMLParser):
             self._flush()
             self._heading, self._heading_level = [], self.HEADINGS[tag]
         elif tag in self.BLOCK:
-            self._buffer.append("\n\n" if tag not in ("li", "br", "tr", "dt", "dd") else "\n")
+            self._buffer.append("\n" if tag in self.LINE else "\n\n")
             if tag == "pre":
                 self._pre_depth += 1
 
@@ -196,8 +198,8 @@ class _HTMLText(HTMLParser):
             self._path = [(lvl, t) for lvl, t in self._path if lvl < level] + [(level, title)]
             self._heading = None
             self._buffer.append(title + "\n\n")
-        elif tag in self.BLOCK:
-            self._buffer.append("\n\n" if tag != "li" else "\n")
+        elif tag in self.BLOCK and tag not in self.LINE:
+            self._buffer.append("\n\n")
             if tag == "pre":
                 self._pre_depth = max(0, self._pre_depth - 1)
 

@@ -247,7 +247,10 @@ class VectorStore:
             os.replace(pointer, root / CURRENT)
             fsync_dir(root)
         except BaseException:
+            # CURRENT はまだ前の世代を指している: 書きかけの世代 (一時フォルダか、置いたばかりのフォルダ) を消す
             shutil.rmtree(temporary, ignore_errors=True)
+            if current_generation(root) != name:
+                shutil.rmtree(root / name, ignore_errors=True)
             raise
         self.generation = name
         _remove_old_generations(root, keep={name, previous})
