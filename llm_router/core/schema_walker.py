@@ -118,3 +118,47 @@ class SchemaTransformer:
     def transform(self, node: dict[str, Any], path: str) -> dict[str, Any]:
         """1 つのノードを変える (子はもう変換済み)。既定はそのまま返す。"""
         return node
+
+
+def inline_refs(schema: dict[str, Any], transformer: SchemaTransformer) -> dict[str, Any]:
+    """``#/...`` への ``$ref`` をすべて展開し、``$defs`` / ``definitions`` を消す。
+
+    Raises:
+        ToolDefinitionError: 再帰する ``$ref``、または解決できない ``$ref`` があるとき。
+    """
+
+    def resolve(pointer: str) -> Any:
+        """JSON ポインタ ``#/a/b`` の指す値。"""
+        if not pointer.startswith("#"):
+            raise ToolDefinitionError(f"tool '{transformer.tool_name}': external $ref '{pointer}' is not supported")
+        target: Any = schema
+        for raw in [p for p in pointer[1:].split("/") if p]:
+            part = raw.replace("~1", "/").replace("~0", "~")
+            if not isinstance(target, dict) or part not in target:
+                raise ToolDefinitionError(f"tool '{transformer.tool_name}': $ref '{pointer}' does not resolve")
+            target = target[part]
+        return target
+
+    def expand(node: Any, stack: tuple[str, ...]) -> Any:
+        """``node`` の中の ``$ref`` を再帰的に置き換える。"""
+        if isinstance(node, list):
+            return [expand(v, stack) for v in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            if ref in stack:
+                raise ToolDefinitionError(
+                    f"tool '{transformer.tool_name}' ({transformer.provider}): recursive $ref '{ref}' cannot be "
+                    "inlined for the OpenAPI 'parameters' form; use providers.gemini.schema_mode=json_schema"
+                )
+            target = expand(copy.deepcopy(resolve(ref)), (*stack, ref))
+            siblings = {k: expand(v, stack) for k, v in node.items() if k != "$ref"}
+            return {**target, **siblings} if isinstance(target, dict) else target
+        return {k: (v if k in ("enum", "const", "default", "examples") else expand(v, stack)) for k, v in node.items()}
+
+    out = expand({k: v for k, v in schema.items() if k not in ("$defs", "definitions")}, ())
+    for key in ("$defs", "definitions"):
+        if key in schema:
+            transformer.warn("inlined every $ref and dropped", key, "")
+    return out

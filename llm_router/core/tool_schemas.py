@@ -257,12 +257,73 @@ def schema_for_provider(profile: str, tool: ToolDefinition) -> tuple[dict[str, A
     return converted.schema, converted.warnings
 
 
+def drop_null_optionals(schema: dict[str, Any], arguments: Any) -> Any:
+    """任意のプロパティに来た ``null`` を取り除いた引数のコピーを返す (元の引数は変えない)。
+
+    OpenAI の strict モードでは任意のプロパティも必須 + null 可にして送るので、モデルは省略の代わりに
+    ``null`` を返す。元のスキーマが ``null`` を許さない任意のプロパティなら「省略」と同じ意味なので、
+    検証の前にこれで戻す。入れ子の object、配列の要素、ローカルの ``$ref`` の先にも降りる。
+    """
+    return _NullDropper(schema).run(schema, arguments, 0)
+
+
+class _NullDropper:
+    """:func:`drop_null_optionals` の本体 (``$ref`` の解決のためにルートを持つ)。"""
+
+    def __init__(self, root: dict[str, Any]) -> None:
+        """ルートのスキーマを受け取る。"""
+        self.root = root
+
+    def run(self, schema: Any, value: Any, depth: int) -> Any:
+        """``value`` から、``schema`` で任意かつ null 不可のプロパティの ``null`` を取り除く。"""
+        if not isinstance(schema, dict) or depth > 32:
+            return value
+        schema = self._deref(schema)
+        if isinstance(value, list) and isinstance(schema.get("items"), dict):
+            return [self.run(schema["items"], item, depth + 1) for item in value]
+        properties = schema.get("properties")
+        if not isinstance(value, dict) or not isinstance(properties, dict):
+            return value
+        required = set(schema.get("required") or [])
+        out = {}
+        for key, item in value.items():
+            sub = properties.get(key)
+            if item is None and key not in required and isinstance(sub, dict) and not _allows_null(self._deref(sub)):
+                continue
+            out[key] = self.run(sub, item, depth + 1) if sub is not None else item
+        return out
+
+    def _deref(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """ローカルの ``$ref`` (``#/$defs/X`` など) を 1 段たどる (解決できなければそのまま)。"""
+        ref = schema.get("$ref")
+        if not isinstance(ref, str) or not ref.startswith("#/"):
+            return schema
+        target: Any = self.root
+        for part in ref[2:].split("/"):
+            target = target.get(part) if isinstance(target, dict) else None
+        return target if isinstance(target, dict) else schema
+
+
+def _allows_null(schema: dict[str, Any]) -> bool:
+    """スキーマが ``null`` を許すか (型に null、``nullable``、enum に null、null の枝、制約なし)。"""
+    kind = schema.get("type")
+    if kind == "null" or (isinstance(kind, list) and "null" in kind) or schema.get("nullable") is True:
+        return True
+    if isinstance(schema.get("enum"), list):
+        return None in schema["enum"]
+    variants = [*(schema.get("anyOf") or []), *(schema.get("oneOf") or [])]
+    if variants:
+        return any(isinstance(v, dict) and _allows_null(v) for v in variants)
+    return kind is None and "const" not in schema and "$ref" not in schema
+
+
 __all__ = [
     "PROFILES",
     "ConvertedSchema",
     "ToolDefinitionError",
     "ToolSpec",
     "convert_schema",
+    "drop_null_optionals",
     "from_openapi",
     "normalize_tools",
     "schema_for_provider",
