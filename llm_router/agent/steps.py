@@ -184,20 +184,23 @@ class ModelCall:
             return Cancelled(ctx.token.reason or "client")
         if not isinstance(exc, LLMRouterError):
             logger.exception("unexpected error in step %d of run %s", self.step, ctx.run_id)
-        code = getattr(exc, "code", "internal")
+        phase = "mid_stream" if self.output_began else "before_output"
+        error = error_payload(exc, phase, route.provider, ctx.secrets)
         if not self.output_began:
             can_fall_back = is_retryable(exc) or (isinstance(exc, MissingCredentialError) and ctx.chain_index > 0)
             if can_fall_back and ctx.chain_index + 1 < len(ctx.chain):
                 ctx.chain_index += 1
                 self.attempt += 1
-                ctx.events.retry(self.step, self.attempt, 0, code, ctx.route.spec)
+                with ctx.events.lock:
+                    ctx.progress.discard_attempt()
+                    ctx.events.retry(self.step, self.attempt, 0, error["code"], ctx.route.spec)
                 return _NEXT_MODEL
-            return Failed(error_payload(exc, "before_output", route.provider, ctx.secrets))
+            return Failed(error)
         if is_retryable(exc) and self.resets < ctx.agent_config.step_reset_retries:
             self.resets += 1
-            self._reset(code)
+            self._reset(error["code"])
             return _RETRY_SAME
-        return Failed(error_payload(exc, "mid_stream", route.provider, ctx.secrets))
+        return Failed(error)
 
     def _reset(self, reason: str) -> None:
         """この試行の出力を無効にする: ``step_reset`` を送り、途中経過と告知済みのクライアント呼び出しを捨てる。"""

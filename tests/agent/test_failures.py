@@ -146,3 +146,39 @@ def test_scripted_model_reports_an_unexpected_call():
     run.run()
     assert model.failures == ["unexpected call #1"]
     assert sink.of_type("run_error")[0]["error"]["code"] == "internal"
+
+
+def test_fallback_without_a_key_is_skipped_to_the_next_one():
+    """フォールバック先にキーが無ければ、その次のモデルへ進む。"""
+    primary = ScriptedModel(
+        Turn([Fail(ProviderUnavailableError("down", provider="primary", status=503))]), provider="primary"
+    )
+    third = ScriptedModel(Turn([Text("三番目")]), provider="third")
+    router = FakeRouter({"primary": primary, "third": third}, chain=["primary/a", "nokey/b", "third/c"])
+    run, sink = make_run(primary, router=router)
+    run.run()
+    third.assert_done()
+    assert [(r["model"], r["reason"]) for r in sink.of_type("retry")] == [
+        ("nokey/b", "provider_unavailable"),
+        ("third/c", "provider_auth"),
+    ]
+    assert sink.of_type("run_finished")[0]["text"] == "三番目"
+
+
+def test_error_messages_never_carry_a_configured_secret():
+    """プロバイダの文言に秘密の値が紛れ込んでも、run_error.message では伏せる。"""
+
+    class Secrets:
+        """秘密の値を持つ設定の代わり。"""
+
+        def all_values(self):
+            """秘密の値。"""
+            return ["sk-live-SECRET"]
+
+    model = ScriptedModel(Turn([Fail(ProviderAuthError("bad key sk-live-SECRET", provider="scripted", status=401))]))
+    router = FakeRouter({"scripted": model})
+    router.settings = type("S", (), {"secrets": Secrets()})()
+    run, sink = make_run(model, router=router)
+    run.run()
+    message = sink.of_type("run_error")[0]["error"]["message"]
+    assert "sk-live-SECRET" not in message and "***" in message
