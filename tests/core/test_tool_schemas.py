@@ -870,3 +870,22 @@ def test_drop_null_optionals(arguments, expected):
     before = copy.deepcopy(arguments)
     assert drop_null_optionals(schema, arguments) == expected
     assert arguments == before
+
+
+# ---------------------------------------------------------------- 公式 SDK による確認
+
+
+@pytest.mark.parametrize("schema", [NESTED, ARRAY_OF_OBJECTS, ENUMS, DEFS, NULLABLE])
+def test_gemini_openapi_output_is_a_valid_google_genai_schema(schema):
+    """OpenAPI 形の出力は google-genai の ``types.Schema`` (未知のフィールドを拒否する) にそのまま通り、往復で変わらない。"""
+    genai_types = pytest.importorskip("google.genai.types")
+    out, _ = schema_for_provider("gemini_openapi", ToolDefinition("t", "", schema))
+    parsed = genai_types.Schema.model_validate(out)
+    assert parsed.model_dump(exclude_none=True, mode="json", by_alias=True) == out
+
+
+def test_google_genai_schema_refuses_unknown_keywords():
+    """上の確認が意味を持つこと: SDK の Schema は知らないキーワードを拒否する。"""
+    genai_types = pytest.importorskip("google.genai.types")
+    with pytest.raises(ValueError, match=r"exclusiveMinimum|exclusive_minimum|extra"):
+        genai_types.Schema.model_validate({"type": "INTEGER", "exclusiveMinimum": 0})
