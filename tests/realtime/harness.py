@@ -194,6 +194,25 @@ class ProtocolClient:
         self._cond = threading.Condition()
         self.sio.on("*", self._record, namespace=namespace)
         self.sio.on("connect_error", self._connect_error, namespace=namespace)
+        self._deliver_in_order()
+
+    def _deliver_in_order(self) -> None:
+        """受信したメッセージを、届いた順に読み取りスレッドの中で処理させる。
+
+        python-engineio のクライアントはメッセージごとに別スレッドでハンドラを呼ぶ (``run_async=True``) ので、
+        そのままでは記録の順序がサーバーの送信順と入れ替わることがある (ブラウザのクライアントは順序どおり)。
+        記録するハンドラは待たない処理だけなので、同期で呼んでも読み取りを止めない。
+        """
+        eio = self.sio.eio
+        original = eio._trigger_event
+
+        def trigger(event: str, *args: Any, **kwargs: Any) -> Any:
+            """``message`` を同期で処理する。"""
+            if event == "message":
+                kwargs["run_async"] = False
+            return original(event, *args, **kwargs)
+
+        eio._trigger_event = trigger
 
     def _record(self, event: str, *args: Any) -> None:
         """1 イベントを記録し、待っている者を起こす。"""
