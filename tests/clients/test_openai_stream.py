@@ -5,6 +5,8 @@ import random
 import threading
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from llm_router.config.schema import ProviderConfig, RetryConfig
 from llm_router.core.cancel import CancelToken
@@ -305,3 +307,25 @@ def test_closing_the_iterator_early_closes_the_response(fake):
     assert isinstance(next(stream), TextDelta)
     stream.close()
     assert fake.server.client_disconnected.wait(5)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-1000, 1000) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    args=st.lists(st.dictionaries(st.text(min_size=1, max_size=6), _json_values, max_size=4), min_size=1, max_size=3),
+    size=st.integers(1, 12),
+    interleave=st.booleans(),
+)
+def test_tool_call_arguments_survive_any_split_and_interleaving(server, args, size, interleave):
+    """引数がどう分割・交互に届いても、index ごとに元の引数が組み立てられる (性質テスト)。"""
+    server.reset()
+    calls = [(f"tool_{i}", a) for i, a in enumerate(args)]
+    server.add_tool_call_turn(calls, arg_chunk_size=size, interleave=interleave)
+    end = list(make_client(server).chat_stream(request()))[-1]
+    assert [(c.name, c.arguments) for c in end.message.tool_calls] == calls

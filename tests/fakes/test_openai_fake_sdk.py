@@ -173,3 +173,42 @@ def test_sdk_against_rule_mode(fake):
             assert "こんにちは" in "".join(c.choices[0].delta.content or "" for c in plain if c.choices)
     finally:
         fake.rules = False
+
+
+@pytest.mark.parametrize(
+    ("marker", "cls"),
+    [
+        ("[fail:500]", openai.InternalServerError),
+        ("[fail:429]", openai.RateLimitError),
+        ("[stream-error]", openai.APIError),
+    ],
+)
+def test_rule_mode_markers_give_errors_the_sdk_recognises(fake, marker, cls):
+    """規則モードの印 ``[fail:NNN]`` / ``[stream-error]`` は SDK が認めるエラーになる。"""
+    fake.rules = True
+    try:
+        with openai.OpenAI(base_url=fake.base_url, api_key="sk-test", max_retries=0) as client:
+            with pytest.raises(cls):
+                list(
+                    client.chat.completions.create(
+                        model="m", messages=[{"role": "user", "content": marker}], stream=True
+                    )
+                )
+    finally:
+        fake.rules = False
+
+
+def test_rule_mode_stall_marker_holds_the_stream_open_until_the_client_leaves(fake):
+    """``[stall]`` は数フレーム後に止まり、クライアントが閉じると偽サーバーが切断を記録する。"""
+    fake.rules = True
+    try:
+        with openai.OpenAI(base_url=fake.base_url, api_key="sk-test", max_retries=0) as client:
+            stream = client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "[stall]"}], stream=True
+            )
+            first = next(iter(stream))
+            assert first.object == "chat.completion.chunk"
+            stream.close()
+        assert fake.server.client_disconnected.wait(5)
+    finally:
+        fake.rules = False
