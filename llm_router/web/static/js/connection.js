@@ -73,6 +73,7 @@ export class AgentConnection {
   handleConnect() {
     const resumed = this.connectedOnce;
     this.connectedOnce = true;
+    this.connectCount = (this.connectCount || 0) + 1;
     this.onStatus("connected", "接続済み");
     this.start({ resumed }).catch(() => {});
   }

@@ -87,7 +87,7 @@ export class TimelineView {
     run.badge.dataset.state = state;
     setText(run.badge, RUN_STATE[state]);
     if (event?.usage) setText(run.usage, formatUsage(event.usage));
-    const took = typeof event?.ts === "number" && run.t0 ? formatDuration((event.ts - run.t0) * 1000) : "";
+    const took = state !== "running" && typeof event?.ts === "number" && run.t0 ? formatDuration((event.ts - run.t0) * 1000) : "";
     setText(run.meta, [run.model, `${run.stepCount} ステップ`, `ツール ${run.toolCount} 回`, took].filter(Boolean).join(" · "));
   }
 
@@ -167,6 +167,7 @@ export class TimelineView {
     const t = run.texts.get(event.message_id);
     if (!t) return;
     const chars = typeof event.text === "string" ? event.text.length : t.chars;
+    t.done = true;
     this.batcher.task(`text:${event.message_id}`, () => setText(t.count, `${chars.toLocaleString("ja-JP")} 文字`));
   }
 
@@ -240,9 +241,10 @@ export class TimelineView {
 
   /** retry: 再試行 (またはフォールバック) の行。 */
   on_retry(event, run) {
-    const wait = typeof event.wait_ms === "number" ? `${formatDuration(event.wait_ms)} 待って` : "";
-    this.addItem(run, event, "retry", h("span.item-label", { text: "再試行" }),
-      `${event.attempt ?? ""} 回目 ${wait} · ${event.model || ""} · 理由: ${event.reason || ""}`);
+    const wait = typeof event.wait_ms === "number" ? `${formatDuration(event.wait_ms)} 後` : "";
+    const facts = [`${event.attempt ?? "?"} 回目`, wait, event.model, event.reason].filter(Boolean).join(" · ");
+    this.addItem(run, event, "retry", h("span.item-label", { text: "再試行" }), facts);
+    if (run.step) setText(run.step.status, "再試行を待っています…");
   }
 
   /** step_reset: そのステップのここまでの出力を無効として打ち消す。 */
@@ -265,7 +267,10 @@ export class TimelineView {
   /** run_error: エラーの中身 (コード、プロバイダ、段階、再試行可能か)。 */
   on_run_error(event, run) {
     const err = event.error || {};
-    if (run.step) run.step.el.dataset.state = "error";
+    if (run.step) {
+      run.step.el.dataset.state = "error";
+      setText(run.step.status, "エラー");
+    }
     this.setRunState(run, "error", event);
     const facts = [err.code, err.provider, PHASES[err.phase] || err.phase, err.retryable ? "再試行可能" : ""].filter(Boolean).join(" · ");
     this.addItem(run, event, "error", h("span.item-label", { text: "エラー" }), `${err.message || ""}`, h("div.item-sub.mono", { text: facts }));
@@ -273,11 +278,15 @@ export class TimelineView {
 
   /** run_cancelled: どこで止まったか (ステップ、途中のツール) を示す。 */
   on_run_cancelled(event, run) {
-    const where = run.step ? `ステップ ${run.step.number} の途中で停止` : "最初のステップの前に停止";
+    const finished = run.step?.el.dataset.state === "done";
+    const where = !run.step ? "最初のステップの前に停止" : `ステップ ${run.step.number} の${finished ? "後" : "途中"}で停止`;
     if (run.step) {
       run.step.el.dataset.state = "cancelled";
       setText(run.step.status, "停止");
       run.step.el.open = true;
+    }
+    for (const [id, t] of run.texts) {
+      if (!t.done) this.batcher.task(`text:${id}`, () => setText(t.count, `${t.chars.toLocaleString("ja-JP")} 文字 (中断)`));
     }
     for (const t of run.tools.values()) {
       if (t.card.dataset.state === "streaming" || t.card.dataset.state === "waiting") {

@@ -1,0 +1,177 @@
+"""コンソールのストリーミング、停止、再接続と再開、大量のデルタのテスト (本物のサーバー + OpenAI の偽サーバー)。
+
+偽サーバーの規則: 文に ``[slow]`` を含めると、長い応答を 1 フレームごとに 0.05 秒待って流す。
+時間の長さは一切検証しない (状態と内容だけを見る)。
+"""
+
+from __future__ import annotations
+
+from playwright.sync_api import expect
+
+from tests.browser.conftest import Console, screenshot
+
+SLOW_TEXT = "これはゆっくり流れる長い応答です。" * 20
+
+
+def _wait_text_at_least(console: Console, chars: int) -> None:
+    """最後のアシスタントの発言が ``chars`` 文字以上になるまで待つ。"""
+    console.page.wait_for_function(
+        """(n) => {
+            const msgs = document.querySelectorAll('.msg.assistant');
+            const last = msgs[msgs.length - 1];
+            return last && last.querySelector('.msg-text') && last.querySelector('.msg-text').textContent.length >= n;
+        }""",
+        arg=chars,
+    )
+
+
+def test_text_streams_in_piece_by_piece(page, openai_server):
+    """テキストは一度にではなく、少しずつ増えながら表示され、最後は全文になる。"""
+    console = Console(page, openai_server).open()
+    console.send("[slow] 長めに答えて")
+    lengths = set()
+    while console.run().get_attribute("data-state") in (None, "running"):
+        lengths.add(len(console.assistant_text()))
+        page.wait_for_timeout(100)  # 観察の間隔 (同期のための待ちではない)
+    assert console.wait_run_end() == "finished"
+    intermediate = {n for n in lengths if 0 < n < len(SLOW_TEXT)}
+    assert len(intermediate) >= 3, lengths
+    assert console.assistant_text() == SLOW_TEXT
+    assert console.state("conversation.mismatches") == 0
+
+
+def test_stop_button_cancels_mid_stream_and_shows_where(page, openai_server):
+    """停止ボタンで実行が止まり、会話とタイムラインに止まった位置が出る。部分テキストは残る。"""
+    console = Console(page, openai_server).open()
+    console.send("[slow] 止めるまで話して")
+    _wait_text_at_least(console, 20)
+    expect(page.locator("#stop")).to_be_enabled()
+    page.locator("#stop").click()
+    assert console.wait_run_end() == "cancelled"
+    partial = console.assistant_text()
+    assert 20 <= len(partial) < len(SLOW_TEXT)
+    assert SLOW_TEXT.startswith(partial)
+    expect(console.assistant().locator(".msg-stopped")).to_contain_text("停止しました")
+    expect(console.run().locator(".item-cancel")).to_contain_text("ステップ 1 の途中で停止")
+    expect(console.run().locator(".badge")).to_have_text("停止")
+    expect(page.locator("#stop")).to_be_disabled()
+    expect(page.locator("#send")).to_be_enabled()
+    screenshot(page, "console-stopped")
+    # 止めた後も同じスレッドで続けられる
+    console.send("続けて")
+    assert console.wait_run_end() == "finished"
+
+
+def test_keyboard_only_send_newline_and_escape(page, openai_server):
+    """キーボードだけで: Tab で入力欄へ、Shift+Enter で改行、Enter で送信、Esc で停止。"""
+    console = Console(page, openai_server).open()
+    page.locator("body").focus()
+    for _ in range(30):
+        if page.evaluate("document.activeElement && document.activeElement.id") == "prompt":
+            break
+        page.keyboard.press("Tab")
+    expect(page.locator("#prompt")).to_be_focused()
+    page.keyboard.type("[slow] 一行目")
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.type("二行目")
+    assert page.locator("#prompt").input_value() == "[slow] 一行目\n二行目"
+    page.keyboard.press("Enter")
+    expect(page.locator(".msg.user").last).to_contain_text("二行目")
+    assert page.locator("#prompt").input_value() == ""
+    _wait_text_at_least(console, 10)
+    page.keyboard.press("Escape")
+    assert console.wait_run_end() == "cancelled"
+    # フォーカスが見える (focus-visible の枠)
+    page.keyboard.press("Tab")
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline not in ("", "none")
+
+
+def test_forced_disconnect_catches_up_without_duplicates(page, openai_server):
+    """ストリームの途中で接続を切ると、自動で再接続し、最後の seq から再開して重複なく全文になる。"""
+    console = Console(page, openai_server).open()
+    console.send("[slow] 切断されても続けて")
+    _wait_text_at_least(console, 30)
+    seq_before = console.state("connection.lastSeq")
+    page.evaluate("() => window.llmRouterConsole.connection.socket.io.engine.close()")
+    expect(page.locator("#conn-status")).to_have_attribute("data-state", "connected")
+    assert console.wait_run_end() == "finished"
+    assert console.assistant_text() == SLOW_TEXT
+    assert console.state("conversation.mismatches") == 0
+    assert console.state("connection.lastSeq") > seq_before
+    assert console.state("connection.connectCount") == 2
+    # 送り直された分は seq で捨てられ、二重に表示されない
+    assert page.locator(".msg.assistant").count() == 1
+    assert page.locator("details.run").count() == 1
+
+
+def test_offline_then_online_catches_up(page, context, openai_server):
+    """ネットワークが切れて戻ったときも、続きから再開して全文になる。"""
+    console = Console(page, openai_server).open()
+    console.send("[slow] オフラインを挟んで")
+    _wait_text_at_least(console, 30)
+    context.set_offline(True)
+    # オフラインの間に接続が切れたことをページが知るまで待つ (engine を閉じて確実に切る)
+    page.evaluate("() => window.llmRouterConsole.connection.socket.io.engine.close()")
+    expect(page.locator("#conn-status")).to_have_attribute("data-state", "reconnecting")
+    screenshot(page, "console-reconnecting")
+    context.set_offline(False)
+    expect(page.locator("#conn-status")).to_have_attribute("data-state", "connected", timeout=30_000)
+    assert console.wait_run_end() == "finished"
+    assert console.state("connection.connectCount") >= 2
+    assert console.assistant_text() == SLOW_TEXT
+    assert console.state("conversation.mismatches") == 0
+
+
+def test_reload_replays_the_thread(page, openai_server):
+    """ページを読み込み直しても、同じスレッドの出来事が送り直され、会話とタイムラインが戻る。"""
+    console = Console(page, openai_server).open()
+    console.send("覚えておいてほしい文")
+    assert console.wait_run_end() == "finished"
+    before = console.assistant_text()
+    console.open()
+    expect(page.locator(".msg.user")).to_have_text("あなた覚えておいてほしい文")
+    expect(console.assistant().locator(".msg-text")).to_have_text(before)
+    expect(console.run().locator(".badge")).to_have_text("完了")
+
+
+def test_five_thousand_deltas_stay_responsive(page, openai_server, openai_fake):
+    """5,000 個のデルタが流れても全文が揃い、ページはその後も操作に応える。"""
+    pieces = [f"{i % 10}" for i in range(5000)]
+    openai_fake.add_text_turn("".join(pieces), chunk_size=1)
+    console = Console(page, openai_server).open()
+    console.send("たくさん流して")
+    assert console.wait_run_end(timeout_ms=90_000) == "finished"
+    assert console.assistant_text() == "".join(pieces)
+    assert console.state("conversation.mismatches") == 0
+    assert console.state("connection.lastSeq") > 5000
+    expect(console.run().locator(".text-count")).to_have_text("5,000 文字")
+    # まだ操作に応える: 入力し、折りたたみのボタンが効き、次の実行もできる
+    page.locator("#prompt").fill("応答しますか")
+    assert page.locator("#prompt").input_value() == "応答しますか"
+    page.locator("#collapse-all").click()
+    expect(console.run()).not_to_have_attribute("open", "")
+    page.locator("#expand-all").click()
+    expect(console.run()).to_have_attribute("open", "")
+    page.locator("#prompt").press("Enter")
+    assert console.wait_run_end() == "finished"
+
+
+def test_retries_and_the_final_error_are_shown(page, openai_server):
+    """プロバイダの失敗 (429) は再試行としてタイムラインに出て、尽きればエラーとして会話とタイムラインに出る。"""
+    console = Console(page, openai_server).open()
+    console.send("[fail:429] 混んでいるとき")
+    assert console.wait_run_end() == "error"
+    expect(console.run().locator(".item-retry").first).to_contain_text("再試行")
+    expect(console.run().locator(".item-error")).to_contain_text("provider_rate_limited")
+    expect(console.assistant().locator(".msg-error")).to_be_visible()
+    screenshot(page, "console-error")
+
+
+def test_broken_stream_resets_the_step(page, openai_server):
+    """出力の途中でストリームが切れると、そのステップはやり直し (step_reset) として打ち消し線で示される。"""
+    console = Console(page, openai_server).open()
+    console.send("[break] 途中で切れる")
+    console.wait_run_end()
+    expect(console.run().locator(".item-reset").first).to_contain_text("ステップのやり直し")
+    assert console.run().locator(".item.void").count() >= 1
