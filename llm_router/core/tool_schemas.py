@@ -83,6 +83,8 @@ def normalize_tools(raw: list, reserved_names: Iterable[str] = ()) -> list[ToolD
 
 def _parse_entry(entry: Any, where: str) -> list[tuple[str, ToolSpec]]:
     """1 つのエントリを形式で見分けて正規形にする (Gemini の 1 エントリは複数の宣言を持ちうる)。"""
+    if isinstance(entry, ToolDefinition):
+        entry = entry.to_dict()  # 正規化済みのものをもう一度通しても同じ検査を受ける
     if not isinstance(entry, dict):
         raise ToolDefinitionError(f"{where}: a tool definition must be an object")
     for matches, parse in _FORMATS:

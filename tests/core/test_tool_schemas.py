@@ -114,6 +114,14 @@ def test_missing_parameters_become_an_empty_object_schema_and_missing_type_is_ob
     assert b.parameters == {"type": "object", "properties": {"x": {"type": "string"}}}
 
 
+def test_already_normalised_tools_pass_again():
+    """正規化済みの ToolDefinition をもう一度通しても同じ (同じ検査を受ける)。"""
+    first = normalize_tools([{"name": "a", "parameters": WEATHER}])
+    assert [t.to_dict() for t in normalize_tools(first)] == [t.to_dict() for t in first]
+    with pytest.raises(ToolDefinitionError, match="name must match"):
+        normalize_tools([ToolDefinition("bad name")])
+
+
 def test_order_is_kept_across_formats():
     """複数の形式が混ざっても順序を保つ。"""
     tools = normalize_tools(
