@@ -342,7 +342,8 @@ class OpenAIFake:
     ) -> None:
         """HTTP エラー応答を積む (本文は OpenAI の形、ヘッダは ``retry-after`` などをそのまま)。"""
         kind = type or _default_error_type(status)
-        response = JSONResponse(error_body(message, kind, code, param), status, dict(headers or {}))
+        all_headers = {**(_RATE_LIMIT_HEADERS if status == 429 else {}), **(headers or {})}
+        response = JSONResponse(error_body(message, kind, code, param), status, all_headers)
         self.add_turn(lambda r: response, endpoint)
 
     def add_stream_error(self, message: str, *, after_text: str = "", type: str = "server_error") -> None:
@@ -379,6 +380,17 @@ class OpenAIFake:
         if self.rules:
             return rule_response(request)
         return JSONResponse(error_body(f"fake OpenAI has no script for {request.path}", "server_error"), 500)
+
+
+# 本物の 429 が持つレート制限のヘッダ (値は見本)
+_RATE_LIMIT_HEADERS = {
+    "x-ratelimit-limit-requests": "500",
+    "x-ratelimit-remaining-requests": "0",
+    "x-ratelimit-reset-requests": "120ms",
+    "x-ratelimit-limit-tokens": "200000",
+    "x-ratelimit-remaining-tokens": "0",
+    "x-ratelimit-reset-tokens": "1s",
+}
 
 
 def _default_error_type(status: int) -> str:
