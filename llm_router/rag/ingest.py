@@ -150,8 +150,9 @@ def ingest(
         store = VectorStore.load(root)
         spec = resolve_embedding_spec(settings, store.manifest.model if store else None)
         report.model = spec
+        embedder = make_embedder(settings, spec, router)
         if store is not None:
-            store.check_model(spec)
+            store.check_model(spec, embedder.dimension)
         files, missing = discover(list(paths))
         report.failed.extend(missing)
         plan = _plan(files, store, chunking, report, progress)
@@ -165,9 +166,6 @@ def ingest(
             if chunk.content_hash not in known:
                 wanted.setdefault(chunk.content_hash, chunk.text)
         embedded: dict[str, np.ndarray] = {}
-        embedder = make_embedder(settings, spec, router)
-        if store is not None:
-            store.check_model(spec, embedder.dimension)
         error = _embed(embedder, wanted, embedded, report, progress, cancel)
         if store is None:
             dimension = next(iter(embedded.values())).shape[0] if embedded else embedder.dimension
