@@ -62,6 +62,8 @@ class OpenAIStrict(SchemaTransformer):
         "default",
     )
     IMPOSSIBLE = ("allOf", "not", "if", "then", "else", "dependentRequired", "dependentSchemas")
+    # 同じ文書の「Supported properties」にある文字列の format (これ以外は説明文へ移す)
+    STRING_FORMATS = frozenset({"date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid"})
 
     def transform(self, node: dict[str, Any], path: str) -> dict[str, Any]:
         """1 ノードを strict 向けにする。"""
@@ -71,6 +73,7 @@ class OpenAIStrict(SchemaTransformer):
         for keyword in self.UNSUPPORTED:
             self.drop(node, keyword, path)
         one_of_to_any_of(self, node, path)
+        move_format(self, node, path, self.STRING_FORMATS)
         if is_object_schema(node):
             self._close_object(node, path)
         return node
@@ -142,17 +145,18 @@ class GeminiJsonSchema(SchemaTransformer):
         for keyword in self.STRIPPED:
             self.drop(node, keyword, path)
         const_to_enum(self, node, path)
-        self._move_format(node, path)
+        move_format(self, node, path, self.STRING_FORMATS)
         return node
 
-    def _move_format(self, node: dict[str, Any], path: str) -> None:
-        """未対応の文字列 format を説明文へ移す (モデルにはヒントとして残る)。"""
-        fmt = node.get("format")
-        if fmt is None or not _has_type(node, "string") or fmt in self.STRING_FORMATS:
-            return
-        del node["format"]
-        append_description(node, f"format: {fmt}")
-        self.warn("moved into description:", "format", path, str(fmt))
+
+def move_format(transformer: SchemaTransformer, node: dict[str, Any], path: str, supported: frozenset[str]) -> None:
+    """``supported`` に無い文字列の format を説明文へ移す (モデルにはヒントとして残る。警告つき)。"""
+    fmt = node.get("format")
+    if fmt is None or not _has_type(node, "string") or fmt in supported:
+        return
+    del node["format"]
+    append_description(node, f"format: {fmt}")
+    transformer.warn("moved into description:", "format", path, str(fmt))
 
 
 def const_to_enum(transformer: SchemaTransformer, node: dict[str, Any], path: str) -> None:
@@ -225,7 +229,7 @@ class GeminiOpenAPI(SchemaTransformer):
         node = self._fold_null_union(node, path)
         self._type_list(node, path)
         self._enum(node, path)
-        self._format(node, path)
+        move_format(self, node, path, self.STRING_FORMATS)
         for keyword in [k for k in node if k not in self.ALLOWED]:
             self.drop(node, keyword, path)
         if isinstance(node.get("type"), str):
@@ -281,15 +285,6 @@ class GeminiOpenAPI(SchemaTransformer):
         del node["enum"]
         append_description(node, "allowed values: " + ", ".join(_json_text(v) for v in values))
         self.warn("dropped", "enum", path, "non-string values; listed in description instead")
-
-    def _format(self, node: dict[str, Any], path: str) -> None:
-        """未対応の文字列 format を説明文へ移す。"""
-        fmt = node.get("format")
-        if fmt is None or not _has_type(node, "string") or fmt in self.STRING_FORMATS:
-            return
-        del node["format"]
-        append_description(node, f"format: {fmt}")
-        self.warn("moved into description:", "format", path, str(fmt))
 
 
 def _is_null_schema(schema: Any) -> bool:

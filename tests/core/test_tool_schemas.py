@@ -769,6 +769,21 @@ def test_openai_strict_falls_back_when_impossible(schema, reason):
     assert converted.warnings == [f"tool 't' (openai): strict mode disabled: {reason}"]
 
 
+def test_openai_strict_moves_unsupported_formats_into_the_description():
+    """strict が受け付けない文字列 format (uri など) は説明文へ移し、対応するもの (email) は残す。"""
+    schema = {
+        "type": "object",
+        "properties": {"site": {"type": "string", "format": "uri"}, "mail": {"type": "string", "format": "email"}},
+        "required": ["site", "mail"],
+    }
+    out, warnings = schema_for_provider("openai_strict", ToolDefinition("t", "", schema))
+    assert out["properties"] == {
+        "site": {"type": "string", "description": "(format: uri)"},
+        "mail": {"type": "string", "format": "email"},
+    }
+    assert warnings == ["tool 't' (openai): moved into description: 'format' at properties.site (uri)"]
+
+
 def test_openai_strict_result_is_strict():
     """strict に合わせられたら ``strict`` は真、非 strict のプロファイルでは偽。"""
     assert convert_schema("openai_strict", ToolDefinition("t", "", WEATHER)).strict is True
