@@ -166,7 +166,9 @@ class ModelCall:
             for chunk in stream:
                 if self.ctx.events.closed:
                     raise RequestCancelled("run already ended")
-                self._handlers[type(chunk)](chunk)
+                handler = self._handlers.get(type(chunk))
+                if handler is not None:  # 未知のチャンクの種類は無視する (新しい種類が増えても壊れない)
+                    handler(chunk)
         finally:
             close = getattr(stream, "close", None)
             if close is not None:

@@ -32,6 +32,7 @@ class PendingClientCall:
         self.call = call
         self.started = time.monotonic()
         self.state = "awaiting" if awaiting else "closed"
+        self.voided = False
         self.done = threading.Event()
         if not awaiting:
             self.done.set()
@@ -51,10 +52,10 @@ class ClientCallBook:
         self._lock = threading.Lock()
 
     def register(self, call: ToolCall, awaiting: bool = True) -> PendingClientCall:
-        """呼び出しを登録する (同じ ID の 2 度目は最初のものを返す)。"""
+        """呼び出しを登録する (同じ ID の 2 度目は最初のものを返す。``step_reset`` で無効にしたものは作り直す)。"""
         with self._lock:
             pending = self._calls.get(call.id)
-            if pending is None:
+            if pending is None or pending.voided:
                 pending = PendingClientCall(call, awaiting)
                 self._calls[call.id] = pending
             return pending
@@ -88,11 +89,12 @@ class ClientCallBook:
         return True
 
     def close_ids(self, ids: list[str]) -> None:
-        """指定した呼び出しの待ちを打ち切る (``step_reset`` で無効になった呼び出し)。"""
+        """``step_reset`` で無効になった呼び出しの待ちを打ち切る (やり直しで同じ ID が来れば作り直す)。"""
         for tool_call_id in ids:
             pending = self._calls.get(tool_call_id)
             if pending is not None:
                 self.close(pending)
+                pending.voided = True
 
     def close_all(self) -> None:
         """すべての待ちを打ち切り、待っている者を起こす (キャンセルと実行の終わり)。"""

@@ -182,3 +182,23 @@ def test_error_messages_never_carry_a_configured_secret():
     run.run()
     message = sink.of_type("run_error")[0]["error"]["message"]
     assert "sk-live-SECRET" not in message and "***" in message
+
+
+def test_a_reset_step_may_repeat_the_same_client_tool_call_id():
+    """やり直しの試行が同じ ID のクライアント呼び出しを出しても、改めて待ち受けて答えを受け取る。"""
+    from tests.agent.scripted_model import start
+
+    model = ScriptedModel(
+        Turn([Call("k1", "get_locale"), Fail(_broken())]),
+        Turn([Call("k1", "get_locale")]),
+        Turn([Text("ok")]),
+    )
+    thread = ThreadState(thread_id="t1", client_tools=[client_tool()])
+    run, sink = make_run(model, thread=thread)
+    worker = start(run)
+    assert sink.wait_for_type("tool_call_ready", count=2)
+    assert run.submit_tool_result("k1", "ja", False) is None
+    worker.join(5)
+    model.assert_done()
+    assert [r["result"] for r in sink.of_type("tool_result")] == ["ja"]
+    assert_valid_history(thread.history)
