@@ -912,3 +912,112 @@ def test_google_genai_schema_refuses_unknown_keywords():
     genai_types = pytest.importorskip("google.genai.types")
     with pytest.raises(ValueError, match=r"exclusiveMinimum|exclusive_minimum|extra"):
         genai_types.Schema.model_validate({"type": "INTEGER", "exclusiveMinimum": 0})
+
+
+# ---------------------------------------------------------------- 性質 (hypothesis): どんなスキーマでも壊れない
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_LEAF_TYPES = st.sampled_from(["string", "integer", "number", "boolean", "null"])
+_KEYWORDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "title": st.text(max_size=5),
+        "description": st.text(max_size=5),
+        "default": st.none() | st.integers(),
+        "format": st.sampled_from(["email", "date-time", "uri", "int32"]),
+        "minimum": st.integers(),
+        "exclusiveMaximum": st.integers(),
+        "minLength": st.integers(0, 5),
+        "pattern": st.just("^a"),
+        "enum": st.lists(st.none() | st.integers() | st.text(max_size=3), min_size=1, max_size=3),
+        "const": st.text(max_size=3),
+    },
+)
+
+
+def _node(children):
+    """部分スキーマを作る戦略 (子の戦略を受け取る)。"""
+    obj = st.builds(
+        lambda props, req, extra, kw: {
+            "type": "object",
+            "properties": props,
+            **({"required": sorted(props)[:req]} if req else {}),
+            **extra,
+            **kw,
+        },
+        st.dictionaries(st.sampled_from(["a", "b", "title", "default"]), children, max_size=3),
+        st.integers(0, 2),
+        st.sampled_from([{}, {"additionalProperties": False}, {"additionalProperties": {"type": "string"}}]),
+        _KEYWORDS,
+    )
+    array = st.builds(lambda items, kw: {"type": "array", "items": items, **kw}, children, _KEYWORDS)
+    union = st.builds(lambda vs: {"anyOf": vs}, st.lists(children, min_size=1, max_size=3))
+    one_of = st.builds(lambda vs: {"oneOf": vs}, st.lists(children, min_size=1, max_size=2))
+    typelist = st.builds(lambda t: {"type": [t, "null"]}, _LEAF_TYPES)
+    return obj | array | union | one_of | typelist
+
+
+_SCHEMAS = st.recursive(
+    st.builds(lambda t, kw: {"type": t, **kw}, _LEAF_TYPES, _KEYWORDS) | st.just({"$ref": "#/$defs/D"}),
+    _node,
+    max_leaves=12,
+).map(lambda prop: {"type": "object", "properties": {"p": prop}, "$defs": {"D": {"type": "string"}}})
+
+
+@settings(max_examples=150, deadline=None)
+@given(_SCHEMAS, st.sampled_from(sorted(PROFILES)))
+def test_any_schema_converts_without_mutation_and_gemini_openapi_stays_valid(schema, profile):
+    """どんなスキーマも、元を変えずに変換でき、警告はツール名を含む文字列。OpenAPI 形は SDK の Schema に通る。"""
+    import json
+
+    before = copy.deepcopy(schema)
+    out, warnings = schema_for_provider(profile, ToolDefinition("prop_tool", "", schema))
+    assert schema == before
+    json.dumps(out)
+    assert all(isinstance(w, str) and w.startswith("tool 'prop_tool' (") for w in warnings)
+    checks = {
+        "gemini_openapi": _check_gemini_openapi,
+        "ollama": lambda o: set(o) <= {"type", "$defs", "items", "required", "properties"},
+        "openai_strict": lambda o: _check_strict(convert_schema(profile, ToolDefinition("t", "", schema))),
+    }
+    assert checks.get(profile, lambda o: True)(out)
+
+
+def _objects(node):
+    """スキーマの中の部分スキーマをすべて列挙する (プロパティ名の辞書や enum などの値そのものは除く)。"""
+    if isinstance(node, list):
+        for value in node:
+            yield from _objects(value)
+        return
+    if not isinstance(node, dict):
+        return
+    yield node
+    for key, value in node.items():
+        if key in ("properties", "$defs", "definitions", "patternProperties") and isinstance(value, dict):
+            yield from _objects(list(value.values()))
+        elif key not in ("enum", "const", "default", "examples", "required", "propertyOrdering"):
+            yield from _objects(value)
+
+
+def _check_gemini_openapi(out):
+    """OpenAPI 形: SDK の Schema に通り、Developer API が拒む additionalProperties と $ref を含まない。"""
+    genai_types = pytest.importorskip("google.genai.types")
+    genai_types.Schema.model_validate(out)
+    return not any("additionalProperties" in d or "$ref" in d for d in _objects(out))
+
+
+def _check_strict(converted):
+    """strict が付くなら、どの object も閉じていて、すべてのプロパティが required にある。"""
+    if not converted.strict:
+        return any("strict mode disabled" in w for w in converted.warnings)
+    for node in _objects(converted.schema):
+        if node.get("type") == "object" or (isinstance(node.get("type"), list) and "object" in node["type"]):
+            if node.get("additionalProperties") is not False:
+                return False
+            if set(node.get("required", [])) != set(node.get("properties", {})):
+                return False
+        if "oneOf" in node or "default" in node:
+            return False
+    return True
