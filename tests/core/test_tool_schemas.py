@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llm_router.core.schemas.common import ToolDefinition
 from llm_router.core.schemas.errors import ConfigurationError
@@ -916,8 +918,6 @@ def test_google_genai_schema_refuses_unknown_keywords():
 
 # ---------------------------------------------------------------- 性質 (hypothesis): どんなスキーマでも壊れない
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 _LEAF_TYPES = st.sampled_from(["string", "integer", "number", "boolean", "null"])
 _KEYWORDS = st.fixed_dictionaries(
