@@ -1,0 +1,287 @@
+"""Gemini API (REST、requests) のクライアント: ``:streamGenerateContent?alt=sse``、``:generateContent``、
+``:batchEmbedContents``。
+
+キーは ``x-goog-api-key`` ヘッダでだけ送る (URL の ``?key=`` はログに残るので使わない)。
+このモジュールは要求本文の組み立て、HTTP の呼び出し、エラーの解釈を持つ。会話の対応付けとストリームの解釈は
+:mod:`gemini_mapping` にある。参考: https://ai.google.dev/api/generate-content 、
+https://ai.google.dev/gemini-api/docs/troubleshooting (エラーコード)、https://ai.google.dev/api/embeddings 。
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from llm_router.config.schema import ModelOptions, model_options_for
+from llm_router.core.cancel import CancelToken
+from llm_router.core.clients.base_client import (
+    BaseClient,
+    RetryCallback,
+    error_for_status,
+    parse_retry_after,
+    translate_errors,
+)
+from llm_router.core.clients.gemini_mapping import (
+    GeminiStreamDecoder,
+    GeminiStreamParser,
+    to_gemini_contents,
+    tool_config_to_wire,
+)
+from llm_router.core.schemas.common import (
+    ChatRequest,
+    ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ReasoningLevel,
+    StreamChunk,
+    StreamEnd,
+    ToolDefinition,
+)
+from llm_router.core.schemas.errors import (
+    ModelNotFoundError,
+    ProviderAuthError,
+    ProviderError,
+    ProviderStreamBrokenError,
+)
+from llm_router.core.tool_schemas import schema_for_provider
+
+# EmbeddingRequest.task → taskType (https://ai.google.dev/api/embeddings#tasktype)
+_TASK_TYPES = {"document": "RETRIEVAL_DOCUMENT", "query": "RETRIEVAL_QUERY"}
+
+
+def _retry_delay(details: list[Any]) -> float | None:
+    """``google.rpc.RetryInfo`` の ``retryDelay`` ("34s" や "1.5s") を秒にする。"""
+    for detail in details:
+        if not isinstance(detail, dict) or "retryDelay" not in detail:
+            continue
+        value = detail["retryDelay"]
+        try:
+            if isinstance(value, dict):
+                return float(value.get("seconds", 0)) + float(value.get("nanos", 0)) / 1e9
+            return float(str(value).rstrip("s"))
+        except ValueError:
+            return None
+    return None
+
+
+class GeminiClient(BaseClient):
+    """Google Gemini のクライアント。"""
+
+    provider = "gemini"
+
+    # ------------------------------------------------------------ BaseClient の上書き
+
+    def _auth_headers(self) -> dict[str, str]:
+        """キーは ``x-goog-api-key`` ヘッダで送る。"""
+        return {"x-goog-api-key": self._api_key} if self._api_key else {}
+
+    def _classify(self, status: int, message: str, error_type: str | None, body: Any, headers: Any) -> ProviderError:
+        """Gemini のエラー本文の規則: ``API_KEY_INVALID`` の 400 は認証エラー、``RetryInfo`` は待ち時間。"""
+        error = body.get("error") if isinstance(body, dict) else None
+        details = (error.get("details") if isinstance(error, dict) else None) or []
+        if any(isinstance(d, dict) and d.get("reason") == "API_KEY_INVALID" for d in details):
+            return ProviderAuthError(message, provider=self.provider, status=status, error_type="API_KEY_INVALID")
+        retry_after = parse_retry_after(headers) if headers is not None else None
+        if retry_after is None:
+            retry_after = _retry_delay(details)
+        return error_for_status(
+            status, message, provider=self.provider, retry_after_s=retry_after, error_type=error_type
+        )
+
+    def _payload_error(self, payload: dict[str, Any]) -> ProviderError:
+        """ストリームの途中の ``{"error": {...}}`` チャンクを共通のエラーにする。"""
+        error = payload.get("error")
+        if not isinstance(error, dict):
+            return ProviderStreamBrokenError(self.redact(str(error)), provider=self.provider)
+        message = self.redact(str(error.get("message") or error.get("status") or "error"))
+        try:
+            status = int(error.get("code") or 500)
+        except (TypeError, ValueError):
+            status = 500
+        return self._classify(status, message, error.get("status"), payload, None)
+
+    # ------------------------------------------------------------ 要求本文
+
+    def _path(self, model: str, method: str) -> str:
+        """API の相対パス ``/{api_version}/models/{model}:{method}``。"""
+        version = self.config.api_version
+        return (f"/{version}" if version else "") + f"/models/{model}:{method}"
+
+    def _schema_profile(self) -> tuple[str, str]:
+        """設定 ``schema_mode`` による (スキーマ変換のプロファイル, 宣言のフィールド名)。"""
+        if self.config.schema_mode == "openapi":
+            return "gemini_openapi", "parameters"
+        return "gemini_json_schema", "parametersJsonSchema"
+
+    def _declaration(self, tool: ToolDefinition) -> dict[str, Any]:
+        """ツール定義を ``functionDeclarations`` の 1 要素にする (引数の無い関数はスキーマを省く)。"""
+        profile, key = self._schema_profile()
+        schema, _ = schema_for_provider(profile, tool)
+        declaration: dict[str, Any] = {"name": tool.name}
+        if tool.description:
+            declaration["description"] = tool.description
+        if schema.get("properties"):
+            declaration[key] = schema
+        return declaration
+
+    def build_body(self, request: ChatRequest) -> dict[str, Any]:
+        """共通のリクエストから ``GenerateContentRequest`` を作る (モデル名は URL に入る)。"""
+        options = model_options_for(self.config, request.model)
+        system, contents = to_gemini_contents(request.messages)
+        body: dict[str, Any] = {"contents": contents}
+        if system:
+            body["systemInstruction"] = system
+        if request.tools:
+            body["tools"] = [{"functionDeclarations": [self._declaration(t) for t in request.tools]}]
+            tool_config = tool_config_to_wire(request.tool_choice)
+            if tool_config:
+                body["toolConfig"] = tool_config
+        body["generationConfig"] = self._generation_config(request, options)
+        body.update(request.extra)
+        return body
+
+    def _generation_config(self, request: ChatRequest, options: ModelOptions) -> dict[str, Any]:
+        """``generationConfig``: temperature、maxOutputTokens、思考の設定。"""
+        config: dict[str, Any] = {"maxOutputTokens": request.max_tokens or self.config.default_max_tokens}
+        if options.fixed_temperature is not None:
+            config["temperature"] = options.fixed_temperature
+        elif request.temperature is not None and options.supports_temperature:
+            config["temperature"] = request.temperature
+        if request.reasoning != "off" and options.reasoning:
+            config["thinkingConfig"] = self._thinking_config(request.reasoning, options)
+        return config
+
+    def _thinking_config(self, level: str, options: ModelOptions) -> dict[str, Any]:
+        """思考の設定。3 系 (``reasoning_style: level``) は ``thinkingLevel``、それ以外は設定の予算。
+
+        どちらも ``includeThoughts`` で思考の要約を受け取る (https://ai.google.dev/gemini-api/docs/thinking)。
+        """
+        if options.reasoning_style == "level":
+            return {"thinkingLevel": level, "includeThoughts": True}
+        return {"thinkingBudget": int(self.config.reasoning_levels[level]), "includeThoughts": True}
+
+    # ------------------------------------------------------------ チャット
+
+    def _post(
+        self,
+        path: str,
+        body: dict[str, Any],
+        model: str,
+        *,
+        stream: bool,
+        cancel: CancelToken | None,
+        on_retry: RetryCallback | None,
+    ) -> Any:
+        """送る。404 はモデル名と提供終了の注記を加えた分かりやすいエラーにする。"""
+        try:
+            return self.request("POST", path, body, stream=stream, cancel=cancel, on_retry=on_retry)
+        except ModelNotFoundError as exc:
+            raise _model_not_found(self.provider, model, model_options_for(self.config, model), exc) from exc
+
+    def chat_stream(
+        self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
+    ) -> Iterator[StreamChunk]:
+        """ストリーミングのチャット (``alt=sse``)。最後は組み立て済みのメッセージを持つ ``StreamEnd``。"""
+        body = self.build_body(request)
+        path = self._path(request.model, "streamGenerateContent") + "?alt=sse"
+        response = self._post(path, body, request.model, stream=True, cancel=cancel, on_retry=on_retry)
+        parser = GeminiStreamParser(request.model, self._payload_error)
+        decoder = GeminiStreamDecoder()
+        for data in self.iter_bytes(response, cancel):
+            for chunk in decoder.feed(data):
+                yield from parser.feed(chunk)
+        for chunk in decoder.flush():
+            yield from parser.feed(chunk)
+        yield from parser.finish()
+
+    def chat(
+        self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
+    ) -> ChatResponse:
+        """非ストリーミングのチャット (``:generateContent``、ストリームと同じ組み立て器を通す)。"""
+        body = self.build_body(request)
+        path = self._path(request.model, "generateContent")
+        response = self._post(path, body, request.model, stream=False, cancel=cancel, on_retry=on_retry)
+        payload = self._read_json(response)
+        parser = GeminiStreamParser(request.model, self._payload_error)
+        parser.feed(payload)
+        end = parser.finish()[-1]
+        assert isinstance(end, StreamEnd)
+        return end.to_response()
+
+    def _read_json(self, response: Any) -> Any:
+        """JSON の応答本文を読み、応答を閉じる。"""
+        try:
+            with translate_errors(self.provider):
+                return response.json()
+        except ValueError as exc:
+            raise ProviderStreamBrokenError("response is not valid JSON", provider=self.provider) from exc
+        finally:
+            response.close()
+
+    # ------------------------------------------------------------ 埋め込み
+
+    def embed(
+        self, request: EmbeddingRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
+    ) -> EmbeddingResponse:
+        """``:batchEmbedContents`` で埋め込む。``embedding_batch_size`` ごとに送り、入力順の float32 行列を返す。"""
+        import numpy as np
+
+        model = request.model or self.config.embedding_model or ""
+        size = max(1, self.config.embedding_batch_size)
+        rows: list[list[float]] = []
+        for start in range(0, len(request.inputs), size):
+            batch = request.inputs[start : start + size]
+            body = {"requests": [self._embed_request(model, text, request) for text in batch]}
+            path = self._path(model, "batchEmbedContents")
+            response = self._post(path, body, model, stream=False, cancel=cancel, on_retry=on_retry)
+            embeddings = (self._read_json(response) or {}).get("embeddings") or []
+            if len(embeddings) != len(batch):
+                raise ProviderStreamBrokenError(
+                    f"expected {len(batch)} embeddings, got {len(embeddings)}", provider=self.provider
+                )
+            rows.extend(e.get("values") or [] for e in embeddings)
+        width = len(rows[0]) if rows else (request.dimensions or 0)
+        vectors = np.asarray(rows, dtype=np.float32).reshape(len(rows), width)
+        return EmbeddingResponse(vectors, model)
+
+    @staticmethod
+    def _embed_request(model: str, text: str, request: EmbeddingRequest) -> dict[str, Any]:
+        """``requests`` の 1 要素 (``model`` を毎回 ``models/M`` で書く)。"""
+        item: dict[str, Any] = {"model": f"models/{model}", "content": {"parts": [{"text": text}]}}
+        if request.task in _TASK_TYPES:
+            item["taskType"] = _TASK_TYPES[request.task]
+        if request.dimensions:
+            item["outputDimensionality"] = request.dimensions
+        return item
+
+    # ------------------------------------------------------------ 警告
+
+    def tool_warnings(self, tools: list[ToolDefinition], model: str) -> list[str]:
+        """Gemini へ送るときに落とす・書き換えるスキーマのキーワード (ツール名つき)。"""
+        profile, _ = self._schema_profile()
+        out: list[str] = []
+        for tool in tools:
+            _, warnings = schema_for_provider(profile, tool)
+            out.extend(w if tool.name in w else f"{tool.name}: {w}" for w in warnings)
+        return out
+
+    def reasoning_warning(self, model: str, level: ReasoningLevel) -> str | None:
+        """推論に対応しないモデルで ``level`` が off でないときの警告文。"""
+        if level == "off" or model_options_for(self.config, model).reasoning:
+            return None
+        return (
+            f"model 'gemini/{model}' does not support reasoning; reasoning={level} is ignored "
+            f"(モデル 'gemini/{model}' は推論 (thinking) に対応していないため、reasoning={level} は無視されます)"
+        )
+
+
+def _model_not_found(provider: str, model: str, options: ModelOptions, exc: ModelNotFoundError) -> ModelNotFoundError:
+    """404 を、モデル名と (設定にあれば) 提供終了の注記を含むエラーにする。"""
+    note = " (retired" + (f": {options.note}" if options.note else "") + ")" if options.retired else ""
+    return ModelNotFoundError(
+        f"model '{provider}/{model}' was not found{note}; choose a served model "
+        f"(モデル '{provider}/{model}' が見つかりません。提供中のモデルを選んでください): {exc.message}",
+        provider=provider,
+        status=exc.status,
+        error_type=exc.error_type,
+    )
