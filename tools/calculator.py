@@ -77,6 +77,9 @@ def calculator(expression: str) -> int | float:
         raise ToolExecutionError(f"math error: {exc} (計算できない値です)") from None
     if isinstance(value, float) and not math.isfinite(value):
         raise ToolExecutionError("the result is not a finite number (結果が有限の数になりません)")
+    if isinstance(value, float):
+        # 2 進浮動小数点の端数 (0.1 + 0.2 = 0.30000000000000004) をモデルに見せないよう 15 桁に丸める
+        value = float(f"{value:.15g}")
     return value
 
 

@@ -38,6 +38,15 @@ def test_arithmetic(expression, expected):
     assert calculator(expression) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [("0.1 + 0.2", 0.3), ("1 / 3", 0.333333333333333), ("2 ** 0.5 * 2 ** 0.5", 2.0), ("10 / 2", 5.0)],
+)
+def test_float_results_are_rounded_to_15_significant_digits(expression, expected):
+    """浮動小数点の端数は 15 桁に丸めて返す (モデルに 0.30000000000000004 を見せない)。"""
+    assert calculator(expression) == expected
+
+
 def test_sin_of_pi_is_close_to_zero():
     """数学関数と定数を組み合わせられる。"""
     assert math.isclose(calculator("sin(pi)"), 0.0, abs_tol=1e-12)
