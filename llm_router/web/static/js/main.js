@@ -16,12 +16,13 @@ import { TimelineView } from "./timeline.js";
 import { ClientToolBridge } from "./tool_bridge.js";
 
 const RUN_END = new Set(["run_finished", "run_error", "run_cancelled"]);
+// 入力例 (デモモデルでも、それぞれテキスト・サーバー側ツール・ブラウザ側ツールの流れを見せる)
 const SUGGESTIONS = [
   "こんにちは。何ができますか?",
-  "123 * 456 を計算して",
-  "東京の現在時刻を教えて",
-  "私のブラウザのロケールとタイムゾーンは?",
-  "確認してから操作を実行して",
+  "12 * (3 + 4) を計算して",
+  "今何時?",
+  "私のブラウザのロケールを教えて",
+  "確認してから進めて",
 ];
 
 /** コンソール全体。 */
@@ -92,7 +93,8 @@ class ConsoleApp {
   /** 設定 (モデル・思考) を変えたら、同じスレッドに入り直して以降の実行に効かせる。 */
   restart() {
     this.connection.startParams = this.startParams();
-    this.connection.start({ resumed: true }).catch(() => {});
+    // 次の送信はこの start の ack を待つ (サーバーはハンドラを並行に動かすので、順番を自分で守る)
+    this.pendingStart = this.connection.start({ resumed: true }).catch(() => {});
   }
 
   /** start の ack: 実際のモデル、デモかどうか、警告を画面に出す。 */
@@ -214,6 +216,7 @@ class ConsoleApp {
     prompt.value = "";
     this.updateControls();
     try {
+      await this.pendingStart;
       await this.connection.sendMessage(text, runId);
     } catch (err) {
       if (this.activeRunId === runId) this.activeRunId = null;
