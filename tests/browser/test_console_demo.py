@@ -9,7 +9,7 @@ from tests.browser.conftest import Console, screenshot
 
 def test_demo_banner_and_model_selector(page, demo_server):
     """デモモデルの帯が出て、モデル欄には設定されたモデルと別名が並び、キーの無いものは印付きで選べない。"""
-    console = Console(page, demo_server).open()
+    Console(page, demo_server).open()
     expect(page.locator("#demo-banner")).to_be_visible()
     expect(page.locator("#demo-model-name")).to_have_text("demo/scripted")
     select = page.locator("#model-select")

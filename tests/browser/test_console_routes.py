@@ -18,9 +18,7 @@ TOKEN = "routes-secret-token-5678"
 @pytest.fixture
 def client():
     """OpenAI のキーと接続トークンを持つ設定で、コンソールだけを登録した Flask アプリ。"""
-    settings = load_settings(
-        [], env_file=None, environ={"OPENAI_API_KEY": OPENAI_KEY, "LLM_ROUTER_API_TOKENS": TOKEN}
-    )
+    settings = load_settings([], env_file=None, environ={"OPENAI_API_KEY": OPENAI_KEY, "LLM_ROUTER_API_TOKENS": TOKEN})
     app = Flask(__name__)
     register_web(app, settings, ModelRouter(settings))
     return app.test_client()
