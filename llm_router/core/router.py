@@ -98,6 +98,7 @@ class ModelRouter:
             route = self._resolve(target, original, depth + 1)
             return ModelRoute(route.provider, route.model, via=original, warning=route.warning)
         provider, _, model = spec.partition("/")
+        provider = provider.strip().lower()  # "OpenAI/gpt-4.1-mini" も受け付ける (モデル名の大小は区別する)
         if provider not in self.settings.provider_names():
             raise ConfigurationError(self._format_error(spec))
         model = model.strip() or self.settings.provider(provider).chat_model

@@ -55,6 +55,8 @@ def make_router(environ=None, overrides=(), classes=None):
         ("gpt-4o", ("openai", "gpt-4o")),
         ("gemini", ("gemini", "gemini-2.5-flash")),
         ("openai/", ("openai", "gpt-4.1-mini")),
+        ("OpenAI/gpt-4.1-mini", ("openai", "gpt-4.1-mini")),
+        ("  smart  ", ("anthropic", "claude-sonnet-4-5")),
     ],
 )
 def test_resolve_table(spec, expected):
