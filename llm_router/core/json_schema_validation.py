@@ -54,13 +54,14 @@ def json_type(value: Any) -> str:
 
 
 def is_type(value: Any, kind: str) -> bool:
-    """``value`` が JSON Schema の型 ``kind`` に当てはまるか (1.0 は integer でもある)。"""
+    """``value`` が JSON Schema の型 ``kind`` に当てはまるか (1.0 は integer でもある。Gemini の大文字の型名も可)。"""
+    kind = kind.lower()
     actual = json_type(value)
     if kind == "number":
         return actual in ("integer", "number")
     if kind == "integer":
         return actual == "integer" or (actual == "number" and math.isfinite(value) and float(value).is_integer())
-    return actual == kind.lower()
+    return actual == kind
 
 
 def json_equal(a: Any, b: Any) -> bool:

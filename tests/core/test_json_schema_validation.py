@@ -37,6 +37,7 @@ VALID = [
     ({"type": "number"}, 2.5),
     ({"type": "boolean"}, False),
     ({"type": "null"}, None),
+    ({"type": "INTEGER"}, 2),
     ({"type": ["string", "null"]}, None),
     ({"type": "string", "nullable": True}, None),
     ({"type": "array", "items": {"type": "integer"}}, [1, 2]),
