@@ -86,8 +86,8 @@ def live_server(
         live.disconnect_all()
         process.stop()
         try:
-            if fake is not None:
-                assert_no_secret(process, live.clients, FAKE_OPENAI_KEY)
+            for secret in secret_values.values():
+                assert_no_secret(process, live.clients, secret)
         finally:
             process.close()
 
