@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llm_router.agent.events import RunEvents
 from llm_router.agent.progress import StepProgress
 from llm_router.agent.thread_state import ThreadState
 from llm_router.agent.toolbox import Toolbox
-from llm_router.config.schema import AgentConfig
 from llm_router.core.cancel import CancelToken
 from llm_router.core.schemas.common import ChatRequest, Message, Usage
 
 logger = logging.getLogger("llm_router.agent")
+
+if TYPE_CHECKING:  # 型のためだけ (Hydra の import を実行時に持ち込まない)
+    from llm_router.config.schema import AgentConfig
 
 
 @dataclass

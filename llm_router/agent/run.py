@@ -12,7 +12,7 @@ Socket.IO も Flask も知らない。使うのは ``threading`` だけ (eventle
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llm_router.agent.context import RunContext, logger
 from llm_router.agent.errors import error_payload
@@ -22,9 +22,11 @@ from llm_router.agent.steps import Cancelled, Continue, Failed, Finished, Outcom
 from llm_router.agent.thread_state import ThreadState
 from llm_router.agent.tool_execution import ClientCallBook
 from llm_router.agent.toolbox import Toolbox
-from llm_router.config.schema import AgentConfig
 from llm_router.core.cancel import CancelToken
 from llm_router.core.schemas.common import ContentPart, Message
+
+if TYPE_CHECKING:  # 型のためだけ (Hydra の import を実行時に持ち込まない)
+    from llm_router.config.schema import AgentConfig
 
 
 class AgentRun:

@@ -179,3 +179,20 @@ def test_no_event_after_run_cancelled_even_when_the_model_keeps_streaming():
     worker.join(5)
     assert sink.types()[-1] == "run_cancelled"
     assert _terminal(sink) == ["run_cancelled"]
+
+
+def test_cancel_while_the_model_is_thinking():
+    """推論の途中の cancel: run_cancelled は 1 回。署名の無い途中の推論は履歴に残さない。"""
+    from tests.agent.scripted_model import Reason
+
+    block = Block()
+    model = ScriptedModel(Turn([Reason("考え 中", signature=None), block]))
+    thread = ThreadState(thread_id="t1", settings={"reasoning": "medium"})
+    run, sink = make_run(model, thread=thread)
+    worker = start(run)
+    assert block.reached.wait(5)
+    assert run.cancel("now")
+    worker.join(5)
+    assert "reasoning_started" in sink.types()
+    assert _terminal(sink) == ["run_cancelled"]
+    assert [m.role for m in thread.history] == ["user"]

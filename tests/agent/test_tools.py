@@ -226,3 +226,34 @@ def test_server_tools_outside_the_thread_selection_are_not_offered():
     run, _ = make_run(model, registry=registry, thread=thread)
     run.run()
     model.assert_done()
+
+
+def test_server_tool_timeout_answers_timed_out_and_signals_the_tool():
+    """server_tool_timeout_s を過ぎたツールは "timed out" のエラー結果になり、取り消しを受け取る。"""
+    import threading
+
+    from tests.agent.scripted_model import blocking_tool
+
+    started, release, seen = threading.Event(), threading.Event(), threading.Event()
+    registry = FakeRegistry(blocking_tool(started, release, seen))
+    model = ScriptedModel(Turn([Call("s1", "slow")]), Turn([Text("遅すぎました")]))
+    run, sink = make_run(model, registry=registry, server_tool_timeout_s=0.05)
+    run.run()
+    model.assert_done()
+    result = sink.of_type("tool_result")[0]
+    assert (result["result"], result["is_error"], result["executor"]) == ("timed out", True, "server")
+    assert seen.wait(5)
+    assert len(sink.of_type("tool_result")) == 1
+
+
+def test_text_before_a_tool_call_is_finished_before_the_call_starts():
+    """同じステップのテキストは、ツール呼び出しが始まる前に text_finished で閉じる。"""
+    registry = FakeRegistry(calculator_tool())
+    model = ScriptedModel(
+        Turn([Text("計算します"), Call("c1", "calculator", {"expression": "1+2"})]), Turn([Text("3")])
+    )
+    run, sink = make_run(model, registry=registry)
+    run.run()
+    types = sink.types()
+    assert types.index("text_finished") < types.index("tool_call_started")
+    assert run.thread.history[1].text() == "計算します" and run.thread.history[1].tool_calls[0].id == "c1"

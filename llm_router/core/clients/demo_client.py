@@ -24,9 +24,8 @@ import time
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llm_router.config.schema import ProviderConfig
 from llm_router.core.cancel import CancelToken
 from llm_router.core.clients.accumulator import StreamAccumulator
 from llm_router.core.clients.base_client import RetryCallback
@@ -44,6 +43,9 @@ from llm_router.core.schemas.common import (
     Usage,
 )
 from llm_router.core.schemas.errors import ProviderStreamBrokenError, RequestCancelled
+
+if TYPE_CHECKING:  # 型のためだけ (Hydra の import を実行時に持ち込まない)
+    from llm_router.config.schema import ProviderConfig
 
 # 埋め込みの次元の既定 (RAG は rag.hashing_dimension を EmbeddingRequest.dimensions で渡す)
 _DEFAULT_DIMENSION = 512
