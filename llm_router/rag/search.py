@@ -159,6 +159,7 @@ class DocumentSearch:
     def _query_embedder(self, store: VectorStore) -> HashingEmbedder | ClientEmbedder:
         """ストアのモデルで問い合わせを埋め込む器 (設定のモデルと違えば拒む)。"""
         spec = resolve_spec(self.settings, store.manifest.model)
+        store.check_model(spec)
         if self._embedder is None or self._embedder_spec != spec:
             self._embedder = make_embedder(self.settings, spec, self._router)
             self._embedder_spec = spec
