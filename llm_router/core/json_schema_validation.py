@@ -16,12 +16,21 @@ Gemini の OpenAPI 形は制約を落とす) ので、実行前の検証はい�
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import re
 from typing import Any
 
+logger = logging.getLogger(__name__)
+
 # 再帰する $ref がデータを消費せずに回り続けるのを止める深さ
 MAX_DEPTH = 64
+# スキーマの pattern はクライアントが書ける。Python の re には時間制限が無く、eventlet では 1 つの照合が
+# サーバー全体を止めるので、破滅的なバックトラックを起こしやすい形 (量指定子のついたグループの中にまた
+# 量指定子: (a+)+ など) と長すぎる pattern は照合しない
+MAX_PATTERN_LENGTH = 1000
+_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}](?:[^()\\]|\\.)*\)\s*(?:[+*]|\{\d*,\d*\})")
 
 
 def validate_arguments(schema: dict[str, Any] | bool, arguments: Any) -> list[str]:
@@ -216,11 +225,13 @@ class _Validator:
             self.errors.append(f"{path}: longer than {schema['maxLength']} characters")
         pattern = schema.get("pattern")
         if isinstance(pattern, str):
-            try:
-                if re.search(pattern, value) is None:
-                    self.errors.append(f"{path}: does not match the pattern {_show(pattern)}")
-            except re.error:
-                self.errors.append(f"{path}: the schema's pattern {_show(pattern)} is not a valid regular expression")
+            compiled = compile_pattern(pattern)
+            if compiled is None:
+                return  # 安全に照合できない pattern は確かめない (compile_pattern がログに残す)
+            if isinstance(compiled, str):
+                self.errors.append(f"{path}: the schema's pattern {_show(pattern)} {compiled}")
+            elif compiled.search(value) is None:
+                self.errors.append(f"{path}: does not match the pattern {_show(pattern)}")
 
     def _array(self, schema: dict[str, Any], value: list[Any], path: str, depth: int) -> None:
         """``prefixItems`` / ``items`` / 長さ / ``uniqueItems``。"""
@@ -290,12 +301,27 @@ def _is_multiple(value: float, step: float) -> bool:
     return math.isclose(quotient, round(quotient), rel_tol=1e-9, abs_tol=1e-9)
 
 
-def _safe_search(pattern: str, text: str) -> bool:
-    """正規表現の部分一致 (スキーマの不正な正規表現は一致しないとみなす)。"""
+@functools.lru_cache(maxsize=256)
+def compile_pattern(pattern: str) -> re.Pattern[str] | str | None:
+    """スキーマの pattern をコンパイルする。
+
+    Returns:
+        コンパイルした正規表現。不正なら理由の文。安全に照合できない (長すぎる、入れ子の量指定子) なら
+        ``None`` (照合しない。サーバーを止めるよりも、その制約を確かめない方を選ぶ。ログに 1 度残す)。
+    """
+    if len(pattern) > MAX_PATTERN_LENGTH or _NESTED_QUANTIFIER.search(pattern):
+        logger.warning("schema pattern %.80r is not checked: catastrophic backtracking risk", pattern)
+        return None
     try:
-        return re.search(pattern, text) is not None
+        return re.compile(pattern)
     except re.error:
-        return False
+        return "is not a valid regular expression"
+
+
+def _safe_search(pattern: str, text: str) -> bool:
+    """正規表現の部分一致 (不正な、または安全に照合できない正規表現は一致しないとみなす)。"""
+    compiled = compile_pattern(pattern)
+    return isinstance(compiled, re.Pattern) and compiled.search(text) is not None
 
 
 __all__ = ["is_type", "json_equal", "json_type", "validate_arguments"]

@@ -28,6 +28,8 @@ from llm_router.core.schemas.errors import ConfigurationError
 
 # Anthropic と OpenAI の文書が挙げるツール名の規則 (PROTOCOL.md も同じ)
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+# ツール定義の入れ子の上限。変換器と検証器は再帰で歩くので、極端に深い定義は最初に断る
+MAX_DEFINITION_DEPTH = 64
 JSON_TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
 
 
@@ -87,6 +89,8 @@ def _parse_entry(entry: Any, where: str) -> list[tuple[str, ToolSpec]]:
         entry = entry.to_dict()  # 正規化済みのものをもう一度通しても同じ検査を受ける
     if not isinstance(entry, dict):
         raise ToolDefinitionError(f"{where}: a tool definition must be an object")
+    if _nesting_depth(entry) > MAX_DEFINITION_DEPTH:
+        raise ToolDefinitionError(f"{where}: the definition is nested deeper than {MAX_DEFINITION_DEPTH} levels")
     for matches, parse in _FORMATS:
         if matches(entry):
             return parse(entry, where)
@@ -185,6 +189,20 @@ def _object_schema(schema: Any, name: str) -> dict[str, Any]:
     if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
         raise ToolDefinitionError(f"tool '{name}': 'required' must be a list of property names")
     return out
+
+
+def _nesting_depth(value: Any) -> int:
+    """JSON の値の入れ子の深さ (再帰を使わずに数える: 深すぎる入力でもスタックを溢れさせない)。"""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_DEFINITION_DEPTH:
+            break
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
 
 
 class _FromOpenAPI(SchemaTransformer):

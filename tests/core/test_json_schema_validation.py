@@ -154,6 +154,12 @@ def test_every_violation_is_reported():
     assert len(errors) == 4
 
 
+@pytest.mark.parametrize("pattern", ["^(a+)+$", "(a*)*b", "^(\\w+\\s?)*$", "x" * 1001])
+def test_catastrophic_patterns_are_not_run(pattern):
+    """破滅的なバックトラックを起こしうる pattern は照合しない (サーバーを止めない)。"""
+    assert validate_arguments({"type": "string", "pattern": pattern}, "a" * 40 + "!") == []
+
+
 def test_recursive_ref_validates_recursive_data():
     """再帰する ``$ref`` (木構造) も検証できる。"""
     tree = {

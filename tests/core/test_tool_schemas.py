@@ -187,6 +187,18 @@ def test_invalid_definitions_name_the_tool_and_the_problem(raw, message):
     assert isinstance(info.value, ConfigurationError)
 
 
+def test_absurdly_deep_definitions_are_refused_before_walking():
+    """極端に深い定義は、再帰で歩く前に断る (スタックを溢れさせない)。"""
+    schema: dict = {"type": "string"}
+    for _ in range(2000):
+        schema = {"type": "object", "properties": {"x": schema}}
+    with pytest.raises(ToolDefinitionError, match=r"tools\[0\]: the definition is nested deeper than 64 levels"):
+        normalize_tools([{"name": "deep", "parameters": schema}])
+    gemini = {"functionDeclarations": [{"name": "deep", "parameters": schema}]}
+    with pytest.raises(ToolDefinitionError, match="nested deeper"):
+        normalize_tools([gemini])
+
+
 def test_tools_must_be_a_list():
     """リストでない ``tools`` は誤り。"""
     with pytest.raises(ToolDefinitionError, match="must be a list"):
