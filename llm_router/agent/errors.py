@@ -41,7 +41,7 @@ def error_payload(
     Args:
         exc: 起きた例外。
         phase: ``before_output`` / ``mid_stream`` / ``tool``。
-        provider: そのとき使っていたプロバイダ名 (例外が持っていなければこれを使う)。
+        provider: そのとき使っていたプロバイダ名 (例外が持っていなければこれを使う。不明なら ``None`` になる)。
         secrets: メッセージから伏せる秘密の値 (API キーなど)。
     """
     retryable = False
@@ -62,4 +62,4 @@ def error_payload(
     for secret in secrets:
         if secret and secret in message:
             message = message.replace(secret, "***")
-    return {"code": code, "message": message, "provider": provider, "retryable": retryable, "phase": phase}
+    return {"code": code, "message": message, "provider": provider or None, "retryable": retryable, "phase": phase}

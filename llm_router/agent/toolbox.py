@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from llm_router.agent.thread_state import ThreadState
+from llm_router.core.json_schema_validation import validate_arguments
 from llm_router.core.schemas.common import ToolCall, ToolDefinition
 
 SERVER = "server"
@@ -16,15 +17,7 @@ CLIENT = "client"
 
 
 def _validate(schema: dict[str, Any], arguments: dict[str, Any]) -> list[str]:
-    """引数を JSON Schema で検証し、問題の一覧を返す (空なら妥当)。
-
-    検証器 (``core/json_schema_validation.py``) がまだ無い環境では、必須プロパティだけを確かめる。
-    """
-    try:
-        from llm_router.core.json_schema_validation import validate_arguments
-    except ImportError:
-        required = schema.get("required") or []
-        return [f"missing required property '{name}'" for name in required if name not in arguments]
+    """引数を JSON Schema で検証し、問題の一覧を返す (空なら妥当)。"""
     return validate_arguments(schema, arguments)
 
 
