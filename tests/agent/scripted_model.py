@@ -47,7 +47,7 @@ class Reason:
     def play(
         self, acc: StreamAccumulator, model: ScriptedModel, cancel: CancelToken | None, on_retry: Any
     ) -> Iterator[StreamChunk]:
-        """``ReasoningStart`` / ``ReasoningDelta`` / ``ReasoningEnd``。"""
+        """``ReasoningStart`` / ``ReasoningDelta`` / ``ReasoningEnd`` を流す。"""
         for word in self.text.split(" "):
             yield from acc.reasoning_delta(word + " ")
         yield from acc.reasoning_end(signature=self.signature)
@@ -87,7 +87,7 @@ class Use:
     def play(
         self, acc: StreamAccumulator, model: ScriptedModel, cancel: CancelToken | None, on_retry: Any
     ) -> Iterator[StreamChunk]:
-        """``UsageUpdate``。"""
+        """``UsageUpdate`` を流す。"""
         yield from acc.set_usage(Usage(self.input_tokens, self.output_tokens, self.reasoning_tokens))
 
 
@@ -228,7 +228,7 @@ class Route:
 
     @property
     def spec(self) -> str:
-        """``provider/model``。"""
+        """``provider/model`` の形の名前。"""
         return f"{self.provider}/{self.model}"
 
 
