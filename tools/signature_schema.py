@@ -1,7 +1,7 @@
 """Python 関数の型ヒントと日本語 docstring から、ツールの説明と引数の JSON Schema を作る。
 
 対応する型: ``str`` / ``int`` / ``float`` / ``bool`` / ``list[T]`` / ``dict`` / ``dict[str, T]`` /
-``Literal[...]`` / ``Optional[T]`` (``T | None``)。既定値のある引数は任意、無いものは ``required``。
+``Literal[...]`` / ``Optional[T]`` (``T | None``) / ``Any`` (任意の JSON 値)。既定値のある引数は任意、無いものは ``required``。
 説明は docstring の最初の段落、各引数の説明は Google 形式の ``Args:`` 節から取る。
 ``cancel`` という名前の引数はツールに取り消しトークンを渡すためのもので、スキーマには出さない。
 """
@@ -30,6 +30,8 @@ def json_schema_for(annotation: Any, where: str) -> dict[str, Any]:
     Raises:
         TypeError: 対応しない型 (どの引数かを示す)。
     """
+    if annotation is Any:
+        return {}  # 任意の JSON 値
     if annotation in _SCALARS:
         return {"type": _SCALARS[annotation]}
     origin, args = get_origin(annotation), get_args(annotation)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import types
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import pytest
 
@@ -72,6 +72,21 @@ def test_schema_is_derived_from_type_hints_and_the_docstring():
         "additionalProperties": False,
         "required": ["destination", "passengers"],
     }
+
+
+def test_any_and_nested_containers():
+    """``Any`` は制約なし、入れ子のコンテナも JSON Schema になる。"""
+
+    def store(value: Any, rows: list[dict[str, float]], tags: list | None = None) -> None:
+        """値を保存する。"""
+
+    params = ToolRegistry().register(store).parameters
+    assert params["properties"] == {
+        "value": {},
+        "rows": {"type": "array", "items": {"type": "object", "additionalProperties": {"type": "number"}}},
+        "tags": {"type": ["array", "null"]},
+    }
+    assert params["required"] == ["value", "rows"]
 
 
 def test_registered_name_can_be_overridden_and_definitions_follow_the_order_asked():
