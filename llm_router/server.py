@@ -24,6 +24,7 @@ from llm_router.logging_setup import configure_logging
 logger = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT_S = 5.0
 FLUSH_S = 0.3
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass
@@ -140,6 +141,10 @@ def serve(settings: Settings) -> None:
             "LLM_ROUTER_API_TOKENS is empty: every connection is accepted (bound to %s; keep it on loopback)",
             server.host,
         )
+        if server.host not in LOOPBACK_HOSTS:
+            logger.warning(
+                "server.host=%s is not loopback and no token is set: anyone who can reach it can connect", server.host
+            )
     if services.router.is_demo_default():
         logger.warning(
             "no provider API key is set: the default model is %s (the in-process demo provider, no real LLM)",
