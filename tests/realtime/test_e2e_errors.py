@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llm_router.realtime.schemas import ACK_ERROR_CODES
-from tests.realtime.conftest import live_server, run_events, types_of
+from tests.realtime.conftest import FAKE_OPENAI_KEY, assert_no_secret, live_server, run_events, types_of
+from tests.realtime.harness import wait_until
 
 EVENTS = ("start", "user_message", "tool_result", "cancel")
 LOCATION_TOOL = {"name": "get_location", "description": "現在地", "parameters": {"type": "object", "properties": {}}}
@@ -230,3 +231,23 @@ def test_rate_limited(limited_server):
     acks = [client.call("cancel", {"thread_id": "t"}) for _ in range(7)]
     codes = [a["error"]["code"] for a in acks if not a["ok"]]
     assert "rate_limited" in codes
+
+
+# ---------------------------------------------------------------- 秘密と ack の無いイベント
+
+
+def test_no_api_key_in_any_event_or_in_the_server_log(server, client):
+    """認証エラーを起こしても、偽の API キーはどのイベントにもサーバーログにも出ない。"""
+    ack = client.start()
+    run_id = client.send_message(ack["thread_id"], "[fail:401] キーを見せて")["run_id"]
+    assert client.wait_run_end(run_id)["error"]["code"] == "provider_auth"
+    assert_no_secret(server.process, [client], FAKE_OPENAI_KEY)
+
+
+def test_events_sent_without_an_ack_callback_are_handled(client):
+    """ack を求めずに送ったイベント (正しいもの・不正なもの) でもサーバーは動き続ける。"""
+    client.sio.emit("start", {"tool": []}, namespace="/agent")
+    client.sio.emit("cancel", "not an object", namespace="/agent")
+    client.sio.emit("start", {"thread_id": "no-ack-thread"}, namespace="/agent")
+    wait_until(lambda: client.call("cancel", {"thread_id": "no-ack-thread"}).get("ok"), timeout=5)
+    assert client.call("cancel", {"thread_id": "no-ack-thread"}) == {"ok": True, "cancelled": False}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.realtime.conftest import ASYNC_MODES, assert_contiguous, live_server, run_events, types_of
-from tests.realtime.harness import ServerProcess, wait_until
+from tests.realtime.harness import ProtocolClient, ServerProcess, wait_until
 
 LOCATION_TOOL = {"name": "get_location", "description": "現在地", "parameters": {"type": "object", "properties": {}}}
 
@@ -84,8 +84,6 @@ def test_server_shutdown_cancels_running_runs(async_mode):
     process = ServerProcess(async_mode=async_mode).start()
     client = None
     try:
-        from tests.realtime.harness import ProtocolClient
-
         client = ProtocolClient(process.url).connect()
         ack = client.start()
         run_id = client.send_message(ack["thread_id"], "デモについて長く説明して")["run_id"]
@@ -98,3 +96,13 @@ def test_server_shutdown_cancels_running_runs(async_mode):
         if client is not None:
             client.disconnect()
         process.close()
+
+
+def test_gevent_mode_serves_a_run():
+    """server.async_mode=gevent も 1 行の設定で選べ、ランが動く。"""
+    with ServerProcess(async_mode="gevent") as process:
+        with ProtocolClient(process.url) as client:
+            ack = client.start()
+            run_id = client.send_message(ack["thread_id"], "こんにちは")["run_id"]
+            assert client.wait_run_end(run_id)["type"] == "run_finished"
+            assert_contiguous(client.event_payloads(thread_id=ack["thread_id"]), first=1)
