@@ -1,0 +1,60 @@
+"""``/agent`` 名前空間の速い単体テスト (Flask-SocketIO の test_client、プロセス内、threading モード)。
+
+プロトコル全体は本物のサーバーで確かめる (test_e2e_*.py)。ここでは、クライアントからは起こせない
+「予期しない例外 → internal」の変換と、ack の形だけを見る。
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from llm_router.config.settings import load_settings
+from llm_router.server import create_app
+
+
+@pytest.fixture
+def app_and_socketio():
+    """キー無し (demo) の設定で、threading モードのアプリを作る。"""
+    settings = load_settings(["server.async_mode=threading"], env_file=None, environ={})
+    return create_app(settings)
+
+
+def test_unexpected_errors_become_internal_without_details(app_and_socketio, monkeypatch):
+    """ハンドラの中の予期しない例外は internal になり、メッセージに例外の中身もスタックトレースも出ない。"""
+    app, socketio = app_and_socketio
+    registry = app.extensions["llm_router"].registry
+
+    def boom(*args, **kwargs):
+        """秘密めいた文字列を含む例外を投げる。"""
+        raise RuntimeError("sk-secret-value Traceback")
+
+    monkeypatch.setattr(registry, "start", boom)
+    client = socketio.test_client(app, namespace="/agent")
+    ack = client.emit("start", {}, namespace="/agent", callback=True)
+    assert ack == {"ok": False, "error": {"code": "internal", "message": "internal server error"}}
+    client.disconnect(namespace="/agent")
+
+
+def test_start_and_cancel_acks_in_process(app_and_socketio):
+    """プロセス内でも start の ack は PROTOCOL.md のキーだけを持ち、cancel は冪等。"""
+    app, socketio = app_and_socketio
+    client = socketio.test_client(app, namespace="/agent")
+    ack = client.emit("start", {"thread_id": "unit-1"}, namespace="/agent", callback=True)
+    assert set(ack) == {"ok", "thread_id", "model", "tools", "last_seq", "warnings"}
+    assert ack["model"].startswith("demo/") and ack["thread_id"] == "unit-1"
+    cancel = client.emit("cancel", {"thread_id": "unit-1"}, namespace="/agent", callback=True)
+    assert cancel == {"ok": True, "cancelled": False}
+    client.disconnect(namespace="/agent")
+
+
+def test_connection_is_refused_without_a_token_when_tokens_are_set():
+    """トークンが設定されていれば、トークン無しの接続は拒否される。"""
+    settings = load_settings(
+        ["server.async_mode=threading"], env_file=None, environ={"LLM_ROUTER_API_TOKENS": "unit-token-1234"}
+    )
+    app, socketio = create_app(settings)
+    refused = socketio.test_client(app, namespace="/agent")
+    assert not refused.is_connected(namespace="/agent")
+    accepted = socketio.test_client(app, namespace="/agent", auth={"token": "unit-token-1234"})
+    assert accepted.is_connected(namespace="/agent")
+    accepted.disconnect(namespace="/agent")
