@@ -78,3 +78,28 @@ def test_reasoning_streams_into_a_collapsible_block(page, demo_server):
     block.locator("summary").click()
     assert len(block.locator(".reasoning-text").inner_text()) > 0
     screenshot(page, "console-reasoning")
+
+
+def test_dark_colour_scheme(browser, demo_server):
+    """暗い配色の環境では、ページも暗い配色になる (文字と背景の色が入れ替わる)。"""
+    ctx = browser.new_context(
+        locale="ja-JP", timezone_id="Asia/Tokyo", viewport={"width": 1360, "height": 860}, color_scheme="dark"
+    )
+    try:
+        page = ctx.new_page()
+        console = Console(page, demo_server).open()
+        page.locator(".suggestion", has_text="計算して").click()
+        assert console.wait_run_end() == "finished"
+        background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        text = page.evaluate("getComputedStyle(document.body).color")
+        assert _luminance(background) < 0.1 < 0.7 < _luminance(text)
+        screenshot(page, "console-dark")
+    finally:
+        ctx.close()
+
+
+def _luminance(css_rgb: str) -> float:
+    """``rgb(r, g, b)`` の相対輝度 (WCAG の定義)。"""
+    channels = [int(v) / 255 for v in css_rgb[css_rgb.index("(") + 1 : css_rgb.index(")")].split(",")[:3]]
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]

@@ -101,6 +101,7 @@ def test_client_call_with_invalid_arguments_is_not_executed(page, openai_server)
     assert console.state("tools.executed") == 0
     card = console.run().locator(".tool-card", has_text="confirm_action")
     expect(card).to_have_attribute("data-state", "error")
+    expect(card.locator(".tool-output")).to_contain_text("invalid arguments")
 
 
 def test_server_tool_shows_arguments_result_and_duration(page, openai_server):

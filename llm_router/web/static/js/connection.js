@@ -110,7 +110,20 @@ export class AgentConnection {
    * スレッドに入る (初回)、入り直す (再接続・設定変更)。これまでに見た seq の続きから送ってもらう。
    * @returns {Promise<Object>} ok だった ack
    */
-  async start({ resumed = false } = {}) {
+  start({ resumed = false } = {}) {
+    const promise = this.startOnce(resumed);
+    // 送信はこの start の ack を待つ (サーバーはハンドラを並行に動かすので、順番はこちらで守る)
+    this.lastStart = promise.catch(() => null);
+    return promise;
+  }
+
+  /** 直近の start が終わるまで待つ (失敗しても待つだけ)。 */
+  ready() {
+    return this.lastStart || Promise.resolve(null);
+  }
+
+  /** start を 1 回送り、ack を反映する。 */
+  async startOnce(resumed) {
     if (!this.threadId || !this.socket?.connected) return null;
     const payload = { thread_id: this.threadId, ...this.startParams };
     // 初めて作るスレッドでは再開するものが無い。それ以外は、見た所の続きから送り直してもらう

@@ -93,8 +93,7 @@ class ConsoleApp {
   /** 設定 (モデル・思考) を変えたら、同じスレッドに入り直して以降の実行に効かせる。 */
   restart() {
     this.connection.startParams = this.startParams();
-    // 次の送信はこの start の ack を待つ (サーバーはハンドラを並行に動かすので、順番を自分で守る)
-    this.pendingStart = this.connection.start({ resumed: true }).catch(() => {});
+    this.connection.start({ resumed: true }).catch(() => {});
   }
 
   /** start の ack: 実際のモデル、デモかどうか、警告を画面に出す。 */
@@ -216,7 +215,7 @@ class ConsoleApp {
     prompt.value = "";
     this.updateControls();
     try {
-      await this.pendingStart;
+      await this.connection.ready();
       await this.connection.sendMessage(text, runId);
     } catch (err) {
       if (this.activeRunId === runId) this.activeRunId = null;
@@ -242,6 +241,8 @@ class ConsoleApp {
 
   /** 新しい会話 (新しいスレッド)。 */
   newConversation() {
+    // 前の会話で動いている実行は止める (そのイベントはもう表示しないので、生成を続けさせない)
+    if (this.activeRunId) this.connection.cancel(this.activeRunId, "now").catch(() => {});
     this.runner.abortAll();
     this.tools.reset();
     this.conversation.clear();
