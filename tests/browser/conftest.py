@@ -35,7 +35,7 @@ FAKE_OPENAI_KEY = "sk-test-browser-not-a-real-key"
 FAKE_ANTHROPIC_KEY = "sk-ant-test-browser-not-a-real-key"
 
 
-def _require_chromium() -> None:
+def require_chromium() -> None:
     """Chromium が無ければスキップ (必須の指定があれば失敗)。"""
     if CHROMIUM.exists():
         return
@@ -48,7 +48,7 @@ def _require_chromium() -> None:
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     """セッションで 1 つの Chromium (ヘッドレス)。"""
-    _require_chromium()
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -82,7 +82,7 @@ def page(context: Any) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def demo_server() -> Iterator[ServerProcess]:
     """キーの無い (デモモデルの) 本物のサーバー。"""
-    _require_chromium()
+    require_chromium()
     with ServerProcess() as server:
         yield server
 
@@ -99,7 +99,7 @@ def openai_fake() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def openai_server(openai_fake: Any) -> Iterator[ServerProcess]:
     """OpenAI の偽サーバーに向けた本物のサーバー (既定モデル openai/gpt-4.1-mini)。"""
-    _require_chromium()
+    require_chromium()
     overrides = [f"providers.openai.base_url={openai_fake.base_url}", "agent.model=openai/gpt-4.1-mini"]
     with ServerProcess(overrides, secrets={"OPENAI_API_KEY": FAKE_OPENAI_KEY}) as server:
         yield server
@@ -117,7 +117,7 @@ def anthropic_fake() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def anthropic_server(anthropic_fake: Any) -> Iterator[ServerProcess]:
     """Anthropic の偽サーバーに向けた本物のサーバー。"""
-    _require_chromium()
+    require_chromium()
     overrides = [f"providers.anthropic.base_url={anthropic_fake.base_url}", "agent.model=anthropic/claude-sonnet-4-5"]
     with ServerProcess(overrides, secrets={"ANTHROPIC_API_KEY": FAKE_ANTHROPIC_KEY}) as server:
         yield server

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import Console, _require_chromium, screenshot
+from tests.browser.conftest import Console, require_chromium, screenshot
 from tests.realtime.harness import ServerProcess
 
 TOKEN = "browser-test-token-1"
@@ -16,7 +16,7 @@ TOKEN = "browser-test-token-1"
 @pytest.fixture(scope="module")
 def auth_server() -> Iterator[ServerProcess]:
     """トークン必須の本物のサーバー (デモモデル)。"""
-    _require_chromium()
+    require_chromium()
     with ServerProcess(secrets={"LLM_ROUTER_API_TOKENS": f"{TOKEN},another-token"}) as server:
         yield server
 

@@ -12,7 +12,8 @@ import json
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import Console, screenshot
+from tests.browser.conftest import FAKE_OPENAI_KEY, Console, require_chromium, screenshot
+from tests.realtime.harness import ServerProcess
 
 
 def _tool_message_contents(fake) -> list[str]:
@@ -117,3 +118,35 @@ def test_server_tool_shows_arguments_result_and_duration(page, openai_server):
     expect(card.locator(".tool-state")).to_contain_text(" ms")
     assert "56088" in console.assistant_text()
     screenshot(page, "console-server-tool")
+
+
+@pytest.fixture(scope="module")
+def short_timeout_server(openai_fake):
+    """ブラウザ側ツールの待ち時間が短い (1.5 秒) 本物のサーバー。"""
+    require_chromium()
+    overrides = [
+        f"providers.openai.base_url={openai_fake.base_url}",
+        "agent.model=openai/gpt-4.1-mini",
+        "agent.client_tool_timeout_s=1.5",
+    ]
+    with ServerProcess(overrides, secrets={"OPENAI_API_KEY": FAKE_OPENAI_KEY}) as server:
+        yield server
+
+
+def test_unanswered_confirmation_is_withdrawn_when_the_call_times_out(page, short_timeout_server):
+    """答えないまま時間切れになった確認は、ダイアログごと取り下げられ、時間切れの結果がモデルへ返る。"""
+    console = Console(page, short_timeout_server).open()
+    console.send('confirm_action {"message": "放っておかれる確認"}')
+    dialog = page.locator("#confirm-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_be_hidden(timeout=15_000)
+    assert console.wait_run_end() == "finished"
+    card = console.run().locator(".tool-card", has_text="confirm_action")
+    expect(card).to_have_attribute("data-state", "error")
+    expect(card.locator(".tool-output")).to_contain_text("timed out")
+    assert console.state("tools.executed") == 0
+    # 次の確認はふつうに出る (取り下げた後もダイアログは使える)
+    console.send('confirm_action {"message": "次の確認"}')
+    expect(dialog.locator("#confirm-message")).to_have_text("次の確認")
+    page.locator("#confirm-yes").click()
+    assert console.wait_run_end() == "finished"

@@ -247,8 +247,18 @@ export class TimelineView {
     if (run.step) setText(run.step.status, "再試行を待っています…");
   }
 
+  /** 流れている途中で終わったテキストの行に、終わり方 (中断・無効) を添える。 */
+  closeOpenTexts(run, label) {
+    for (const [id, t] of run.texts) {
+      if (t.done) continue;
+      t.done = true;
+      this.batcher.task(`text:${id}`, () => setText(t.count, `${t.chars.toLocaleString("ja-JP")} 文字 (${label})`));
+    }
+  }
+
   /** step_reset: そのステップのここまでの出力を無効として打ち消す。 */
   on_step_reset(event, run) {
+    this.closeOpenTexts(run, "無効");
     if (run.step) {
       for (const item of run.step.items.children) item.classList.add("void");
       setText(run.step.status, "やり直し");
@@ -267,6 +277,7 @@ export class TimelineView {
   /** run_error: エラーの中身 (コード、プロバイダ、段階、再試行可能か)。 */
   on_run_error(event, run) {
     const err = event.error || {};
+    this.closeOpenTexts(run, "中断");
     if (run.step) {
       run.step.el.dataset.state = "error";
       setText(run.step.status, "エラー");
@@ -285,9 +296,7 @@ export class TimelineView {
       setText(run.step.status, "停止");
       run.step.el.open = true;
     }
-    for (const [id, t] of run.texts) {
-      if (!t.done) this.batcher.task(`text:${id}`, () => setText(t.count, `${t.chars.toLocaleString("ja-JP")} 文字 (中断)`));
-    }
+    this.closeOpenTexts(run, "中断");
     for (const t of run.tools.values()) {
       if (t.card.dataset.state === "streaming" || t.card.dataset.state === "waiting") {
         t.card.dataset.state = "cancelled";
