@@ -18,6 +18,7 @@ from llm_router.core.schemas.errors import (
 )
 from tests.clients.anthropic_helpers import KEY, client, request
 from tests.fakes.anthropic_fake import AnthropicFake, text_block, thinking_block
+from tests.fakes.server import StreamResponse
 
 
 @pytest.fixture
@@ -121,15 +122,22 @@ def test_broken_stream_is_stream_broken(fake):
     assert any(isinstance(c, TextDelta) for c in seen)
 
 
-def test_stream_without_message_stop_is_broken(fake):
-    """接続がきれいに終わっても message_stop が無ければストリーム破損。"""
+def test_stream_without_any_stop_is_broken(fake):
+    """接続がきれいに終わっても、message_stop も終了理由 (message_delta) も無ければストリーム破損。"""
     frames = fake.stream([text_block("x")])
     fake.server._queue.clear()
-    from tests.fakes.server import StreamResponse
-
-    fake.server.enqueue(StreamResponse(frames[:-1]))
+    fake.server.enqueue(StreamResponse(frames[:-2]))
     with pytest.raises(ProviderStreamBrokenError, match="message_stop"):
         list(client(fake).chat_stream(request()))
+
+
+def test_stream_with_stop_reason_but_no_message_stop_is_complete(fake):
+    """終了理由まで届いて接続がきれいに閉じたものは完了とみなす (寛容に)。"""
+    frames = fake.stream([text_block("x")])
+    fake.server._queue.clear()
+    fake.server.enqueue(StreamResponse(frames[:-1]))
+    end = list(client(fake).chat_stream(request()))[-1]
+    assert end.finish_reason == "stop" and end.message.content == "x"
 
 
 def _cancel_after_first(fake, req, first_type):

@@ -26,7 +26,7 @@ from tests.fakes.gemini_fake import (
     text_part,
     thought_part,
 )
-from tests.fakes.server import StreamResponse
+from tests.fakes.server import StreamResponse, sse_frame
 
 
 @pytest.fixture
@@ -117,15 +117,20 @@ def test_broken_stream_is_stream_broken(fake):
         list(client(fake).chat_stream(request()))
 
 
-def test_stream_ending_without_finish_reason_is_broken(fake):
-    """接続がきれいに終わっても finishReason が一度も無ければストリーム破損。"""
+def test_stream_ending_cleanly_without_finish_reason_counts_as_stop(fake):
+    """候補が届いて接続がきれいに閉じたのに finishReason が無いものは STOP とみなす (寛容に)。"""
     chunks = fake.text("x")
     fake.server._queue.clear()
     del chunks[-1]["candidates"][0]["finishReason"]
-    from tests.fakes.server import sse_frame
-
     fake.server.enqueue(StreamResponse([sse_frame(c) for c in chunks]))
-    with pytest.raises(ProviderStreamBrokenError, match="finishReason"):
+    end = list(client(fake).chat_stream(request()))[-1]
+    assert end.finish_reason == "stop" and end.message.content == "x"
+
+
+def test_stream_without_any_candidate_is_broken(fake):
+    """候補が一度も届かずに終わったストリームは破損。"""
+    fake.server.enqueue(StreamResponse([sse_frame({"usageMetadata": {"promptTokenCount": 3}})]))
+    with pytest.raises(ProviderStreamBrokenError, match="without any candidate"):
         list(client(fake).chat_stream(request()))
 
 

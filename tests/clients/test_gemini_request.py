@@ -144,6 +144,24 @@ def test_history_from_another_provider_becomes_plain_parts(fake):
     ]
 
 
+def test_foreign_calls_get_the_documented_dummy_signature_on_gemini_3(fake):
+    """署名を検証する Gemini 3 系 (段階型の思考) へは、他のモデルの関数呼び出しの最初にダミーの署名を付ける。"""
+    other = Message.assistant("", [ToolCall("a", "get_weather", {"city": "那覇"}), ToolCall("b", "current_time", {})])
+    history = [
+        Message.user("天気"),
+        other,
+        Message.tool("a", "get_weather", "曇り"),
+        Message.tool("b", "current_time", "9時"),
+    ]
+    parts = _body(fake, request(model="gemini-test-3-pro", messages=history, tools=[WEATHER, CLOCK]))["contents"][1][
+        "parts"
+    ]
+    assert parts[0]["thoughtSignature"] == "skip_thought_signature_validator"
+    assert "thoughtSignature" not in parts[1]
+    parts_25 = _body(fake, request(messages=history, tools=[WEATHER, CLOCK]))["contents"][1]["parts"]
+    assert all("thoughtSignature" not in p for p in parts_25)
+
+
 def test_consecutive_roles_merge_and_images_map(fake):
     """同じ役割の連続は 1 つの番にまとめ、画像は inlineData / fileData にする。"""
     messages = [

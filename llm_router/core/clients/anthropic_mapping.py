@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable
 from typing import Any
@@ -84,9 +83,7 @@ def _assistant_blocks(message: Message) -> list[dict[str, Any]]:
     state = message.provider_state
     if state is not None and state.provider == PROVIDER and isinstance(state.data, list):
         # 空のテキストブロックだけは API が拒むので除く。それ以外は受け取ったとおり (順序も変えない)。
-        return [
-            copy.deepcopy(block) for block in state.data if not (block.get("type") == "text" and not block.get("text"))
-        ]
+        return [block for block in state.data if not (block.get("type") == "text" and not block.get("text"))]
     blocks: list[dict[str, Any]] = []
     text = message.text()
     if text:
@@ -201,7 +198,7 @@ def chunks_from_message(message: dict[str, Any], model: str) -> list[StreamChunk
             out += acc.tool_whole(block.get("id"), block.get("name", ""), block.get("input") or {})
     out += acc.set_usage(usage_from_wire(message.get("usage") or {}))
     reason = STOP_REASONS.get(message.get("stop_reason") or "end_turn", "stop")
-    out += acc.finish(reason, ProviderState(PROVIDER, copy.deepcopy(blocks)))
+    out += acc.finish(reason, ProviderState(PROVIDER, list(blocks)))
     return out
 
 
@@ -263,8 +260,12 @@ class AnthropicStreamParser:
         return handler(payload)
 
     def finish(self) -> list[StreamChunk]:
-        """ストリームの終わり。``message_stop`` が来ていなければストリーム破損とする。"""
-        if not self.stopped:
+        """ストリームの終わり。``message_stop`` も終了理由 (``message_delta``) も無ければストリーム破損とする。
+
+        本物の API は必ず ``message_stop`` で終えるが、終了理由まで届いて接続がきれいに閉じたものは完了とみなす
+        (途中で切れた接続は、それより前に urllib3 が chunked の不完全として検出する)。
+        """
+        if not self.stopped and self.stop_reason is None:
             raise ProviderStreamBrokenError("the stream ended before message_stop", provider=PROVIDER)
         blocks = [self.blocks[i] for i in sorted(self.blocks)]
         reason = STOP_REASONS.get(self.stop_reason or "end_turn", "stop")
@@ -307,7 +308,8 @@ class AnthropicStreamParser:
     def _block_start(self, payload: dict[str, Any]) -> list[StreamChunk]:
         """``content_block_start``: ブロックを記録し、種類ごとの開始処理に渡す。"""
         index = int(payload.get("index", len(self.blocks)))
-        block = copy.deepcopy(payload.get("content_block") or {})
+        # payload はこのイベントのために解析したばかりの dict なので、複製せずにそのまま組み立てに使う
+        block = payload.get("content_block") or {}
         self.blocks[index] = block
         start = self._starts.get(block.get("type", ""))
         return start(index, block) if start else []

@@ -45,6 +45,9 @@ from llm_router.core.schemas.errors import (
 )
 from llm_router.core.tool_schemas import schema_for_provider
 
+# 他のモデルの履歴の関数呼び出しに付けるダミーの署名 (Gemini API "Thought Signatures" の文書が示す値)
+_FOREIGN_SIGNATURE = "skip_thought_signature_validator"
+
 # EmbeddingRequest.task → taskType (https://ai.google.dev/api/embeddings#tasktype)
 _TASK_TYPES = {"document": "RETRIEVAL_DOCUMENT", "query": "RETRIEVAL_QUERY"}
 
@@ -127,7 +130,9 @@ class GeminiClient(BaseClient):
     def build_body(self, request: ChatRequest) -> dict[str, Any]:
         """共通のリクエストから ``GenerateContentRequest`` を作る (モデル名は URL に入る)。"""
         options = model_options_for(self.config, request.model)
-        system, contents = to_gemini_contents(request.messages)
+        # 段階型の思考 (reasoning_style: level) のモデル = Gemini 3 系は、関数呼び出しの署名を必ず検証する
+        foreign = _FOREIGN_SIGNATURE if options.reasoning_style == "level" else None
+        system, contents = to_gemini_contents(request.messages, foreign)
         body: dict[str, Any] = {"contents": contents}
         if system:
             body["systemInstruction"] = system

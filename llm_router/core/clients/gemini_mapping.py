@@ -10,7 +10,6 @@ https://ai.google.dev/gemini-api/docs/thinking (thought summaries, thought signa
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable
 from typing import Any
@@ -87,21 +86,27 @@ _LAST = 1 << 30
 class _CallBook:
     """呼び出しの対応表: 共通の ID → (Gemini の ID か None, 呼び出しの位置)。"""
 
-    def __init__(self) -> None:
-        """空で作る。"""
+    def __init__(self, foreign_signature: str | None = None) -> None:
+        """空で作る。``foreign_signature`` は Gemini 以外が作った関数呼び出しに付ける署名 (無ければ付けない)。"""
         self.calls: dict[str, tuple[str | None, int]] = {}
+        self._foreign_signature = foreign_signature
 
     def model_parts(self, message: Message) -> list[tuple[int, dict[str, Any]]]:
         """assistant メッセージを model の番のパーツにし、呼び出しを記録する。"""
         received = _gemini_parts_of(message)
         if received is not None:
             provider_ids = [p["functionCall"].get("id") for p in received if "functionCall" in p]
-            parts = copy.deepcopy(received)
+            parts = list(received)
         else:
             # 他のプロバイダの履歴: こちらの ID は Gemini のものではないので送らず、位置と名前で対応させる
             provider_ids = []
             parts = [{"text": message.text()}] if message.text() else []
-            parts += [{"functionCall": {"name": c.name, "args": c.arguments}} for c in message.tool_calls]
+            calls = [{"functionCall": {"name": c.name, "args": c.arguments}} for c in message.tool_calls]
+            if calls and self._foreign_signature:
+                # 署名を検証するモデル (Gemini 3) は、署名の無い関数呼び出しを 400 にする。他のモデルの履歴には
+                # 文書が示すダミーの署名を最初の呼び出しに付ける (https://ai.google.dev/gemini-api/docs/thought-signatures)
+                calls[0]["thoughtSignature"] = self._foreign_signature
+            parts += calls
         for position, call in enumerate(message.tool_calls):
             provider_id = provider_ids[position] if position < len(provider_ids) else None
             self.calls[call.id] = (provider_id, position)
@@ -123,11 +128,16 @@ class _CallBook:
         return [(position, {"functionResponse": response})]
 
 
-def to_gemini_contents(messages: list[Message]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """共通の会話を (``systemInstruction``, ``contents``) にする。同じ役割の連続は 1 つの番にまとめる。"""
+def to_gemini_contents(
+    messages: list[Message], foreign_signature: str | None = None
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """共通の会話を (``systemInstruction``, ``contents``) にする。同じ役割の連続は 1 つの番にまとめる。
+
+    ``foreign_signature`` を与えると、Gemini 以外が作った関数呼び出しの最初のパーツにその署名を付ける。
+    """
     system_parts: list[dict[str, Any]] = []
     turns: list[tuple[str, list[tuple[int, dict[str, Any]]]]] = []
-    book = _CallBook()
+    book = _CallBook(foreign_signature)
     for message in messages:
         if message.role == "system":
             if message.text():
@@ -186,6 +196,7 @@ class GeminiStreamParser:
         self.parts: list[dict[str, Any]] = []
         self.finish_reason: str | None = None
         self._thinking = False
+        self._seen_candidate = False
         self._part_handlers: list[tuple[str, Callable[[dict[str, Any]], list[StreamChunk]]]] = [
             ("functionCall", self._function_call),
             ("thought", self._thought),
@@ -207,10 +218,14 @@ class GeminiStreamParser:
         return out
 
     def finish(self) -> list[StreamChunk]:
-        """応答の終わり。``finishReason`` が一度も来ていなければストリーム破損とする。"""
-        if self.finish_reason is None:
-            raise ProviderStreamBrokenError("the stream ended without a finishReason", provider=PROVIDER)
-        reason = FINISH_REASONS.get(self.finish_reason, "stop")
+        """応答の終わり。候補が一度も届かずに終わったものはストリーム破損とする。
+
+        本物の API は最後のチャンクに ``finishReason`` を付けるが、候補が届いて接続がきれいに閉じたものは
+        ``STOP`` とみなす (途中で切れた接続は urllib3 が chunked の不完全として検出する)。
+        """
+        if self.finish_reason is None and not self._seen_candidate:
+            raise ProviderStreamBrokenError("the stream ended without any candidate", provider=PROVIDER)
+        reason = FINISH_REASONS.get(self.finish_reason or "STOP", "stop")
         return self.acc.finish(reason, ProviderState(PROVIDER, self.parts))
 
     def _check_blocked(self, chunk: dict[str, Any]) -> None:
@@ -227,8 +242,10 @@ class GeminiStreamParser:
     def _candidate(self, candidate: dict[str, Any]) -> list[StreamChunk]:
         """候補のパーツを順に処理し、終了理由を記録する。"""
         out: list[StreamChunk] = []
+        self._seen_candidate = True
         for part in (candidate.get("content") or {}).get("parts") or []:
-            self.parts.append(copy.deepcopy(part))
+            # 解析したばかりのチャンクのパーツなので、複製せずにそのまま (受け取ったとおりに) 保持する
+            self.parts.append(part)
             handler = next((h for key, h in self._part_handlers if part.get(key)), None)
             if handler is not None:
                 out += handler(part)
