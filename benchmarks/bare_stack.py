@@ -1,0 +1,95 @@
+"""比較の基準: 何もしない素の Flask-SocketIO サーバー (eventlet)。llm_router と同じスタックの「床」を測るため。
+
+``uv run python benchmarks/bare_stack.py PORT`` で起動する (ベンチマークがサブプロセスとして起動する)。
+
+- ``/healthz``: 準備完了の確認。
+- ``/agent`` 名前空間の ``start``: ルーム ``thread:<id>`` に入り ack を返す (llm_router の ``start`` の最小形)。
+- ``burst`` ``{"thread_id", "count", "delta"}``: llm_router の ``text_delta`` と同じ形・同じ大きさの封筒を
+  ``count`` 個、そのルームへ送り、最後に ``run_finished`` を送る。送出はバックグラウンドのタスクで
+  llm_router のランと同じく ``socketio.emit(..., to=room)`` を使う。
+
+llm_router と同じ設定 (async_handlers、ログ無し、max_size) で動かし、違いは「アプリの処理が無い」ことだけにする。
+"""
+
+import sys
+
+if __name__ == "__main__":
+    import warnings
+
+    # eventlet は保守モードで import 時に警告を出す (app.py と同じ扱い)
+    warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+    import eventlet
+
+    eventlet.monkey_patch()
+
+import time
+import uuid
+from typing import Any
+
+NAMESPACE = "/agent"
+
+
+def create_app() -> tuple[Any, Any]:
+    """素の Flask アプリと SocketIO (eventlet) を作る。"""
+    from flask import Flask, request
+    from flask_socketio import SocketIO, join_room
+
+    app = Flask(__name__)
+    socketio = SocketIO(app, async_mode="eventlet", async_handlers=True, logger=False, engineio_logger=False)
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        """死活確認。"""
+        return {"ok": True}
+
+    @socketio.on("start", namespace=NAMESPACE)
+    def on_start(payload: Any = None) -> dict:
+        """ルームに入れて ack を返す。"""
+        thread_id = (payload or {}).get("thread_id") or "thr_" + uuid.uuid4().hex[:20]
+        join_room("thread:" + thread_id, sid=request.sid, namespace=NAMESPACE)
+        return {"ok": True, "thread_id": thread_id, "last_seq": 0}
+
+    @socketio.on("burst", namespace=NAMESPACE)
+    def on_burst(payload: dict) -> dict:
+        """``count`` 個の text_delta 相当のイベントをバックグラウンドで送る。"""
+        run_id = "run_" + uuid.uuid4().hex[:20]
+        socketio.start_background_task(_burst, socketio, payload["thread_id"], run_id, payload)
+        return {"ok": True, "run_id": run_id}
+
+    return app, socketio
+
+
+def _burst(socketio: Any, thread_id: str, run_id: str, payload: dict) -> None:
+    """封筒つきのイベントを ``count`` 個送り、最後に ``run_finished`` を送る。"""
+    room = "thread:" + thread_id
+    message_id = "msg_" + uuid.uuid4().hex[:16]
+    delta = payload.get("delta", "あいう")
+    count = int(payload["count"])
+    yield_each = bool(payload.get("yield", True))
+    for seq in range(1, count + 1):
+        event = {
+            "type": "text_delta",
+            "thread_id": thread_id,
+            "run_id": run_id,
+            "seq": seq,
+            "ts": time.time(),
+            "message_id": message_id,
+            "delta": delta,
+        }
+        socketio.emit("text_delta", event, to=room, namespace=NAMESPACE)
+        if yield_each:
+            # llm_router のランは上流の読み取りのたびに他のグリーンスレッドへ譲る: 同じく譲って送出を進める
+            socketio.sleep(0)
+    end = {"type": "run_finished", "thread_id": thread_id, "run_id": run_id, "seq": count + 1, "ts": time.time()}
+    end.update({"finish_reason": "stop", "usage": {"input_tokens": 0, "output_tokens": 0, "reasoning_tokens": 0}})
+    socketio.emit("run_finished", end, to=room, namespace=NAMESPACE)
+
+
+def main(port: int) -> None:
+    """ループバックで起動する (ブロックする)。"""
+    app, socketio = create_app()
+    socketio.run(app, host="127.0.0.1", port=port, log_output=False, max_size=1024)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

@@ -1,0 +1,286 @@
+"""1 トークンの経路のベンチマーク: 本物のサーバープロセスを通るプロトコルのイベントの CPU 効率と遅延。
+
+``uv run python benchmarks/realtime_bench.py [--quick] [--json PATH]``
+
+1. 効率: サーバープロセスの CPU 秒あたりのプロトコルのイベント数 (``/proc/<pid>/stat``)。同じ実行の中で、
+   素の Flask-SocketIO (eventlet) が同じ数・同じ形のイベントを 1 クライアントへ送るときと比べる。
+   llm_router 側は 2 通り: 偽の OpenAI (ループバックの HTTP + SSE、1 チャンク 3 文字) を上流にしたもの
+   (上流の読み取り・解析を含む本当の経路) と、プロセス内のデモ・プロバイダ (``stream_delay_s=0``) のもの。
+2. 遅延: 上流のチャンクからクライアントのイベントまで。偽の OpenAI が各チャンクの本文に送出直前の
+   ``time.monotonic_ns()`` を書き、クライアント (別プロセス) が受信時刻から引く。N 本のランを同時に流す
+   (各ランは ``--rate`` チャンク/秒、位相はランごとにずらす)。クライアントは複数のプロセスに分ける。
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import itertools
+import multiprocessing as mp
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from _common import cpu_seconds, machine, report, summary_ms, table
+from _servers import BareServer, TimedClient, router_server
+
+from tests.fakes.openai_fake import OpenAIFake, _ChunkWriter, usage_body
+from tests.fakes.server import RecordedRequest, StreamResponse, sse_frame
+
+DELTA = "あいう"  # 1 イベントの本文 (日本語 3 文字: LLM の 1 トークン前後)
+
+
+# ---------------------------------------------------------------- 効率 (イベント / サーバー CPU 秒)
+
+
+def _measure_runs(client: TimedClient, pid: int, thread_id: str, runs: int, before_each: Any) -> tuple[int, float]:
+    """``runs`` 回のランを順に流し、(受け取ったイベント数, その間のサーバーの CPU 秒) を返す。
+
+    CPU 時間の刻みは 10 ms (クロックティック) なので、ランごとではなく全体の前後で読む。
+    ack の処理やランの準備など、ランごとの費用も含む。
+    """
+    events = 0
+    cpu0 = cpu_seconds(pid)
+    for i in range(runs):
+        before_each()
+        client.clear()
+        run_id = client.send_message(thread_id, f"bench {i}")["run_id"]
+        client.wait_end(run_id)
+        events += len(client.events)
+    return events, cpu_seconds(pid) - cpu0
+
+
+def throughput_router_openai(deltas: int, runs: int) -> dict[str, Any]:
+    """llm_router + 偽の OpenAI: 1 ランに ``deltas`` 個の text_delta。"""
+    with OpenAIFake() as fake:
+        server = router_server(fake.base_url)
+        try:
+            client = TimedClient(server.url).connect()
+            thread_id = client.start()["thread_id"]
+            # 暖機 (接続プール、遅延 import、JIT の無い CPython でもキャッシュは温まる)
+            _measure_runs(client, server.proc.pid, thread_id, 2, lambda: fake.add_text_turn(DELTA * 200, chunk_size=3))
+            events, cpu = _measure_runs(
+                client, server.proc.pid, thread_id, runs, lambda: fake.add_text_turn(DELTA * deltas, chunk_size=3)
+            )
+            client.disconnect()
+        finally:
+            server.close()
+    return {"events": events, "cpu_s": cpu, "per_cpu_s": events / cpu if cpu else float("nan")}
+
+
+def throughput_router_demo(min_events: int) -> dict[str, Any]:
+    """llm_router + デモ・プロバイダ (``stream_delay_s=0``): ``min_events`` を超えるまでランを繰り返す。"""
+    server = router_server(None, ["providers.demo.stream_delay_s=0", "agent.model=demo/scripted"])
+    try:
+        client = TimedClient(server.url).connect()
+        thread_id = client.start()["thread_id"]
+        _measure_runs(client, server.proc.pid, thread_id, 3, lambda: None)
+        events, cpu = 0, 0.0
+        while events < min_events:
+            # 履歴が伸びすぎないよう、10 ランごとに新しいスレッドにする
+            thread_id = client.start()["thread_id"]
+            e, c = _measure_runs(client, server.proc.pid, thread_id, 10, lambda: None)
+            events, cpu = events + e, cpu + c
+        client.disconnect()
+    finally:
+        server.close()
+    return {"events": events, "cpu_s": cpu, "per_cpu_s": events / cpu if cpu else float("nan")}
+
+
+def throughput_bare(count: int, runs: int, yield_each: bool) -> dict[str, Any]:
+    """素のスタック: 1 回に ``count`` 個のイベントを ``runs`` 回 (``yield_each`` なら 1 つ送るごとに譲る)。"""
+    with BareServer() as bare:
+        pid = bare.proc.pid
+        client = TimedClient(bare.url).connect()
+        thread_id = client.start()["thread_id"]
+
+        def burst() -> int:
+            """1 回分を送らせ、届いた数を返す。"""
+            client.clear()
+            payload = {"thread_id": thread_id, "count": count, "delta": DELTA, "yield": yield_each}
+            client.wait_end(client.call("burst", payload)["run_id"])
+            return len(client.events)
+
+        burst()  # 暖機
+        cpu0 = cpu_seconds(pid)
+        events = sum(burst() for _ in range(runs))
+        cpu = cpu_seconds(pid) - cpu0
+        client.disconnect()
+    return {"events": events, "cpu_s": cpu, "per_cpu_s": events / cpu if cpu else float("nan")}
+
+
+# ---------------------------------------------------------------- 遅延 (上流のチャンク → クライアントのイベント)
+
+
+def paced_turn(chunks: int, interval_s: float) -> Any:
+    """各チャンクの本文に送出直前の ``monotonic_ns`` を書き、``interval_s`` ごとに送る OpenAI のストリーム。"""
+
+    def turn(request: RecordedRequest) -> StreamResponse:
+        """リクエストごとに、時刻を刻むフレームの生成器を返す。"""
+        body = request.json() or {}
+        writer = _ChunkWriter(body.get("model", "gpt-fake"), True)
+
+        def frames() -> Iterator[bytes]:
+            """間隔を保ってフレームを作る (時刻は書き込みの直前に取る)。"""
+            yield sse_frame(writer.chunk({"role": "assistant", "content": ""}))
+            start = time.monotonic() + random.uniform(0, interval_s)
+            for i in range(chunks):
+                wait = start + i * interval_s - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                yield sse_frame(writer.chunk({"content": f"{time.monotonic_ns()};"}))
+            yield sse_frame(writer.chunk({}, "stop"))
+            yield sse_frame(writer.usage_chunk(usage_body(5, chunks)))
+            yield sse_frame("[DONE]")
+
+        # FakeServer はフレームを順に書くだけなので、生成器を渡すと書く直前にフレームが作られる
+        return StreamResponse(frames())  # type: ignore[arg-type]
+
+    return turn
+
+
+def latency_client(url: str, threads: int, timeout: float) -> dict[str, Any]:
+    """(別プロセス) 1 本のソケットで ``threads`` 個のスレッドを開き、ランを同時に流して遅延を集める。"""
+    client = TimedClient(url).connect()
+    try:
+        thread_ids = [client.start()["thread_id"] for _ in range(threads)]
+        run_ids = [client.send_message(t, "bench")["run_id"] for t in thread_ids]
+        for run_id in run_ids:
+            client.wait_end(run_id, timeout)
+        latencies: list[float] = []
+        ends: dict[str, int] = {}
+        for (name, data), received in zip(client.events, client.times, strict=True):
+            if name == "text_delta":
+                latencies.append((received - int(data["delta"].rstrip(";"))) / 1e9)
+            elif name.startswith("run_") and name != "run_started":
+                ends[name] = ends.get(name, 0) + 1
+        return {"latencies": latencies, "events": len(client.events), "ends": ends}
+    finally:
+        client.disconnect()
+
+
+def latency(runs: int, chunks: int, rate: float, processes: int) -> dict[str, Any]:
+    """``runs`` 本の同時のランで、上流のチャンクからクライアントのイベントまでの遅延を測る。"""
+    # 偽サーバー (標準ライブラリの ThreadingHTTPServer) の listen の待ち行列は既定 5: 同時に数百の接続が来ると
+    # SYN が落ちて 1 秒の再送になるので、このプロセスの中でだけ広げる
+    http.server.ThreadingHTTPServer.request_queue_size = 1024
+    # サーバーを止めるときに keep-alive の接続が切れる: その例外の表示は計測と関係ないので出さない
+    http.server.ThreadingHTTPServer.handle_error = lambda self, request, address: None  # type: ignore[method-assign]
+    with OpenAIFake() as fake:
+        server = router_server(fake.base_url)
+        try:
+            for _ in range(runs + 4):
+                fake.add_turn(paced_turn(chunks, 1.0 / rate))
+            warm = TimedClient(server.url).connect()
+            for _ in range(4):
+                thread_id = warm.start()["thread_id"]
+                warm.wait_end(warm.send_message(thread_id, "warm")["run_id"])
+            warm.disconnect()
+            shares = [runs // processes + (1 if i < runs % processes else 0) for i in range(processes)]
+            timeout = 60 + chunks / rate * 3
+            ctx = mp.get_context("spawn")
+            cpu0 = cpu_seconds(server.proc.pid)
+            began = time.monotonic()
+            with ctx.Pool(processes) as pool:
+                results = pool.starmap_async(latency_client, [(server.url, n, timeout) for n in shares if n]).get(
+                    timeout + 60
+                )
+            elapsed = time.monotonic() - began
+            cpu = cpu_seconds(server.proc.pid) - cpu0
+        finally:
+            server.close()
+    values = list(itertools.chain.from_iterable(r["latencies"] for r in results))
+    events = sum(r["events"] for r in results)
+    ends: dict[str, int] = {}
+    for r in results:
+        for k, v in r["ends"].items():
+            ends[k] = ends.get(k, 0) + v
+    return {
+        "runs": runs,
+        "chunks": chunks,
+        "rate": rate,
+        "processes": processes,
+        "latency_ms": summary_ms(values),
+        "events": events,
+        "elapsed_s": elapsed,
+        "server_cpu_s": cpu,
+        "server_cpu_share": cpu / elapsed if elapsed else float("nan"),
+        "ends": ends,
+    }
+
+
+# ---------------------------------------------------------------- 実行と表
+
+
+def main() -> None:
+    """引数を読み、計測して Markdown の表を出す。"""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="小さな規模で短く (1 分未満)")
+    parser.add_argument("--runs", type=int, help="遅延の計測で同時に流すランの数 (既定 200、--quick は 50)")
+    parser.add_argument("--rate", type=float, default=20.0, help="1 ランの上流のチャンク/秒 (既定 20)")
+    parser.add_argument("--json", help="結果を JSON でも保存するパス")
+    args = parser.parse_args()
+    deltas, reps = (2000, 2) if args.quick else (5000, 3)
+    runs = args.runs or (50 if args.quick else 200)
+    chunks = 40 if args.quick else 100
+    command = "uv run python benchmarks/realtime_bench.py" + (" --quick" if args.quick else "")
+    info = machine()
+
+    bare_tight = throughput_bare(deltas, reps, yield_each=False)
+    bare_yield = throughput_bare(deltas, reps, yield_each=True)
+    openai_path = throughput_router_openai(deltas, reps)
+    demo_path = throughput_router_demo(deltas * reps)
+    rows = []
+    for label, r in (
+        ("素のスタック: 続けて emit", bare_tight),
+        ("素のスタック: 1 emit ごとに sleep(0)", bare_yield),
+        ("llm_router + 偽の OpenAI (HTTP/SSE)", openai_path),
+        ("llm_router + デモ・プロバイダ", demo_path),
+    ):
+        per = r["per_cpu_s"]
+        rows.append((label, r["events"], r["cpu_s"], per, per / bare_tight["per_cpu_s"], per / bare_yield["per_cpu_s"]))
+    body = table(
+        ["経路", "イベント数", "サーバー CPU 秒", "イベント / CPU 秒", "比 (続けて emit)", "比 (sleep(0) つき)"], rows
+    )
+    latency_rows = []
+    latencies = []
+    for n in (5, runs):
+        lat = latency(n, chunks, args.rate, processes=min(4, n))
+        latencies.append(lat)
+        lm = lat["latency_ms"]
+        latency_rows.append(
+            (n, args.rate, lm["n"], lm["p50"], lm["p90"], lm["p99"], lm["max"], lat["server_cpu_share"], lat["ends"])
+        )
+    body += "\n\n" + table(
+        [
+            "同時ラン",
+            "チャンク/秒/ラン",
+            "計測数",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "最大 ms",
+            "サーバー CPU 使用率",
+            "終わり",
+        ],
+        latency_rows,
+    )
+    report(
+        "1 トークンの経路",
+        command,
+        info,
+        body,
+        {
+            "bare_tight": bare_tight,
+            "bare_yield": bare_yield,
+            "router_openai": openai_path,
+            "router_demo": demo_path,
+            "latency": latencies,
+        },
+        args.json,
+    )
+
+
+if __name__ == "__main__":
+    main()
