@@ -112,6 +112,17 @@ def test_tool_round_trip_second_body_holds_results_in_one_user_turn(fake):
     assert validate_request(body) is None
 
 
+def test_empty_tool_result_omits_content(fake):
+    """空の結果は content を省いた tool_result にする (空のテキストは送らない)。"""
+    history = [
+        Message.user("a"),
+        Message.assistant("", [ToolCall("toolu_e", "current_time", {})]),
+        Message.tool("toolu_e", "current_time", ""),
+    ]
+    body = _body(fake, request(messages=history, tools=[CLOCK]))
+    assert body["messages"][2]["content"] == [{"type": "tool_result", "tool_use_id": "toolu_e"}]
+
+
 def test_consecutive_same_role_turns_are_merged_and_empty_text_dropped(fake):
     """同じ役割の連続は 1 つにまとめ、空のテキスト (API が拒む) は送らない。系は全部 system に。"""
     messages = [

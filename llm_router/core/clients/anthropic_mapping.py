@@ -98,7 +98,11 @@ def _tool_result_block(message: Message) -> list[dict[str, Any]]:
     result = message.tool_result
     if result is None:
         return []
-    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": result.tool_call_id, "content": result.as_text()}
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": result.tool_call_id}
+    text = result.as_text()
+    if text:
+        # content は省略できる (空の結果を空文字のテキストとして送らない)
+        block["content"] = text
     if result.is_error:
         block["is_error"] = True
     return [block]
