@@ -303,8 +303,10 @@ class AnthropicFake:
         """起動する。``rule_based`` なら台本が空のとき規則で答える。``api_key`` を与えればそれ以外を 401 にする。"""
         self.server = FakeServer(self.respond if rule_based else None)
         self.api_key = api_key
+        # 規則モードのストリームの調整: フレーム間の待ち、テキストの分割数、この数のフレームの後で止まる (キャンセルの試験用)
         self.delay_s = 0.0
         self.pieces = 3
+        self.stall_after: int | None = None
         self.not_found_models = {"claude-3-opus-20240229"}
 
     # -- 基本
@@ -395,7 +397,7 @@ class AnthropicFake:
         blocks = self.answer_blocks(body)
         if body.get("stream"):
             frames = message_events(blocks, model=body["model"], pieces=self.pieces)
-            return StreamResponse(frames, delay_s=self.delay_s)
+            return StreamResponse(frames, delay_s=self.delay_s, stall_after=self.stall_after)
         return JSONResponse(message_json(blocks, model=body["model"]))
 
     def _authorised(self, request: RecordedRequest) -> bool:

@@ -290,8 +290,10 @@ class GeminiFake:
         self.server = FakeServer(self.respond if rule_based else None)
         self.api_key = api_key
         self.with_ids = with_ids
+        # 規則モードのストリームの調整: フレーム間の待ち、テキストの分割数、この数のフレームの後で止まる (キャンセルの試験用)
         self.delay_s = 0.0
         self.pieces = 3
+        self.stall_after: int | None = None
         self.not_found_models = {"gemini-1.5-pro", "gemini-1.5-flash"}
 
     # -- 基本
@@ -391,7 +393,7 @@ class GeminiFake:
         parts = self.answer_parts(body, thinking)
         if method == "streamGenerateContent":
             frames = [sse_frame(c) for c in response_chunks(parts, pieces=self.pieces, model_version=model)]
-            return StreamResponse(frames, delay_s=self.delay_s)
+            return StreamResponse(frames, delay_s=self.delay_s, stall_after=self.stall_after)
         return JSONResponse(response_json(parts, model_version=model))
 
     def _embed(self, body: dict[str, Any]) -> Scripted:
