@@ -150,3 +150,41 @@ def test_unanswered_confirmation_is_withdrawn_when_the_call_times_out(page, shor
     expect(dialog.locator("#confirm-message")).to_have_text("次の確認")
     page.locator("#confirm-yes").click()
     assert console.wait_run_end() == "finished"
+
+
+def test_model_selector_switches_the_thread_model(page, openai_server):
+    """モデル欄で選んだモデルが同じスレッドの以降の実行に効き、デモモデルなら帯が出る。"""
+    console = Console(page, openai_server).open()
+    expect(page.locator("#demo-banner")).to_be_hidden()
+    no_key = page.locator("#model-select option", has_text="anthropic/claude-sonnet-4-5")
+    expect(no_key).to_be_disabled()
+    expect(no_key).to_contain_text("キー未設定")
+    page.locator("#model-select").select_option("demo/scripted")
+    expect(page.locator("#demo-banner")).to_be_visible()
+    console.send("こんにちは")
+    assert console.wait_run_end() == "finished"
+    expect(console.run().locator(".run-meta")).to_contain_text("demo/scripted")
+    page.locator("#model-select").select_option("")
+    expect(page.locator("#demo-banner")).to_be_hidden()
+    console.send("もう一度")
+    assert console.wait_run_end() == "finished"
+    expect(console.run().locator(".run-meta")).to_contain_text("openai/gpt-4.1-mini")
+    # 選んだモデルはタブに覚えられている (自動に戻したので空)
+    assert page.evaluate("() => sessionStorage.getItem('llm_router.console.model')") is None
+
+
+def test_new_conversation_starts_an_empty_thread(page, openai_server):
+    """「新しい会話」で会話とタイムラインが空になり、新しいスレッドで続けられる。"""
+    console = Console(page, openai_server).open()
+    console.send("最初の会話")
+    assert console.wait_run_end() == "finished"
+    old_thread = console.state("connection.threadId")
+    page.locator("#new-thread").click()
+    expect(page.locator(".msg")).to_have_count(0)
+    expect(page.locator("details.run")).to_have_count(0)
+    expect(page.locator("#empty-state")).to_be_visible()
+    expect(page.locator("#prompt")).to_be_focused()
+    assert console.state("connection.threadId") != old_thread
+    console.send("二つ目の会話")
+    assert console.wait_run_end() == "finished"
+    expect(page.locator(".msg.user")).to_have_count(1)

@@ -6,7 +6,9 @@
  * tool_call_ready に error が付いていれば (引数が不正など) 実行しない (PROTOCOL.md)。
  */
 
-const NO_ARGS = { type: "object", properties: {}, additionalProperties: false };
+// additionalProperties は書かない: 引数はサーバーが元のスキーマで検証し、余分な引数はここで無視する。
+// 書くと Ollama や Gemini (OpenAPI 形式) 向けに落とされ、start の warnings が毎回出てしまう。
+const NO_ARGS = { type: "object", properties: {} };
 
 /** ページ上で最後に選択されたテキスト (入力欄の外)。ボタンを押すと選択が外れるので覚えておく。 */
 let lastSelection = { text: "", at: 0 };
@@ -71,7 +73,6 @@ export const CLIENT_TOOLS = [
         details: { type: "string", description: "補足の説明 (任意)" },
       },
       required: ["message"],
-      additionalProperties: false,
     },
     run: async (args, ctx) => {
       const confirmed = await ctx.dialog.ask(String(args.message), {

@@ -85,7 +85,8 @@ class ConsoleApp {
   /** start で送る内容 (モデル、ブラウザ側ツール、設定)。 */
   startParams() {
     const params = { tools: clientToolDefinitions(), settings: { reasoning: this.$("reasoning-select").value } };
-    const model = this.models.value();
+    // 「自動」でもサーバーの既定を明示する (start で model を省くと、スレッドの前のモデルが引き継がれるため)
+    const model = this.models.value() || this.info?.default_model;
     if (model) params.model = model;
     return params;
   }
@@ -102,6 +103,8 @@ class ConsoleApp {
     const model = ack.model || "";
     const demo = this.models.isDemo(model);
     this.$("demo-banner").hidden = !demo;
+    this.$("demo-reason-nokey").hidden = !this.info?.demo;
+    this.$("demo-reason-chosen").hidden = Boolean(this.info?.demo);
     setText(this.$("demo-model-name"), model);
     this.models.showActive(model);
     this.showWarnings(ack.warnings || []);
@@ -141,7 +144,10 @@ class ConsoleApp {
   /** 警告の帯 (start の warnings など)。 */
   showWarnings(warnings) {
     const banner = this.$("warnings-banner");
-    banner.replaceChildren(...warnings.map((w) => h("div", { text: `⚠ ${w}` })));
+    const close = h("button.button.ghost.small", { type: "button", "aria-label": "注意を閉じる", text: "閉じる", onclick: () => { banner.hidden = true; } });
+    const list = h("ul.warning-list", {}, ...warnings.map((w) => h("li", { text: w })));
+    const head = h("div.warning-head", {}, h("strong", { text: `⚠ 注意 (${warnings.length} 件)` }), close);
+    banner.replaceChildren(head, list);
     banner.hidden = warnings.length === 0;
   }
 
