@@ -68,3 +68,23 @@ def test_thinking_client_tool_round_trip_over_the_protocol(stack):
     ]
     assert signature not in json.dumps(events, ensure_ascii=False)
     assert signature not in server.log_text() and KEY not in server.log_text()
+
+
+def test_cancel_while_thinking_closes_the_upstream_stream(stack):
+    """思考の途中の cancel: run_cancelled が 1 度だけ届き、偽 Gemini は接続の切断を見る。"""
+    fake, server = stack
+    fake.server.client_disconnected.clear()
+    fake.stall_after = 1  # 最初の思考のチャンクの後で止まる
+    try:
+        with ProtocolClient(server.url) as client:
+            thread_id = client.start(settings={"reasoning": "low"})["thread_id"]
+            run_id = client.send_message(thread_id, "ゆっくり考えて")["run_id"]
+            client.wait_for("reasoning_delta", lambda e: e["run_id"] == run_id)
+            assert client.call("cancel", {"thread_id": thread_id})["cancelled"] is True
+            end = client.wait_run_end(run_id)
+            assert end["type"] == "run_cancelled"
+            assert fake.server.client_disconnected.wait(5)
+            ends = [n for n, d in client.events if n.startswith("run_") and d.get("run_id") == run_id]
+            assert ends.count("run_cancelled") == 1 and "run_finished" not in ends
+    finally:
+        fake.stall_after = None
