@@ -213,3 +213,37 @@ def test_all_chunks_are_reasoning_then_text_then_tools_in_order(fake):
         "UsageUpdate",
         "StreamEnd",
     ]
+
+
+def test_server_tool_blocks_are_kept_for_the_round_trip_but_yield_no_tool_calls(fake):
+    """サーバー側ツール (web 検索) のブロックは、こちらのツール呼び出しにはせず、input を組み立てて保持する。"""
+    start = {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}
+    result = {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []}
+    frames = [
+        sse_frame(
+            {"type": "message_start", "message": {"usage": {"input_tokens": 3, "output_tokens": 1}}}, "message_start"
+        ),
+        sse_frame({"type": "content_block_start", "index": 0, "content_block": start}, "content_block_start"),
+        sse_frame(
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": '{"query": "天気"}'},
+            },
+            "content_block_delta",
+        ),
+        sse_frame({"type": "content_block_stop", "index": 0}, "content_block_stop"),
+        sse_frame({"type": "content_block_start", "index": 1, "content_block": result}, "content_block_start"),
+        sse_frame({"type": "content_block_stop", "index": 1}, "content_block_stop"),
+        sse_frame(
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}},
+            "message_delta",
+        ),
+        sse_frame({"type": "message_stop"}, "message_stop"),
+    ]
+    fake.server.enqueue(StreamResponse(frames))
+    chunks = list(client(fake).chat_stream(request()))
+    assert not [c for c in chunks if isinstance(c, ToolCallStart)]
+    blocks = chunks[-1].message.provider_state.data
+    assert blocks[0] == {**start, "input": {"query": "天気"}} and blocks[1] == result
+    assert chunks[-1].finish_reason == "stop"

@@ -249,6 +249,7 @@ class AnthropicStreamParser:
             "tool_use": self._stop_tool_use,
             "thinking": self._stop_thinking,
             "redacted_thinking": self._stop_redacted,
+            "server_tool_use": self._stop_server_tool_use,
         }
 
     # ------------------------------------------------------------ 入口
@@ -392,13 +393,22 @@ class AnthropicStreamParser:
     # -- 終わり
     def _stop_tool_use(self, index: int) -> list[StreamChunk]:
         """ツール呼び出しの完成: ここで初めて引数を解析する (空文字は ``{}``)。"""
+        self.blocks[index]["input"] = self._parsed_input(index)
+        return self.acc.tool_end(self._tool_index[index])
+
+    def _parsed_input(self, index: int) -> dict[str, Any]:
+        """ブロックの部分 JSON をつないで解析する (空文字は ``{}``、壊れていれば ``{}``: 誤りは組み立て器が報告する)。"""
         raw = "".join(self._json.get(index, []))
         try:
             parsed = json.loads(raw) if raw.strip() else {}
         except ValueError:
             parsed = {}
-        self.blocks[index]["input"] = parsed if isinstance(parsed, dict) else {}
-        return self.acc.tool_end(self._tool_index[index])
+        return parsed if isinstance(parsed, dict) else {}
+
+    def _stop_server_tool_use(self, index: int) -> list[StreamChunk]:
+        """サーバー側ツール (web 検索など) の呼び出し: 送り返すために input を組み立てるだけ (チャンクは出さない)。"""
+        self.blocks[index]["input"] = self._parsed_input(index)
+        return []
 
     def _stop_thinking(self, index: int) -> list[StreamChunk]:
         """思考ブロックの終わり (署名つきで保持)。"""
