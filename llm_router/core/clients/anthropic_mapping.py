@@ -274,6 +274,9 @@ class AnthropicStreamParser:
             raise ProviderStreamBrokenError("the stream ended before message_stop", provider=PROVIDER)
         blocks = [self.blocks[i] for i in sorted(self.blocks)]
         reason = STOP_REASONS.get(self.stop_reason or "end_turn", "stop")
+        if reason == "tool_calls" and not self.acc.has_tool_calls:
+            # tool_use で止まったのにこちらの呼び出しが無い (サーバー側ツールだけ) なら、ループを回さない
+            reason = "stop"
         return self.acc.finish(reason, ProviderState(PROVIDER, blocks))
 
     # ------------------------------------------------------------ メッセージ単位のイベント
