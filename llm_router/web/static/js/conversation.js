@@ -59,6 +59,21 @@ export class ConversationView {
     this.batcher.schedule();
   }
 
+  /** 実行がサーバーで始まった (run_started を受け取った) か。 */
+  hasStarted(runId) {
+    return Boolean(this.runs.get(runId)?.started);
+  }
+
+  /** 始まらなかった実行の表示を取り除く (送信が断られたとき)。 */
+  removeRun(runId) {
+    const run = this.runs.get(runId);
+    if (!run) return;
+    run.user?.remove();
+    run.assistant.remove();
+    this.runs.delete(runId);
+    if (this.runs.size === 0) this.emptyState.hidden = false;
+  }
+
   /** 実行の表示を作る (無ければ)。 */
   ensureRun(runId) {
     let run = this.runs.get(runId);
@@ -87,6 +102,7 @@ export class ConversationView {
 
   /** run_started: アシスタントの枠を出し、考え中の表示にする。 */
   on_run_started(event, run) {
+    run.started = true;
     run.assistant.hidden = false;
     run.assistant.setAttribute("aria-busy", "true");
     this.setStatus(run, "考えています…");

@@ -106,7 +106,7 @@ class ConsoleApp {
     this.$("demo-reason-nokey").hidden = !this.info?.demo;
     this.$("demo-reason-chosen").hidden = Boolean(this.info?.demo);
     setText(this.$("demo-model-name"), model);
-    this.models.showActive(model);
+    if (!this.models.value()) this.models.showActive(model);
     this.showWarnings(ack.warnings || []);
     this.tools.synced(resumed);
     this.updateControls();
@@ -225,6 +225,8 @@ class ConsoleApp {
       await this.connection.sendMessage(text, runId);
     } catch (err) {
       if (this.activeRunId === runId) this.activeRunId = null;
+      // 実行は始まらなかった: 発言の吹き出しを取り下げ、文を入力欄に戻す
+      if (!this.conversation.hasStarted(runId)) this.conversation.removeRun(runId);
       this.showWarnings([`送信できませんでした: ${err.message} (${err.code})`]);
       if (!prompt.value) prompt.value = text;
       this.updateControls();
