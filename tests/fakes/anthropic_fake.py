@@ -181,6 +181,12 @@ def example_arguments(schema: dict[str, Any]) -> Any:
     return examples.get(kind, "東京")
 
 
+def example_object(schema: dict[str, Any] | None) -> dict[str, Any]:
+    """ツールの引数の例 (常にオブジェクト。スキーマが無い・空なら ``{}``)。"""
+    value = example_arguments(schema) if schema else {}
+    return value if isinstance(value, dict) else {}
+
+
 def latest_user_text(content: Any) -> str:
     """user メッセージの内容からテキストを取り出す。"""
     if isinstance(content, str):
@@ -418,9 +424,15 @@ class AnthropicFake:
             quoted = "; ".join(_result_text(b) for b in results)
             return [*blocks, text_block(f"ツールの結果: {quoted}")]
         text = latest_user_text(content)
-        named = [t for t in body.get("tools") or [] if t["name"] in text]
-        if named and (body.get("tool_choice") or {}).get("type") != "none":
-            return blocks + [tool_use_block(t["name"], example_arguments(t["input_schema"])) for t in named]
+        tools = body.get("tools") or []
+        choice = body.get("tool_choice") or {}
+        named = [t for t in tools if t["name"] in text]
+        if choice.get("type") == "tool":
+            named = [t for t in tools if t["name"] == choice.get("name")]
+        elif choice.get("type") == "any" and not named:
+            named = tools[:1]
+        if named and choice.get("type") != "none":
+            return blocks + [tool_use_block(t["name"], example_object(t.get("input_schema"))) for t in named]
         return [*blocks, text_block(f"こんにちは。「{text}」への回答です。")]
 
 

@@ -22,7 +22,7 @@ import json
 import re
 from typing import Any
 
-from tests.fakes.anthropic_fake import example_arguments, split
+from tests.fakes.anthropic_fake import example_object, split
 from tests.fakes.server import FakeServer, JSONResponse, RecordedRequest, Scripted, StreamResponse, sse_frame
 
 DEFAULT_MODEL_VERSION = "gemini-fake-1"
@@ -417,14 +417,19 @@ class GeminiFake:
             return [*thought, self._signed(text_part(f"ツールの結果: {quoted}"), thinking)]
         text = " ".join(p.get("text", "") for p in parts if "text" in p)
         declarations = [d for t in body.get("tools") or [] for d in t.get("functionDeclarations") or []]
-        mode = (((body.get("toolConfig") or {}).get("functionCallingConfig")) or {}).get("mode")
+        calling = ((body.get("toolConfig") or {}).get("functionCallingConfig")) or {}
+        mode, allowed = calling.get("mode"), calling.get("allowedFunctionNames") or []
         named = [d for d in declarations if d["name"] in text] if mode != "NONE" else []
+        if mode == "ANY" and allowed:
+            named = [d for d in named if d["name"] in allowed] or [d for d in declarations if d["name"] in allowed][:1]
+        elif mode == "ANY" and not named:
+            named = declarations[:1]
         if named:
             calls = []
             for i, d in enumerate(named):
                 schema = d.get("parametersJsonSchema") or d.get("parameters") or {}
                 call_id = f"fc_{next(_ids)}" if self.with_ids else None
-                part = function_call_part(d["name"], example_arguments(schema), call_id)
+                part = function_call_part(d["name"], example_object(schema), call_id)
                 calls.append(self._signed(part, thinking and i == 0))
             return thought + calls
         return [*thought, self._signed(text_part(f"こんにちは。「{text}」への回答です。"), thinking)]

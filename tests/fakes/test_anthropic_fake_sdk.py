@@ -183,3 +183,15 @@ def test_rules_refuse_what_the_real_api_refuses(rules):
             client.messages.create(**_ask(None, tools=[WEATHER], thinking=thinking, max_tokens=2048, messages=messages))
     with pytest.raises(anthropic.AuthenticationError):
         _sdk(rules, key="wrong").messages.create(**_ask(None))
+
+
+def test_rules_honour_forced_tool_choice(rules):
+    """規則モード: tool_choice が tool / any なら、文に名前が無くてもツールを呼ぶ。"""
+    client = _sdk(rules)
+    clock = {"name": "current_time", "description": "時刻", "input_schema": {"type": "object", "properties": {}}}
+    forced = client.messages.create(
+        **_ask(None, tools=[WEATHER, clock], tool_choice={"type": "tool", "name": "current_time"})
+    )
+    assert [b.name for b in forced.content if b.type == "tool_use"] == ["current_time"]
+    anything = client.messages.create(**_ask(None, tools=[WEATHER, clock], tool_choice={"type": "any"}))
+    assert [b.name for b in anything.content if b.type == "tool_use"] == ["get_weather"]

@@ -186,3 +186,19 @@ def test_rules_bad_key_and_retired_model():
         with pytest.raises(errors.ClientError) as info:
             client.models.generate_content(model="gemini-1.5-pro", contents="x")
         assert info.value.code == 404
+
+
+def test_rules_honour_forced_function_calling():
+    """規則モード: mode ANY + allowedFunctionNames なら、文に名前が無くてもその関数を呼ぶ。"""
+    with GeminiFake(rule_based=True) as rules:
+        client = _sdk(rules)
+        other = types.FunctionDeclaration(name="current_time", description="時刻")
+        config = types.GenerateContentConfig(
+            tools=[types.Tool(function_declarations=[WEATHER, other])],
+            tool_config=types.ToolConfig(
+                function_calling_config=types.FunctionCallingConfig(mode="ANY", allowed_function_names=["current_time"])
+            ),
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+        )
+        response = client.models.generate_content(model=MODEL, contents="何か", config=config)
+        assert [c.name for c in response.function_calls] == ["current_time"]
