@@ -188,3 +188,24 @@ def test_new_conversation_starts_an_empty_thread(page, openai_server):
     console.send("二つ目の会話")
     assert console.wait_run_end() == "finished"
     expect(page.locator(".msg.user")).to_have_count(1)
+
+
+def test_selection_is_forgotten_when_it_is_cleared_outside_the_input(page, openai_server):
+    """入力欄の外で選択を外すと、get_selected_text は空を返す (古い選択を返さない)。"""
+    console = Console(page, openai_server).open()
+    console.send("選ばれる文")
+    console.wait_run_end()
+    page.evaluate(
+        """() => {
+            const range = document.createRange();
+            range.selectNodeContents(document.querySelector('.msg.user .msg-text'));
+            document.getSelection().removeAllRanges();
+            document.getSelection().addRange(range);
+        }"""
+    )
+    expect(page.locator("#selection-hint")).to_contain_text("選択中のテキスト")
+    page.evaluate("() => document.getSelection().removeAllRanges()")
+    expect(page.locator("#selection-hint")).to_have_text("")
+    console.send("get_selected_text で選択を読んで")
+    assert console.wait_run_end() == "finished"
+    assert '"has_selection": false' in console.assistant_text()

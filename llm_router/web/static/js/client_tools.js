@@ -10,26 +10,27 @@
 // 書くと Ollama や Gemini (OpenAPI 形式) 向けに落とされ、start の warnings が毎回出てしまう。
 const NO_ARGS = { type: "object", properties: {} };
 
-/** ページ上で最後に選択されたテキスト (入力欄の外)。ボタンを押すと選択が外れるので覚えておく。 */
+/** ページ上で選択中のテキスト (入力欄の外)。入力欄へ移ると選択は外れるので、そのときは直前のものを保つ。 */
 let lastSelection = { text: "", at: 0 };
 
-/** 選択の変化を追い、入力欄の外で選ばれた最新のテキストを覚える。 */
+/** 選択の変化を追う。入力欄の外で選択が外れたら忘れ、入力欄へ移っただけなら覚えたままにする。 */
 export function trackSelection(onChange) {
   document.addEventListener("selectionchange", () => {
     const selection = document.getSelection();
     const text = selection ? selection.toString() : "";
-    if (!text.trim()) return;
-    const node = selection.anchorNode;
-    const inComposer = node && node.parentElement && node.parentElement.closest("#composer");
-    if (inComposer) return;
+    const node = selection?.anchorNode;
+    const el = node && (node.nodeType === Node.ELEMENT_NODE ? node : node.parentElement);
+    if (el && el.closest("#composer")) return;
+    if (!text.trim()) {
+      if (lastSelection.text) {
+        lastSelection = { text: "", at: 0 };
+        onChange?.("");
+      }
+      return;
+    }
     lastSelection = { text, at: Date.now() };
     onChange?.(text);
   });
-}
-
-/** 覚えている選択を消す。 */
-export function clearSelection() {
-  lastSelection = { text: "", at: 0 };
 }
 
 /** ブラウザのロケールとタイムゾーン。 */
@@ -44,7 +45,7 @@ function getBrowserLocale() {
   };
 }
 
-/** いま選択されているテキスト (無ければ、ページ上で最後に選択されたテキスト)。 */
+/** いま選択されているテキスト (入力欄にいるなら、その直前にページ上で選択していたテキスト)。 */
 function getSelectedText() {
   const now = document.getSelection()?.toString() || "";
   const text = now.trim() ? now : lastSelection.text;

@@ -56,7 +56,7 @@ class ConsoleApp {
   async init() {
     this.bindComposer();
     this.bindControls();
-    trackSelection((text) => setText(this.$("selection-hint"), `選択中のテキスト: ${text.length.toLocaleString("ja-JP")} 文字`));
+    trackSelection((text) => setText(this.$("selection-hint"), text ? `選択中のテキスト: ${text.length.toLocaleString("ja-JP")} 文字` : ""));
     this.renderSuggestions();
     try {
       const response = await fetch("/api/info", { headers: { Accept: "application/json" } });
