@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser("ingest", help="ファイルやフォルダを取り込む (.txt .md .html .pdf)")
     ingest.add_argument("paths", nargs="+", help="ファイルまたはフォルダ")
     ingest.add_argument("--quiet", action="store_true", help="進捗バーを出さない")
+    ingest.add_argument(
+        "--prune", action="store_true", help="指定したフォルダの下で、ディスクから消えたファイルをストアからも消す"
+    )
     search = sub.add_parser("search", help="取り込んだ文書を検索する")
     search.add_argument("query", help="検索語")
     search.add_argument("-k", "--top-k", type=int, default=None, help="件数 (既定は rag.top_k)")
@@ -73,6 +76,23 @@ def _tokens(report: Any) -> str:
     return f"{report.tokens:,}{mark}"
 
 
+def summary_line(report: Any) -> str:
+    """取り込みの要約の 1 行 (追加 / 更新 / 変更なし / 失敗 / 削除、チャンク、トークン)。"""
+    files = [
+        f"追加 {len(report.added)}",
+        f"更新 {len(report.updated)}",
+        f"変更なし {len(report.unchanged)}",
+        f"失敗 {len(report.failed)}",
+    ]
+    if report.removed:
+        files.append(f"削除 {len(report.removed)}")
+    return (
+        f"取り込み完了 ({report.model}): {' / '.join(files)} ファイル, "
+        f"チャンク {report.chunks} (新たに埋め込み {report.embedded_chunks}, 再利用 {report.reused_chunks}), "
+        f"埋め込みトークン {_tokens(report)}"
+    )
+
+
 def cmd_ingest(settings: Any, args: argparse.Namespace) -> int:
     """``ingest``: 取り込み、要約を出す。"""
     from llm_router.rag.embedding import HASHING_SPEC, LEXICAL_NOTICE
@@ -82,19 +102,14 @@ def cmd_ingest(settings: Any, args: argparse.Namespace) -> int:
 
     bar = ProgressBar(sys.stderr, enabled=not args.quiet)
     try:
-        report = ingest(settings, args.paths, progress=bar)
+        report = ingest(settings, args.paths, progress=bar, prune=args.prune)
     finally:
         bar.finish()
     if report.model == HASHING_SPEC:
         print(f"注意: {LEXICAL_NOTICE}", file=sys.stderr)
     for source, reason in report.failed:
         print(f"失敗: {display_source(source)}: {reason}", file=sys.stderr)
-    print(
-        f"取り込み完了 ({report.model}): 追加 {len(report.added)} / 更新 {len(report.updated)} / "
-        f"変更なし {len(report.unchanged)} / 失敗 {len(report.failed)} ファイル, "
-        f"チャンク {report.chunks} (新たに埋め込み {report.embedded_chunks}, 再利用 {report.reused_chunks}), "
-        f"埋め込みトークン {_tokens(report)}"
-    )
+    print(summary_line(report))
     return 1 if report.failed else 0
 
 

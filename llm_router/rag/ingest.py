@@ -128,8 +128,11 @@ def ingest(
     progress: IngestProgress | None = None,
     cancel: CancelToken | None = None,
     router: Any = None,
+    prune: bool = False,
 ) -> IngestReport:
     """ファイルとフォルダを取り込み、ストアを保存する。
+
+    ``prune`` なら、指定したフォルダの下にあってもうディスクに無いファイルのチャンクを消す。
 
     Raises:
         EmbeddingModelMismatchError: ストアと違う埋め込みモデルを指定したとき。
@@ -156,6 +159,8 @@ def ingest(
         files, missing = discover(list(paths))
         report.failed.extend(missing)
         plan = _plan(files, store, chunking, report, progress)
+        if prune and store is not None:
+            _prune(paths, store, plan, report)
         new_chunks = [c for chunks in plan.chunks.values() for c in chunks]
         report.chunks = len(new_chunks)
         if not plan.remove:
@@ -184,6 +189,19 @@ def ingest(
         if error is not None and not plan.remove:
             raise error
     return report
+
+
+def _prune(paths: Sequence[str | Path], store: VectorStore, plan: _Plan, report: IngestReport) -> None:
+    """指定したフォルダの下で、ディスクから消えたファイルを削除の計画に入れる。"""
+    for raw in paths:
+        folder = Path(raw).expanduser().resolve()
+        if not folder.is_dir():
+            continue
+        prefix = str(folder).rstrip("/") + "/"
+        for source in store.sources:
+            if source.startswith(prefix) and not Path(source).exists() and source not in plan.remove:
+                plan.remove.add(source)
+                report.removed.append(source)
 
 
 def _embed(

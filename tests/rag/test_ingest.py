@@ -198,3 +198,15 @@ def test_a_transient_error_is_retried(tmp_path, docs, openai):
     openai.add_error(503, "overloaded", endpoint="embeddings")
     report = ingest(_openai_settings(tmp_path / "s", openai), [docs])
     assert not report.failed and len(report.added) == 3
+
+
+def test_prune_removes_files_deleted_from_the_folder(tmp_path, docs):
+    """--prune: 指定したフォルダの下で消えたファイルのチャンクをストアからも消す (prune なしでは残す)。"""
+    settings = rag_settings(tmp_path / "s")
+    ingest(settings, [docs])
+    (docs / "faq.txt").unlink()
+    kept = ingest(settings, [docs])
+    assert not kept.removed and str(docs / "faq.txt") in VectorStore.load(tmp_path / "s").sources
+    pruned = ingest(settings, [docs], prune=True)
+    assert pruned.removed == [str(docs / "faq.txt")]
+    assert str(docs / "faq.txt") not in VectorStore.load(tmp_path / "s").sources
