@@ -62,6 +62,8 @@ class Fakes:
             f"providers.anthropic.base_url={self.anthropic.base_url}",
             f"providers.gemini.base_url={self.gemini.base_url}",
             f"providers.ollama.base_url={self.ollama.base_url}",
+            # 旧来の OpenAPI 形式では落とすキーワードがあるので、start の warnings を確かめられる
+            "providers.gemini.schema_mode=openapi",
         ]
 
     def server_of(self, provider: str):
@@ -151,3 +153,21 @@ def test_cancel_while_streaming_closes_every_providers_connection(multi_server, 
     finally:
         if hasattr(fake, "stall_after"):
             fake.stall_after, fake.pieces = None, 3
+
+
+def test_start_warnings_name_dropped_schema_keywords_and_unsupported_reasoning(multi_server):
+    """start の warnings: プロバイダが受け取れないスキーマのキーワード (ツール名つき) と、推論の非対応。"""
+    tool = {
+        "name": "send_mail",
+        "description": "メール",
+        "parameters": {
+            "type": "object",
+            "properties": {"to": {"type": "string", "format": "email"}},
+            "additionalProperties": False,
+        },
+    }
+    client = multi_server.client()
+    gemini = client.start(model="gemini/gemini-2.5-flash", tools=[tool])
+    assert gemini["ok"] and any("send_mail" in w and "additionalProperties" in w for w in gemini["warnings"])
+    openai = client.start(model="openai/gpt-4.1-mini", tools=[tool], settings={"reasoning": "high"})
+    assert openai["ok"] and any("reasoning" in w for w in openai["warnings"])
