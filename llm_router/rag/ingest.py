@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from llm_router.core.schemas.errors import LLMRouterError
+from llm_router.core.schemas.errors import ConfigurationError, LLMRouterError
 from llm_router.rag.chunking import ChunkingConfig, chunk_document
 from llm_router.rag.embedding import embed_in_batches, make_embedder, resolve_embedding_spec
 from llm_router.rag.loaders import discover, load_document
@@ -144,8 +144,6 @@ def ingest(
     try:
         chunking = ChunkingConfig(config.chunk_size, config.chunk_overlap)
     except ValueError as exc:
-        from llm_router.core.schemas.errors import ConfigurationError
-
         raise ConfigurationError(str(exc)) from exc
     report = IngestReport()
     root = store_root(settings)
@@ -161,34 +159,50 @@ def ingest(
         plan = _plan(files, store, chunking, report, progress)
         if prune and store is not None:
             _prune(paths, store, plan, report)
-        new_chunks = [c for chunks in plan.chunks.values() for c in chunks]
-        report.chunks = len(new_chunks)
-        if not plan.remove:
-            return report
-        known = store.rows_by_hash() if store is not None else {}
-        wanted: dict[str, str] = {}
-        for chunk in new_chunks:
+        report.chunks = sum(len(chunks) for chunks in plan.chunks.values())
+        if plan.remove:
+            _embed_and_save(root, store, spec, embedder, plan, report, progress, cancel)
+    return report
+
+
+def _embed_and_save(
+    root: Path,
+    store: VectorStore | None,
+    spec: str,
+    embedder: Any,
+    plan: _Plan,
+    report: IngestReport,
+    progress: Any,
+    cancel: CancelToken | None,
+) -> None:
+    """計画のチャンクのうち未知のテキストだけを埋め込み、新しい世代を保存する。
+
+    Raises:
+        LLMRouterError: 埋め込みが 1 つも揃わず、保存するものが無いとき (プロバイダのエラーそのもの)。
+    """
+    known = store.rows_by_hash() if store is not None else {}
+    wanted: dict[str, str] = {}
+    for chunks in plan.chunks.values():
+        for chunk in chunks:
             if chunk.content_hash not in known:
                 wanted.setdefault(chunk.content_hash, chunk.text)
-        embedded: dict[str, np.ndarray] = {}
-        error = _embed(embedder, wanted, embedded, report, progress, cancel)
-        if store is None:
-            dimension = next(iter(embedded.values())).shape[0] if embedded else embedder.dimension
-            if dimension is None:
-                raise error or LLMRouterError("no embeddings were produced (埋め込みを作れませんでした)")
-            store = VectorStore.empty(spec, int(dimension), semantic=embedder.semantic)
-        else:
-            store.check_model(spec, embedder.dimension)
-        _drop_incomplete(plan, known, embedded, report, error)
-        if plan.remove:
-            vectors = _vectors_for(plan, store, known, embedded)
-            final_chunks = [c for chunks in plan.chunks.values() for c in chunks]
-            report.chunks = len(final_chunks)
-            report.reused_chunks = sum(1 for c in final_chunks if c.content_hash in known)
-            store.updated(plan.remove, final_chunks, vectors, plan.records).save(root)
-        if error is not None and not plan.remove:
-            raise error
-    return report
+    embedded: dict[str, np.ndarray] = {}
+    error = _embed(embedder, wanted, embedded, report, progress, cancel)
+    if store is None:
+        dimension = next(iter(embedded.values())).shape[0] if embedded else embedder.dimension
+        if dimension is None:
+            raise error or LLMRouterError("no embeddings were produced (埋め込みを作れませんでした)")
+        store = VectorStore.empty(spec, int(dimension), semantic=embedder.semantic)
+    else:
+        store.check_model(spec, embedder.dimension)
+    _drop_incomplete(plan, known, embedded, report, error)
+    if not plan.remove:
+        raise error or LLMRouterError("nothing to save (保存するものがありません)")
+    vectors = _vectors_for(plan, store, known, embedded)
+    final_chunks = [c for chunks in plan.chunks.values() for c in chunks]
+    report.chunks = len(final_chunks)
+    report.reused_chunks = sum(1 for c in final_chunks if c.content_hash in known)
+    store.updated(plan.remove, final_chunks, vectors, plan.records).save(root)
 
 
 def _prune(paths: Sequence[str | Path], store: VectorStore, plan: _Plan, report: IngestReport) -> None:

@@ -74,10 +74,7 @@ def hybrid_search(
         return []
     use_hybrid = config.hybrid if hybrid is None else hybrid
     candidates = candidate_count(top_k, config)
-    vector_rows = np.zeros(0, np.int64)
-    if query_vector is not None:
-        vector_rows, _ = store.search(query_vector, top_k if not use_hybrid else candidates)
-    lexical = None
+    lexical: np.ndarray | None = None
     if use_hybrid or query_vector is None:
         lexical = store.lexical.scores(query, config.bm25_k1, config.bm25_b)
         lexical_rows = top_k_indices(lexical, candidates)
@@ -85,16 +82,22 @@ def hybrid_search(
     if query_vector is None:
         ranked = [(int(r), float(lexical[r])) for r in lexical_rows[:top_k]]  # type: ignore[index]
     elif not use_hybrid:
-        ranked = [(int(r), float(store.vectors[r] @ query_vector)) for r in vector_rows]
+        rows, scores = store.search(query_vector, top_k)
+        ranked = [(int(r), float(v)) for r, v in zip(rows, scores, strict=True)]
     else:
+        vector_rows, _ = store.search(query_vector, candidates)
         fused = rrf_fuse([vector_rows, lexical_rows], config.rrf_k)
         ranked = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:top_k]
-    hits = []
-    for row, score in ranked:
-        vector_score = float(store.vectors[row] @ query_vector) if query_vector is not None else None
-        lexical_score = float(lexical[row]) if lexical is not None else None
-        hits.append(Hit(store.chunks[row], score, vector_score, lexical_score))
-    return hits
+    return [_hit(store, row, score, query_vector, lexical) for row, score in ranked]
+
+
+def _hit(
+    store: VectorStore, row: int, score: float, query_vector: np.ndarray | None, lexical: np.ndarray | None
+) -> Hit:
+    """行 ``row`` の検索結果 (ベクトルと語彙の値を、分かる方だけ添える)。"""
+    vector_score = float(store.vectors[row] @ query_vector) if query_vector is not None else None
+    lexical_score = float(lexical[row]) if lexical is not None else None
+    return Hit(store.chunks[row], score, vector_score, lexical_score)
 
 
 def display_source(source: str, base: Path | None = None) -> str:
