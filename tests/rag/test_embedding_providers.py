@@ -5,9 +5,9 @@ import numpy as np
 from llm_router.rag.ingest import ingest
 from llm_router.rag.search import DocumentSearch
 from llm_router.rag.store import VectorStore
+from tests.fakes.gemini_fake import GeminiFake, hash_vector
 from tests.fakes.ollama_fake import OllamaFake
 from tests.fakes.openai_fake import OpenAIFake, embedding_vector
-from tests.fakes.server import FakeServer, JSONResponse
 from tests.rag.conftest import rag_settings
 
 FAST_RETRY = ("retry.initial_backoff_s=0.01", "retry.max_backoff_s=0.02")
@@ -71,37 +71,17 @@ def test_ollama_embed_is_batched_in_order(tmp_path, docs):
         assert [r.json()["input"] for r in fake.requests] == [["保証期間"]]
 
 
-class _GeminiEmbeddings:
-    """``:batchEmbedContents`` の偽サーバー (公式の形 ``{"embeddings": [{"values": [...]}]}``)。"""
-
-    def __init__(self) -> None:
-        """ループバックで起動する。"""
-        self.server = FakeServer(handler=self._handle)
-
-    def _handle(self, request):
-        """リクエストの順に、テキストから決定的に作ったベクトルを返す。"""
-        items = (request.json() or {}).get("requests") or []
-        return JSONResponse(
-            {"embeddings": [{"values": embedding_vector(i["content"]["parts"][0]["text"], 6)} for i in items]}
-        )
-
-    def bodies(self) -> list[dict]:
-        """届いた本文。"""
-        return [r.json() for r in self.server.requests]
-
-
 def test_gemini_batch_embed_contents_with_task_types(tmp_path, docs):
     """Gemini: ``batchEmbedContents`` に ``models/M`` と taskType (文書は RETRIEVAL_DOCUMENT、問い合わせは RETRIEVAL_QUERY)。"""
-    fake = _GeminiEmbeddings()
-    try:
+    with GeminiFake(rule_based=True, api_key="g-key") as fake:
         settings = rag_settings(
             tmp_path / "s",
             "rag.embedding_model=gemini/gemini-embedding-001",
-            *_provider_overrides("gemini", fake.server.base_url, 2),
+            *_provider_overrides("gemini", fake.base_url, 2),
             environ={"GEMINI_API_KEY": "g-key"},
         )
         ingest(settings, [docs])
-        requests = fake.server.requests
+        requests = fake.requests
         assert {r.path for r in requests} == {"/v1beta/models/gemini-embedding-001:batchEmbedContents"}
         assert all(r.headers["x-goog-api-key"] == "g-key" and "g-key" not in r.path for r in requests)
         items = [item for body in fake.bodies() for item in body["requests"]]
@@ -110,10 +90,10 @@ def test_gemini_batch_embed_contents_with_task_types(tmp_path, docs):
         assert {i["taskType"] for i in items} == {"RETRIEVAL_DOCUMENT"}
         store = VectorStore.load(tmp_path / "s")
         assert [i["content"]["parts"][0]["text"] for i in items] == [c.text for c in store.chunks]
-        np.testing.assert_allclose(store.vectors[0], _unit(store.chunks[0].text, 6), rtol=1e-5)
+        for row, chunk in enumerate(store.chunks):
+            expected = np.asarray(hash_vector(chunk.text + "RETRIEVAL_DOCUMENT", 8), dtype=np.float32)
+            np.testing.assert_allclose(store.vectors[row], expected / np.linalg.norm(expected), rtol=1e-5)
         fake.server.requests.clear()
         DocumentSearch(settings).search("型番", 1)
         (query,) = fake.bodies()
         assert query["requests"][0]["taskType"] == "RETRIEVAL_QUERY"
-    finally:
-        fake.server.close()
