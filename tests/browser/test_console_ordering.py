@@ -49,3 +49,27 @@ def test_a_gap_that_never_fills_is_skipped_after_a_resync_attempt(page, demo_ser
     assert page.evaluate("() => probe.seen") == [1, 4, 5]
     page.evaluate("() => feed([2, 3, 6])")
     assert page.evaluate("() => probe.seen") == [1, 4, 5, 6]
+
+
+def test_resume_sends_the_last_seq_and_a_lost_thread_restarts_the_count(page, demo_server):
+    """再開の start は最後の seq を送る。サーバーがログを失っていれば (last_seq が小さい)、数え直して新しいイベントを受ける。"""
+    Console(page, demo_server).open()
+    page.evaluate(SETUP)
+    page.evaluate("() => feed([1, 2, 3])")
+    result = page.evaluate(
+        """async () => {
+            let info = null;
+            let sent = null;
+            probe.conn.onStarted = (ack, i) => { info = i; };
+            // 再起動したサーバーのふりをする小さなソケット: start に last_seq 0 で答える
+            probe.conn.socket = { connected: true, timeout: () => ({ emit: (event, payload, cb) => {
+                sent = payload;
+                cb(null, { ok: true, thread_id: payload.thread_id, model: 'demo/scripted', tools: [], last_seq: 0, warnings: [] });
+            } }) };
+            await probe.conn.start({ resumed: true });
+            feed([1, 2]);
+            return { info, resume: sent.resume_after_seq };
+        }"""
+    )
+    assert result == {"info": {"resumed": True, "lost": True}, "resume": 3}
+    assert page.evaluate("() => probe.seen") == [1, 2, 3, 1, 2]

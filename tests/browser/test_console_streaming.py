@@ -175,3 +175,30 @@ def test_broken_stream_resets_the_step(page, openai_server):
     console.wait_run_end()
     expect(console.run().locator(".item-reset").first).to_contain_text("ステップのやり直し")
     assert console.run().locator(".item.void").count() >= 1
+
+
+def test_server_restart_mid_run_is_shown_and_the_page_carries_on(page, monkeypatch):
+    """実行中にサーバーが再起動しても、ページは再接続し、実行が終わったことと履歴が失われたことを示し、続けて使える。"""
+    from tests.realtime import harness
+
+    first = harness.ServerProcess().start()
+    try:
+        console = Console(page, first).open()
+        console.send("こんにちは")  # デモモデルの長めの説明 (ゆっくり流れる)
+        _wait_text_at_least(console, 10)
+        first.stop()
+        # 同じポートで起動し直す (ページは同じ URL に再接続する)
+        monkeypatch.setattr(harness, "free_port", lambda: first.port)
+        second = harness.ServerProcess().start()
+    finally:
+        first.close()
+    try:
+        console.server = second
+        expect(page.locator("#warnings-banner")).to_contain_text("サーバーが再起動", timeout=30_000)
+        assert console.wait_run_end() == "cancelled"
+        expect(console.assistant().locator(".msg-stopped")).to_contain_text("サーバーの停止")
+        console.send("再起動の後に 12 * 3 を計算して")
+        assert console.wait_run_end() == "finished"
+        assert console.state("conversation.mismatches") == 0
+    finally:
+        second.close()

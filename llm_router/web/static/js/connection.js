@@ -29,7 +29,8 @@ export class AgentConnection {
    * @param {() => string|null} opts.getToken 接続トークン (無ければ null)
    * @param {(event: Object) => void} opts.onEvent seq 順に並んだ、重複のないイベントを受け取る
    * @param {(state: string, detail?: string) => void} opts.onStatus 接続状態の変化
-   * @param {(ack: Object, info: {resumed: boolean}) => void} opts.onStarted start の ack が ok だったとき
+   * @param {(ack: Object, info: {resumed: boolean, lost: boolean}) => void} opts.onStarted start の ack が ok だったとき
+   *   (lost: サーバーがこのスレッドのログを失っていた。再起動など)
    * @param {(err: Error) => void} opts.onStartFailed start が失敗したとき
    */
   constructor({ getToken, onEvent, onStatus, onStarted, onStartFailed }) {
@@ -58,7 +59,7 @@ export class AgentConnection {
         cb(token ? { token } : {});
       },
       reconnectionDelay: 500,
-      reconnectionDelayMax: 4000,
+      reconnectionDelayMax: 2000,
     });
     this.socket = socket;
     socket.on("connect", () => this.handleConnect());
@@ -133,12 +134,13 @@ export class AgentConnection {
       const ack = await this.request("start", payload);
       if (threadId !== this.threadId) return ack; // 待つ間に別の会話へ切り替わった
       this.knownThread = true;
-      if (typeof ack.last_seq === "number" && ack.last_seq < this.lastSeq) {
+      const lost = typeof ack.last_seq === "number" && ack.last_seq < this.lastSeq;
+      if (lost) {
         // サーバーがスレッドのログを失った (再起動など): 新しいログの seq に合わせ直す
         this.lastSeq = ack.last_seq;
         this.outOfOrder.clear();
       }
-      this.onStarted(ack, { resumed });
+      this.onStarted(ack, { resumed, lost });
       return ack;
     } catch (err) {
       this.onStartFailed(err);

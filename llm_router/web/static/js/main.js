@@ -98,8 +98,9 @@ class ConsoleApp {
   }
 
   /** start の ack: 実際のモデル、デモかどうか、警告を画面に出す。 */
-  started(ack, { resumed }) {
+  started(ack, { resumed, lost }) {
     this.$("auth-panel").hidden = true;
+    if (lost) this.threadLost();
     const model = ack.model || "";
     const demo = this.models.isDemo(model);
     this.$("demo-banner").hidden = !demo;
@@ -107,10 +108,19 @@ class ConsoleApp {
     this.$("demo-reason-chosen").hidden = Boolean(this.info?.demo);
     setText(this.$("demo-model-name"), model);
     if (!this.models.value()) this.models.showActive(model);
-    this.showWarnings(ack.warnings || []);
+    if (!lost) this.showWarnings(ack.warnings || []);
     this.tools.synced(resumed);
     this.updateControls();
     document.body.dataset.threadReady = "true";
+  }
+
+  /** サーバーがスレッドを失っていた (再起動など): 実行中だったものは終わったと示し、そのことを知らせる。 */
+  threadLost() {
+    if (this.activeRunId) {
+      const ts = Date.now() / 1000;
+      this.dispatch({ type: "run_cancelled", run_id: this.activeRunId, thread_id: this.connection.threadId, seq: null, ts, reason: "shutdown", usage: null });
+    }
+    this.showWarnings(["サーバーが再起動したため、この会話のこれまでの履歴はサーバーに残っていません。続けて送ると、新しい履歴として扱われます。"]);
   }
 
   /** start が拒否された: 他人のスレッドなら新しい会話に切り替える。 */

@@ -239,11 +239,13 @@ export class TimelineView {
     setText(step.usage, formatUsage(event.usage));
   }
 
-  /** retry: 再試行 (またはフォールバック) の行。 */
+  /** retry: 再試行の行。別のモデルへの切り替え (フォールバック) なら、そう示す。 */
   on_retry(event, run) {
+    const fallback = Boolean(event.model && run.model && event.model !== run.model && event.model !== run.lastRetryModel);
+    run.lastRetryModel = event.model;
     const wait = typeof event.wait_ms === "number" ? `${formatDuration(event.wait_ms)} 後` : "";
-    const facts = [`${event.attempt ?? "?"} 回目`, wait, event.model, event.reason].filter(Boolean).join(" · ");
-    this.addItem(run, event, "retry", h("span.item-label", { text: "再試行" }), facts);
+    const facts = [`${event.attempt ?? "?"} 回目`, wait, fallback ? `→ ${event.model}` : event.model, event.reason].filter(Boolean).join(" · ");
+    this.addItem(run, event, "retry", h("span.item-label", { text: fallback ? "フォールバック" : "再試行" }), facts);
     if (run.step) setText(run.step.status, "再試行を待っています…");
   }
 
@@ -304,6 +306,6 @@ export class TimelineView {
       }
     }
     this.setRunState(run, "cancelled", event);
-    this.addItem(run, event, "cancel", h("span.item-label", { text: "■ 停止" }), `${where} (理由: ${event.reason || "client"}) · ${formatUsage(event.usage)}`);
+    this.addItem(run, event, "cancel", h("span.item-label", { text: "■ 停止" }), [`${where} (理由: ${event.reason || "client"})`, formatUsage(event.usage)].filter(Boolean).join(" · "));
   }
 }
