@@ -210,3 +210,45 @@ def test_prune_removes_files_deleted_from_the_folder(tmp_path, docs):
     pruned = ingest(settings, [docs], prune=True)
     assert pruned.removed == [str(docs / "faq.txt")]
     assert str(docs / "faq.txt") not in VectorStore.load(tmp_path / "s").sources
+
+
+def test_concurrent_ingests_into_one_store_keep_every_file(tmp_path, docs):
+    """同じストアへ同時に 2 つの取り込みが走っても (排他ロックで順番に)、どちらのファイルも残る。
+
+    A を最初のファイルで止めている間に B を始める。ロックが無ければ B は先に保存を終え、その後 A が
+    (B を知らない古い世代から作った) ストアで上書きして B のファイルが消える。
+    """
+    import threading
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "x.txt").write_text("別のフォルダの文書です。", encoding="utf-8")
+    settings = rag_settings(tmp_path / "s")
+    inside, release, b_done = threading.Event(), threading.Event(), threading.Event()
+
+    class HoldFirstFile:
+        """最初のファイルで止まる進み具合。"""
+
+        def file(self, done, total, name):
+            """A が中にいることを知らせ、解放されるまで待つ。"""
+            inside.set()
+            release.wait(30)
+
+        def chunks(self, count):
+            """何もしない。"""
+
+        def batch(self, done, total):
+            """何もしない。"""
+
+    a = threading.Thread(target=ingest, args=(settings, [docs]), kwargs={"progress": HoldFirstFile()})
+    b = threading.Thread(target=lambda: (ingest(settings, [other]), b_done.set()))
+    a.start()
+    assert inside.wait(30)
+    b.start()
+    # ロックがあれば B は A が終わるまで待つので、期限つきで B の完了を待ってから A を放す
+    b_done.wait(1.0)
+    release.set()
+    a.join(60)
+    b.join(60)
+    assert b_done.is_set()
+    assert len(VectorStore.load(tmp_path / "s").sources) == 4
