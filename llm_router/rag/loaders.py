@@ -101,7 +101,10 @@ def _load_markdown(data: bytes) -> list[Section]:
         if text.strip():
             sections.append(Section(text=text, heading_path=tuple(t for _, t in path), first_line=start + 1))
 
+    front = _front_matter_end(lines)
     for i, line in enumerate(lines):
+        if i <= front:
+            continue
         stripped = line.rstrip("\r\n")
         fence_match = _FENCE.match(stripped)
         if fence_match:
@@ -122,6 +125,19 @@ def _load_markdown(data: bytes) -> list[Section]:
         start = first
     close(len(lines))
     return _drop_heading_only(sections)
+
+
+def _front_matter_end(lines: list[str]) -> int:
+    """先頭の YAML front matter (``---`` で囲まれた部分) の最後の行番号 (無ければ -1)。
+
+    閉じの ``---`` が setext 見出しと誤解されないよう、この範囲では見出しを探さない。
+    """
+    if not lines or lines[0].strip() != "---":
+        return -1
+    for i in range(1, len(lines)):
+        if lines[i].strip() in ("---", "..."):
+            return i
+    return -1
 
 
 def _heading_at(lines: list[str], i: int) -> tuple[int, str, int] | None:

@@ -128,3 +128,10 @@ def test_discover_walks_folders_and_reports_missing_paths(tmp_path):
     files, missing = discover([tmp_path, explicit, a, tmp_path / "nope.txt"])
     assert files == [a, b, explicit]
     assert missing == [(str(tmp_path / "nope.txt"), "not found (見つかりません)")]
+
+
+def test_markdown_front_matter_is_not_a_heading(tmp_path):
+    """先頭の YAML front matter の閉じ ``---`` を setext 見出しと取り違えない。"""
+    doc = load_document(_write(tmp_path, "a.md", "---\ntitle: 手引き\n---\n\n# 本題\n\n本文。\n"))
+    assert [s.heading_path for s in doc.sections] == [(), ("本題",)]
+    assert doc.sections[0].text.startswith("---\ntitle: 手引き")
