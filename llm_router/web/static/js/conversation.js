@@ -2,10 +2,11 @@
  * 会話ビュー: ユーザーの発言と、流れてくるアシスタントのテキスト。
  *
  * テキストは FrameBatcher で 1 フレームに 1 回、Text ノードとして足す (innerHTML は使わない)。
- * text_finished が来たら、その全文 (サーバーが確定したもの) で置き換える。
+ * text_finished が来たら、その全文 (サーバーが確定したもの) を Markdown の小さな部分集合として組み立て直す。
  * step_reset で無効になった部分は消し、停止・エラーはその位置に印を付ける。
  */
 import { h, setText } from "./dom.js";
+import { renderMarkdown } from "./markdown.js";
 
 const FINISH_NOTES = {
   length: "最大トークン数に達したため、応答は途中で終わっています。",
@@ -151,7 +152,9 @@ export class ConversationView {
     if (typeof event.text === "string") {
       // 流れてきた断片の和が確定テキストと違えば (取りこぼし・重複)、数えておき確定テキストを正とする
       if (block.textContent !== event.text) this.mismatches += 1;
-      setText(block, event.text);
+      block.rawText = event.text;
+      block.replaceChildren(...renderMarkdown(event.text));
+      block.classList.add("md");
     }
     run.hasText = run.hasText || Boolean(event.text);
   }
@@ -203,11 +206,27 @@ export class ConversationView {
     this.setStatus(run, `再試行しています (${event.attempt} 回目)…`, "warn");
   }
 
-  /** 実行の終わり (共通)。 */
+  /** 実行の終わり (共通): 応答を写せるボタンを付ける。 */
   finish(run) {
     run.assistant.removeAttribute("aria-busy");
     run.assistant.hidden = false;
+    if (run.texts.size > 0 && !run.copy) {
+      run.copy = h("button.copy-button", { type: "button", text: "コピー", "aria-label": "この応答をコピー", onclick: () => this.copy(run) });
+      run.assistant.appendChild(run.copy);
+    }
     for (const chip of run.chips.values()) if (chip.dataset.state === "running") chip.dataset.state = "stopped";
+  }
+
+  /** 応答のテキスト (Markdown の元の文) をクリップボードに写す。 */
+  async copy(run) {
+    const text = [...run.texts.values()].map((b) => b.rawText ?? b.textContent).join("\n\n");
+    try {
+      await navigator.clipboard.writeText(text);
+      setText(run.copy, "コピーしました");
+    } catch {
+      setText(run.copy, "コピーできませんでした");
+    }
+    setTimeout(() => setText(run.copy, "コピー"), 1500);
   }
 
   /** run_finished: 終わりの印 (途中で切れたなら注記)。 */
