@@ -10,7 +10,15 @@ import { formatDuration, formatUsage, h, pretty, setText } from "./dom.js";
 
 const EXECUTOR = { client: "ブラウザ", server: "サーバー" };
 const RUN_STATE = { running: "実行中", finished: "完了", error: "エラー", cancelled: "停止" };
+// タイムラインのテキストの行に出す冒頭の文字数
+const PREVIEW_CHARS = 80;
 const PHASES = { before_output: "出力の前", mid_stream: "出力の途中", tool: "ツールの実行中" };
+
+/** テキストの冒頭 (改行は空白に、長ければ … で切る)。 */
+function preview(text, total) {
+  const head = text.slice(0, PREVIEW_CHARS).replace(/\s+/g, " ");
+  return total > PREVIEW_CHARS ? `${head}…` : head;
+}
 
 /** タイムラインの表示。 */
 export class TimelineView {
@@ -149,8 +157,9 @@ export class TimelineView {
   /** text_started: 「テキスト」の行 (中身は会話ビューに出し、ここでは長さを数える)。 */
   on_text_started(event, run) {
     const count = h("span.text-count", { text: "0 文字" });
-    this.addItem(run, event, "text", h("span.item-label", { text: "テキスト" }), count);
-    run.texts.set(event.message_id, { count, chars: 0 });
+    const preview = h("div.text-preview");
+    this.addItem(run, event, "text", h("span.item-label", { text: "テキスト" }), count, preview);
+    run.texts.set(event.message_id, { count, preview, head: "", chars: 0 });
     if (run.step) setText(run.step.status, "テキストを生成中…");
   }
 
@@ -159,7 +168,11 @@ export class TimelineView {
     const t = run.texts.get(event.message_id);
     if (!t) return;
     t.chars += event.delta.length;
-    this.batcher.task(`text:${event.message_id}`, () => setText(t.count, `${t.chars.toLocaleString("ja-JP")} 文字 (生成中)`));
+    if (t.head.length < PREVIEW_CHARS) t.head += event.delta;
+    this.batcher.task(`text:${event.message_id}`, () => {
+      setText(t.count, `${t.chars.toLocaleString("ja-JP")} 文字 (生成中)`);
+      setText(t.preview, preview(t.head, t.chars));
+    });
   }
 
   /** text_finished: 確定した文字数。 */
@@ -168,7 +181,10 @@ export class TimelineView {
     if (!t) return;
     const chars = typeof event.text === "string" ? event.text.length : t.chars;
     t.done = true;
-    this.batcher.task(`text:${event.message_id}`, () => setText(t.count, `${chars.toLocaleString("ja-JP")} 文字`));
+    this.batcher.task(`text:${event.message_id}`, () => {
+      setText(t.count, `${chars.toLocaleString("ja-JP")} 文字`);
+      if (typeof event.text === "string") setText(t.preview, preview(event.text, chars));
+    });
   }
 
   /** tool_call_started: ツール呼び出しのカード。引数はこれから流れてくる。 */
