@@ -30,6 +30,7 @@ import socketio
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "/agent"
+CLOSE_WAIT_S = 0.2
 # サブプロセスへ引き継がない変数 (秘密情報は明示的に渡したものだけにする)
 SECRET_VARS = (
     "OPENAI_API_KEY",
@@ -232,7 +233,27 @@ class ProtocolClient:
         self.sio.connect(
             self.url, namespaces=[self.namespace], transports=["websocket"], auth=auth, wait_timeout=timeout
         )
+        self._shorten_close_wait()
         return self
+
+    def _shorten_close_wait(self) -> None:
+        """切断時に WebSocket の close フレームの返事を待つ時間を短くする (テストの速さのため)。
+
+        websocket-client の ``close()`` はサーバーの close フレームを最大 3 秒待つが、threading モードの
+        Werkzeug サーバーはそれを返さない。サーバーへの切断の知らせは、その前に送る engine.io の CLOSE
+        パケットで済んでいるので、待ち時間を短くしても振る舞いは変わらない。
+        """
+        ws = getattr(self.sio.eio, "ws", None)
+        if ws is None:
+            return
+        original = ws.close
+
+        def close(*args: Any, **kwargs: Any) -> Any:
+            """待ち時間の上限だけを変えて閉じる。"""
+            kwargs["timeout"] = CLOSE_WAIT_S
+            return original(*args, **kwargs)
+
+        ws.close = close
 
     def disconnect(self) -> None:
         """切断する (既に切れていても良い)。"""

@@ -12,11 +12,11 @@ LOCATION_TOOL = {"name": "get_location", "description": "現在地", "parameters
 
 @pytest.fixture(scope="module", params=ASYNC_MODES)
 def demo_server(request):
-    """API キーの無いサーバー (既定は demo)。切断タイムアウトは 6 秒 (threading のクライアントの切断には数秒かかるため)。"""
+    """API キーの無いサーバー (既定は demo)。切断タイムアウトは 2 秒。"""
     yield from live_server(
         request,
         None,
-        ["agent.disconnect_timeout_s=6", "agent.client_tool_timeout_s=30", "server.rate_limit_per_minute=0"],
+        ["agent.disconnect_timeout_s=2", "agent.client_tool_timeout_s=30", "server.rate_limit_per_minute=0"],
     )
 
 
