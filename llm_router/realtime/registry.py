@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from llm_router.realtime.emitter import ThreadEmitter
+from llm_router.realtime.emitter import NAMESPACE, ThreadEmitter
 from llm_router.realtime.event_log import EventLog
 from llm_router.realtime.schemas import (
     FORBIDDEN,
@@ -122,14 +122,17 @@ class ThreadRegistry:
             raise ProtocolError(FORBIDDEN, f"thread '{thread_id}' belongs to another principal")
         config, warnings = self.config_builder.build(payload, existing.config if existing else None)
         record = self._create_or_get(thread_id, principal, config)
+        with self._lock:
+            self._sid_threads.setdefault(sid, set()).add(thread_id)
         with record.lock:
             record.config = config
             record.sids.add(sid)
             record.detached_at = None
             record.last_activity = time.monotonic()
-        with self._lock:
-            self._sid_threads.setdefault(sid, set()).add(thread_id)
         last_seq, resume_warnings = record.emitter.attach(sid, payload.resume_after_seq)
+        if not self.socketio.server.manager.is_connected(sid, NAMESPACE):
+            # ハンドラは並行に動くので、このソケットの切断処理が先に終わっていることがある: その分を片付ける
+            self.disconnect(sid)
         return start_ack(thread_id, config.model, config.tool_summary(), last_seq, warnings + resume_warnings)
 
     def _create_or_get(self, thread_id: str, principal: str, config: ThreadConfig) -> ThreadRecord:
