@@ -126,12 +126,23 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def command_line() -> str:
+    """再現のコマンド (``uv run python benchmarks/<名前>.py`` と、``--json`` 以外の引数)。"""
+    args = list(sys.argv[1:])
+    if "--json" in args:
+        i = args.index("--json")
+        del args[i : i + 2]
+    script = Path(sys.argv[0]).resolve().relative_to(ROOT)
+    return " ".join(["uv run python", str(script), *args])
+
+
 def report(
     title: str, command: str, info: dict[str, Any], body: str, data: dict[str, Any], json_path: str | None
 ) -> None:
-    """結果を Markdown で標準出力に書き、指定があれば JSON でも保存する。"""
+    """結果を Markdown で標準出力に書き、指定があれば JSON でも保存する (終了時の負荷平均も添える)。"""
+    info = {**info, "loadavg_end": " ".join(f"{x:.2f}" for x in os.getloadavg())}
     print(f"\n### {title}\n")
-    print(f"`{command}`  \n{machine_line(info)}\n")
+    print(f"`{command}`  \n{machine_line(info)} → 終了時 {info['loadavg_end']}\n")
     print(body)
     if json_path:
         Path(json_path).write_text(

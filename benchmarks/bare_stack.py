@@ -22,6 +22,7 @@ if __name__ == "__main__":
 
     eventlet.monkey_patch()
 
+import random
 import time
 import uuid
 from typing import Any
@@ -60,13 +61,22 @@ def create_app() -> tuple[Any, Any]:
 
 
 def _burst(socketio: Any, thread_id: str, run_id: str, payload: dict) -> None:
-    """封筒つきのイベントを ``count`` 個送り、最後に ``run_finished`` を送る。"""
+    """封筒つきのイベントを ``count`` 個送り、最後に ``run_finished`` を送る。
+
+    ``interval`` があれば、その間隔で送り (位相はランごとにずらす)、本文には送る直前の ``monotonic_ns`` を書く
+    (llm_router の遅延の計測で偽の OpenAI がするのと同じ。ここでは上流が無いので、送出から受信まで)。
+    """
     room = "thread:" + thread_id
     message_id = "msg_" + uuid.uuid4().hex[:16]
     delta = payload.get("delta", "あいう")
     count = int(payload["count"])
     yield_each = bool(payload.get("yield", True))
+    interval = float(payload.get("interval") or 0)
+    start = time.monotonic() + random.uniform(0, interval)
     for seq in range(1, count + 1):
+        if interval:
+            socketio.sleep(max(0.0, start + (seq - 1) * interval - time.monotonic()))
+            delta = f"{time.monotonic_ns()};"
         event = {
             "type": "text_delta",
             "thread_id": thread_id,
@@ -77,7 +87,7 @@ def _burst(socketio: Any, thread_id: str, run_id: str, payload: dict) -> None:
             "delta": delta,
         }
         socketio.emit("text_delta", event, to=room, namespace=NAMESPACE)
-        if yield_each:
+        if yield_each and not interval:
             # llm_router のランは上流の読み取りのたびに他のグリーンスレッドへ譲る: 同じく譲って送出を進める
             socketio.sleep(0)
     end = {"type": "run_finished", "thread_id": thread_id, "run_id": run_id, "seq": count + 1, "ts": time.time()}

@@ -18,7 +18,7 @@ import argparse
 import time
 from typing import Any
 
-from _common import machine, report, summary_ms, table
+from _common import command_line, machine, report, summary_ms, table
 from _servers import TimedClient, router_server
 
 from tests.fakes.openai_fake import OpenAIFake
@@ -92,7 +92,7 @@ def main() -> None:
         rows.append((label, s["n"], s["p50"], s["p90"], s["p99"], s["max"], f"p99 < {target} ms"))
     body = table(["区間", "回数", "p50 ms", "p90 ms", "p99 ms", "最大 ms", "目標"], rows)
     body += f"\n\nランの終わり: {result['ends']} / 上流が閉じなかった回数: {result['upstream_not_closed']}"
-    command = "uv run python benchmarks/cancel_bench.py" + (" --quick" if args.quick else "")
+    command = command_line()
     report("キャンセル", command, info, body, result, args.json)
 
 

@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from _common import ROOT, machine, median, report, table
+from _common import ROOT, command_line, machine, median, report, table
 
 # アプリの部品 (import の重さの参考)。``app`` は eventlet のモンキーパッチと Hydra の登録まで行う
 MODULES = (
@@ -95,7 +95,7 @@ def main() -> None:
     body += "\n\n`import llm_router.server` の中で自分の時間が長いもの (`-X importtime`、1 回): " + ", ".join(
         f"{name} {ms:.1f} ms" for name, ms in heavy
     )
-    command = "uv run python benchmarks/import_bench.py" + (" --quick" if args.quick else "")
+    command = command_line()
     report("import の時間", command, info, body, results, args.json)
 
 

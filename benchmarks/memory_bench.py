@@ -15,7 +15,7 @@ import argparse
 import time
 from typing import Any
 
-from _common import machine, report, rss_bytes, table, wait_until
+from _common import command_line, machine, report, rss_bytes, table, wait_until
 from _servers import BareServer, TimedClient, router_server
 from idle_clients import IdleClients
 
@@ -109,7 +109,7 @@ def main() -> None:
         ],
         rows,
     )
-    command = "uv run python benchmarks/memory_bench.py" + (" --quick" if args.quick else "")
+    command = command_line()
     report(
         "待機中の接続のメモリ", command, info, body, {"connections": n, "bare": bare_result, "router": ours}, args.json
     )

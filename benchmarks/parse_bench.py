@@ -29,7 +29,7 @@ from typing import Any
 import anthropic
 import httpx2
 import openai
-from _common import machine, report, table
+from _common import command_line, machine, report, table
 from anthropic.lib.streaming import MessageStream
 from anthropic.types import RawMessageStreamEvent
 from openai.lib.streaming.chat import ChatCompletionStream
@@ -287,7 +287,7 @@ def main() -> None:
         rows,
     )
     body += "\n\n比は「SDK の時間 / llm_router の時間」(1 より大きければ llm_router が速い)。"
-    command = "uv run python benchmarks/parse_bench.py" + (" --quick" if args.quick else "")
+    command = command_line()
     versions = {"openai": openai.__version__, "anthropic": anthropic.__version__, "httpx2": httpx2.__version__}
     body += f" SDK: openai {versions['openai']}, anthropic {versions['anthropic']} (httpx2 {versions['httpx2']})。"
     report(

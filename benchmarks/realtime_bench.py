@@ -20,10 +20,12 @@ import multiprocessing as mp
 import random
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from _common import cpu_seconds, machine, report, summary_ms, table
+from _common import command_line, cpu_seconds, machine, report, summary_ms, table
 from _servers import BareServer, TimedClient, router_server
+from idle_clients import IdleClients
 
 from tests.fakes.openai_fake import OpenAIFake, _ChunkWriter, usage_body
 from tests.fakes.server import RecordedRequest, StreamResponse, sse_frame
@@ -140,12 +142,18 @@ def paced_turn(chunks: int, interval_s: float) -> Any:
     return turn
 
 
-def latency_client(url: str, threads: int, timeout: float) -> dict[str, Any]:
-    """(別プロセス) 1 本のソケットで ``threads`` 個のスレッドを開き、ランを同時に流して遅延を集める。"""
+def latency_client(url: str, threads: int, timeout: float, bare: dict[str, Any] | None = None) -> dict[str, Any]:
+    """(別プロセス) 1 本のソケットで ``threads`` 個のスレッドを開き、ランを同時に流して遅延を集める。
+
+    ``bare`` があれば素のスタックの ``burst`` (その中身を引数に) で同じ形のイベントを流させる。
+    """
     client = TimedClient(url).connect()
     try:
         thread_ids = [client.start()["thread_id"] for _ in range(threads)]
-        run_ids = [client.send_message(t, "bench")["run_id"] for t in thread_ids]
+        if bare is None:
+            run_ids = [client.send_message(t, "bench")["run_id"] for t in thread_ids]
+        else:
+            run_ids = [client.call("burst", {"thread_id": t, **bare})["run_id"] for t in thread_ids]
         for run_id in run_ids:
             client.wait_end(run_id, timeout)
         latencies: list[float] = []
@@ -153,20 +161,53 @@ def latency_client(url: str, threads: int, timeout: float) -> dict[str, Any]:
         for (name, data), received in zip(client.events, client.times, strict=True):
             if name == "text_delta":
                 latencies.append((received - int(data["delta"].rstrip(";"))) / 1e9)
-            elif name.startswith("run_") and name != "run_started":
+            elif name in ("run_finished", "run_error", "run_cancelled"):
                 ends[name] = ends.get(name, 0) + 1
         return {"latencies": latencies, "events": len(client.events), "ends": ends}
     finally:
         client.disconnect()
 
 
-def latency(runs: int, chunks: int, rate: float, processes: int) -> dict[str, Any]:
-    """``runs`` 本の同時のランで、上流のチャンクからクライアントのイベントまでの遅延を測る。"""
+def _spread(url: str, runs: int, processes: int, timeout: float, bare: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """``runs`` 本のランを ``processes`` 個のクライアントのプロセスに分けて流し、結果を集める。"""
+    shares = [runs // processes + (1 if i < runs % processes else 0) for i in range(processes)]
+    with mp.get_context("spawn").Pool(processes) as pool:
+        jobs = [(url, n, timeout, bare) for n in shares if n]
+        return pool.starmap_async(latency_client, jobs).get(timeout + 60)
+
+
+def _summarise(results: list[dict[str, Any]], cpu: float, elapsed: float) -> dict[str, Any]:
+    """クライアントのプロセスの結果とサーバーの CPU 秒をまとめる。"""
+    values = list(itertools.chain.from_iterable(r["latencies"] for r in results))
+    events = sum(r["events"] for r in results)
+    ends: dict[str, int] = {}
+    for r in results:
+        for k, v in r["ends"].items():
+            ends[k] = ends.get(k, 0) + v
+    return {
+        "latency_ms": summary_ms(values),
+        "events": events,
+        "elapsed_s": elapsed,
+        "server_cpu_s": cpu,
+        "server_cpu_share": cpu / elapsed if elapsed else float("nan"),
+        "events_per_cpu_s": events / cpu if cpu else float("nan"),
+        "ends": ends,
+    }
+
+
+def latency(runs: int, chunks: int, rate: float, processes: int, idle: int = 0) -> dict[str, Any]:
+    """``runs`` 本の同時のランで、上流のチャンクからクライアントのイベントまでの遅延を測る。
+
+    同じ条件 (ラン数、間隔、クライアントのプロセス数) で素のスタックにも流させ、送出から受信までの遅延と
+    CPU 秒あたりのイベント数を比べる (llm_router の遅延はそれに上流の 1 ホップと処理を足したもの)。
+    ``idle`` があれば、その数の待機中の接続を開いたまま流す (DESIGN.md: 1,000 接続と 200 本のラン)。
+    """
     # 偽サーバー (標準ライブラリの ThreadingHTTPServer) の listen の待ち行列は既定 5: 同時に数百の接続が来ると
     # SYN が落ちて 1 秒の再送になるので、このプロセスの中でだけ広げる
     http.server.ThreadingHTTPServer.request_queue_size = 1024
     # サーバーを止めるときに keep-alive の接続が切れる: その例外の表示は計測と関係ないので出さない
     http.server.ThreadingHTTPServer.handle_error = lambda self, request, address: None  # type: ignore[method-assign]
+    timeout = 60 + chunks / rate * 3
     with OpenAIFake() as fake:
         server = router_server(fake.base_url)
         try:
@@ -177,37 +218,40 @@ def latency(runs: int, chunks: int, rate: float, processes: int) -> dict[str, An
                 thread_id = warm.start()["thread_id"]
                 warm.wait_end(warm.send_message(thread_id, "warm")["run_id"])
             warm.disconnect()
-            shares = [runs // processes + (1 if i < runs % processes else 0) for i in range(processes)]
-            timeout = 60 + chunks / rate * 3
-            ctx = mp.get_context("spawn")
-            cpu0 = cpu_seconds(server.proc.pid)
-            began = time.monotonic()
-            with ctx.Pool(processes) as pool:
-                results = pool.starmap_async(latency_client, [(server.url, n, timeout) for n in shares if n]).get(
-                    timeout + 60
-                )
-            elapsed = time.monotonic() - began
-            cpu = cpu_seconds(server.proc.pid) - cpu0
+            with _idle_connections(server.url, idle):
+                cpu0, began = cpu_seconds(server.proc.pid), time.monotonic()
+                results = _spread(server.url, runs, processes, timeout, None)
+                ours = _summarise(results, cpu_seconds(server.proc.pid) - cpu0, time.monotonic() - began)
         finally:
             server.close()
-    values = list(itertools.chain.from_iterable(r["latencies"] for r in results))
-    events = sum(r["events"] for r in results)
-    ends: dict[str, int] = {}
-    for r in results:
-        for k, v in r["ends"].items():
-            ends[k] = ends.get(k, 0) + v
+    with BareServer() as bare, _idle_connections(bare.url, idle):
+        _spread(bare.url, 4, 1, timeout, {"count": 4, "interval": 0.01})
+        cpu0, began = cpu_seconds(bare.proc.pid), time.monotonic()
+        results = _spread(bare.url, runs, processes, timeout, {"count": chunks, "interval": 1.0 / rate})
+        reference = _summarise(results, cpu_seconds(bare.proc.pid) - cpu0, time.monotonic() - began)
     return {
         "runs": runs,
         "chunks": chunks,
         "rate": rate,
         "processes": processes,
-        "latency_ms": summary_ms(values),
-        "events": events,
-        "elapsed_s": elapsed,
-        "server_cpu_s": cpu,
-        "server_cpu_share": cpu / elapsed if elapsed else float("nan"),
-        "ends": ends,
+        "idle": idle,
+        "router": ours,
+        "bare": reference,
     }
+
+
+@contextmanager
+def _idle_connections(url: str, count: int) -> Iterator[None]:
+    """``count`` 個の待機中の接続を開いておく (0 なら何もしない)。"""
+    if not count:
+        yield
+        return
+    idle = IdleClients(url)
+    try:
+        idle.open(count)
+        yield
+    finally:
+        idle.close()
 
 
 # ---------------------------------------------------------------- 実行と表
@@ -219,12 +263,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="小さな規模で短く (1 分未満)")
     parser.add_argument("--runs", type=int, help="遅延の計測で同時に流すランの数 (既定 200、--quick は 50)")
     parser.add_argument("--rate", type=float, default=20.0, help="1 ランの上流のチャンク/秒 (既定 20)")
+    parser.add_argument("--idle", type=int, default=0, help="遅延の計測の間、開いておく待機中の接続の数 (既定 0)")
     parser.add_argument("--json", help="結果を JSON でも保存するパス")
     args = parser.parse_args()
     deltas, reps = (2000, 2) if args.quick else (5000, 3)
     runs = args.runs or (50 if args.quick else 200)
     chunks = 40 if args.quick else 100
-    command = "uv run python benchmarks/realtime_bench.py" + (" --quick" if args.quick else "")
+    command = command_line()
     info = machine()
 
     bare_tight = throughput_bare(deltas, reps, yield_each=False)
@@ -246,25 +291,21 @@ def main() -> None:
     latency_rows = []
     latencies = []
     for n in (5, runs):
-        lat = latency(n, chunks, args.rate, processes=min(4, n))
+        lat = latency(n, chunks, args.rate, processes=min(4, n), idle=args.idle if n == runs else 0)
         latencies.append(lat)
-        lm = lat["latency_ms"]
-        latency_rows.append(
-            (n, args.rate, lm["n"], lm["p50"], lm["p90"], lm["p99"], lm["max"], lat["server_cpu_share"], lat["ends"])
-        )
+        for label, r in (("llm_router", lat["router"]), ("素のスタック", lat["bare"])):
+            lm = r["latency_ms"]
+            latency_rows.append(
+                (label, n, lm["n"], lm["p50"], lm["p90"], lm["p99"], lm["max"], r["events_per_cpu_s"], r["ends"])
+            )
     body += "\n\n" + table(
-        [
-            "同時ラン",
-            "チャンク/秒/ラン",
-            "計測数",
-            "p50 ms",
-            "p90 ms",
-            "p99 ms",
-            "最大 ms",
-            "サーバー CPU 使用率",
-            "終わり",
-        ],
+        ["サーバー", "同時ラン", "計測数", "p50 ms", "p90 ms", "p99 ms", "最大 ms", "イベント / CPU 秒", "終わり"],
         latency_rows,
+    )
+    body += (
+        f"\n\n各ランは {chunks} チャンクを {args.rate:g} チャンク/秒で流す。llm_router は偽の OpenAI のチャンク送出から"
+        "クライアントの受信まで、素のスタックはサーバーの emit からクライアントの受信まで。"
+        f"クライアントは最大 4 プロセス (1 プロセス 1 ソケット)。{runs} 本の計測中の待機中の接続: {args.idle}。"
     )
     report(
         "1 トークンの経路",
