@@ -3,7 +3,8 @@
 - ブラウザは ``/usr/bin/chromium`` だけを使う (``playwright install`` は決してしない)。無ければ
   インストール方法を理由にしてスキップし、``LLM_ROUTER_REQUIRE_BROWSER=1`` のときは失敗させる (.ci/run)。
 - サーバーは ``tests/realtime/harness.py`` の :class:`ServerProcess` で、本物の ``app.py`` を空きポートで起動する。
-  デモモデル (キー無し) と、ループバックの OpenAI / Anthropic の偽サーバー (規則モード) に向けたものを用意する。
+  デモモデル (キー無し) と、ループバックの OpenAI の偽サーバー (規則モード) に向けたものを共有の部品として用意する
+  (Anthropic / Gemini / Ollama の偽サーバーは test_console_reasoning.py が自分で起動する)。
 - 画面写真は ``docs/screenshots/`` に保存する (毎回上書き)。
 """
 
@@ -32,7 +33,6 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 FAKE_OPENAI_KEY = "sk-test-browser-not-a-real-key"
-FAKE_ANTHROPIC_KEY = "sk-ant-test-browser-not-a-real-key"
 
 
 def require_chromium() -> None:
@@ -102,24 +102,6 @@ def openai_server(openai_fake: Any) -> Iterator[ServerProcess]:
     require_chromium()
     overrides = [f"providers.openai.base_url={openai_fake.base_url}", "agent.model=openai/gpt-4.1-mini"]
     with ServerProcess(overrides, secrets={"OPENAI_API_KEY": FAKE_OPENAI_KEY}) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def anthropic_fake() -> Iterator[Any]:
-    """規則モードの Anthropic 偽サーバー (思考を求められれば署名つきの thinking を返す)。"""
-    from tests.fakes.anthropic_fake import AnthropicFake
-
-    with AnthropicFake(rule_based=True) as fake:
-        yield fake
-
-
-@pytest.fixture(scope="session")
-def anthropic_server(anthropic_fake: Any) -> Iterator[ServerProcess]:
-    """Anthropic の偽サーバーに向けた本物のサーバー。"""
-    require_chromium()
-    overrides = [f"providers.anthropic.base_url={anthropic_fake.base_url}", "agent.model=anthropic/claude-sonnet-4-5"]
-    with ServerProcess(overrides, secrets={"ANTHROPIC_API_KEY": FAKE_ANTHROPIC_KEY}) as server:
         yield server
 
 
