@@ -214,6 +214,9 @@ def test_run_error_codes_from_provider_failures(client, marker, code):
         assert error["phase"] == "mid_stream" and "step_reset" in types_of(run_events(client, run_id))
     else:
         assert error["phase"] == "before_output"
+    if error["retryable"] and marker != "[break]":
+        retries = [e for e in run_events(client, run_id) if e["type"] == "retry"]
+        assert retries and all({"step", "attempt", "wait_ms", "reason", "model"} <= set(e) for e in retries)
 
 
 # ---------------------------------------------------------------- レート制限

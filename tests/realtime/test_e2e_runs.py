@@ -217,3 +217,29 @@ def test_reattach_replaces_tools_for_later_runs(client):
     run_id = _send(client, ack["thread_id"], "get_location はもう無い")
     assert client.wait_run_end(run_id)["type"] == "run_finished"
     assert "tool_call_started" not in types_of(run_events(client, run_id))
+
+
+def test_concurrent_runs_on_many_threads_keep_each_threads_seq_contiguous(server):
+    """多数のスレッドで同時にランを動かしても、スレッドごとの seq は 1 から連続し、混ざらない。"""
+    import threading
+
+    clients = [server.client() for _ in range(6)]
+    threads = [c.start()["thread_id"] for c in clients]
+    run_ids: list[str | None] = [None] * len(clients)
+
+    def go(i: int) -> None:
+        """1 つのクライアントから 2 つのランを順に送る。"""
+        for n in range(2):
+            run_ids[i] = _send(clients[i], threads[i], f"並行 {i}-{n}")
+            clients[i].wait_run_end(run_ids[i], timeout=30)
+
+    workers = [threading.Thread(target=go, args=(i,)) for i in range(len(clients))]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    for client, thread_id in zip(clients, threads, strict=True):
+        events = thread_events(client, thread_id)
+        assert_contiguous(events, first=1)
+        assert types_of(events).count("run_finished") == 2
+        assert all(e["thread_id"] == thread_id for _, e in client.events if isinstance(e, dict))

@@ -1,0 +1,95 @@
+"""``ThreadEmitter`` の単体テスト: seq の付与、ログ、ルームへの送信、再開の再送と警告 (偽の SocketIO で)。"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llm_router.realtime.emitter import ThreadEmitter, room_name
+from llm_router.realtime.event_log import EventLog
+
+
+class FakeServer:
+    """``enter_room`` / ``leave_room`` を記録する偽の python-socketio サーバー。"""
+
+    def __init__(self, sent: list[tuple[str, Any, str]]) -> None:
+        """送信の記録先を共有する。"""
+        self.sent = sent
+
+    def enter_room(self, sid: str, room: str, namespace: str) -> None:
+        """ルームへの参加を記録する。"""
+        self.sent.append(("enter_room", sid, room))
+
+    def leave_room(self, sid: str, room: str, namespace: str) -> None:
+        """ルームからの退出を記録する。"""
+        self.sent.append(("leave_room", sid, room))
+
+
+class FakeSocketIO:
+    """``emit`` と ``server`` だけを持つ偽の Flask-SocketIO。送った順に記録する。"""
+
+    def __init__(self) -> None:
+        """空の記録で作る。"""
+        self.sent: list[tuple[str, Any, str]] = []
+        self.server = FakeServer(self.sent)
+
+    def emit(self, event: str, data: Any, to: str, namespace: str) -> None:
+        """送信を記録する。"""
+        self.sent.append((event, data, to))
+
+
+def _emitter(max_events: int = 100) -> tuple[ThreadEmitter, FakeSocketIO, list[str | None]]:
+    """偽の SocketIO に向けた送出口と、ラン終了の通知の記録。"""
+    sio = FakeSocketIO()
+    ended: list[str | None] = []
+    return ThreadEmitter("t1", sio, EventLog(max_events, 3600), ended.append), sio, ended
+
+
+def test_emit_stamps_the_envelope_logs_and_sends_to_the_room():
+    """封筒 (type / thread_id / run_id / seq / ts) を付け、ログに足し、ルームへ送る。"""
+    emitter, sio, ended = _emitter()
+    emitter.emit("run_started", "r1", {"model": "demo/scripted", "max_steps": 8})
+    emitter.emit("run_finished", "r1", {"finish_reason": "stop", "usage": {}, "text": ""})
+    (name, event, to), (_, second, _) = sio.sent
+    assert name == "run_started" and to == room_name("t1")
+    assert {k: event[k] for k in ("type", "thread_id", "run_id", "seq")} == {
+        "type": "run_started",
+        "thread_id": "t1",
+        "run_id": "r1",
+        "seq": 1,
+    }
+    assert isinstance(event["ts"], float) and event["model"] == "demo/scripted"
+    assert second["seq"] == 2 and ended == ["r1"] and emitter.log.last_seq == 2
+
+
+def test_attach_replays_after_the_given_seq_to_that_socket_only():
+    """再開: ルームに入れてから、seq > N のイベントをそのソケットにだけ送り直す。"""
+    emitter, sio, _ = _emitter()
+    for _ in range(5):
+        emitter.emit("text_delta", "r1", {"message_id": "m", "delta": "x"})
+    sio.sent.clear()
+    last, warnings = emitter.attach("sid-2", 3)
+    assert last == 5 and warnings == []
+    assert sio.sent[0] == ("enter_room", "sid-2", room_name("t1"))
+    assert [(e["seq"], to) for _, e, to in sio.sent[1:]] == [(4, "sid-2"), (5, "sid-2")]
+
+
+def test_attach_without_resume_sends_nothing_and_reports_last_seq():
+    """resume_after_seq が無ければ、ルームに入るだけで last_seq を返す。"""
+    emitter, sio, _ = _emitter()
+    emitter.emit("text_delta", "r1", {"message_id": "m", "delta": "x"})
+    sio.sent.clear()
+    assert emitter.attach("sid-3", None) == (1, [])
+    assert sio.sent == [("enter_room", "sid-3", room_name("t1"))]
+
+
+def test_attach_warns_when_events_were_dropped_or_the_client_is_ahead():
+    """捨てられたイベントがあれば、または要求が先を行っていれば、warnings で知らせる。"""
+    emitter, sio, _ = _emitter(max_events=3)
+    for _ in range(10):
+        emitter.emit("text_delta", "r1", {"message_id": "m", "delta": "x"})
+    sio.sent.clear()
+    last, warnings = emitter.attach("sid-4", 2)
+    assert last == 10 and len(warnings) == 1 and "3..7" in warnings[0]
+    assert [e["seq"] for _, e, _ in sio.sent[1:]] == [8, 9, 10]
+    _, ahead = emitter.attach("sid-5", 99)
+    assert len(ahead) == 1 and "ahead" in ahead[0]
