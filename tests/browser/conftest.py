@@ -74,7 +74,6 @@ def page(context: Any) -> Iterator[Any]:
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    pg.js_errors = errors
     yield pg
     assert not errors, f"JavaScript errors on the page: {errors}"
 

@@ -103,3 +103,14 @@ def _luminance(css_rgb: str) -> float:
     channels = [int(v) / 255 for v in css_rgb[css_rgb.index("(") + 1 : css_rgb.index(")")].split(",")[:3]]
     linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
     return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def test_tools_panel_lists_the_thread_tools(page, demo_server):
+    """「使えるツール」には、start の ack が返したこのスレッドのツールが実行場所つきで並ぶ。"""
+    Console(page, demo_server).open()
+    page.locator(".tools-info summary").click()
+    pills = page.locator("#tools-list .tool-pill")
+    expect(pills.filter(has_text="calculator").locator(".executor")).to_have_text("サーバー")
+    expect(pills.filter(has_text="confirm_action").locator(".executor")).to_have_text("ブラウザ")
+    expect(pills.filter(has_text="get_browser_locale")).to_have_count(1)
+    expect(pills.filter(has_text="get_selected_text")).to_have_count(1)

@@ -109,6 +109,7 @@ class ConsoleApp {
     setText(this.$("demo-model-name"), model);
     if (!this.models.value()) this.models.showActive(model);
     if (!lost) this.showWarnings(ack.warnings || []);
+    if (Array.isArray(ack.tools)) this.renderToolsList(ack.tools);
     this.tools.synced(resumed);
     this.updateControls();
     document.body.dataset.threadReady = "true";
@@ -293,14 +294,17 @@ class ConsoleApp {
     }
   }
 
-  /** 使えるツールの一覧 (サーバー側とブラウザ側)。 */
-  renderToolsList() {
+  /**
+   * 使えるツールの一覧 (サーバー側とブラウザ側)。start の ack の tools (実際に有効なもの) があればそれを、
+   * 無ければ /api/info の server_tools とこのページの定義を使う。
+   */
+  renderToolsList(tools) {
     const list = this.$("tools-list");
-    const item = (name, where) => h("span.tool-pill", {}, h("span.mono", { text: name }), h("span.executor", { dataset: { executor: where }, text: where === "client" ? "ブラウザ" : "サーバー" }));
-    list.replaceChildren(
-      ...(this.info.server_tools || []).map((n) => item(n, "server")),
-      ...clientToolDefinitions().map((t) => item(t.name, "client")),
-    );
+    const entries = Array.isArray(tools)
+      ? tools
+      : [...(this.info.server_tools || []).map((name) => ({ name, executor: "server" })), ...clientToolDefinitions().map((t) => ({ name: t.name, executor: "client" }))];
+    const item = ({ name, executor }) => h("span.tool-pill", {}, h("span.mono", { text: name }), h("span.executor", { dataset: { executor }, text: executor === "client" ? "ブラウザ" : "サーバー" }));
+    list.replaceChildren(...entries.map(item));
   }
 }
 
