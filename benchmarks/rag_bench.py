@@ -215,9 +215,10 @@ def _environment() -> str:
         pass
     import os
 
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (
         f"{cpu}, {os.cpu_count()} CPU, Python {platform.python_version()}, numpy {np.__version__}, "
-        f"faiss-cpu {faiss.__version__}"
+        f"faiss-cpu {faiss.__version__}, 測定後の load average {load} (1/5/15 分)"
     )
 
 
