@@ -1,6 +1,6 @@
 """ファイルの読み込み: ``.txt`` / ``.md`` / ``.html`` / ``.pdf`` を節 (:class:`Section`) の並びにする。
 
-- 文字コード: UTF-8 (BOM 付き可) を試し、だめなら Windows の日本語 (cp932 = Shift_JIS の上位集合) を試す。
+- 文字コード: UTF-8 (BOM 付き可) を試し、だめなら Windows の日本語 (cp932 = Shift_JIS の上位集合)、EUC-JP を試す。
   NUL を含むものはバイナリとして拒む。
 - Markdown: ATX 見出し (``#``) と setext 見出し (``===`` / ``---``) で節に分ける。コードブロック
   (````` / ``~~~``) の中の ``#`` は見出しではない (CommonMark 仕様 4.2, 4.3, 4.5)。
@@ -43,19 +43,19 @@ def kind_of(path: Path) -> str | None:
 
 
 def decode_text(data: bytes) -> str:
-    """バイト列をテキストにする (UTF-8 → cp932 の順)。
+    """バイト列をテキストにする (UTF-8 → cp932 → EUC-JP の順)。
 
     Raises:
         LoadError: バイナリ (NUL を含む) か、どちらの文字コードでも読めないとき。
     """
     if b"\x00" in data:
         raise LoadError("binary file (バイナリファイルです)")
-    for encoding in ("utf-8-sig", "cp932"):
+    for encoding in ("utf-8-sig", "cp932", "euc_jp"):
         try:
             return data.decode(encoding)
         except UnicodeDecodeError:
             continue
-    raise LoadError("not UTF-8 or Shift_JIS text (UTF-8 でも Shift_JIS でもありません)")
+    raise LoadError("not UTF-8, Shift_JIS or EUC-JP text (UTF-8 でも Shift_JIS でも EUC-JP でもありません)")
 
 
 def load_document(path: Path) -> Document:

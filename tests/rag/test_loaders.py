@@ -23,10 +23,11 @@ def _write(tmp_path, name, data):
         ("日本語のテキスト".encode(), "日本語のテキスト"),
         ("\ufeffBOM 付き".encode(), "BOM 付き"),
         ("シフトJISの文書".encode("cp932"), "シフトJISの文書"),
+        ("日本語のテキストです。保証期間は一年。".encode("euc_jp"), "日本語のテキストです。保証期間は一年。"),
     ],
 )
 def test_text_encodings(tmp_path, data, expected):
-    """UTF-8 (BOM 付き可) と Shift_JIS (cp932) のテキストを読む。"""
+    """UTF-8 (BOM 付き可)、Shift_JIS (cp932)、EUC-JP のテキストを読む。"""
     doc = load_document(_write(tmp_path, "a.txt", data))
     assert doc.kind == "txt"
     assert doc.sections[0].text == expected
