@@ -58,3 +58,19 @@ def test_connection_is_refused_without_a_token_when_tokens_are_set():
     accepted = socketio.test_client(app, namespace="/agent", auth={"token": "unit-token-1234"})
     assert accepted.is_connected(namespace="/agent")
     accepted.disconnect(namespace="/agent")
+
+
+def test_idle_threads_without_sockets_are_swept():
+    """ソケットもランも無く server.thread_idle_ttl_s を過ぎたスレッドは、次の start の掃除で消える。"""
+    settings = load_settings(["server.async_mode=threading", "server.thread_idle_ttl_s=0"], env_file=None, environ={})
+    app, socketio = create_app(settings)
+    registry = app.extensions["llm_router"].registry
+    first = socketio.test_client(app, namespace="/agent")
+    assert first.emit("start", {"thread_id": "idle-1"}, namespace="/agent", callback=True)["ok"]
+    first.disconnect(namespace="/agent")
+    second = socketio.test_client(app, namespace="/agent")
+    registry._last_sweep = float("-inf")  # 掃除は 1 分に 1 回までなので、間隔だけを飛ばす
+    assert second.emit("start", {"thread_id": "kept-1"}, namespace="/agent", callback=True)["ok"]
+    unknown = second.emit("user_message", {"thread_id": "idle-1", "content": "x"}, namespace="/agent", callback=True)
+    assert unknown["error"]["code"] == "unknown_thread"
+    second.disconnect(namespace="/agent")
