@@ -150,6 +150,7 @@ export class TimelineView {
     this.batcher.discard(r.text);
     if (typeof event.text === "string") setText(r.text, event.text);
     const chars = typeof event.text === "string" ? event.text.length : r.chars;
+    r.done = true;
     this.batcher.task(`reasoning:${event.message_id}`, () => setText(r.count, `${chars.toLocaleString("ja-JP")} 文字`));
     r.block.open = false;
   }
@@ -265,18 +266,28 @@ export class TimelineView {
     if (run.step) setText(run.step.status, "再試行を待っています…");
   }
 
-  /** 流れている途中で終わったテキストの行に、終わり方 (中断・無効) を添える。 */
-  closeOpenTexts(run, label) {
+  /** 途中で終わったもの (流れていたテキスト・思考、完了していないツール呼び出し) に、終わり方を添える。 */
+  closeOpen(run, label) {
     for (const [id, t] of run.texts) {
       if (t.done) continue;
       t.done = true;
       this.batcher.task(`text:${id}`, () => setText(t.count, `${t.chars.toLocaleString("ja-JP")} 文字 (${label})`));
     }
+    for (const [id, r] of run.reasoning) {
+      if (r.done) continue;
+      r.done = true;
+      this.batcher.task(`reasoning:${id}`, () => setText(r.count, `${r.chars.toLocaleString("ja-JP")} 文字 (${label})`));
+    }
+    for (const t of run.tools.values()) {
+      if (t.card.dataset.state !== "streaming" && t.card.dataset.state !== "waiting") continue;
+      t.card.dataset.state = "cancelled";
+      setText(t.state, label);
+    }
   }
 
   /** step_reset: そのステップのここまでの出力を無効として打ち消す。 */
   on_step_reset(event, run) {
-    this.closeOpenTexts(run, "無効");
+    this.closeOpen(run, "無効");
     if (run.step) {
       for (const item of run.step.items.children) item.classList.add("void");
       setText(run.step.status, "やり直し");
@@ -295,7 +306,7 @@ export class TimelineView {
   /** run_error: エラーの中身 (コード、プロバイダ、段階、再試行可能か)。 */
   on_run_error(event, run) {
     const err = event.error || {};
-    this.closeOpenTexts(run, "中断");
+    this.closeOpen(run, "中断");
     if (run.step) {
       run.step.el.dataset.state = "error";
       setText(run.step.status, "エラー");
@@ -314,13 +325,7 @@ export class TimelineView {
       setText(run.step.status, "停止");
       run.step.el.open = true;
     }
-    this.closeOpenTexts(run, "中断");
-    for (const t of run.tools.values()) {
-      if (t.card.dataset.state === "streaming" || t.card.dataset.state === "waiting") {
-        t.card.dataset.state = "cancelled";
-        setText(t.state, "停止により中断");
-      }
-    }
+    this.closeOpen(run, "停止により中断");
     this.setRunState(run, "cancelled", event);
     this.addItem(run, event, "cancel", h("span.item-label", { text: "■ 停止" }), [`${where} (理由: ${event.reason || "client"})`, formatUsage(event.usage)].filter(Boolean).join(" · "));
   }
