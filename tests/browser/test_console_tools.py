@@ -209,3 +209,17 @@ def test_selection_is_forgotten_when_it_is_cleared_outside_the_input(page, opena
     console.send("get_selected_text で選択を読んで")
     assert console.wait_run_end() == "finished"
     assert '"has_selection": false' in console.assistant_text()
+
+
+def test_dialog_is_answered_with_the_keyboard(page, openai_server):
+    """確認ダイアログはキーボードだけで答えられる (Tab で「はい」へ移り Enter)。"""
+    console = Console(page, openai_server).open()
+    console.send('confirm_action {"message": "キーボードで答えますか?"}')
+    expect(page.locator("#confirm-no")).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(page.locator("#confirm-yes")).to_be_focused()
+    page.keyboard.press("Enter")
+    assert console.wait_run_end() == "finished"
+    assert '"confirmed": true' in console.assistant_text()
+    # ダイアログが閉じると、フォーカスは入力欄に戻る
+    expect(page.locator("#prompt")).to_be_focused()
