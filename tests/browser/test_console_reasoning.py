@@ -125,4 +125,5 @@ def test_thinking_streams_into_the_step_and_no_signature_reaches_the_page(page, 
     assert not [r for r in raw if "signature" in r.lower()]
     assert "signature" not in json.dumps(raw).lower()
     if provider == "anthropic":  # 画面写真は 1 つで足りる (見た目はプロバイダによらない)
+        page.locator("#timeline").evaluate("el => { el.scrollTop = 0; }")
         screenshot(page, "console-reasoning-anthropic")
