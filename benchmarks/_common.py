@@ -10,6 +10,7 @@ CPU 時間は psutil を使わず ``/proc/<pid>/stat`` の utime + stime (proc(5
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -50,11 +51,11 @@ def rss_bytes(pid: int) -> int:
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """``values`` の ``q`` 百分位数 (0..100、最近傍の順位。空なら NaN)。"""
+    """``values`` の ``q`` 百分位数 (0..100、最近傍の順位 ``ceil(q/100*n)``。空なら NaN)。"""
     if not values:
         return float("nan")
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    rank = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
     return ordered[rank]
 
 
