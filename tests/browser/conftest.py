@@ -70,12 +70,13 @@ def context(browser: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def page(context: Any) -> Iterator[Any]:
-    """新しいページ。ページ内の JavaScript のエラーは集めておき、テストの最後に無いことを確かめる。"""
+    """新しいページ。JavaScript の例外と CSP 違反は集めておき、テストの最後に無いことを確かめる。"""
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
     yield pg
-    assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not errors, f"JavaScript errors or CSP violations on the page: {errors}"
 
 
 @pytest.fixture(scope="session")
