@@ -325,7 +325,7 @@ export class TimelineView {
       setText(run.step.status, "停止");
       run.step.el.open = true;
     }
-    this.closeOpen(run, "停止により中断");
+    this.closeOpen(run, "中断");
     this.setRunState(run, "cancelled", event);
     this.addItem(run, event, "cancel", h("span.item-label", { text: "■ 停止" }), [`${where} (理由: ${event.reason || "client"})`, formatUsage(event.usage)].filter(Boolean).join(" · "));
   }
