@@ -8,7 +8,8 @@
   ``count`` 個、そのルームへ送り、最後に ``run_finished`` を送る。送出はバックグラウンドのタスクで
   llm_router のランと同じく ``socketio.emit(..., to=room)`` を使う。
 
-llm_router と同じ設定 (async_handlers、ログ無し、max_size) で動かし、違いは「アプリの処理が無い」ことだけにする。
+llm_router と同じ設定 (async_handlers、ログ無し、max_size、受け付けたソケットの TCP_NODELAY) で動かし、
+違いは「アプリの処理が無い」ことだけにする。
 """
 
 import sys
@@ -23,6 +24,7 @@ if __name__ == "__main__":
     eventlet.monkey_patch()
 
 import random
+import socket
 import time
 import uuid
 from typing import Any
@@ -37,6 +39,17 @@ def create_app() -> tuple[Any, Any]:
 
     app = Flask(__name__)
     socketio = SocketIO(app, async_mode="eventlet", async_handlers=True, logger=False, engineio_logger=False)
+
+    inner = app.wsgi_app
+
+    def nodelay(environ: dict, start_response: Any) -> Any:
+        """llm_router の server.py と同じく、受け付けたソケットに TCP_NODELAY を付ける (同じ条件で比べるため)。"""
+        source = environ.get("eventlet.input")
+        if hasattr(source, "get_socket"):
+            source.get_socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return inner(environ, start_response)
+
+    app.wsgi_app = nodelay
 
     @app.get("/healthz")
     def healthz() -> dict:

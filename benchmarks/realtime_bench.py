@@ -6,29 +6,28 @@
    素の Flask-SocketIO (eventlet) が同じ数・同じ形のイベントを 1 クライアントへ送るときと比べる。
    llm_router 側は 2 通り: 偽の OpenAI (ループバックの HTTP + SSE、1 チャンク 3 文字) を上流にしたもの
    (上流の読み取り・解析を含む本当の経路) と、プロセス内のデモ・プロバイダ (``stream_delay_s=0``) のもの。
-2. 遅延: 上流のチャンクからクライアントのイベントまで。偽の OpenAI が各チャンクの本文に送出直前の
-   ``time.monotonic_ns()`` を書き、クライアント (別プロセス) が受信時刻から引く。N 本のランを同時に流す
+2. 遅延: 上流のチャンクからクライアントのイベントまで。上流 (``paced_upstream.py``、1 スレッドの asyncio) が
+   各チャンクの本文に送出直前の ``time.monotonic_ns()`` を書き、クライアント (別プロセス) が受信時刻から引く。N 本のランを同時に流す
    (各ランは ``--rate`` チャンク/秒、位相はランごとにずらす)。クライアントは複数のプロセスに分ける。
 """
 
 from __future__ import annotations
 
 import argparse
-import http.server
 import itertools
 import multiprocessing as mp
-import random
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from _common import command_line, cpu_seconds, machine, report, summary_ms, table
+from _common import ROOT, command_line, cpu_seconds, machine, report, summary_ms, table
 from _servers import BareServer, TimedClient, router_server
 from idle_clients import IdleClients
 
-from tests.fakes.openai_fake import OpenAIFake, _ChunkWriter, usage_body
-from tests.fakes.server import RecordedRequest, StreamResponse, sse_frame
+from tests.fakes.openai_fake import OpenAIFake
 
 DELTA = "あいう"  # 1 イベントの本文 (日本語 3 文字: LLM の 1 トークン前後)
 
@@ -115,31 +114,20 @@ def throughput_bare(count: int, runs: int, yield_each: bool) -> dict[str, Any]:
 # ---------------------------------------------------------------- 遅延 (上流のチャンク → クライアントのイベント)
 
 
-def paced_turn(chunks: int, interval_s: float) -> Any:
-    """各チャンクの本文に送出直前の ``monotonic_ns`` を書き、``interval_s`` ごとに送る OpenAI のストリーム。"""
-
-    def turn(request: RecordedRequest) -> StreamResponse:
-        """リクエストごとに、時刻を刻むフレームの生成器を返す。"""
-        body = request.json() or {}
-        writer = _ChunkWriter(body.get("model", "gpt-fake"), True)
-
-        def frames() -> Iterator[bytes]:
-            """間隔を保ってフレームを作る (時刻は書き込みの直前に取る)。"""
-            yield sse_frame(writer.chunk({"role": "assistant", "content": ""}))
-            start = time.monotonic() + random.uniform(0, interval_s)
-            for i in range(chunks):
-                wait = start + i * interval_s - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-                yield sse_frame(writer.chunk({"content": f"{time.monotonic_ns()};"}))
-            yield sse_frame(writer.chunk({}, "stop"))
-            yield sse_frame(writer.usage_chunk(usage_body(5, chunks)))
-            yield sse_frame("[DONE]")
-
-        # FakeServer はフレームを順に書くだけなので、生成器を渡すと書く直前にフレームが作られる
-        return StreamResponse(frames())  # type: ignore[arg-type]
-
-    return turn
+@contextmanager
+def paced_upstream(chunks: int, rate: float) -> Iterator[str]:
+    """``paced_upstream.py`` (1 スレッドの asyncio の上流) を別プロセスで起動し、``base_url`` を渡す。"""
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "paced_upstream.py"), str(chunks), str(rate)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = int(proc.stdout.readline())  # type: ignore[union-attr]
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def latency_client(url: str, threads: int, timeout: float, bare: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -202,17 +190,10 @@ def latency(runs: int, chunks: int, rate: float, processes: int, idle: int = 0) 
     CPU 秒あたりのイベント数を比べる (llm_router の遅延はそれに上流の 1 ホップと処理を足したもの)。
     ``idle`` があれば、その数の待機中の接続を開いたまま流す (DESIGN.md: 1,000 接続と 200 本のラン)。
     """
-    # 偽サーバー (標準ライブラリの ThreadingHTTPServer) の listen の待ち行列は既定 5: 同時に数百の接続が来ると
-    # SYN が落ちて 1 秒の再送になるので、このプロセスの中でだけ広げる
-    http.server.ThreadingHTTPServer.request_queue_size = 1024
-    # サーバーを止めるときに keep-alive の接続が切れる: その例外の表示は計測と関係ないので出さない
-    http.server.ThreadingHTTPServer.handle_error = lambda self, request, address: None  # type: ignore[method-assign]
     timeout = 60 + chunks / rate * 3
-    with OpenAIFake() as fake:
-        server = router_server(fake.base_url)
+    with paced_upstream(chunks, rate) as base_url:
+        server = router_server(base_url)
         try:
-            for _ in range(runs + 4):
-                fake.add_turn(paced_turn(chunks, 1.0 / rate))
             warm = TimedClient(server.url).connect()
             for _ in range(4):
                 thread_id = warm.start()["thread_id"]
