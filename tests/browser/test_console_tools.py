@@ -223,3 +223,24 @@ def test_dialog_is_answered_with_the_keyboard(page, openai_server):
     assert '"confirmed": true' in console.assistant_text()
     # ダイアログが閉じると、フォーカスは入力欄に戻る
     expect(page.locator("#prompt")).to_be_focused()
+
+
+def test_long_run_keeps_only_the_latest_steps_open(page, openai_server, openai_fake):
+    """ステップの多い実行では、直近の 3 ステップだけが開いていて、古いステップは畳まれる (開けば読める)。"""
+    for i in range(5):
+        openai_fake.add_tool_call_turn([("calculator", {"expression": f"{i} + 1"})])
+    openai_fake.add_text_turn("5 回計算しました。")
+    console = Console(page, openai_server).open()
+    console.send("何度も計算して")
+    assert console.wait_run_end() == "finished"
+    steps = console.run().locator("details.step")
+    expect(steps).to_have_count(6)
+    opened = steps.evaluate_all("els => els.map(e => e.open)")
+    assert opened == [False, False, False, True, True, True]
+    expect(console.run().locator(".run-meta")).to_contain_text("6 ステップ · ツール 5 回")
+    steps.first.locator("summary").click()
+    expect(steps.first.locator(".tool-output")).to_have_text("1")
+    page.locator("#timeline").evaluate("el => { el.scrollTop = 0; }")
+    screenshot(page, "console-long-run")
+    page.locator("#collapse-all").click()
+    assert steps.evaluate_all("els => els.every(e => !e.open)")

@@ -114,13 +114,14 @@ export class TimelineView {
     // 長い実行でも読めるよう、直近の 3 ステップだけを開いておく
     if (earlier.length >= 3) earlier[earlier.length - 3].el.open = false;
     const status = h("span.step-status", { text: "モデルを呼び出し中…" });
+    const tools = h("span.step-tools.mono");
     const usage = h("span.step-usage");
     const items = h("div.step-items");
     const label = `ステップ ${event.step}${again ? " (やり直し)" : ""}`;
     const el = h("details.step", { open: true, dataset: { step: String(event.step), state: "running" } },
-      h("summary", {}, h("span.step-title", { text: label }), h("span.step-model", { text: `モデル呼び出し: ${event.model || run.model || ""}` }), status, usage), items);
+      h("summary", {}, h("span.step-title", { text: label }), h("span.step-model", { text: `モデル呼び出し: ${event.model || run.model || ""}` }), status, tools, usage), items);
     run.body.appendChild(el);
-    run.step = { el, items, status, usage, number: event.step };
+    run.step = { el, items, status, tools, toolNames: [], usage, number: event.step };
     run.steps.set(event.seq, run.step);
     run.stepCount = Math.max(run.stepCount, event.step || 0);
     this.setRunState(run, "running", event);
@@ -200,6 +201,11 @@ export class TimelineView {
     this.addItem(run, event, "tool", card);
     run.tools.set(event.tool_call_id, { card, state, args, result, name: event.name });
     run.toolCount += 1;
+    // 畳んだステップでも何を呼んだか分かるよう、見出しにツール名を並べる
+    if (run.step) {
+      run.step.toolNames.push(event.name);
+      setText(run.step.tools, `ツール: ${run.step.toolNames.join(", ")}`);
+    }
     this.setRunState(run, "running", event);
     if (run.step) setText(run.step.status, `ツール ${event.name} を呼び出し中…`);
   }
