@@ -244,3 +244,27 @@ def test_long_run_keeps_only_the_latest_steps_open(page, openai_server, openai_f
     screenshot(page, "console-long-run")
     page.locator("#collapse-all").click()
     assert steps.evaluate_all("els => els.every(e => !e.open)")
+
+
+def test_advanced_settings_reach_the_model(page, openai_server, openai_fake):
+    """詳細設定のシステムプロンプト・温度・最大ステップ数が、同じスレッドの次の実行に使われる。"""
+    console = Console(page, openai_server).open()
+    page.locator("#settings-panel summary").click()
+    page.locator("#system-prompt").fill("あなたはテスト用の簡潔なアシスタントです。")
+    page.locator("#temperature").fill("0.3")
+    page.locator("#max-steps").fill("3")
+    page.locator("#max-steps").press("Enter")
+    expect(page.locator("#settings-status")).to_contain_text("適用しました")
+    console.send("設定を使って答えて")
+    assert console.wait_run_end() == "finished"
+    expect(console.run().locator(".item-run")).to_contain_text("最大 3 ステップ")
+    body = openai_fake.chat_requests()[-1]
+    assert body["messages"][0] == {"role": "system", "content": "あなたはテスト用の簡潔なアシスタントです。"}
+    assert body["temperature"] == 0.3
+    # 消すと、次の実行からシステムプロンプトは送られない
+    page.locator("#system-prompt").fill("")
+    page.locator("#settings-form button[type=submit]").click()
+    expect(page.locator("#settings-status")).to_contain_text("適用しました")
+    console.send("もう一度")
+    assert console.wait_run_end() == "finished"
+    assert openai_fake.chat_requests()[-1]["messages"][0]["role"] != "system"

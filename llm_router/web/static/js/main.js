@@ -68,6 +68,7 @@ class ConsoleApp {
     this.models.render(this.info);
     this.renderToolsList();
     this.$("reasoning-select").value = this.store.get("reasoning") || "off";
+    this.loadSettings();
     if (this.info.auth_required && !this.store.token()) this.showAuth("");
     this.openThread(this.store.get("thread_id"));
     this.connection.connect();
@@ -84,7 +85,13 @@ class ConsoleApp {
 
   /** start で送る内容 (モデル、ブラウザ側ツール、設定)。 */
   startParams() {
-    const params = { tools: clientToolDefinitions(), settings: { reasoning: this.$("reasoning-select").value } };
+    const settings = { reasoning: this.$("reasoning-select").value };
+    const temperature = this.store.get("temperature");
+    const maxSteps = this.store.get("max_steps");
+    if (temperature) settings.temperature = Number(temperature);
+    if (maxSteps) settings.max_steps = Number(maxSteps);
+    // system は毎回送る (空文字でシステムプロンプトを消せる。省くと前のものが引き継がれる)
+    const params = { tools: clientToolDefinitions(), system: this.store.get("system") || "", settings };
     // 「自動」でもサーバーの既定を明示する (start で model を省くと、スレッドの前のモデルが引き継がれるため)
     const model = this.models.value() || this.info?.default_model;
     if (model) params.model = model;
@@ -210,6 +217,10 @@ class ConsoleApp {
       this.restart();
     });
     this.$("new-thread").addEventListener("click", () => this.newConversation());
+    this.$("settings-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      this.applySettings();
+    });
     this.$("auth-form").addEventListener("submit", (e) => {
       e.preventDefault();
       this.store.setToken(this.$("auth-token").value.trim());
@@ -218,6 +229,28 @@ class ConsoleApp {
     });
     this.$("expand-all").addEventListener("click", () => this.timeline.setAllOpen(true));
     this.$("collapse-all").addEventListener("click", () => this.timeline.setAllOpen(false));
+  }
+
+  /** 詳細設定の欄に、保存してある値を入れる。 */
+  loadSettings() {
+    this.$("system-prompt").value = this.store.get("system") || "";
+    this.$("temperature").value = this.store.get("temperature") || "";
+    this.$("max-steps").value = this.store.get("max_steps") || "";
+  }
+
+  /** 詳細設定を保存し、同じスレッドに入り直して次の実行から効かせる。 */
+  async applySettings() {
+    this.store.set("system", this.$("system-prompt").value.trim());
+    this.store.set("temperature", this.$("temperature").value.trim());
+    this.store.set("max_steps", this.$("max-steps").value.trim());
+    this.connection.startParams = this.startParams();
+    const status = this.$("settings-status");
+    try {
+      await this.connection.start({ resumed: true });
+      setText(status, "適用しました (次の実行から使われます)");
+    } catch (err) {
+      setText(status, `適用できませんでした: ${err.message}`);
+    }
   }
 
   /** メッセージを送る (実行中は送らない)。 */
