@@ -268,3 +268,20 @@ def test_advanced_settings_reach_the_model(page, openai_server, openai_fake):
     console.send("もう一度")
     assert console.wait_run_end() == "finished"
     assert openai_fake.chat_requests()[-1]["messages"][0]["role"] != "system"
+
+
+def test_refused_settings_are_reported_and_not_kept(page, openai_server):
+    """範囲外の設定はブラウザの検証で止まり、それをすり抜けてサーバーに断られても保存されず、会話は続けられる。"""
+    console = Console(page, openai_server).open()
+    page.locator("#settings-panel summary").click()
+    page.locator("#temperature").fill("5")
+    page.locator("#settings-form button[type=submit]").click()
+    assert page.locator("#temperature").evaluate("el => el.validity.valid") is False
+    expect(page.locator("#settings-status")).to_have_text("")
+    # ブラウザの検証を通らない経路 (直接の呼び出し) でも、サーバーが断り、値は残らない
+    page.evaluate("() => window.llmRouterConsole.applySettings()")
+    expect(page.locator("#settings-status")).to_contain_text("適用できませんでした")
+    expect(page.locator("#settings-status")).to_contain_text("temperature")
+    assert page.evaluate("() => sessionStorage.getItem('llm_router.console.temperature')") is None
+    console.send("まだ使えますか")
+    assert console.wait_run_end() == "finished"

@@ -240,15 +240,18 @@ class ConsoleApp {
 
   /** 詳細設定を保存し、同じスレッドに入り直して次の実行から効かせる。 */
   async applySettings() {
-    this.store.set("system", this.$("system-prompt").value.trim());
-    this.store.set("temperature", this.$("temperature").value.trim());
-    this.store.set("max_steps", this.$("max-steps").value.trim());
+    const keys = { system: "system-prompt", temperature: "temperature", max_steps: "max-steps" };
+    const previous = Object.fromEntries(Object.keys(keys).map((k) => [k, this.store.get(k)]));
+    for (const [key, id] of Object.entries(keys)) this.store.set(key, this.$(id).value.trim());
     this.connection.startParams = this.startParams();
     const status = this.$("settings-status");
     try {
       await this.connection.start({ resumed: true });
       setText(status, "適用しました (次の実行から使われます)");
     } catch (err) {
+      // 断られた値を残すと再接続のたびに start が失敗するので、前の値に戻す
+      for (const [key, value] of Object.entries(previous)) this.store.set(key, value);
+      this.connection.startParams = this.startParams();
       setText(status, `適用できませんでした: ${err.message}`);
     }
   }
