@@ -216,3 +216,24 @@ def test_server_restart_mid_run_is_shown_and_the_page_carries_on(page, monkeypat
         assert console.state("conversation.mismatches") == 0
     finally:
         second.close()
+
+
+def test_stop_after_the_current_step(page, openai_server, openai_fake):
+    """「このステップの後で停止」は、いまのモデル呼び出しとそのツールを終えてから、次のステップに進まずに止める。"""
+    # 引数を 1 文字ずつゆっくり流すツール呼び出し (押す間がある)。続きの台本は積まない: 誤って続けば規則の応答で次のステップができ、失敗する
+    openai_fake.add_tool_call_turn([("calculator", {"expression": "2 + 3"})], arg_chunk_size=1, delay_s=0.05)
+    console = Console(page, openai_server).open()
+    console.send("計算して、その後で止めて")
+    expect(console.run().locator(".tool-card", has_text="calculator")).to_be_visible()
+    after_step = page.locator("#stop-after-step")
+    expect(after_step).to_be_visible()
+    after_step.click()
+    expect(after_step).to_have_text("このステップの後で停止します…")
+    assert console.wait_run_end() == "cancelled"
+    steps = console.run().locator("details.step")
+    expect(steps).to_have_count(1)
+    card = console.run().locator(".tool-card", has_text="calculator")
+    expect(card).to_have_attribute("data-state", "done")
+    expect(card.locator(".tool-output")).to_have_text("5")
+    expect(console.run().locator(".item-cancel")).to_contain_text("ステップ 1 の後で停止")
+    expect(after_step).to_be_hidden()

@@ -197,6 +197,7 @@ class ConsoleApp {
       this.send();
     });
     this.$("stop").addEventListener("click", () => this.stop());
+    this.$("stop-after-step").addEventListener("click", () => this.stop("after_step"));
     // Esc はどこにいても停止 (確認ダイアログが開いている間は、ダイアログの「いいえ」になる)
     document.addEventListener("keydown", (e) => {
       if (e.key === "Escape" && !this.dialog.isOpen() && this.activeRunId) {
@@ -280,14 +281,23 @@ class ConsoleApp {
     }
   }
 
-  /** 実行中の run を止める。 */
-  async stop() {
+  /**
+   * 実行中の run を止める。
+   * @param {"now"|"after_step"} mode now: すぐに (生成中の応答も切る) / after_step: いまのステップとそのツールの後で
+   */
+  async stop(mode = "now") {
     const runId = this.activeRunId;
     if (!runId) return;
-    this.$("stop").disabled = true;
-    setText(this.$("stop").firstChild, "停止中… ");
+    const afterStep = this.$("stop-after-step");
+    afterStep.disabled = true;
+    if (mode === "now") {
+      this.$("stop").disabled = true;
+      setText(this.$("stop").firstChild, "停止中… ");
+    } else {
+      setText(afterStep, "このステップの後で停止します…");
+    }
     try {
-      await this.connection.cancel(runId, "now");
+      await this.connection.cancel(runId, mode);
     } catch (err) {
       this.showWarnings([`停止できませんでした: ${err.message} (${err.code})`]);
       this.updateControls();
@@ -316,6 +326,12 @@ class ConsoleApp {
     this.$("send").disabled = running || !this.connected;
     this.$("stop").disabled = !running;
     setText(this.$("stop").firstChild, "停止 ");
+    const afterStep = this.$("stop-after-step");
+    afterStep.hidden = !running;
+    if (!running) {
+      afterStep.disabled = false;
+      setText(afterStep, "このステップの後で停止");
+    }
     document.body.dataset.running = running ? "true" : "false";
   }
 
