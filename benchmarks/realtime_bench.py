@@ -284,7 +284,7 @@ def main() -> None:
         latency_rows,
     )
     body += (
-        f"\n\n各ランは {chunks} チャンクを {args.rate:g} チャンク/秒で流す。llm_router は偽の OpenAI のチャンク送出から"
+        f"\n\n各ランは {chunks} チャンクを {args.rate:g} チャンク/秒で流す。llm_router は上流 (paced_upstream.py) のチャンク送出から"
         "クライアントの受信まで、素のスタックはサーバーの emit からクライアントの受信まで。"
         f"クライアントは最大 4 プロセス (1 プロセス 1 ソケット)。{runs} 本の計測中の待機中の接続: {args.idle}。"
     )
