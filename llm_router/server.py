@@ -25,6 +25,7 @@ from llm_router.logging_setup import configure_logging
 
 logger = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT_S = 5.0
+SIGNAL_POLL_S = 0.2
 FLUSH_S = 0.3
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -156,12 +157,24 @@ def _install_shutdown(socketio: Any, services: Services) -> None:
             # eventlet の wsgi.server は開いている WebSocket が閉じるまで戻らない (pool.waitall) ので、ここで終える
             os._exit(0)
 
+    def watch() -> None:
+        """停止の合図を待ち、来たら穏やかに終える。
+
+        シグナルハンドラの中でタスクを作っても、eventlet のハブは epoll の待ちを (PEP 475 により) 元の
+        タイムアウトのまま再開するため、次のタイマーまで (最長 60 秒) 動かないことがある。そこでハンドラは
+        旗を立てるだけにし、このタスクが短い間隔で旗を見る。
+        """
+        while not state["stopping"]:
+            socketio.sleep(SIGNAL_POLL_S)
+        graceful()
+
     def on_signal(signum: int, frame: Any) -> None:
         """1 回目は穏やかに、2 回目はすぐに終える。"""
         if state["stopping"]:
             os._exit(1)
         state["stopping"] = True
-        socketio.start_background_task(graceful)
+
+    socketio.start_background_task(watch)
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
