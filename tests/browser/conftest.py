@@ -5,7 +5,8 @@
 - サーバーは ``tests/realtime/harness.py`` の :class:`ServerProcess` で、本物の ``app.py`` を空きポートで起動する。
   デモモデル (キー無し) と、ループバックの OpenAI の偽サーバー (規則モード) に向けたものを共有の部品として用意する
   (Anthropic / Gemini / Ollama の偽サーバーは test_console_reasoning.py が自分で起動する)。
-- 画面写真は ``docs/screenshots/`` に保存する (毎回上書き)。
+- 画面写真は ``LLM_ROUTER_UPDATE_SCREENSHOTS=1`` のときだけ ``docs/screenshots/`` を上書きする。ふだんは
+  一時フォルダに撮る (テストを走らせるたびに作業ツリーの PNG が変わらないように)。
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+SCREENSHOTS = (
+    ROOT / "docs" / "screenshots"
+    if os.environ.get("LLM_ROUTER_UPDATE_SCREENSHOTS") == "1"
+    else Path(os.environ.get("TMPDIR", "/tmp")) / f"llm_router_screenshots_{os.getpid()}"
+)
 FAKE_OPENAI_KEY = "sk-test-browser-not-a-real-key"
 
 
@@ -106,7 +111,7 @@ def openai_server(openai_fake: Any) -> Iterator[ServerProcess]:
 
 
 def screenshot(page: Any, name: str) -> Path:
-    """画面写真を ``docs/screenshots/<name>.png`` に保存する (毎回上書き)。"""
+    """画面写真を ``SCREENSHOTS/<name>.png`` に保存する (``LLM_ROUTER_UPDATE_SCREENSHOTS=1`` なら docs/ を更新)。"""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path))
