@@ -156,7 +156,7 @@ def test_model_selector_switches_the_thread_model(page, openai_server):
     """モデル欄で選んだモデルが同じスレッドの以降の実行に効き、デモモデルなら帯が出る。"""
     console = Console(page, openai_server).open()
     expect(page.locator("#demo-banner")).to_be_hidden()
-    no_key = page.locator("#model-select option", has_text="anthropic/claude-sonnet-4-5")
+    no_key = page.locator("#model-select option", has_text="anthropic/claude-sonnet-4-6")
     expect(no_key).to_be_disabled()
     expect(no_key).to_contain_text("キー未設定")
     page.locator("#model-select").select_option("demo/scripted")

@@ -50,13 +50,13 @@ def make_router(environ=None, overrides=(), classes=None):
         ("anthropic/claude-sonnet-4-5", ("anthropic", "claude-sonnet-4-5")),
         ("ollama/hf.co/org/model:Q4", ("ollama", "hf.co/org/model:Q4")),
         ("fast", ("anthropic", "claude-haiku-4-5")),
-        ("smart", ("anthropic", "claude-sonnet-4-5")),
+        ("smart", ("anthropic", "claude-sonnet-4-6")),
         ("local", ("ollama", "llama3.2")),
         ("gpt-4o", ("openai", "gpt-4o")),
         ("gemini", ("gemini", "gemini-2.5-flash")),
         ("openai/", ("openai", "gpt-4.1-mini")),
         ("OpenAI/gpt-4.1-mini", ("openai", "gpt-4.1-mini")),
-        ("  smart  ", ("anthropic", "claude-sonnet-4-5")),
+        ("  smart  ", ("anthropic", "claude-sonnet-4-6")),
     ],
 )
 def test_resolve_table(spec, expected):
@@ -106,7 +106,7 @@ def test_auto_without_any_key_is_demo():
 def test_auto_picks_the_first_candidate_with_a_key():
     """auto は models.auto_candidates のうちキーのある最初のものを選ぶ。"""
     router = make_router({"GEMINI_API_KEY": "g-key", "ANTHROPIC_API_KEY": "a-key"})
-    assert router.resolve("auto").spec == "anthropic/claude-sonnet-4-5"
+    assert router.resolve("auto").spec == "anthropic/claude-sonnet-4-6"
     assert not router.is_demo_default()
     only_gemini = make_router({"GOOGLE_API_KEY": "g-key"})
     assert only_gemini.default_spec() == "gemini/gemini-2.5-flash"
@@ -130,12 +130,12 @@ def test_fallback_chain_is_followed_transitively_for_providers_with_keys():
     keys = {"ANTHROPIC_API_KEY": "a", "OPENAI_API_KEY": "o", "GEMINI_API_KEY": "g"}
     chain = make_router(keys).chain("smart")
     assert [r.spec for r in chain] == [
-        "anthropic/claude-sonnet-4-5",
+        "anthropic/claude-sonnet-4-6",
         "openai/gpt-4.1-mini",
         "gemini/gemini-2.5-flash",
     ]
     partial = make_router({"ANTHROPIC_API_KEY": "a", "GEMINI_API_KEY": "g"}).chain("smart")
-    assert [r.spec for r in partial] == ["anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash"]
+    assert [r.spec for r in partial] == ["anthropic/claude-sonnet-4-6", "gemini/gemini-2.5-flash"]
 
 
 def test_chain_without_fallbacks_is_the_route_alone():
@@ -219,8 +219,8 @@ def test_available_models_lists_defaults_aliases_presets_and_flags():
         assert any(m["provider"] == provider for m in models.values())
     assert models["openai/gpt-4.1-mini"]["has_key"] is True
     assert "mini" in models["openai/gpt-4.1-mini"]["aliases"]
-    assert models["anthropic/claude-sonnet-4-5"]["has_key"] is False
-    assert "smart" in models["anthropic/claude-sonnet-4-5"]["aliases"]
+    assert models["anthropic/claude-sonnet-4-6"]["has_key"] is False
+    assert "smart" in models["anthropic/claude-sonnet-4-6"]["aliases"]
     assert models["demo/scripted"]["demo"] is True and models["demo/scripted"]["has_key"] is True
     assert models["anthropic/claude-3-opus-20240229"]["retired"] is True
     assert models["gemini/gemini-1.5-pro"]["retired"] is True
