@@ -23,7 +23,6 @@ from llm_router.core.schemas.common import (
     ChatResponse,
     EmbeddingRequest,
     EmbeddingResponse,
-    ReasoningLevel,
     StreamChunk,
     StreamEnd,
     ToolDefinition,
@@ -118,8 +117,7 @@ class AnthropicClient(BaseClient):
         try:
             return self.request("POST", _MESSAGES_PATH, body, stream=stream, cancel=cancel, on_retry=on_retry)
         except ModelNotFoundError as exc:
-            options = model_options_for(self.config, body["model"])
-            raise _model_not_found(self.provider, body["model"], options, exc) from exc
+            raise self.model_not_found(body["model"], exc) from exc
 
     def chat_stream(
         self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
@@ -159,38 +157,6 @@ class AnthropicClient(BaseClient):
             provider=self.provider,
         )
 
-    # ------------------------------------------------------------ 警告
-
-    def tool_warnings(self, tools: list[ToolDefinition], model: str) -> list[str]:
-        """Anthropic へ送るときに落とす・書き換えるスキーマのキーワード (ツール名つき)。"""
-        return _named_warnings("anthropic", tools)
-
-    def reasoning_warning(self, model: str, level: ReasoningLevel) -> str | None:
-        """推論に対応しないモデルで ``level`` が off でないときの警告文。"""
-        if level == "off" or model_options_for(self.config, model).reasoning:
-            return None
-        return (
-            f"model 'anthropic/{model}' does not support reasoning; reasoning={level} is ignored "
-            f"(モデル 'anthropic/{model}' は推論 (thinking) に対応していないため、reasoning={level} は無視されます)"
-        )
-
-
-def _named_warnings(profile: str, tools: list[ToolDefinition]) -> list[str]:
-    """スキーマ変換の警告を、ツール名が入るようにして集める。"""
-    out: list[str] = []
-    for tool in tools:
-        _, warnings = schema_for_provider(profile, tool)
-        out.extend(w if tool.name in w else f"{tool.name}: {w}" for w in warnings)
-    return out
-
-
-def _model_not_found(provider: str, model: str, options: ModelOptions, exc: ModelNotFoundError) -> ModelNotFoundError:
-    """404 を、モデル名と (設定にあれば) 提供終了の注記を含むエラーにする。"""
-    note = " (retired" + (f": {options.note}" if options.note else "") + ")" if options.retired else ""
-    return ModelNotFoundError(
-        f"model '{provider}/{model}' was not found{note}; choose a served model "
-        f"(モデル '{provider}/{model}' が見つかりません。提供中のモデルを選んでください): {exc.message}",
-        provider=provider,
-        status=exc.status,
-        error_type=exc.error_type,
-    )
+    def _schema_warnings(self, tool: ToolDefinition, model: str) -> list[str]:
+        """Anthropic へ送るときに落とす・書き換えるスキーマのキーワード。"""
+        return schema_for_provider("anthropic", tool)[1]

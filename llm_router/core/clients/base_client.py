@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import requests
 import urllib3.exceptions
 
-from llm_router.config.schema import ProviderConfig
+from llm_router.config.schema import ProviderConfig, model_options_for
 from llm_router.core.cancel import CancelToken
 from llm_router.core.clients.stream_readers import NDJSONDecoder, SSEDecoder, SSEEvent
 from llm_router.core.schemas.errors import (
@@ -204,7 +204,40 @@ class BaseClient:
             error_type=error_type,
         )
 
+    def _schema_warnings(self, tool: Any, model: str) -> list[str]:
+        """1 つのツールのスキーマを送るときの警告 (プロバイダごとに上書き。既定は無し)。"""
+        return []
+
     # ------------------------------------------------------------ 共通の道具
+
+    def tool_warnings(self, tools: list[Any], model: str) -> list[str]:
+        """このプロバイダ/モデルへ送るときに落とす・書き換えるスキーマのキーワード (ツール名つき)。"""
+        out: list[str] = []
+        for tool in tools:
+            for warning in self._schema_warnings(tool, model):
+                out.append(warning if tool.name in warning else f"{tool.name}: {warning}")
+        return out
+
+    def reasoning_warning(self, model: str, level: str) -> str | None:
+        """推論 (thinking) を求められたが、設定でモデルが推論に対応しないときの警告文 (対応していれば ``None``)。"""
+        if level == "off" or model_options_for(self.config, model).reasoning:
+            return None
+        return (
+            f"model '{self.provider}/{model}' does not support reasoning; reasoning={level} is ignored "
+            f"(モデル '{self.provider}/{model}' は推論 (thinking) に対応していないため、reasoning={level} は無視されます)"
+        )
+
+    def model_not_found(self, model: str, exc: ModelNotFoundError) -> ModelNotFoundError:
+        """404 を、モデル名と (設定にあれば) 提供終了の注記を含むエラーにする。"""
+        options = model_options_for(self.config, model)
+        note = " (retired" + (f": {options.note}" if options.note else "") + ")" if options.retired else ""
+        return ModelNotFoundError(
+            f"model '{self.provider}/{model}' was not found{note}; choose a served model "
+            f"(モデル '{self.provider}/{model}' が見つかりません。提供中のモデルを選んでください): {exc.message}",
+            provider=self.provider,
+            status=exc.status,
+            error_type=exc.error_type,
+        )
 
     def redact(self, text: str) -> str:
         """文字列から API キーを伏せる。"""

@@ -32,7 +32,6 @@ from llm_router.core.schemas.common import (
     ChatResponse,
     EmbeddingRequest,
     EmbeddingResponse,
-    ReasoningLevel,
     StreamChunk,
     StreamEnd,
     ToolDefinition,
@@ -110,6 +109,10 @@ class GeminiClient(BaseClient):
         version = self.config.api_version
         return (f"/{version}" if version else "") + f"/models/{model}:{method}"
 
+    def _schema_warnings(self, tool: ToolDefinition, model: str) -> list[str]:
+        """Gemini へ送るときに落とす・書き換えるスキーマのキーワード (``schema_mode`` の形で)。"""
+        return schema_for_provider(self._schema_profile()[0], tool)[1]
+
     def _schema_profile(self) -> tuple[str, str]:
         """設定 ``schema_mode`` による (スキーマ変換のプロファイル, 宣言のフィールド名)。"""
         if self.config.schema_mode == "openapi":
@@ -181,7 +184,7 @@ class GeminiClient(BaseClient):
         try:
             return self.request("POST", path, body, stream=stream, cancel=cancel, on_retry=on_retry)
         except ModelNotFoundError as exc:
-            raise _model_not_found(self.provider, model, model_options_for(self.config, model), exc) from exc
+            raise self.model_not_found(model, exc) from exc
 
     def chat_stream(
         self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
@@ -260,33 +263,3 @@ class GeminiClient(BaseClient):
         return item
 
     # ------------------------------------------------------------ 警告
-
-    def tool_warnings(self, tools: list[ToolDefinition], model: str) -> list[str]:
-        """Gemini へ送るときに落とす・書き換えるスキーマのキーワード (ツール名つき)。"""
-        profile, _ = self._schema_profile()
-        out: list[str] = []
-        for tool in tools:
-            _, warnings = schema_for_provider(profile, tool)
-            out.extend(w if tool.name in w else f"{tool.name}: {w}" for w in warnings)
-        return out
-
-    def reasoning_warning(self, model: str, level: ReasoningLevel) -> str | None:
-        """推論に対応しないモデルで ``level`` が off でないときの警告文。"""
-        if level == "off" or model_options_for(self.config, model).reasoning:
-            return None
-        return (
-            f"model 'gemini/{model}' does not support reasoning; reasoning={level} is ignored "
-            f"(モデル 'gemini/{model}' は推論 (thinking) に対応していないため、reasoning={level} は無視されます)"
-        )
-
-
-def _model_not_found(provider: str, model: str, options: ModelOptions, exc: ModelNotFoundError) -> ModelNotFoundError:
-    """404 を、モデル名と (設定にあれば) 提供終了の注記を含むエラーにする。"""
-    note = " (retired" + (f": {options.note}" if options.note else "") + ")" if options.retired else ""
-    return ModelNotFoundError(
-        f"model '{provider}/{model}' was not found{note}; choose a served model "
-        f"(モデル '{provider}/{model}' が見つかりません。提供中のモデルを選んでください): {exc.message}",
-        provider=provider,
-        status=exc.status,
-        error_type=exc.error_type,
-    )

@@ -109,6 +109,10 @@ class OllamaClient(BaseClient):
             tools = [t for t in tools if t.name == choice.name] or tools
         return [self._tool(tool)[0] for tool in tools]
 
+    def _schema_warnings(self, tool: ToolDefinition, model: str) -> list[str]:
+        """スキーマ変換で落とした・書き換えたキーワード。"""
+        return self._tool(tool)[1]
+
     @staticmethod
     def _tool(tool: ToolDefinition) -> tuple[dict[str, Any], list[str]]:
         """1 つのツール。サーバーはスキーマの多くのキーワードを黙って落とすので、変換器で簡単にしておく。"""
@@ -298,20 +302,3 @@ class OllamaClient(BaseClient):
         return EmbeddingResponse(vectors=vectors, model=model, usage=usage)
 
     # ------------------------------------------------------------ 警告
-
-    def tool_warnings(self, tools: list[ToolDefinition], model: str) -> list[str]:
-        """スキーマ変換で落とした・書き換えたキーワード (ツール名つき)。"""
-        out: list[str] = []
-        for tool in tools:
-            for warning in self._tool(tool)[1]:
-                out.append(warning if tool.name in warning else f"{tool.name}: {warning}")
-        return out
-
-    def reasoning_warning(self, model: str, level: ReasoningLevel) -> str | None:
-        """推論を求められたが、モデルが推論に対応すると設定されていないときの警告文。"""
-        if level == "off" or model_options_for(self.config, model).reasoning:
-            return None
-        return (
-            f"model '{model}' is not configured as a thinking model: reasoning '{level}' is ignored "
-            f"(モデル '{model}' は思考に対応しないため、reasoning '{level}' は無視されます)"
-        )

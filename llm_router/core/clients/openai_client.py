@@ -143,6 +143,10 @@ class OpenAIClient(BaseClient):
         if request.parallel_tool_calls is not None:
             body["parallel_tool_calls"] = request.parallel_tool_calls
 
+    def _schema_warnings(self, tool: ToolDefinition, model: str) -> list[str]:
+        """スキーマ変換で落とした・書き換えたキーワード。"""
+        return self._tool(tool)[1]
+
     def _tool(self, tool: ToolDefinition) -> tuple[dict[str, Any], list[str]]:
         """1 つのツールを ``{"type": "function", "function": {...}}`` にする。
 
@@ -390,23 +394,11 @@ class OpenAIClient(BaseClient):
 
     # ------------------------------------------------------------ 警告
 
-    def tool_warnings(self, tools: list[ToolDefinition], model: str) -> list[str]:
-        """スキーマ変換で落とした・書き換えたキーワード (ツール名つき)。"""
-        out: list[str] = []
-        for tool in tools:
-            for warning in self._tool(tool)[1]:
-                out.append(warning if tool.name in warning else f"{tool.name}: {warning}")
-        return out
-
     def reasoning_warning(self, model: str, level: ReasoningLevel) -> str | None:
-        """推論を求められたが、モデルが推論モデルとして設定されていないときの警告文。"""
-        if level == "off":
-            return None
-        if not model_options_for(self.config, model).reasoning:
-            return (
-                f"model '{model}' is not configured as a reasoning model: reasoning '{level}' is ignored "
-                f"(モデル '{model}' は推論に対応しないため、reasoning '{level}' は無視されます)"
-            )
+        """共通の警告に加え、推論レベルが設定に無いときも警告する。"""
+        warning = super().reasoning_warning(model, level)
+        if warning is not None or level == "off":
+            return warning
         if self.config.reasoning_levels.get(level) is None:
             return f"reasoning level '{level}' is not configured for openai (openai に推論レベル '{level}' の設定がありません)"
         return None
