@@ -49,7 +49,7 @@ class BareServer:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:PORT``。"""
+        """接続先の URL (``http://127.0.0.1:PORT``)。"""
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> BareServer:
