@@ -51,6 +51,8 @@ class ProviderConfig:
     embedding_batch_size: int = 100
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 120.0
+    # 同時に開いておく接続の数 (同じプロバイダへの同時ストリーム数より大きくする)
+    pool_maxsize: int = 256
     default_max_tokens: int = 1024
     retry: RetryConfig = field(default_factory=RetryConfig)
     schema_mode: str = "json_schema"

@@ -163,7 +163,7 @@ class BaseClient:
         self.config = config
         self._api_key = api_key
         self.session = session or requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64, max_retries=0)
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=config.pool_maxsize, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self._rng = rng or random.Random()

@@ -18,8 +18,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from llm_router.config.schema import ModelOptions, model_options_for
 from llm_router.core.cancel import CancelToken
 from llm_router.core.clients.accumulator import StreamAccumulator
@@ -298,6 +296,8 @@ class OllamaClient(BaseClient):
                 raise ProviderStreamBrokenError(f"expected {len(batch)} embeddings, got {got}", provider=self.provider)
             rows.extend(embeddings)
             usage = usage + Usage(input_tokens=int(data.get("prompt_eval_count") or 0))
+        import numpy as np  # 埋め込みのときだけ読み込む (import llm_router を軽く保つ)
+
         vectors = np.asarray(rows, dtype=np.float32) if rows else np.zeros((0, 0), dtype=np.float32)
         return EmbeddingResponse(vectors=vectors, model=model, usage=usage)
 

@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from llm_router.config.schema import ModelOptions, model_options_for
 from llm_router.core.cancel import CancelToken
 from llm_router.core.clients.accumulator import StreamAccumulator
@@ -389,6 +387,8 @@ class OpenAIClient(BaseClient):
                 )
             rows.extend(item["embedding"] for item in items)
             usage = usage + Usage(input_tokens=int((data.get("usage") or {}).get("prompt_tokens") or 0))
+        import numpy as np  # 埋め込みのときだけ読み込む (import llm_router を軽く保つ)
+
         vectors = np.asarray(rows, dtype=np.float32) if rows else np.zeros((0, 0), dtype=np.float32)
         return EmbeddingResponse(vectors=vectors, model=model, usage=usage)
 
