@@ -11,6 +11,7 @@ from typing import Any
 from llm_router.agent.thread_state import ThreadState
 from llm_router.core.json_schema_validation import validate_arguments
 from llm_router.core.schemas.common import ToolCall, ToolDefinition
+from llm_router.core.tool_schemas import drop_null_optionals
 
 SERVER = "server"
 CLIENT = "client"
@@ -51,12 +52,18 @@ class Toolbox:
         return tool.parameters if tool is not None else None
 
     def problem(self, call: ToolCall) -> str | None:
-        """実行してはいけない理由 (実行してよければ ``None``)。この文言がモデルへのエラー結果になる。"""
+        """実行してはいけない理由 (実行してよければ ``None``)。この文言がモデルへのエラー結果になる。
+
+        検証の前に、任意 (required でなく null も許さない) のプロパティに来た ``null`` を「省略」として
+        取り除く (``call.arguments`` を置き換える)。OpenAI の strict モードは任意のプロパティを必須 + null 可に
+        して送るため、モデルは省略の代わりに ``null`` を返す (tool_schemas.drop_null_optionals)。
+        """
         schema = self.schema(call.name)
         if schema is None:
             return f"unknown tool '{call.name}': not executed"
         if call.parse_error:
             return f"invalid arguments for tool '{call.name}': {call.parse_error}; not executed"
+        call.arguments = drop_null_optionals(schema, call.arguments)
         problems = _validate(schema, call.arguments)
         if problems:
             return f"invalid arguments for tool '{call.name}': {'; '.join(problems)}; not executed"
