@@ -124,6 +124,40 @@ def test_tool_input_that_is_not_json_is_reported_not_raised(fake):
     assert end.call.arguments == {} and "not valid JSON" in end.call.parse_error
 
 
+def test_tool_call_without_input_still_yields_one_delta(fake):
+    """引数の無い tool_use (partial_json が空文字だけ) でも ToolCallDelta "{}" を 1 つ出す (PROTOCOL.md の約束)。"""
+    frames = [
+        sse_frame(
+            {"type": "message_start", "message": {"usage": {"input_tokens": 1, "output_tokens": 1}}}, "message_start"
+        ),
+        sse_frame(
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "tool_use", "id": "toolu_n", "name": "current_time", "input": {}},
+            },
+            "content_block_start",
+        ),
+        sse_frame(
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": ""}},
+            "content_block_delta",
+        ),
+        sse_frame({"type": "content_block_stop", "index": 0}, "content_block_stop"),
+        sse_frame(
+            {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 3}},
+            "message_delta",
+        ),
+        sse_frame({"type": "message_stop"}, "message_stop"),
+    ]
+    fake.server.enqueue(StreamResponse(frames))
+    chunks = list(client(fake).chat_stream(request(tools=[CLOCK])))
+    assert [k for k in _kinds(chunks) if k.startswith("ToolCall")] == ["ToolCallStart", "ToolCallDelta", "ToolCallEnd"]
+    assert [c.delta for c in chunks if isinstance(c, ToolCallDelta)] == ["{}"]
+    end = next(c for c in chunks if isinstance(c, ToolCallEnd))
+    assert end.call.arguments == {} and end.call.parse_error is None
+    assert chunks[-1].message.tool_calls[0].arguments == {}
+
+
 def test_ping_and_unknown_events_are_ignored(fake):
     """ping と未知のイベント種別は読み飛ばす (Anthropic は種類を足すことがあると明言している)。"""
     frames = fake.stream([text_block("はい")])

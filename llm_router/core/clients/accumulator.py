@@ -132,9 +132,16 @@ class StreamAccumulator:
         if call is None or call.ended:
             return []
         call.ended = True
+        out: list[StreamChunk] = []
+        if not call.parts:
+            # 引数の無い呼び出し (Anthropic は空の partial_json "" だけを送る) でも、PROTOCOL.md の
+            # 「どの呼び出しも tool_call_delta を 1 つ以上」を守るため、空の引数 "{}" を 1 つの断片として出す
+            call.parts.append("{}")
+            out.append(ToolCallDelta(index, call.id, "{}"))
         raw = "".join(call.parts)
         arguments, error = parse_arguments(raw)
-        return [ToolCallEnd(index, ToolCall(call.id, call.name, arguments, raw, error))]
+        out.append(ToolCallEnd(index, ToolCall(call.id, call.name, arguments, raw, error)))
+        return out
 
     def tool_whole(self, call_id: str | None, name: str, arguments: Any) -> list[StreamChunk]:
         """一度に届くツール呼び出し (Gemini, Ollama) も start / delta / end にする。"""
