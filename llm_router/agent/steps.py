@@ -4,7 +4,9 @@
 - :class:`ModelCall` はストリームのチャンクを 1 種類につき 1 つの小さなメソッドでイベントに変える。
   出力が始まる前の再試行可能な失敗は設定のフォールバックで次のモデルへ (``retry`` イベント)、出力が
   始まった後の再試行可能な失敗はそのステップの出力を捨てて ``agent.step_reset_retries`` 回までやり直す
-  (``step_reset``、Vercel AI SDK の reset-step と同じ考え方)。それ以外は ``run_error``。
+  (``step_reset``、Vercel AI SDK の reset-step と同じ考え方)。HTTP 200 の後、出力の前にストリームの中で
+  届いた再試行可能なエラー (Anthropic の ``overloaded_error`` イベントなど、クライアントの再試行の外にある失敗) は、
+  切り替え先が無ければ同じモデルで待ってから同じ回数までやり直す (``retry`` イベント)。それ以外は ``run_error``。
 参考: openai-agents-python ``run_internal/run_steps.py`` (ステップが次の動作を値で返す)。
 """
 
@@ -139,6 +141,8 @@ class ModelCall:
         self._reasoning_id: str | None = None
         self._reasoning: list[str] = []
         self._client_ids: list[str] = []
+        # この試行でクライアント (BaseClient.request) が再試行したか。したなら出力前の失敗をここで重ねて再試行しない
+        self._client_retried = False
 
     # ------------------------------------------------------------ 呼び出しと失敗の扱い
 
@@ -197,12 +201,33 @@ class ModelCall:
                     ctx.progress.discard_attempt()
                     ctx.events.retry(self.step, self.attempt, 0, error["code"], ctx.route.spec)
                 return _NEXT_MODEL
+            if is_retryable(exc) and not self._client_retried and self.resets < ctx.agent_config.step_reset_retries:
+                return self._retry_same_before_output(exc, error["code"])
             return Failed(error)
         if is_retryable(exc) and self.resets < ctx.agent_config.step_reset_retries:
             self.resets += 1
             self._reset(error["code"])
             return _RETRY_SAME
         return Failed(error)
+
+    def _retry_same_before_output(self, exc: Exception, reason: str) -> object:
+        """出力前の失敗をクライアントが再試行していないとき、待ってから同じモデルでやり直す。
+
+        PROTOCOL.md「出力前の失敗はバックオフつきで再試行 (``retry`` イベント)」。待ち時間はエラーの
+        Retry-After、無ければそのプロバイダの再試行設定の最初の待ち時間。
+        """
+        self.resets += 1
+        self.attempt += 1
+        wait_s = getattr(exc, "retry_after_s", None)
+        if wait_s is None:
+            retry = getattr(getattr(self.ctx.router.client(self.ctx.route.provider), "config", None), "retry", None)
+            wait_s = getattr(retry, "initial_backoff_s", 0.0) or 0.0
+        with self.ctx.events.lock:
+            self.ctx.progress.discard_attempt()
+            self.ctx.events.retry(self.step, self.attempt, int(wait_s * 1000), reason, self.ctx.route.spec)
+        if self.ctx.token.wait(wait_s):
+            return Cancelled(self.ctx.token.reason or "client")
+        return _RETRY_SAME
 
     def _reset(self, reason: str) -> None:
         """この試行の出力を無効にする: ``step_reset`` を送り、途中経過と告知済みのクライアント呼び出しを捨てる。"""
@@ -213,6 +238,7 @@ class ModelCall:
 
     def _on_retry(self, attempt: int, wait_s: float, error: ProviderError) -> None:
         """クライアントの再試行を ``retry`` イベントにする (番号はステップの中で通し番号)。"""
+        self._client_retried = True
         self.attempt += 1
         self.ctx.events.retry(self.step, self.attempt, int(wait_s * 1000), error.code, self.ctx.route.spec)
 

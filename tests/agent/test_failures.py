@@ -202,3 +202,29 @@ def test_a_reset_step_may_repeat_the_same_client_tool_call_id():
     model.assert_done()
     assert [r["result"] for r in sink.of_type("tool_result")] == ["ja"]
     assert_valid_history(thread.history)
+
+
+def test_in_stream_failure_before_output_is_retried_on_the_same_model():
+    """HTTP 200 の後、出力前にストリームで届いた再試行可能なエラー (切り替え先なし) は同じモデルで 1 回やり直す。"""
+    overloaded = ProviderUnavailableError("Overloaded", provider="scripted", retry_after_s=0.0)
+    model = ScriptedModel(Turn([Use(4, 0), Fail(overloaded)]), Turn([Text("再開しました")]))
+    run, sink = make_run(model)
+    run.run()
+    model.assert_done()
+    assert sink.of_type("retry") == [
+        {"step": 1, "attempt": 1, "wait_ms": 0, "reason": "provider_unavailable", "model": "scripted/m1"}
+    ]
+    assert "step_reset" not in sink.types()
+    assert sink.of_type("run_finished")[0]["text"] == "再開しました"
+
+
+def test_failure_the_client_already_retried_is_not_retried_again():
+    """クライアントが再試行し尽くした出力前の失敗は、ループで重ねて再試行せず run_error (before_output)。"""
+    error = ProviderUnavailableError("overloaded", provider="scripted", status=503)
+    model = ScriptedModel(Turn([RetryNotice(0.0, error), Fail(error)]))
+    run, sink = make_run(model)
+    run.run()
+    model.assert_done()
+    assert len(sink.of_type("retry")) == 1
+    failure = sink.of_type("run_error")[0]["error"]
+    assert (failure["code"], failure["phase"], failure["retryable"]) == ("provider_unavailable", "before_output", True)
