@@ -16,7 +16,7 @@ from llm_router.agent.progress import StepProgress
 from llm_router.agent.thread_state import ThreadState
 from llm_router.agent.toolbox import Toolbox
 from llm_router.core.cancel import CancelToken
-from llm_router.core.schemas.common import ChatRequest, Message, Usage
+from llm_router.core.schemas.common import ChatRequest, Message, ToolChoice, Usage
 
 logger = logging.getLogger("llm_router.agent")
 
@@ -64,12 +64,24 @@ class RunContext:
             model=model,
             messages=messages,
             tools=tools,
-            tool_choice=settings.choice() if tools else None,
+            tool_choice=self._tool_choice() if tools else None,
             temperature=temperature,
             max_tokens=settings.max_tokens or self.agent_config.max_tokens,
             parallel_tool_calls=settings.parallel_tool_calls if tools else None,
             reasoning=settings.reasoning or "off",
         )
+
+    def _tool_choice(self) -> ToolChoice | None:
+        """このステップの ``tool_choice``。ツールを強制する指定 (``required`` / 特定のツール) は最初のステップだけ。
+
+        2 ステップ目以降 (= 前のステップでツールが呼ばれた後) も強制すると、モデルは答えを書けずに
+        max_steps までツールを呼び続ける。openai-agents-python の ``reset_tool_choice`` (既定で有効) と同じく
+        ``auto`` に戻す。
+        """
+        choice = self.thread.settings.choice()
+        if choice is not None and choice.mode in ("required", "tool") and self.progress.step > 1:
+            return ToolChoice("auto")
+        return choice
 
     def commit_step(self, missing_result: str = "cancelled") -> bool:
         """実行中のステップを履歴と使用量の合計に確定する。実行が既に終わっていれば何もせず偽。"""

@@ -257,3 +257,16 @@ def test_text_before_a_tool_call_is_finished_before_the_call_starts():
     types = sink.types()
     assert types.index("text_finished") < types.index("tool_call_started")
     assert run.thread.history[1].text() == "計算します" and run.thread.history[1].tool_calls[0].id == "c1"
+
+
+def test_forced_tool_choice_applies_to_the_first_step_only():
+    """required や特定ツールの強制は最初のステップだけ。ツールの後は auto に戻し、モデルが答えを書ける。"""
+    for forced in ("required", {"type": "tool", "name": "calculator"}):
+        model = ScriptedModel(Turn([Call("c1", "calculator", {"expression": "1+1"})]), Turn([Text("2 です")]))
+        thread = ThreadState(thread_id="t1", settings={"tool_choice": forced})
+        run, sink = make_run(model, registry=FakeRegistry(calculator_tool()), thread=thread)
+        run.run()
+        model.assert_done()
+        first, second = (request.tool_choice for request in model.requests)
+        assert first.mode in ("required", "tool") and second.mode == "auto"
+        assert sink.of_type("run_finished")[0]["finish_reason"] == "stop"
