@@ -193,6 +193,18 @@ def test_forced_tool_choice_disables_thinking(fake):
     assert "thinking" not in body and body["tool_choice"] == {"type": "any"}
 
 
+def test_tool_loop_that_began_without_thinking_keeps_thinking_off(fake):
+    """強制の tool_choice で思考なしに始まったツールのループは、次の auto の呼び出しでも思考なし (ターンの途中で変えない)。"""
+    call = ToolCall("toolu_1", "get_weather", {"city": "東京"})
+    loop = [Message.user("天気は?"), Message.assistant("", [call]), Message.tool("toolu_1", "get_weather", "晴れ")]
+    body = _body(fake, request(messages=loop, tools=[WEATHER], tool_choice=ToolChoice("auto"), reasoning="low"))
+    assert "thinking" not in body
+    # 新しいユーザー発話で始まる次のターンでは、また思考できる
+    next_turn = [*loop, Message.assistant("晴れです"), Message.user("大阪は?")]
+    body = _body(fake, request(messages=next_turn, tools=[WEATHER], tool_choice=ToolChoice("auto"), reasoning="low"))
+    assert body["thinking"]["type"] == "enabled"
+
+
 def test_thinking_round_trip_sends_signed_blocks_back_byte_for_byte(fake):
     """思考つきの tool_use の往復: 2 回目の assistant の番は、受け取ったブロック (署名つき) と JSON として同一。"""
     received = [

@@ -23,6 +23,7 @@ from llm_router.core.schemas.common import (
     ChatResponse,
     EmbeddingRequest,
     EmbeddingResponse,
+    Message,
     StreamChunk,
     StreamEnd,
     ToolDefinition,
@@ -93,6 +94,11 @@ class AnthropicClient(BaseClient):
         """
         if request.reasoning == "off" or not options.reasoning:
             return False
+        if options.reasoning_style != "adaptive" and _tool_loop_began_without_thinking(request.messages):
+            # ツールのループは 1 つのアシスタントターン。思考の設定はターンの途中で変えない
+            # (Anthropic "Thinking in tool and multi-turn workflows": keep one thinking configuration per
+            # assistant turn)。最初の呼び出しが強制の tool_choice で思考なしだったら、ループの間は思考なしのまま。
+            return False
         return not (request.tools and request.tool_choice and request.tool_choice.mode in ("required", "tool"))
 
     def _add_thinking(self, body: dict[str, Any], request: ChatRequest, options: ModelOptions) -> None:
@@ -160,3 +166,10 @@ class AnthropicClient(BaseClient):
     def _schema_warnings(self, tool: ToolDefinition, model: str) -> list[str]:
         """Anthropic へ送るときに落とす・書き換えるスキーマのキーワード。"""
         return schema_for_provider("anthropic", tool)[1]
+
+
+def _tool_loop_began_without_thinking(messages: list[Message]) -> bool:
+    """いまのターン (最後のユーザー発話の後) の最初のアシスタント発話が、思考なしでツールを呼んでいたら真。"""
+    last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
+    first = next((m for m in messages[last_user + 1 :] if m.role == "assistant"), None)
+    return first is not None and bool(first.tool_calls) and not first.reasoning
