@@ -136,8 +136,19 @@ def _gemini(entry: dict[str, Any], where: str) -> list[tuple[str, ToolSpec]]:
     return out
 
 
+# 正規形で知っているキー。ほかのキーは打ち間違い (``parameter``、``input_shema``) か未対応の形式
+# (MCP の ``inputSchema`` など) なので断る。黙って無視すると引数なしのツールになってしまう
+_CANONICAL_KEYS = frozenset({"name", "description", "parameters", "type"})
+
+
 def _canonical(entry: dict[str, Any], where: str) -> list[tuple[str, ToolSpec]]:
-    """正規形: ``{"name", "description", "parameters"}``。"""
+    """正規形: ``{"name", "description", "parameters"}``。知らないキーは名前を挙げて断る。"""
+    unknown = sorted(str(key) for key in entry if key not in _CANONICAL_KEYS)
+    if unknown:
+        raise ToolDefinitionError(
+            f"tool {entry.get('name')!r} ({where}): unknown field(s) {', '.join(repr(k) for k in unknown)} "
+            "(expected 'name', 'description', 'parameters'; Anthropic's schema is 'input_schema')"
+        )
     return [(where, _make(entry, entry.get("parameters"), where, "canonical"))]
 
 

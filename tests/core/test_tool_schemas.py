@@ -172,6 +172,12 @@ def test_order_is_kept_across_formats():
         ),
         ([{"type": "web_search_20250305", "name": "web_search"}], "tools[0]: unknown tool definition format"),
         ([{"description": "no name at all"}], "tools[0]: unknown tool definition format"),
+        (
+            [{"name": "a", "description": "d", "parameter": {"type": "object"}}],
+            "tool 'a' (tools[0]): unknown field(s) 'parameter'",
+        ),
+        ([{"name": "a", "input_shema": {"type": "object"}}], "tool 'a' (tools[0]): unknown field(s) 'input_shema'"),
+        ([{"name": "a", "inputSchema": {"type": "object"}}], "tool 'a' (tools[0]): unknown field(s) 'inputSchema'"),
         (["get_weather"], "tools[0]: a tool definition must be an object"),
         ([{"functionDeclarations": []}], "tools[0]: 'functionDeclarations' must be a non-empty list"),
         ([{"name": "a", "description": 3}], "tool 'a': 'description' must be a string"),
