@@ -105,11 +105,13 @@ def _openai_chat(entry: dict[str, Any], where: str) -> list[tuple[str, ToolSpec]
     fn = entry["function"]
     if not isinstance(fn, dict):
         raise ToolDefinitionError(f"{where}: 'function' must be an object")
+    _refuse_unknown(fn, _OPENAI_FUNCTION_KEYS, where)
     return [(where, _make(fn, fn.get("parameters"), where, "openai", fn.get("strict", entry.get("strict"))))]
 
 
 def _openai_flat(entry: dict[str, Any], where: str) -> list[tuple[str, ToolSpec]]:
     """OpenAI のフラット形式 (Responses API): ``{"type": "function", "name", ...}``。"""
+    _refuse_unknown(entry, _OPENAI_FUNCTION_KEYS | {"type"}, where)
     return [(where, _make(entry, entry.get("parameters"), where, "openai_flat", entry.get("strict")))]
 
 
@@ -136,19 +138,25 @@ def _gemini(entry: dict[str, Any], where: str) -> list[tuple[str, ToolSpec]]:
     return out
 
 
-# 正規形で知っているキー。ほかのキーは打ち間違い (``parameter``、``input_shema``) か未対応の形式
-# (MCP の ``inputSchema`` など) なので断る。黙って無視すると引数なしのツールになってしまう
+# 正規形と OpenAI の function で知っているキー。ほかのキーは打ち間違い (``parameter``、``input_shema``) か
+# 未対応の形式 (MCP の ``inputSchema`` など) なので断る。黙って無視すると引数なしのツールになってしまう
 _CANONICAL_KEYS = frozenset({"name", "description", "parameters", "type"})
+_OPENAI_FUNCTION_KEYS = frozenset({"name", "description", "parameters", "strict"})
+
+
+def _refuse_unknown(body: dict[str, Any], known: frozenset[str], where: str) -> None:
+    """知らないキーがあれば、ツール名とキーを挙げて :class:`ToolDefinitionError` にする。"""
+    unknown = sorted(str(key) for key in body if key not in known)
+    if unknown:
+        raise ToolDefinitionError(
+            f"tool {body.get('name')!r} ({where}): unknown field(s) {', '.join(repr(k) for k in unknown)} "
+            f"(expected {', '.join(repr(k) for k in sorted(known))}; Anthropic's schema is 'input_schema')"
+        )
 
 
 def _canonical(entry: dict[str, Any], where: str) -> list[tuple[str, ToolSpec]]:
     """正規形: ``{"name", "description", "parameters"}``。知らないキーは名前を挙げて断る。"""
-    unknown = sorted(str(key) for key in entry if key not in _CANONICAL_KEYS)
-    if unknown:
-        raise ToolDefinitionError(
-            f"tool {entry.get('name')!r} ({where}): unknown field(s) {', '.join(repr(k) for k in unknown)} "
-            "(expected 'name', 'description', 'parameters'; Anthropic's schema is 'input_schema')"
-        )
+    _refuse_unknown(entry, _CANONICAL_KEYS, where)
     return [(where, _make(entry, entry.get("parameters"), where, "canonical"))]
 
 

@@ -178,6 +178,11 @@ def test_order_is_kept_across_formats():
         ),
         ([{"name": "a", "input_shema": {"type": "object"}}], "tool 'a' (tools[0]): unknown field(s) 'input_shema'"),
         ([{"name": "a", "inputSchema": {"type": "object"}}], "tool 'a' (tools[0]): unknown field(s) 'inputSchema'"),
+        (
+            [{"type": "function", "function": {"name": "a", "paramters": {"type": "object"}}}],
+            "tool 'a' (tools[0]): unknown field(s) 'paramters'",
+        ),
+        ([{"type": "function", "name": "a", "parameter": {}}], "tool 'a' (tools[0]): unknown field(s) 'parameter'"),
         (["get_weather"], "tools[0]: a tool definition must be an object"),
         ([{"functionDeclarations": []}], "tools[0]: 'functionDeclarations' must be a non-empty list"),
         ([{"name": "a", "description": 3}], "tool 'a': 'description' must be a string"),
