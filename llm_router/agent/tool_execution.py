@@ -184,7 +184,8 @@ def run_tools(ctx: RunContext, message: Message) -> bool:
         executor = ctx.toolbox.executor(call.name)
         announce(ctx, call, executor, problem)
         if problem is not None:
-            record_result(ctx, ToolResult(call.id, call.name, problem, True), executor, 0)
+            # 実行しない呼び出しの誤りはサーバーが答える (クライアントには実行を頼まない: PROTOCOL.md)
+            record_result(ctx, ToolResult(call.id, call.name, problem, True), SERVER, 0)
         elif executor == SERVER:
             jobs.append(ServerJob(ctx, call))
         else:
@@ -204,7 +205,8 @@ def announce(ctx: RunContext, call: ToolCall, executor: str, problem: str | None
     if executor == CLIENT:
         # 登録を告知より先に: 速いクライアントの答えが登録前に届いて迷子にならないように
         ctx.client_calls.register(call, awaiting=problem is None)
-    ctx.events.tool_call_ready(call.id, call.name, call.arguments, executor, problem)
+    # 不正な呼び出しはクライアントに実行を頼まない (PROTOCOL.md): executor は server、理由は error に
+    ctx.events.tool_call_ready(call.id, call.name, call.arguments, executor if problem is None else SERVER, problem)
 
 
 def _await_client_calls(ctx: RunContext, waits: list[PendingClientCall]) -> None:

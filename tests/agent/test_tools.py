@@ -161,7 +161,8 @@ def test_invalid_arguments_are_not_executed():
     model.assert_done()
     assert registry.calls == []
     ready = {r["tool_call_id"]: r for r in sink.of_type("tool_call_ready")}
-    assert ready["bad_client"]["executor"] == "client" and "region" in ready["bad_client"]["error"]
+    # 不正な引数のクライアント側ツールは実行を頼まれない: executor は server で、理由が error に付く
+    assert ready["bad_client"]["executor"] == "server" and "region" in ready["bad_client"]["error"]
     results = {r["tool_call_id"]: r for r in sink.of_type("tool_result")}
     assert set(results) == {"bad_json", "bad_schema", "bad_client", "nobody"}
     assert all(r["is_error"] for r in results.values())

@@ -67,8 +67,11 @@ def test_invalid_arguments_are_not_sent_to_the_client(client):
     events = run_events(client, run_id)
     ready = next(e for e in events if e["type"] == "tool_call_ready")
     assert ready.get("error")
+    assert ready["executor"] == "server"  # クライアントには実行を頼まない
+    assert not any(e["type"] == "tool_call_ready" and e["executor"] == "client" for e in events)
     result = next(e for e in events if e["type"] == "tool_result")
     assert result["is_error"] is True and result["tool_call_id"] == ready["tool_call_id"]
+    assert result["executor"] == "server"
 
 
 def test_tool_definitions_in_every_format_are_accepted(client):
