@@ -32,15 +32,6 @@ ACK_ERROR_CODES = (
     RATE_LIMITED,
     INTERNAL,
 )
-RUN_ERROR_CODES = (
-    "provider_auth",
-    "provider_rate_limited",
-    "provider_unavailable",
-    "provider_bad_request",
-    "provider_stream_broken",
-    "timeout",
-    "internal",
-)
 
 
 class ProtocolError(Exception):

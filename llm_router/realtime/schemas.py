@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from llm_router.agent.errors import RUN_ERROR_CODES
 from llm_router.core.schemas.common import ContentPart, ImagePart, TextPart, ToolChoice
 from llm_router.realtime.protocol_errors import (
     ACK_ERROR_CODES,
@@ -28,7 +29,6 @@ from llm_router.realtime.protocol_errors import (
     NOT_AWAITING,
     PAYLOAD_TOO_LARGE,
     RATE_LIMITED,
-    RUN_ERROR_CODES,
     RUN_IN_PROGRESS,
     UNAUTHORIZED,
     UNKNOWN_THREAD,
