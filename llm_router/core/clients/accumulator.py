@@ -75,12 +75,14 @@ class StreamAccumulator:
         self.usage = Usage()
 
     # -- テキスト
-    def text(self, delta: str) -> list[StreamChunk]:
-        """テキストの断片。"""
+    def text(self, delta: str | None) -> list[StreamChunk]:
+        """テキストの断片 (推論が開いていれば先に閉じる: 推論は同じステップのテキストより前)。"""
         if not delta:
             return []
+        out = self.reasoning_end() if self._reasoning_text is not None else []
         self._text.append(delta)
-        return [TextDelta(delta)]
+        out.append(TextDelta(delta))
+        return out
 
     @property
     def text_so_far(self) -> str:
@@ -88,15 +90,20 @@ class StreamAccumulator:
         return "".join(self._text)
 
     # -- 推論
-    def reasoning_delta(self, delta: str) -> list[StreamChunk]:
-        """推論テキストの断片 (必要なら開始のチャンクを先に出す)。"""
-        out: list[StreamChunk] = []
-        if self._reasoning_text is None:
-            self._reasoning_text = []
-            out.append(ReasoningStart())
-        if delta:
-            self._reasoning_text.append(delta)
-            out.append(ReasoningDelta(delta))
+    def reasoning_start(self) -> list[StreamChunk]:
+        """推論ブロックの開始 (既に開いていれば何も出さない)。"""
+        if self._reasoning_text is not None:
+            return []
+        self._reasoning_text = []
+        return [ReasoningStart()]
+
+    def reasoning_delta(self, delta: str | None) -> list[StreamChunk]:
+        """推論テキストの断片 (必要なら開始のチャンクを先に出す)。空の断片は何も出さない。"""
+        if not delta:
+            return []
+        out = self.reasoning_start()
+        self._reasoning_text.append(delta)  # type: ignore[union-attr]
+        out.append(ReasoningDelta(delta))
         return out
 
     def reasoning_end(self, signature: str | None = None, redacted_data: str | None = None) -> list[StreamChunk]:
@@ -113,10 +120,12 @@ class StreamAccumulator:
         """ツール呼び出しの開始。同じ番号の 2 度目の開始は無視する。"""
         if index in self._calls:
             return []
+        out = self.reasoning_end() if self._reasoning_text is not None else []
         call = _OpenCall(call_id or new_tool_call_id(), name)
         self._calls[index] = call
         self._order.append(index)
-        return [ToolCallStart(index, call.id, name)]
+        out.append(ToolCallStart(index, call.id, name))
+        return out
 
     def tool_args(self, index: int, delta: str) -> list[StreamChunk]:
         """ツール引数の JSON 断片。"""

@@ -193,10 +193,10 @@ def chunks_from_message(message: dict[str, Any], model: str) -> list[StreamChunk
         if kind == "text":
             out += acc.text(block.get("text", ""))
         elif kind == "thinking":
-            out += acc.reasoning_delta(block.get("thinking", ""))
+            out += acc.reasoning_start() + acc.reasoning_delta(block.get("thinking", ""))
             out += acc.reasoning_end(signature=block.get("signature"))
         elif kind == "redacted_thinking":
-            out += acc.reasoning_delta("")
+            out += acc.reasoning_start()
             out += acc.reasoning_end(redacted_data=block.get("data"))
         elif kind == "tool_use":
             out += acc.tool_whole(block.get("id"), block.get("name", ""), block.get("input") or {})
@@ -354,11 +354,11 @@ class AnthropicStreamParser:
 
     def _start_thinking(self, index: int, block: dict[str, Any]) -> list[StreamChunk]:
         """思考ブロックの開始。"""
-        return self.acc.reasoning_delta(block.get("thinking", ""))
+        return self.acc.reasoning_start() + self.acc.reasoning_delta(block.get("thinking", ""))
 
     def _start_redacted(self, index: int, block: dict[str, Any]) -> list[StreamChunk]:
         """伏せられた思考の開始 (表示できる文は無いが、開始と終わりの対は出す)。"""
-        return self.acc.reasoning_delta("")
+        return self.acc.reasoning_start()
 
     # -- 差分
     def _text_delta(self, index: int, delta: dict[str, Any]) -> list[StreamChunk]:

@@ -233,24 +233,12 @@ class OllamaClient(BaseClient):
         if line.get("error"):
             raise self._stream_error(line["error"])
         message = line.get("message") or {}
-        out = self._on_thinking(acc, message.get("thinking"))
-        out += self._on_content(acc, message.get("content"))
+        out = acc.reasoning_delta(message.get("thinking"))
+        out += acc.text(message.get("content"))
         out += self._on_tool_calls(acc, message.get("tool_calls"))
         if line.get("done"):
             out += self._on_done(acc, state, line)
         return out
-
-    @staticmethod
-    def _on_thinking(acc: StreamAccumulator, text: str | None) -> list[StreamChunk]:
-        """``message.thinking`` の断片は推論のチャンク。"""
-        return acc.reasoning_delta(text) if text else []
-
-    @staticmethod
-    def _on_content(acc: StreamAccumulator, text: str | None) -> list[StreamChunk]:
-        """``message.content`` の断片 (推論が開いていれば先に閉じる)。"""
-        if not text:
-            return []
-        return acc.reasoning_end() + acc.text(text)
 
     @staticmethod
     def _on_tool_calls(acc: StreamAccumulator, calls: list[dict[str, Any]] | None) -> list[StreamChunk]:

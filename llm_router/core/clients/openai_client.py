@@ -301,26 +301,15 @@ class OpenAIClient(BaseClient):
             if choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
-            out += self._on_reasoning(acc, delta.get("reasoning_content") or delta.get("reasoning"))
-            out += self._on_text(acc, delta.get("content"))
-            out += self._on_text(acc, delta.get("refusal"))
+            # 推論テキストは公式 API には無いが、互換サーバー (vLLM、DeepSeek など) が出す欄を読む
+            out += acc.reasoning_delta(delta.get("reasoning_content") or delta.get("reasoning"))
+            out += acc.text(delta.get("content"))
+            out += acc.text(delta.get("refusal"))
             out += self._on_tool_calls(acc, delta.get("tool_calls"))
             out += self._on_finish(acc, state, choice.get("finish_reason"))
         if chunk.get("usage"):
             out += acc.set_usage(self._usage(chunk["usage"]))
         return out
-
-    @staticmethod
-    def _on_reasoning(acc: StreamAccumulator, text: str | None) -> list[StreamChunk]:
-        """推論テキスト。公式 API は出さないが、互換サーバー (vLLM、DeepSeek など) が出す欄を読む。"""
-        return acc.reasoning_delta(text) if text else []
-
-    @staticmethod
-    def _on_text(acc: StreamAccumulator, text: str | None) -> list[StreamChunk]:
-        """本文の断片 (推論が開いていれば先に閉じる)。"""
-        if not text:
-            return []
-        return acc.reasoning_end() + acc.text(text)
 
     @staticmethod
     def _on_tool_calls(acc: StreamAccumulator, deltas: list[dict[str, Any]] | None) -> list[StreamChunk]:
