@@ -225,3 +225,30 @@ def test_cancel_during_backoff_stops_retrying(server):
     with pytest.raises(RequestCancelled):
         client.post_json("/x", {}, cancel=token)
     assert len(server.requests) == 1
+
+
+def test_cancel_while_waiting_for_response_headers_closes_the_connection(server):
+    """最初のバイトが来ない上流: ヘッダを待っている間のキャンセルで即座に止まり、偽サーバーが切断を見る。"""
+    server.enqueue(StreamResponse([], stall_before_headers=True))
+    client = _client(server)
+    token = CancelToken()
+    outcome = {}
+
+    def sender():
+        """別スレッドで送り、ヘッダを待つ。"""
+        try:
+            client.request("POST", "/s", {}, stream=True, cancel=token)
+        except RequestCancelled:
+            outcome["cancelled"] = True
+        except Exception as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+    assert server.stream_started.wait(5)
+    token.cancel()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert outcome == {"cancelled": True}
+    assert server.client_disconnected.wait(5)
+    assert len(server.requests) == 1  # キャンセルの後に再試行しない

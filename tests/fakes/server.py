@@ -62,6 +62,7 @@ class StreamResponse:
         break_after: この数のフレームの後、終わりの印なしに接続を切る (ストリーム破損)。
         stall_after: この数のフレームの後、クライアントが接続を閉じるまで何も送らずに待つ。
         chunked: ``Transfer-Encoding: chunked`` で送る (偽でなければ接続を閉じて終わりを示す)。
+        stall_before_headers: 応答ヘッダを送る前に、クライアントが接続を閉じるまで待つ (最初のバイトが遅い上流)。
     """
 
     frames: list[bytes]
@@ -72,6 +73,7 @@ class StreamResponse:
     break_after: int | None = None
     stall_after: int | None = None
     chunked: bool = True
+    stall_before_headers: bool = False
 
 
 def sse_frame(data: Any, event: str | None = None) -> bytes:
@@ -181,6 +183,11 @@ class FakeServer:
 
     def _write_stream(self, h: BaseHTTPRequestHandler, response: StreamResponse) -> None:
         """ストリーム応答を書く。クライアントが閉じたら記録する。"""
+        if response.stall_before_headers:
+            self.stream_started.set()
+            self._wait_for_close(h.connection)
+            h.close_connection = True
+            return
         h.send_response(response.status)
         h.send_header("content-type", response.content_type)
         if response.chunked:

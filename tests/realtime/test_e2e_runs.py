@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from tests.fakes.server import StreamResponse
 from tests.realtime.conftest import FAKE_MODEL, assert_contiguous, run_events, thread_events, types_of
 from tests.realtime.harness import wait_until
 
@@ -113,6 +114,19 @@ def test_cancel_while_streaming_closes_the_upstream_connection(client, fresh_fak
     next_run = _send(client, ack["thread_id"], "続けて")
     assert client.wait_run_end(next_run)["type"] == "run_finished"
     assert_contiguous(thread_events(client, ack["thread_id"]), first=1)
+
+
+def test_cancel_before_the_first_byte_closes_the_upstream_connection(client, fresh_fake):
+    """上流が応答ヘッダをまだ返さない (最初のバイトが遅い) 間の cancel でも、上流の接続は閉じられる。"""
+    fresh_fake.server.enqueue(StreamResponse([], stall_before_headers=True))
+    ack = _start(client)
+    run_id = _send(client, ack["thread_id"], "こんにちは")
+    assert fresh_fake.server.stream_started.wait(10)
+    assert client.call("cancel", {"thread_id": ack["thread_id"]}) == {"ok": True, "cancelled": True}
+    end = client.wait_run_end(run_id, timeout=5)
+    assert end["type"] == "run_cancelled" and end["reason"] == "client"
+    assert fresh_fake.server.client_disconnected.wait(10), "the upstream connection was left open"
+    assert len(fresh_fake.server.requests) == 1  # キャンセルの後に再試行しない
 
 
 def test_cancel_while_awaiting_a_client_tool(client):

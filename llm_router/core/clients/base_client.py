@@ -29,6 +29,7 @@ import urllib3.exceptions
 
 from llm_router.config.schema import ProviderConfig, model_options_for
 from llm_router.core.cancel import CancelToken
+from llm_router.core.clients.connection_tracking import ConnectionHolder, TrackingAdapter, tracking
 from llm_router.core.clients.stream_readers import NDJSONDecoder, SSEDecoder, SSEEvent
 from llm_router.core.schemas.errors import (
     ModelNotFoundError,
@@ -163,7 +164,7 @@ class BaseClient:
         self.config = config
         self._api_key = api_key
         self.session = session or requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=config.pool_maxsize, max_retries=0)
+        adapter = TrackingAdapter(pool_connections=4, pool_maxsize=config.pool_maxsize, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self._rng = rng or random.Random()
@@ -283,21 +284,38 @@ class BaseClient:
         return backoff * (1.0 - policy.jitter * self._rng.random())
 
     def _send(
-        self, method: str, path: str, body: Any, *, stream: bool, headers: dict[str, str] | None
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        *,
+        stream: bool,
+        headers: dict[str, str] | None,
+        cancel: CancelToken | None = None,
     ) -> requests.Response:
-        """1 回だけ送る (再試行なし)。接続の例外は共有のエラー型になる。"""
+        """1 回だけ送る (再試行なし)。接続の例外は共有のエラー型になる。
+
+        応答ヘッダを待っている間のキャンセルは、使用中の接続のソケットを閉じて即座に止める
+        (:mod:`connection_tracking`)。
+        """
         all_headers = {"content-type": "application/json", **self._auth_headers(), **(headers or {})}
         if stream:
             all_headers.setdefault("accept-encoding", "identity")
-        with translate_errors(self.provider):
-            return self.session.request(
-                method,
-                self._url(path),
-                json=body,
-                headers=all_headers,
-                stream=stream,
-                timeout=self._timeout(),
-            )
+        holder = ConnectionHolder()
+        handle = cancel.add_callback(holder.shutdown) if cancel is not None else 0
+        try:
+            with tracking(holder), translate_errors(self.provider):
+                return self.session.request(
+                    method,
+                    self._url(path),
+                    json=body,
+                    headers=all_headers,
+                    stream=stream,
+                    timeout=self._timeout(),
+                )
+        finally:
+            if handle:
+                cancel.remove_callback(handle)  # type: ignore[union-attr]
 
     def request(
         self,
@@ -319,7 +337,7 @@ class BaseClient:
             if cancel is not None:
                 cancel.raise_if_cancelled()
             try:
-                response = self._send(method, path, body, stream=stream, headers=headers)
+                response = self._send(method, path, body, stream=stream, headers=headers, cancel=cancel)
                 if response.status_code < 400:
                     if cancel is not None and cancel.cancelled:
                         response.close()
@@ -327,6 +345,8 @@ class BaseClient:
                     return response
                 error = self.error_from_response(response)
             except ProviderError as exc:
+                if cancel is not None and cancel.cancelled:
+                    raise RequestCancelled("request cancelled") from None
                 error = exc
             if not error.retryable or attempt == attempts - 1:
                 raise error
