@@ -114,6 +114,11 @@ class AgentConfig:
     temperature: float | None = None
     max_tokens: int = 1024
     step_reset_retries: int = 1
+    # サーバー側ツールを動かす OS スレッドのプール: tpool (非同期ライブラリのプール) か threads (threading モードのみ)
+    tool_executor: str = "tpool"
+    tool_threads: int = 4
+    # モデルに見せるツール結果の最大文字数 (超えたら頭と尻尾を残して中を省く。tool_result イベントは全文)
+    max_tool_result_chars: int = 20000
 
 
 @dataclass
