@@ -93,6 +93,8 @@ class ServerConfig:
     async_mode: str = "eventlet"
     max_payload_bytes: int = 1048576
     max_http_buffer_size: int = 2097152
+    # user_message の画像 1 枚 (data / data URL) のデコード後の上限バイト数
+    max_image_bytes: int = 1000000
     max_connections: int = 1024
     event_log_max_events: int = 10000
     event_log_max_age_s: float = 3600.0

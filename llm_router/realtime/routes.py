@@ -89,7 +89,10 @@ class AgentNamespace(Namespace):
 
     def on_user_message(self, *args: Any) -> dict[str, Any]:
         """``user_message``: ランを始める。"""
-        return self._handle(args, lambda sid, who, p: self.registry.user_message(sid, who, parse_user_message(p)))
+        limit = self.registry.settings.config.server.max_image_bytes
+        return self._handle(
+            args, lambda sid, who, p: self.registry.user_message(sid, who, parse_user_message(p, limit))
+        )
 
     def on_tool_result(self, *args: Any) -> dict[str, Any]:
         """``tool_result``: クライアント側ツールの結果。"""

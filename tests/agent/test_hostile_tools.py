@@ -131,3 +131,43 @@ def test_server_tools_run_on_a_pool_thread_not_the_run_thread():
     run.run()
     model.assert_done()
     assert names and names[0].startswith("llm-router-tool")
+
+
+SECRET = "sk-test-SECRET-0123456789"
+
+
+class _Secrets:
+    """設定の ``secrets`` の代わり (本物と同じ ``all_values()`` を持つ)。"""
+
+    def all_values(self):
+        """伏せる値の一覧。"""
+        return [SECRET]
+
+
+def test_every_string_sent_to_the_client_is_redacted_like_run_error():
+    """ツールのエラー、再試行の理由、run_error のどれにも秘密の値は出ない (同じ伏せ字の関数を通る)。"""
+    from types import SimpleNamespace
+
+    from llm_router.core.schemas.errors import ProviderRateLimitedError
+    from tests.agent.scripted_model import FakeRouter, RetryNotice
+
+    def leaky(cancel):
+        """秘密の値を含む例外を投げるツール。"""
+        raise ValueError(f"upstream said: bad key {SECRET}")
+
+    tool = FakeTool("leaky", "漏らすツール", {"type": "object", "properties": {}}, leaky)
+    error = ProviderRateLimitedError(f"slow down {SECRET}", provider="scripted", status=429, retryable=True)
+    model = ScriptedModel(
+        Turn([RetryNotice(0.0, error), Call("s1", "leaky")]),
+        Turn([Text(f"I saw {SECRET} in the tool")]),
+    )
+    router = FakeRouter({model.provider: model})
+    router.settings = SimpleNamespace(secrets=_Secrets())
+    run, sink = make_run(model, registry=FakeRegistry(tool), router=router)
+    run.run()
+    model.assert_done()
+    sent = repr(sink.events)
+    assert SECRET not in sent
+    result = sink.of_type("tool_result")[0]
+    assert result["is_error"] and "bad key ***" in result["result"]
+    assert sink.of_type("retry")  # 再試行も送られている (理由はコードだけだが、同じ経路を通る)
