@@ -135,8 +135,10 @@ def test_math_domain_error_is_a_clear_error():
         ("(" * 240 + "1" + ")" * 240, "not a valid arithmetic expression"),
         ("9**9**9**9", "exponent larger than"),
         ("9 ** 9 ** 9 ** 9 ** 9", "exponent larger than"),
-        ("-" * 499 + "1", "nested too deeply"),
-        ("+-" * 249 + "1", "nested too deeply"),
+        ("-" * 499 + "1", "nested more than"),
+        ("+-" * 249 + "1", "nested more than"),
+        ("-" * 101 + "1", "nested more than"),
+        ("-(" * 120 + "1" + ")" * 120, "nested more than"),
         ("*".join(["(10**900)"] * 20), "too large"),
         ("(2**2000)*(2**2000)*(2**2000)", "too large"),
         ("((2**3999))*2*2*2", "too large"),
@@ -164,6 +166,11 @@ def test_hostile_inputs_through_the_registry_are_error_results():
         with pytest.raises(ToolExecutionError) as info:
             registry.call("calculator", {"expression": expression})
         assert "Traceback" not in str(info.value)
+
+
+def test_nesting_up_to_the_limit_still_computes():
+    """上限の内側の入れ子 (単項演算 98 段) は計算する。"""
+    assert calculator("-" * 98 + "1") == 1
 
 
 def test_long_but_bounded_products_still_compute():
