@@ -207,6 +207,9 @@ def serve(settings: Settings) -> None:
     _freeze_startup_objects()
     kwargs: dict[str, Any] = {}
     if server.async_mode == "eventlet":
+        from llm_router.websocket_mask import install
+
+        install()  # 大きな受信フレームのマスク解除でハブを止めない
         kwargs["max_size"] = server.max_connections
     elif server.async_mode == "threading":
         # Werkzeug はリクエストごとに INFO のログ行を出す (1 イベントごとのログを避ける)
