@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
@@ -65,7 +66,7 @@ def _gaps(client: TimedClient, run_id: str) -> list[float]:
         for (name, data), t in zip(client.events, client.times, strict=True)
         if isinstance(data, dict) and data.get("run_id") == run_id and data.get("type") == "text_delta"
     ]
-    return [(b - a) / 1e9 for a, b in zip(times, times[1:], strict=False)]
+    return [(b - a) / 1e9 for a, b in itertools.pairwise(times)]
 
 
 def _stream_once(client: TimedClient, thread_id: str, timeout: float) -> list[float]:
