@@ -227,3 +227,35 @@ def test_hostile_runs_do_not_stall_another_users_stream(server):
     # どちらのスレッドも続けて使える
     _still_answers(streamer, stream_thread)
     _still_answers(attacker, hostile_thread)
+
+
+@pytest.mark.parametrize("async_mode", ["gevent", "threading"])
+def test_server_tools_run_off_the_hub_in_every_async_mode(async_mode):
+    """gevent と threading でも、サーバー側ツール (デモのモデルが呼ぶ calculator) は OS スレッドのプールで動いて答える。
+
+    ``agent.tool_executor=threads`` は threading モードでだけ使える (gevent ではハブの上で動くので起動で断る)。
+    """
+    from tests.realtime.harness import ProtocolClient, ServerProcess
+
+    executor = "threads" if async_mode == "threading" else "tpool"
+    with ServerProcess(async_mode=async_mode, overrides=[f"agent.tool_executor={executor}"]) as process:
+        with ProtocolClient(process.url) as client:
+            thread_id = client.start()["thread_id"]
+            run_id = client.send_message(thread_id, "12 * (3 + 4) を計算して")["run_id"]
+            end = client.wait_run_end(run_id)
+            result = next(e for e in run_events(client, run_id) if e["type"] == "tool_result")
+            assert result["name"] == "calculator" and result["result"] == 84 and not result["is_error"]
+            assert end["type"] == "run_finished"
+
+
+def test_threads_executor_is_refused_at_startup_under_gevent():
+    """``agent.tool_executor=threads`` を gevent で選ぶと、サーバーは起動せず理由をログに出す。"""
+    from tests.realtime.harness import ServerProcess
+
+    process = ServerProcess(async_mode="gevent", overrides=["agent.tool_executor=threads"])
+    try:
+        with pytest.raises(RuntimeError) as info:
+            process.start()
+        assert "agent.tool_executor" in str(info.value) and "threading" in str(info.value)
+    finally:
+        process.close()
