@@ -10,6 +10,10 @@
 形は ``tests/fakes/openai_fake.py`` の ``text_response`` と同じ (``chat.completion.chunk``、最後に
 ``finish_reason``、``include_usage`` の使用量チャンク、``data: [DONE]``)。HTTP/1.1 の keep-alive と
 chunked 転送だけを話す。最後のユーザー発話が ``warm`` なら 3 チャンクだけ送る (暖機用)。
+
+``hub_bench.py`` 用の 2 つの形: 最後のユーザー発話が ``call {"name": ..., "arguments": {...}}`` なら、
+そのツール呼び出しを 1 つ返す (``finish_reason: tool_calls``)。最後のメッセージがツールの結果なら、
+``ok`` と短く答える (どちらも間隔を置かずに送る)。
 """
 
 from __future__ import annotations
@@ -86,6 +90,21 @@ class PacedUpstream:
         """間隔を保ってチャンクを送る。時刻は書き込みの直前に埋める。"""
         model = str(body.get("model", "gpt-paced"))
         messages = body.get("messages") or [{}]
+        last = messages[-1]
+        content = last.get("content")
+        if last.get("role") == "tool":
+            await self._send_all(writer, model, [{"role": "assistant", "content": "ok"}], "stop")
+            return
+        if isinstance(content, str) and content.startswith("call "):
+            call = json.loads(content[5:])
+            tool_call = {
+                "index": 0,
+                "id": f"call_{random.randrange(10**9)}",
+                "type": "function",
+                "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])},
+            }
+            await self._send_all(writer, model, [{"role": "assistant", "tool_calls": [tool_call]}], "tool_calls")
+            return
         chunks = 3 if messages[-1].get("content") == "warm" else self.chunks
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
         writer.write(_chunked(_sse(_chunk(model, {"role": "assistant", "content": ""}))))
@@ -98,6 +117,18 @@ class PacedUpstream:
         usage = {"prompt_tokens": 5, "completion_tokens": chunks, "total_tokens": chunks + 5}
         end = {**_chunk(model, {}, "stop")}
         writer.write(_chunked(_sse(end)))
+        writer.write(_chunked(_sse({**_chunk(model, {}), "choices": [], "usage": usage})))
+        writer.write(_chunked(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+        await writer.drain()
+
+    @staticmethod
+    async def _send_all(writer: asyncio.StreamWriter, model: str, deltas: list[dict[str, Any]], finish: str) -> None:
+        """差分をまとめて送り、``finish`` で終える (ツール呼び出しとツールの結果への答え)。"""
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        for delta in deltas:
+            writer.write(_chunked(_sse(_chunk(model, delta))))
+        writer.write(_chunked(_sse(_chunk(model, {}, finish))))
+        usage = {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
         writer.write(_chunked(_sse({**_chunk(model, {}), "choices": [], "usage": usage})))
         writer.write(_chunked(b"data: [DONE]\n\n") + b"0\r\n\r\n")
         await writer.drain()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from llm_router.core.redaction import redact, secret_list
+
 
 class SecretRedactingFilter(logging.Filter):
     """ログレコードのメッセージと引数から秘密の値を ``***`` に置き換えるフィルタ。"""
@@ -12,14 +14,11 @@ class SecretRedactingFilter(logging.Filter):
     def __init__(self, secrets: Iterable[str]) -> None:
         """伏せる値 (短すぎる値は誤検出を避けて除く) を受け取る。"""
         super().__init__()
-        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        self._secrets = secret_list(secrets)
 
     def _redact(self, text: str) -> str:
-        """文字列中の秘密の値を伏せる。"""
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "***")
-        return text
+        """文字列中の秘密の値を伏せる (:func:`llm_router.core.redaction.redact`)。"""
+        return redact(text, self._secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         """レコードを書き換えて通す (落とさない)。"""

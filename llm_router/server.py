@@ -45,10 +45,12 @@ def create_app(settings: Settings) -> tuple[Any, Any]:
     from flask import Flask
     from flask_socketio import SocketIO
 
+    from llm_router.core.offload import check_mode
     from llm_router.core.router import ModelRouter
     from llm_router.realtime import AgentNamespace, Authenticator, RateLimiter, ThreadRegistry, origin_checker
 
     server = settings.config.server
+    check_mode(settings.config.agent.tool_executor)  # 使えない組み合わせは起動で断る
     app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
     # 未設定なら起動ごとにランダム (セッションは再起動で無効になるが、鍵をコードに書かない)
     app.config["SECRET_KEY"] = settings.flask_secret_key or os.urandom(32).hex()
@@ -205,6 +207,9 @@ def serve(settings: Settings) -> None:
     _freeze_startup_objects()
     kwargs: dict[str, Any] = {}
     if server.async_mode == "eventlet":
+        from llm_router.websocket_mask import install
+
+        install()  # 大きな受信フレームのマスク解除でハブを止めない
         kwargs["max_size"] = server.max_connections
     elif server.async_mode == "threading":
         # Werkzeug はリクエストごとに INFO のログ行を出す (1 イベントごとのログを避ける)

@@ -21,6 +21,8 @@ MAX_EXPRESSION_LENGTH = 500
 MAX_EXPONENT = 10_000
 # 整数の結果と途中の値の上限 (ビット数)。約 1,200 桁
 MAX_INT_BITS = 4_000
+# 式の入れ子 (括弧、単項演算の連鎖、関数の呼び出し) の深さの上限。Python の再帰の上限に頼らずに断る
+MAX_NESTING = 100
 
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
@@ -99,7 +101,11 @@ def _parse(expression: str) -> ast.Expression:
 
 
 class _Evaluator:
-    """許可した節点だけを評価する (それ以外は ToolExecutionError)。"""
+    """許可した節点だけを評価する (それ以外は ToolExecutionError)。入れ子は ``MAX_NESTING`` 段まで。"""
+
+    def __init__(self) -> None:
+        """いまの入れ子の深さを 0 から数える。"""
+        self.depth = 0
 
     def eval(self, node: ast.AST) -> int | float:
         """節点の型ごとのメソッド (``_Constant`` など) に振り分ける。"""
@@ -108,7 +114,15 @@ class _Evaluator:
             raise ToolExecutionError(
                 f"'{type(node).__name__}' is not allowed in a calculator expression (使えない構文です)"
             )
-        return _bounded(method(node))
+        self.depth += 1
+        try:
+            if self.depth > MAX_NESTING:
+                raise ToolExecutionError(
+                    f"the expression is nested more than {MAX_NESTING} levels deep (式の入れ子が深すぎます)"
+                )
+            return _bounded(method(node))
+        finally:
+            self.depth -= 1
 
     def _Constant(self, node: ast.Constant) -> int | float:
         """数のリテラル (真偽値、複素数、文字列は不可)。"""

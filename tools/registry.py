@@ -105,8 +105,13 @@ class ToolRegistry:
         wanted = self.names() if names is None else names
         return [self._tools[n].definition() for n in wanted if n in self._tools]
 
-    def call(self, name: str, arguments: dict[str, Any], cancel: CancelToken | None = None) -> Any:
+    def call(
+        self, name: str, arguments: dict[str, Any], cancel: CancelToken | None = None, validated: bool = False
+    ) -> Any:
         """引数を検証してからツールを呼び、JSON にできる結果を返す。
+
+        ``validated=True`` は呼び出し側 (エージェントの ``Toolbox``) が同じスキーマで検証済みという印で、
+        検証をもう一度はしない (大きな引数の検証をハブの上で何度も繰り返さない)。
 
         Raises:
             ToolExecutionError: 未知のツール、引数の誤り、ツールの失敗 (スタックトレースは含めない)。
@@ -115,7 +120,7 @@ class ToolRegistry:
         tool = self._tools.get(name)
         if tool is None:
             raise ToolExecutionError(f"unknown server tool '{name}'")
-        problems = validate_arguments(tool.parameters, arguments)
+        problems = [] if validated else validate_arguments(tool.parameters, arguments)
         if problems:
             raise ToolExecutionError(f"invalid arguments for tool '{name}': {'; '.join(problems)}")
         if cancel is not None and cancel.cancelled:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from llm_router.core.redaction import redact
 from llm_router.core.schemas.errors import (
     ConfigurationError,
     LLMRouterError,
@@ -59,7 +60,5 @@ def error_payload(
         code, message = "internal", f"internal error ({type(exc).__name__}); see the server log (内部エラー)"
     if code not in RUN_ERROR_CODES:
         code = "internal"
-    for secret in secrets:
-        if secret and secret in message:
-            message = message.replace(secret, "***")
+    message = redact(message, secrets)
     return {"code": code, "message": message, "provider": provider or None, "retryable": retryable, "phase": phase}

@@ -11,9 +11,11 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 from llm_router.agent.sink import EventSink
+from llm_router.core.redaction import redact_value, secret_list
 from llm_router.core.schemas.common import Usage
 
 TERMINAL_EVENTS = ("run_finished", "run_error", "run_cancelled")
@@ -22,9 +24,14 @@ TERMINAL_EVENTS = ("run_finished", "run_error", "run_cancelled")
 class RunEvents:
     """1 回の実行のイベント送出 (終わりのイベントの後は何も送らない)。"""
 
-    def __init__(self, sink: EventSink, run_id: str) -> None:
-        """送り先のシンクと実行 ID を受け取る。"""
+    def __init__(self, sink: EventSink, run_id: str, secrets: Iterable[str] = ()) -> None:
+        """送り先のシンク、実行 ID、伏せる秘密の値を受け取る。
+
+        送るすべてのイベントの文字列 (ツールのエラー、再試行の理由、``step_reset`` の理由、``run_error``) は
+        ``run_error`` と同じ :func:`llm_router.core.redaction.redact_value` を通る。
+        """
         self._sink = sink
+        self._secrets = secret_list(secrets)
         self.run_id = run_id
         self.lock = threading.RLock()
         self.closed = False
@@ -34,7 +41,7 @@ class RunEvents:
         with self.lock:
             if self.closed:
                 return False
-            self._sink.emit(event_type, self.run_id, fields)
+            self._sink.emit(event_type, self.run_id, redact_value(fields, self._secrets))
             return True
 
     def finish(self, event_type: str, fields: dict[str, Any]) -> bool:
@@ -43,7 +50,7 @@ class RunEvents:
             if self.closed:
                 return False
             self.closed = True
-            self._sink.emit(event_type, self.run_id, fields)
+            self._sink.emit(event_type, self.run_id, redact_value(fields, self._secrets))
             return True
 
     # ------------------------------------------------------------ 実行とステップ

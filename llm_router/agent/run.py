@@ -56,7 +56,7 @@ class AgentRun:
             thread=thread,
             router=router,
             toolbox=Toolbox(registry, server_names, thread),
-            events=RunEvents(sink, run_id),
+            events=RunEvents(sink, run_id, secrets),
             token=CancelToken(),
             agent_config=agent_config,
             max_steps=max(1, thread.settings.max_steps or agent_config.max_steps),

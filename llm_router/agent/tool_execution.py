@@ -1,9 +1,12 @@
 """ツールの段階: 1 ステップのツール呼び出しを実行し、結果をそろえる。
 
 - 実行してはいけない呼び出し (未知の名前、不正な引数) はエラーの結果をすぐに返す (実行しない)。
-- サーバー側ツールはスレッドで同時に動かす (eventlet / gevent では monkey-patch でグリーンスレッド)。
-  各ツールは実行のキャンセルトークンにつながった子トークンを受け取り、``agent.server_tool_timeout_s``
-  を過ぎたら "timed out" のエラー結果にして子トークンを取り消す。
+- サーバー側ツールは同時に動かす。待ち役はスレッド (eventlet / gevent ではグリーンスレッド) 1 本で、
+  ツールの関数そのものは :func:`llm_router.core.offload.run_blocking` でハブの外の OS スレッドで動く
+  (``agent.tool_executor`` / ``agent.tool_threads``)。CPU を使うツールもほかの実行のトークンを止めない。
+  各ツールは実行のキャンセルトークンにつながった子トークンを受け取り、ツールが始まってから
+  ``agent.server_tool_timeout_s`` を過ぎたら "timed out" のエラー結果にして子トークンを取り消す。
+- 待ちは期限の早い順: サーバー側ツールの期限は、クライアント側ツールの待ちが続いていても守られる。
 - クライアント側ツールはモデルの応答中に ``tool_call_ready`` で告知済み (そのとき待ち受けを登録する)。
   ここでは告知からの ``agent.client_tool_timeout_s`` まで待ち、来なければ "timed out"。
 - キャンセル (``now``) はすべての待ちを起こす。結果は呼び出し順に履歴へ入る (:mod:`progress`)。
@@ -11,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -18,6 +22,7 @@ from typing import Any
 from llm_router.agent.context import RunContext, logger
 from llm_router.agent.toolbox import CLIENT, SERVER
 from llm_router.core.cancel import CancelToken
+from llm_router.core.offload import run_blocking
 from llm_router.core.schemas.common import Message, ToolCall, ToolResult
 from llm_router.core.schemas.errors import LLMRouterError
 
@@ -107,12 +112,38 @@ class ClientCallBook:
             pending.done.set()
 
 
+def shorten_for_model(value: Any, limit: int) -> Any:
+    """モデルに見せるツール結果を ``limit`` 文字までに縮める (``agent.max_tool_result_chars``)。
+
+    文字列でない結果は JSON の文字列にして長さを測る。長すぎれば頭と尻尾を残し、間に省いた文字数の印
+    (``[... 12345 characters omitted ...]``) を入れた文字列にする。収まる結果はそのまま返す。
+    """
+    if limit <= 0:
+        return value
+    text = value if isinstance(value, str) else None
+    if text is None:
+        if isinstance(value, int | float | bool) or value is None:
+            return value
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    if len(text) <= limit:
+        return value
+    head = limit // 2
+    tail = limit - head
+    omitted = len(text) - head - tail
+    return f"{text[:head]}\n[... {omitted} characters omitted ...]\n{text[len(text) - tail :]}"
+
+
 def record_result(ctx: RunContext, result: ToolResult, executor: str, duration_ms: int) -> bool:
-    """ツール結果を途中経過に記録し ``tool_result`` を送る (実行が終わっていれば何もしない)。"""
+    """ツール結果を途中経過に記録し ``tool_result`` を送る (実行が終わっていれば何もしない)。
+
+    ``tool_result`` イベントは全文、履歴 (モデルに見せる側) は :func:`shorten_for_model` で縮めたもの。
+    """
+    limit = ctx.agent_config.max_tool_result_chars
+    for_model = ToolResult(result.tool_call_id, result.name, shorten_for_model(result.result, limit), result.is_error)
     with ctx.events.lock:
         if ctx.events.closed:
             return False
-        ctx.progress.results[result.tool_call_id] = result
+        ctx.progress.results[result.tool_call_id] = for_model
         return ctx.events.tool_result(
             result.tool_call_id, result.name, result.result, result.is_error, executor, duration_ms
         )
@@ -138,13 +169,25 @@ class ServerJob:
         self.done.set()
 
     def start(self) -> None:
-        """スレッドで実行を始める。"""
+        """スレッドで実行を始める (タイムアウトはここから数える)。"""
+        self.started = time.monotonic()
         threading.Thread(target=self._run, name=f"tool-{self.call.name}", daemon=True).start()
 
     def _run(self) -> None:
         """ツールを呼び、結果 (例外ならエラーの結果) を記録する。"""
+        config = self.ctx.agent_config
+        registry = self.ctx.toolbox.registry
         try:
-            value, is_error = self.ctx.toolbox.registry.call(self.call.name, self.call.arguments, self.token), False
+            value = run_blocking(
+                config.tool_executor,
+                config.tool_threads,
+                registry.call,
+                self.call.name,
+                self.call.arguments,
+                self.token,
+                validated=True,
+            )
+            is_error = False
         except Exception as exc:
             # ツールの失敗はエラーの結果としてモデルへ返す (実行は続く)
             logger.info(
@@ -192,8 +235,7 @@ def run_tools(ctx: RunContext, message: Message) -> bool:
             waits.append(ctx.client_calls.register(call))
     for job in jobs:
         job.start()
-    _await_client_calls(ctx, waits)
-    _await_server_jobs(ctx, jobs)
+    _await_all(ctx, waits, jobs)
     return not ctx.token.cancelled
 
 
@@ -209,25 +251,26 @@ def announce(ctx: RunContext, call: ToolCall, executor: str, problem: str | None
     ctx.events.tool_call_ready(call.id, call.name, call.arguments, executor if problem is None else SERVER, problem)
 
 
-def _await_client_calls(ctx: RunContext, waits: list[PendingClientCall]) -> None:
-    """クライアント側の呼び出しを、それぞれ告知から ``client_tool_timeout_s`` まで待つ。"""
-    timeout = ctx.agent_config.client_tool_timeout_s
-    for pending in waits:
-        remaining = pending.started + timeout - time.monotonic()
-        if not pending.done.wait(max(0.0, remaining)) and not ctx.token.cancelled:
-            if ctx.client_calls.close(pending):
-                call = pending.call
-                record_result(ctx, ToolResult(call.id, call.name, TIMED_OUT, True), CLIENT, pending.duration_ms())
-        if ctx.token.cancelled:
-            return
+def _await_all(ctx: RunContext, waits: list[PendingClientCall], jobs: list[ServerJob]) -> None:
+    """クライアント側とサーバー側の呼び出しを、期限の早い順に待つ。
 
-
-def _await_server_jobs(ctx: RunContext, jobs: list[ServerJob]) -> None:
-    """サーバー側ツールの完了を ``server_tool_timeout_s`` まで待つ (過ぎたものは "timed out")。"""
-    timeout = ctx.agent_config.server_tool_timeout_s
-    for job in jobs:
-        remaining = job.started + timeout - time.monotonic()
-        if not job.done.wait(max(0.0, remaining)) and not ctx.token.cancelled:
-            job.expire()
+    クライアント側の期限は告知から ``client_tool_timeout_s``、サーバー側はツールの開始から
+    ``server_tool_timeout_s``。期限の早い順に待つので、どの期限も自分の時刻に守られる (先に待つものの
+    期限は後のものより早い)。完了は待ちの順番に関係なく、それぞれが自分で記録する。
+    """
+    agent = ctx.agent_config
+    deadlines: list[tuple[float, int, PendingClientCall | ServerJob]] = []
+    for index, pending in enumerate(waits):
+        deadlines.append((pending.started + agent.client_tool_timeout_s, index, pending))
+    for index, job in enumerate(jobs):
+        deadlines.append((job.started + agent.server_tool_timeout_s, len(waits) + index, job))
+    deadlines.sort(key=lambda item: (item[0], item[1]))
+    for deadline, _, item in deadlines:
+        if not item.done.wait(max(0.0, deadline - time.monotonic())) and not ctx.token.cancelled:
+            if isinstance(item, ServerJob):
+                item.expire()
+            elif ctx.client_calls.close(item):
+                call = item.call
+                record_result(ctx, ToolResult(call.id, call.name, TIMED_OUT, True), CLIENT, item.duration_ms())
         if ctx.token.cancelled:
             return

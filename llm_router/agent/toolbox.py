@@ -2,10 +2,15 @@
 
 ツール呼び出しを実行してよいかの判定もここで行う: 未知の名前、JSON として解析できない引数、
 元のスキーマ (プロバイダ向けに変換する前のもの) に合わない引数は実行しない。
+
+1 つの呼び出しの検証は 1 回だけ: ストリームで呼び出しが完成したとき (``tool_call_ready`` の前) の判定を
+覚えておき、ツールの段階では同じ呼び出し (ID・名前・引数の生の文字列が同じ) にその判定を使い回す。
+サーバー側ツールのレジストリにも検証済みとして渡す (``validated=True``)。
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from llm_router.agent.thread_state import ThreadState
@@ -32,6 +37,8 @@ class Toolbox:
         self.server_names = [n for n in server_names if n in available]
         self._server = set(self.server_names)
         self._client = {t.name: t for t in thread.client_tools}
+        # 呼び出しの鍵 → (null を除いた引数, 判定)。同じ呼び出しをもう一度検証しないため
+        self._verdicts: dict[tuple[str, str, str, str | None], tuple[dict[str, Any], str | None]] = {}
 
     def definitions(self) -> list[ToolDefinition]:
         """モデルに渡すツール定義 (サーバー側、次にクライアント側)。"""
@@ -63,8 +70,23 @@ class Toolbox:
             return f"unknown tool '{call.name}': not executed"
         if call.parse_error:
             return f"invalid arguments for tool '{call.name}': {call.parse_error}; not executed"
+        key = _call_key(call)
+        known = self._verdicts.get(key)
+        if known is not None:
+            call.arguments = known[0]
+            return known[1]
         call.arguments = drop_null_optionals(schema, call.arguments)
         problems = _validate(schema, call.arguments)
+        verdict = None
         if problems:
-            return f"invalid arguments for tool '{call.name}': {'; '.join(problems)}; not executed"
-        return None
+            verdict = f"invalid arguments for tool '{call.name}': {'; '.join(problems)}; not executed"
+        self._verdicts[key] = (call.arguments, verdict)
+        return verdict
+
+
+def _call_key(call: ToolCall) -> tuple[str, str, str, str | None]:
+    """呼び出しを見分ける鍵 (やり直しで同じ ID に違う引数が来ても取り違えない)。"""
+    raw = call.raw_arguments
+    if raw is None:
+        raw = json.dumps(call.arguments, sort_keys=True, ensure_ascii=False, default=str)
+    return (call.id, call.name, raw, call.parse_error)

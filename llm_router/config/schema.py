@@ -93,6 +93,8 @@ class ServerConfig:
     async_mode: str = "eventlet"
     max_payload_bytes: int = 1048576
     max_http_buffer_size: int = 2097152
+    # user_message の画像 1 枚 (data / data URL) のデコード後の上限バイト数
+    max_image_bytes: int = 1000000
     max_connections: int = 1024
     event_log_max_events: int = 10000
     event_log_max_age_s: float = 3600.0
@@ -114,6 +116,11 @@ class AgentConfig:
     temperature: float | None = None
     max_tokens: int = 1024
     step_reset_retries: int = 1
+    # サーバー側ツールを動かす OS スレッドのプール: tpool (非同期ライブラリのプール) か threads (threading モードのみ)
+    tool_executor: str = "tpool"
+    tool_threads: int = 4
+    # モデルに見せるツール結果の最大文字数 (超えたら頭と尻尾を残して中を省く。tool_result イベントは全文)
+    max_tool_result_chars: int = 20000
 
 
 @dataclass

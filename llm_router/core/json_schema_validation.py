@@ -12,25 +12,25 @@ Gemini の OpenAPI 形は制約を落とす) ので、実行前の検証はい�
 ``minItems`` / ``maxItems`` / ``uniqueItems``、``anyOf`` / ``oneOf`` / ``allOf`` / ``not``、
 ``if`` / ``then`` / ``else``、``#/$defs/...`` と ``#/definitions/...`` への ``$ref``、OpenAPI の ``nullable``。
 ``format`` は (JSON Schema の既定どおり) 注釈として扱い、検証しない。
+
+``pattern`` と ``patternProperties`` は RE2 (``google-re2``、線形時間で照合する) で照合する。スキーマは
+クライアントが書けるので、Python の ``re`` のようなバックトラックする照合器では ``^(a|a)*$`` のような
+pattern ひとつで eventlet のハブ (サーバー全体) が止まる。RE2 が受け付けない構文 (後方参照、先読み・
+後読み) の pattern は :func:`pattern_problem` が理由を返し、ツール定義の正規化 (``start``) で断る。
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import math
-import re
 from typing import Any
 
-logger = logging.getLogger(__name__)
+import re2
 
 # 再帰する $ref がデータを消費せずに回り続けるのを止める深さ
 MAX_DEPTH = 64
-# スキーマの pattern はクライアントが書ける。Python の re には時間制限が無く、eventlet では 1 つの照合が
-# サーバー全体を止めるので、破滅的なバックトラックを起こしやすい形 (量指定子のついたグループの中にまた
-# 量指定子: (a+)+ など) と長すぎる pattern は照合しない
+# pattern の長さの上限 (RE2 の照合は線形時間だが、コンパイルの記憶量は pattern の大きさに比例する)
 MAX_PATTERN_LENGTH = 1000
-_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}](?:[^()\\]|\\.)*\)\s*(?:[+*]|\{\d*,\d*\})")
 
 
 def validate_arguments(schema: dict[str, Any] | bool, arguments: Any) -> list[str]:
@@ -226,8 +226,6 @@ class _Validator:
         pattern = schema.get("pattern")
         if isinstance(pattern, str):
             compiled = compile_pattern(pattern)
-            if compiled is None:
-                return  # 安全に照合できない pattern は確かめない (compile_pattern がログに残す)
             if isinstance(compiled, str):
                 self.errors.append(f"{path}: the schema's pattern {_show(pattern)} {compiled}")
             elif compiled.search(value) is None:
@@ -301,27 +299,48 @@ def _is_multiple(value: float, step: float) -> bool:
     return math.isclose(quotient, round(quotient), rel_tol=1e-9, abs_tol=1e-9)
 
 
+def _re2_options() -> re2.Options:
+    """RE2 のコンパイルの設定 (不正な pattern を標準エラーへ書かせない: 理由は例外で受け取る)。"""
+    options = re2.Options()
+    options.log_errors = False
+    return options
+
+
+_OPTIONS = _re2_options()
+
+
 @functools.lru_cache(maxsize=256)
-def compile_pattern(pattern: str) -> re.Pattern[str] | str | None:
-    """スキーマの pattern をコンパイルする。
+def compile_pattern(pattern: str) -> Any:
+    """スキーマの pattern を RE2 でコンパイルする (同じ pattern は使い回す)。
 
     Returns:
-        コンパイルした正規表現。不正なら理由の文。安全に照合できない (長すぎる、入れ子の量指定子) なら
-        ``None`` (照合しない。サーバーを止めるよりも、その制約を確かめない方を選ぶ。ログに 1 度残す)。
+        コンパイルした正規表現。RE2 が受け付けない、または長すぎるなら理由の文 (``str``)。
     """
-    if len(pattern) > MAX_PATTERN_LENGTH or _NESTED_QUANTIFIER.search(pattern):
-        logger.warning("schema pattern %.80r is not checked: catastrophic backtracking risk", pattern)
-        return None
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        return f"is longer than {MAX_PATTERN_LENGTH} characters"
     try:
-        return re.compile(pattern)
-    except re.error:
-        return "is not a valid regular expression"
+        return re2.compile(pattern, options=_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else ""
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        return f"is not a regular expression RE2 accepts ({reason or 'invalid'})"
+    except (TypeError, ValueError) as exc:
+        return f"is not a regular expression RE2 accepts ({exc})"
+
+
+def pattern_problem(pattern: Any) -> str | None:
+    """pattern を照合に使えない理由 (使えれば ``None``)。ツール定義の検査が使う。"""
+    if not isinstance(pattern, str):
+        return "must be a string"
+    compiled = compile_pattern(pattern)
+    return compiled if isinstance(compiled, str) else None
 
 
 def _safe_search(pattern: str, text: str) -> bool:
-    """正規表現の部分一致 (不正な、または安全に照合できない正規表現は一致しないとみなす)。"""
+    """正規表現の部分一致 (使えない正規表現は一致しないとみなす: 定義の検査で先に断られている)。"""
     compiled = compile_pattern(pattern)
-    return isinstance(compiled, re.Pattern) and compiled.search(text) is not None
+    return not isinstance(compiled, str) and compiled.search(text) is not None
 
 
-__all__ = ["is_type", "json_equal", "json_type", "validate_arguments"]
+__all__ = ["compile_pattern", "is_type", "json_equal", "json_type", "pattern_problem", "validate_arguments"]

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from llm_router.core.json_schema_validation import pattern_problem
 from llm_router.core.schema_transforms import (
     GeminiJsonSchema,
     GeminiOpenAPI,
@@ -207,7 +208,43 @@ def _object_schema(schema: Any, name: str) -> dict[str, Any]:
     required = out.get("required", [])
     if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
         raise ToolDefinitionError(f"tool '{name}': 'required' must be a list of property names")
+    _check_patterns(out, name)
     return out
+
+
+# スキーマではなくデータを持つキーワード (中の "pattern" はただの値なので調べない)
+_DATA_KEYWORDS = frozenset({"enum", "const", "default", "examples", "example"})
+
+
+def _check_patterns(schema: dict[str, Any], name: str) -> None:
+    """スキーマ中のすべての ``pattern`` と ``patternProperties`` のキーを RE2 でコンパイルできるか確かめる。
+
+    照合は RE2 (線形時間) で行うので、RE2 が受け付けない構文 (後方参照、先読み) は実行時に確かめようがない。
+    ``start`` の時点で、ツール名・キーワード・場所を挙げて断る (再帰を使わずに歩く)。
+    """
+    stack: list[tuple[Any, str]] = [(schema, "parameters")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, list):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(node))
+            continue
+        if not isinstance(node, dict):
+            continue
+        if isinstance(node.get("pattern"), str):
+            problem = pattern_problem(node["pattern"])
+            if problem is not None:
+                raise ToolDefinitionError(f"tool '{name}': 'pattern' at {path}.pattern {problem}")
+        patterns = node.get("patternProperties")
+        if isinstance(patterns, dict):
+            for key in patterns:
+                problem = pattern_problem(key)
+                if problem is not None:
+                    raise ToolDefinitionError(
+                        f"tool '{name}': 'patternProperties' key {key!r} at {path}.patternProperties {problem}"
+                    )
+        for key, child in node.items():
+            if key not in _DATA_KEYWORDS and isinstance(child, dict | list):
+                stack.append((child, f"{path}.{key}"))
 
 
 def _nesting_depth(value: Any) -> int:

@@ -16,6 +16,7 @@ from flask import request
 from flask_socketio import Namespace
 from socketio.exceptions import ConnectionRefusedError as RefuseConnection
 
+from llm_router.core.redaction import redact_value, secret_list
 from llm_router.realtime.auth import Authenticator, RateLimiter
 from llm_router.realtime.registry import ThreadRegistry
 from llm_router.realtime.schemas import (
@@ -58,6 +59,8 @@ class AgentNamespace(Namespace):
         self.rate_limiter = rate_limiter
         self.max_payload_bytes = max_payload_bytes
         self._principals: dict[str, str] = {}
+        # ack の文字列 (エラーのメッセージ、start の warnings) も、イベントと同じ規則で秘密の値を伏せる
+        self._secrets = secret_list(registry.settings.secrets.all_values())
 
     # ------------------------------------------------------------ 接続
 
@@ -89,7 +92,10 @@ class AgentNamespace(Namespace):
 
     def on_user_message(self, *args: Any) -> dict[str, Any]:
         """``user_message``: ランを始める。"""
-        return self._handle(args, lambda sid, who, p: self.registry.user_message(sid, who, parse_user_message(p)))
+        limit = self.registry.settings.config.server.max_image_bytes
+        return self._handle(
+            args, lambda sid, who, p: self.registry.user_message(sid, who, parse_user_message(p, limit))
+        )
 
     def on_tool_result(self, *args: Any) -> dict[str, Any]:
         """``tool_result``: クライアント側ツールの結果。"""
@@ -111,9 +117,9 @@ class AgentNamespace(Namespace):
             if not self.rate_limiter.allow(principal):
                 raise ProtocolError(RATE_LIMITED, "too many events; slow down (server.rate_limit_per_minute)")
             check_size(args, self.max_payload_bytes)
-            return action(sid, principal, single_payload(args))
+            return redact_value(action(sid, principal, single_payload(args)), self._secrets)
         except ProtocolError as exc:
-            return exc.to_ack()
+            return redact_value(exc.to_ack(), self._secrets)
         except Exception:
             logger.exception("unexpected error in a %s handler", request.event.get("message") if request else "?")
             return ProtocolError(INTERNAL, "internal server error").to_ack()

@@ -15,6 +15,8 @@ docs/protocol.md はこのモジュールと歩調を合わせて書く。
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -219,7 +221,17 @@ def parse_start(payload: Any) -> StartPayload:
     return out
 
 
-def parse_content(value: Any, path: str = "content") -> str | list[ContentPart]:
+# 画像のパーツで受け付ける MIME タイプ (4 つのプロバイダが共通に受けるもの)
+IMAGE_MIME_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+# 既定の画像 1 枚の上限 (デコード後のバイト数。設定 server.max_image_bytes が上書きする)
+DEFAULT_MAX_IMAGE_BYTES = 1_000_000
+_BASE64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
+_DATA_URL = re.compile(r"^data:(image/[a-z0-9.+-]+);base64,(.*)$", re.DOTALL)
+
+
+def parse_content(
+    value: Any, path: str = "content", max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+) -> str | list[ContentPart]:
     """``content``: 文字列か、コンテンツパーツ (``text`` / ``image``) の配列。"""
     if isinstance(value, str):
         if not value.strip():
@@ -229,12 +241,16 @@ def parse_content(value: Any, path: str = "content") -> str | list[ContentPart]:
         raise invalid(f"{path}: must be a non-empty string or a non-empty array of content parts")
     parts: list[ContentPart] = []
     for i, raw in enumerate(value):
-        parts.append(_content_part(raw, f"{path}[{i}]"))
+        parts.append(_content_part(raw, f"{path}[{i}]", max_image_bytes))
     return parts
 
 
-def _content_part(raw: Any, path: str) -> ContentPart:
-    """1 つのコンテンツパーツ: ``{"type": "text", "text"}`` か ``{"type": "image", "url" | "data", "mime_type"?}``。"""
+def _content_part(raw: Any, path: str, max_image_bytes: int) -> ContentPart:
+    """1 つのコンテンツパーツ: ``{"type": "text", "text"}`` か ``{"type": "image", "url" | "data", "mime_type"?}``。
+
+    画像の ``url`` は ``https:`` / ``http:`` (ホストつき) と ``data:image/<type>;base64,...`` だけ。
+    ``data`` (base64) と data URL はデコード後 ``max_image_bytes`` まで、MIME タイプは :data:`IMAGE_MIME_TYPES`。
+    """
     if not isinstance(raw, dict):
         raise invalid(f"{path}: must be an object, got {json_type_name(raw)}")
     kind = as_choice(raw.get("type"), join_path(path, "type"), ("text", "image"))
@@ -249,15 +265,46 @@ def _content_part(raw: Any, path: str) -> ContentPart:
     mime = as_string(fields["mime_type"], join_path(path, "mime_type")) if "mime_type" in fields else None
     if data is not None and not mime:
         raise invalid(f"{join_path(path, 'mime_type')}: required with 'data'")
+    if mime is not None:
+        as_choice(mime, join_path(path, "mime_type"), IMAGE_MIME_TYPES)
+    if url is not None:
+        _check_image_url(url, join_path(path, "url"), max_image_bytes)
+    if data is not None:
+        _check_base64(data, join_path(path, "data"), max_image_bytes)
     return ImagePart(url=url, data=data, mime_type=mime)
 
 
-def parse_user_message(payload: Any) -> UserMessagePayload:
-    """``user_message`` を検証する。"""
+def _check_image_url(url: str, path: str, max_image_bytes: int) -> None:
+    """画像の URL: ``https:`` / ``http:`` (ホストつき、空白なし) か、画像の base64 の data URL。"""
+    if url[:5].lower() == "data:":
+        match = _DATA_URL.match(url)
+        if match is None:
+            raise invalid(f"{path}: a data URL must be data:image/<type>;base64,<data>")
+        as_choice(match.group(1), f"{path} (media type)", IMAGE_MIME_TYPES)
+        _check_base64(match.group(2), path, max_image_bytes)
+        return
+    parsed = urllib.parse.urlsplit(url) if len(url) <= 8192 else None
+    if parsed is None or parsed.scheme.lower() not in ("https", "http") or not parsed.hostname:
+        raise invalid(f"{path}: must be an https:, http: or data:image/...;base64 URL")
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+        raise invalid(f"{path}: must not contain whitespace or control characters")
+
+
+def _check_base64(data: str, path: str, max_image_bytes: int) -> None:
+    """base64 の画像データ: 文字の種類、長さ (4 の倍数)、デコード後の大きさ。"""
+    decoded = len(data) // 4 * 3 - len(data) + len(data.rstrip("="))
+    if decoded > max_image_bytes:
+        raise invalid(f"{path}: the image is larger than {max_image_bytes} bytes")
+    if len(data) % 4 != 0 or not _BASE64.match(data):
+        raise invalid(f"{path}: must be base64 (A-Z, a-z, 0-9, +, / and = padding)")
+
+
+def parse_user_message(payload: Any, max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> UserMessagePayload:
+    """``user_message`` を検証する (画像 1 枚の上限は ``server.max_image_bytes``)。"""
     fields = FieldSet(("thread_id", "content", "run_id"), required=("thread_id", "content")).check(payload)
     return UserMessagePayload(
         thread_id=parse_id(fields["thread_id"], "thread_id"),
-        content=parse_content(fields["content"]),
+        content=parse_content(fields["content"], max_image_bytes=max_image_bytes),
         run_id=parse_id(fields["run_id"], "run_id") if "run_id" in fields else None,
     )
 

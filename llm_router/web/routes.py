@@ -3,8 +3,11 @@
 - ``/``: コンソールの HTML (``templates/console.html``)。
 - ``/ui/...``: コンソールの静的ファイル (CSS、ES モジュール、同梱の socket.io クライアント)。
   ビルド工程はなく、ファイルをそのまま配信する (``uv run python app.py`` だけで動くように)。
-- ``GET /api/info``: ページが最初に読む公開情報 (認証の要否、既定モデル、モデル一覧、サーバーツール名)。
+- ``GET /api/info``: ページが最初に読む情報 (認証の要否、既定モデル、モデル一覧、サーバーツール名)。
   秘密情報 (API キー、接続トークン) は決して含めない。キーについては「あるかどうか」だけを返す。
+  接続トークンが設定されていれば、Socket.IO と同じトークンを ``Authorization: Bearer <token>`` で求める
+  (トークンを URL に載せないため、クエリ文字列では受けない)。無い・違うときは 401 で
+  ``{"auth_required": true, "error": {"code": "unauthorized", ...}}`` だけを返す。
 """
 
 from __future__ import annotations
@@ -53,6 +56,15 @@ def _add_security_headers(response: Any) -> Any:
     return response
 
 
+def _bearer(headers: Any) -> str | None:
+    """``Authorization: Bearer <token>`` のトークン (無ければ ``None``)。"""
+    value = headers.get("Authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
 def register_web(app: Any, settings: Any, router: Any) -> None:
     """コンソールのページ、静的ファイル、``/api/info`` をアプリに登録する。
 
@@ -61,7 +73,11 @@ def register_web(app: Any, settings: Any, router: Any) -> None:
         settings: アプリの ``Settings``。
         router: ``ModelRouter``。モデル一覧と既定モデルをここから得る。
     """
-    from flask import Blueprint, jsonify, make_response, render_template
+    from flask import Blueprint, jsonify, make_response, render_template, request
+
+    from llm_router.realtime.auth import Authenticator
+
+    authenticator = Authenticator(settings.api_tokens)
 
     # アプリ本体の static (/static) と衝突しないよう、コンソールのファイルは /ui に置く
     web = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/ui")
@@ -75,7 +91,17 @@ def register_web(app: Any, settings: Any, router: Any) -> None:
 
     @web.get("/api/info")
     def info() -> Any:
-        """ページが最初に読む公開情報を JSON で返す。"""
+        """ページが最初に読む情報を JSON で返す (トークンが設定されていれば Bearer トークンが要る)。"""
+        if authenticator.required and authenticator.principal({"token": _bearer(request.headers)}) is None:
+            body = {
+                "auth_required": True,
+                "error": {"code": "unauthorized", "message": "send the connection token as Authorization: Bearer"},
+            }
+            response = jsonify(body)
+            response.status_code = 401
+            response.headers["WWW-Authenticate"] = 'Bearer realm="llm_router"'
+            response.headers["Cache-Control"] = "no-store"
+            return _add_security_headers(response)
         response = jsonify(api_info(settings, router))
         response.headers["Cache-Control"] = "no-store"
         return _add_security_headers(response)

@@ -283,8 +283,8 @@ class FakeRegistry:
         """正規形の定義。"""
         return [ToolDefinition(n, self.tools[n].description, self.tools[n].parameters) for n in names]
 
-    def call(self, name: str, arguments: dict[str, Any], cancel: CancelToken) -> Any:
-        """関数を呼ぶ (``cancel`` を渡す)。"""
+    def call(self, name: str, arguments: dict[str, Any], cancel: CancelToken, validated: bool = False) -> Any:
+        """関数を呼ぶ (``cancel`` を渡す)。``validated`` は本物と同じ口 (検証はエージェントが済ませている)。"""
         self.calls.append((name, arguments))
         return self.tools[name].func(cancel=cancel, **arguments)
 

@@ -52,10 +52,32 @@ def test_right_token_connects_and_is_kept_in_session_storage(page, auth_server):
     expect(page.locator("#auth-panel")).to_be_hidden()
 
 
-def test_api_info_says_auth_is_required_without_revealing_tokens(page, auth_server):
-    """/api/info は認証が必要なことだけを伝え、トークンは含まない。"""
-    response = page.request.get(auth_server.url + "/api/info")
+def test_api_info_needs_the_token_and_never_reveals_it(page, auth_server):
+    """/api/info はトークンが要る: 無い・違う・クエリ文字列のトークンは 401 (認証が必要なことだけ)、
+    Bearer の正しいトークンなら情報を返す。どの応答にもトークンは含まれない。"""
+    for url, headers in (
+        ("/api/info", {}),
+        ("/api/info", {"Authorization": "Bearer wrong-token"}),
+        (f"/api/info?token={TOKEN}", {}),
+        ("/api/info", {"Authorization": f"Basic {TOKEN}"}),
+    ):
+        response = page.request.get(auth_server.url + url, headers=headers)
+        assert response.status == 401, url
+        body = response.json()
+        assert body["auth_required"] is True and body["error"]["code"] == "unauthorized"
+        assert "models" not in body and TOKEN not in response.text()
+    response = page.request.get(auth_server.url + "/api/info", headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.ok
     info = response.json()
-    assert info["auth_required"] is True
+    assert info["auth_required"] is True and info["models"]
     assert TOKEN not in response.text()
+
+
+def test_console_reads_the_model_list_after_the_token_is_accepted(page, auth_server):
+    """トークンを入れて接続できたら、コンソールはトークンつきで /api/info を読み直し、モデルの一覧を出す。"""
+    page.goto(auth_server.url + "/")
+    expect(page.locator("#auth-panel")).to_be_visible()
+    page.locator("#auth-token").fill(TOKEN)
+    page.locator("#auth-panel button[type=submit]").click()
+    expect(page.locator("body")).to_have_attribute("data-thread-ready", "true")
+    expect(page.locator("#model-select option").nth(1)).to_be_attached()

@@ -25,8 +25,14 @@ def client():
 
 
 def test_api_info_lists_models_and_never_a_secret(client):
-    """/api/info: 認証の要否、既定モデル、モデル一覧 (キーの有無つき)、サーバー側ツール。秘密は含まない。"""
-    response = client.get("/api/info")
+    """/api/info: 認証の要否、既定モデル、モデル一覧 (キーの有無つき)、サーバー側ツール。秘密は含まない。
+
+    トークンが設定されているので、Bearer トークンなしでは 401 (認証が必要なことだけを返す)。
+    """
+    refused = client.get("/api/info")
+    assert refused.status_code == 401 and refused.get_json()["auth_required"] is True
+    assert TOKEN not in refused.get_data(as_text=True)
+    response = client.get("/api/info", headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 200
     info = response.get_json()
     assert info["auth_required"] is True

@@ -27,7 +27,7 @@ def stack():
             "agent.model=anthropic/claude-sonnet-4-5",
             "providers.anthropic.retry.initial_backoff_s=0.01",
         ]
-        with ServerProcess(overrides=overrides, secrets={"ANTHROPIC_API_KEY": KEY}).start() as server:
+        with ServerProcess(overrides=overrides, secrets={"ANTHROPIC_API_KEY": KEY}) as server:
             yield fake, server
 
 

@@ -32,7 +32,7 @@ def stack():
             "agent.model=gemini/gemini-2.5-flash",
             "providers.gemini.retry.initial_backoff_s=0.01",
         ]
-        with ServerProcess(overrides=overrides, secrets={"GEMINI_API_KEY": KEY}).start() as server:
+        with ServerProcess(overrides=overrides, secrets={"GEMINI_API_KEY": KEY}) as server:
             yield fake, server
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llm_router.core.json_schema_validation import json_equal, validate_arguments
+from llm_router.core.json_schema_validation import json_equal, pattern_problem, validate_arguments
 
 FLIGHT = {
     "type": "object",
@@ -116,7 +116,7 @@ INVALID = [
     ({"$ref": "#/$defs/Missing"}, 1, "does not resolve"),
     ({"$ref": "http://example.com/s.json"}, 1, "unsupported $ref"),
     (False, 1, "no value is allowed"),
-    ({"pattern": "("}, "x", "not a valid regular expression"),
+    ({"pattern": "("}, "x", "is not a regular expression RE2 accepts"),
 ]
 
 
@@ -154,10 +154,30 @@ def test_every_violation_is_reported():
     assert len(errors) == 4
 
 
-@pytest.mark.parametrize("pattern", ["^(a+)+$", "(a*)*b", "^(\\w+\\s?)*$", "x" * 1001])
-def test_catastrophic_patterns_are_not_run(pattern):
-    """破滅的なバックトラックを起こしうる pattern は照合しない (サーバーを止めない)。"""
-    assert validate_arguments({"type": "string", "pattern": pattern}, "a" * 40 + "!") == []
+@pytest.mark.parametrize("pattern", ["^(a|a)*$", "^(a+)+$", "^(a*)*$", "^(\\w+\\s?)*$"])
+def test_catastrophic_patterns_are_matched_in_linear_time(pattern):
+    """バックトラックで指数時間になる pattern も RE2 で照合する (照合して不一致を報告し、すぐ返る)。"""
+    hostile = "a" * 40 + "!"
+    errors = validate_arguments({"type": "string", "pattern": pattern}, hostile)
+    assert errors == [f"arguments: does not match the pattern '{pattern}'"]
+    # 一致する値は一致として扱う (照合を省いているのではない)
+    assert validate_arguments({"type": "string", "pattern": pattern}, "a" * 40) == []
+
+
+def test_pattern_properties_use_the_same_engine():
+    """``patternProperties`` のキーの照合も RE2 (破滅的な形でも一致・不一致を正しく出す)。"""
+    schema = {"type": "object", "patternProperties": {"^(a|a)*$": {"type": "integer"}}, "additionalProperties": False}
+    assert validate_arguments(schema, {"a" * 40: 1}) == []
+    assert validate_arguments(schema, {"a" * 40 + "b": 1}) == ["arguments: unexpected property '" + "a" * 40 + "b'"]
+    assert validate_arguments(schema, {"aaa": "x"}) == ["arguments.aaa: expected integer, got string"]
+
+
+@pytest.mark.parametrize("pattern", ["(a)\\1", "a(?=b)", "(?<!x)y", "x" * 1001, "("])
+def test_patterns_re2_refuses_are_reported_not_skipped(pattern):
+    """RE2 が受け付けない pattern は黙って飛ばさず、スキーマの誤りとして報告する。"""
+    errors = validate_arguments({"type": "string", "pattern": pattern}, "a")
+    assert len(errors) == 1 and errors[0].startswith("arguments: the schema's pattern")
+    assert pattern_problem(pattern) is not None
 
 
 def test_recursive_ref_validates_recursive_data():

@@ -1044,3 +1044,44 @@ def _check_strict(converted):
         if "oneOf" in node or "default" in node:
             return False
     return True
+
+
+@pytest.mark.parametrize(
+    ("schema", "keyword", "where"),
+    [
+        (
+            {"properties": {"x": {"type": "string", "pattern": "(a)\\1"}}},
+            "'pattern'",
+            "parameters.properties.x.pattern",
+        ),
+        (
+            {"properties": {"x": {"type": "array", "items": {"type": "string", "pattern": "a(?=b)"}}}},
+            "'pattern'",
+            "parameters.properties.x.items.pattern",
+        ),
+        ({"patternProperties": {"(?<=a)b": {"type": "string"}}}, "'patternProperties'", "parameters.patternProperties"),
+    ],
+)
+def test_patterns_re2_cannot_compile_are_refused_naming_tool_and_keyword(schema, keyword, where):
+    """RE2 が受け付けない pattern (後方参照、先読み、後読み) は正規化で断る。ツール名・キーワード・場所を挙げる。"""
+    with pytest.raises(ToolDefinitionError) as info:
+        normalize_tools([{"name": "hostile_tool", "parameters": {"type": "object", **schema}}])
+    message = str(info.value)
+    assert "hostile_tool" in message and keyword in message and where in message and "RE2" in message
+
+
+def test_values_named_pattern_inside_data_keywords_are_not_patterns():
+    """``enum`` や ``default`` の中の "pattern" はデータなので調べない。プロパティ名 "pattern" も受け付ける。"""
+    tools = normalize_tools(
+        [
+            {
+                "name": "fine",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"pattern": {"type": "string", "pattern": "^[a-z]+$"}},
+                    "default": {"pattern": "(a)\\1"},
+                },
+            }
+        ]
+    )
+    assert tools[0].parameters["properties"]["pattern"]["pattern"] == "^[a-z]+$"

@@ -112,7 +112,13 @@ class ServerProcess:
         return env
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        """起動し、``/healthz`` が応答するまで待つ。途中で終了したらログ付きで失敗する。"""
+        """起動し、``/healthz`` が応答するまで待つ。途中で終了したらログ付きで失敗する。
+
+        動いているうちにもう一度呼ぶのは誤り (``with ServerProcess(...).start()`` は 2 つ目のプロセスを作り、
+        1 つ目の参照を失って止められなくなる): :class:`RuntimeError` にする。
+        """
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("ServerProcess.start() called while the server is running (use `with` or start())")
         self.env_file.write_text("".join(f"{k}={v}\n" for k, v in self.secrets.items()), encoding="utf-8")
         self.port = free_port()
         cmd = [sys.executable, "app.py", f"server.port={self.port}", *self.overrides]

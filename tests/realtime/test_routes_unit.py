@@ -74,3 +74,30 @@ def test_idle_threads_without_sockets_are_swept():
     unknown = second.emit("user_message", {"thread_id": "idle-1", "content": "x"}, namespace="/agent", callback=True)
     assert unknown["error"]["code"] == "unknown_thread"
     second.disconnect(namespace="/agent")
+
+
+def test_ack_strings_are_redacted_like_events(monkeypatch):
+    """ack のメッセージ (ProtocolError) と成功の ack の文字列も、秘密の値を *** に伏せる (イベントと同じ関数)。"""
+    from llm_router.realtime.protocol_errors import ProtocolError
+
+    key = "sk-unit-ack-SECRET-42424242"
+    settings = load_settings(["server.async_mode=threading"], env_file=None, environ={"OPENAI_API_KEY": key})
+    app, socketio = create_app(settings)
+    registry = app.extensions["llm_router"].registry
+
+    def leaky_start(*args, **kwargs):
+        """秘密の値を含むメッセージで断る。"""
+        raise ProtocolError("invalid_payload", f"upstream rejected key {key}")
+
+    def leaky_cancel(*args, **kwargs):
+        """秘密の値を含む成功の ack。"""
+        return {"ok": True, "cancelled": False, "note": [f"key={key}"]}
+
+    monkeypatch.setattr(registry, "start", leaky_start)
+    monkeypatch.setattr(registry, "cancel", leaky_cancel)
+    client = socketio.test_client(app, namespace="/agent")
+    refused = client.emit("start", {}, namespace="/agent", callback=True)
+    assert refused["error"]["message"] == "upstream rejected key ***"
+    ok = client.emit("cancel", {"thread_id": "t1"}, namespace="/agent", callback=True)
+    assert ok["note"] == ["key=***"]
+    client.disconnect(namespace="/agent")

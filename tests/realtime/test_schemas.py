@@ -154,3 +154,69 @@ def test_server_event_table_matches_the_protocol():
     """サーバーイベントの表は PROTOCOL.md の 18 種類。"""
     assert len(SERVER_EVENTS) == 18
     assert SERVER_EVENTS["tool_result"] == ("tool_call_id", "name", "result", "is_error", "executor", "duration_ms")
+
+
+def _image(**part):
+    """画像パーツ 1 つの user_message。"""
+    return {"thread_id": "t", "content": [{"type": "image", **part}]}
+
+
+@pytest.mark.parametrize(
+    ("part", "needle"),
+    [
+        ({"url": "javascript:alert(1)"}, "content[0].url: must be an https:, http: or data:image"),
+        ({"url": "file:///etc/passwd"}, "content[0].url: must be an https:"),
+        ({"url": "ftp://example.com/a.png"}, "content[0].url: must be an https:"),
+        ({"url": "https://"}, "content[0].url: must be an https:"),
+        ({"url": "//example.com/a.png"}, "content[0].url: must be an https:"),
+        ({"url": "https://example.com/a b.png"}, "content[0].url: must not contain whitespace"),
+        ({"url": "data:text/html;base64,PGI+"}, "content[0].url: a data URL must be"),
+        ({"url": "data:image/png,rawdata"}, "content[0].url: a data URL must be"),
+        ({"url": "data:image/png;base64,@@@@"}, "content[0].url: must be base64"),
+        ({"url": "data:image/svg+xml;base64,AAAA"}, "content[0].url (media type): must be one of"),
+        ({"data": "AAAA", "mime_type": "text/html"}, "content[0].mime_type: must be one of"),
+        ({"data": "not base64!", "mime_type": "image/png"}, "content[0].data: must be base64"),
+        ({"data": "AAA", "mime_type": "image/png"}, "content[0].data: must be base64"),
+        ({"data": "A" * 16, "mime_type": "image/png", "extra": 1}, "unknown field 'content[0].extra'"),
+    ],
+)
+def test_image_parts_are_validated_strictly(part, needle):
+    """画像の URL は https: / http: / data:image/...;base64 だけ。MIME タイプと base64 も確かめ、フィールドを名指す。"""
+    with pytest.raises(ProtocolError) as info:
+        parse_user_message(_image(**part))
+    assert info.value.code == INVALID_PAYLOAD
+    assert needle in info.value.message
+
+
+def test_image_size_limit_comes_from_the_caller():
+    """画像の大きさの上限 (server.max_image_bytes) は、data でも data URL でもデコード後のバイト数で数える。"""
+    data = "A" * 400  # 300 バイト
+    assert parse_user_message(_image(data=data, mime_type="image/png"), 300).content[0].data == data
+    for part in ({"data": data, "mime_type": "image/png"}, {"url": "data:image/png;base64," + data}):
+        with pytest.raises(ProtocolError, match="larger than 299 bytes"):
+            parse_user_message(_image(**part), 299)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://example.com/cat.png", "http://127.0.0.1:8000/x.jpg?y=1", "data:image/jpeg;base64,/9j/4AAQ"]
+)
+def test_good_image_urls_are_accepted(url):
+    """正しい URL はそのまま通る。"""
+    assert parse_user_message(_image(url=url)).content[0].url == url
+
+
+@pytest.mark.parametrize(
+    ("part", "needle"),
+    [
+        ({"type": "audio", "data": "AAAA"}, "content[0].type: must be one of text, image"),
+        ({"type": "text", "text": 5}, "content[0].text: must be a string, got number"),
+        ({"type": "text", "text": ["a"]}, "content[0].text: must be a string, got array"),
+        ({"text": "no type"}, "content[0].type: must be one of"),
+        ("just a string", "content[0]: must be an object, got string"),
+    ],
+)
+def test_unknown_part_types_and_non_string_texts_are_refused(part, needle):
+    """未知のパーツの種類と文字列でないテキストは、フィールドのパスを挙げて断る。"""
+    with pytest.raises(ProtocolError) as info:
+        parse_user_message({"thread_id": "t", "content": [part]})
+    assert info.value.code == INVALID_PAYLOAD and needle in info.value.message

@@ -126,3 +126,53 @@ def test_math_domain_error_is_a_clear_error():
     """定義域外 (負の数の平方根) も分かりやすいエラー。"""
     with pytest.raises(ToolExecutionError, match="math error"):
         calculator("sqrt(-1)")
+
+
+@pytest.mark.parametrize(
+    ("expression", "reason"),
+    [
+        ("(" * 10000 + "1" + ")" * 10000, "longer than"),
+        ("(" * 240 + "1" + ")" * 240, "not a valid arithmetic expression"),
+        ("9**9**9**9", "exponent larger than"),
+        ("9 ** 9 ** 9 ** 9 ** 9", "exponent larger than"),
+        ("-" * 499 + "1", "nested more than"),
+        ("+-" * 249 + "1", "nested more than"),
+        ("-" * 101 + "1", "nested more than"),
+        ("-(" * 120 + "1" + ")" * 120, "nested more than"),
+        ("*".join(["(10**900)"] * 20), "too large"),
+        ("(2**2000)*(2**2000)*(2**2000)", "too large"),
+        ("((2**3999))*2*2*2", "too large"),
+        ("9.9 ** 9999", "too large"),
+        ("1e308 * 1e308", "finite"),
+        ("10**10000 / 10**10000", "too large"),
+        ("sqrt(" * 120 + "4" + ")" * 120, "longer than"),
+        ("~1", "not allowed"),
+        ("1" * 501, "longer than"),
+    ],
+)
+def test_hostile_inputs_get_a_clean_error(expression, reason):
+    """敵対的な入力 (深い入れ子、巨大な指数、長い入力、階乗のような巨大な積、単項演算の連鎖) はどれも
+    計算を始める前か途中の上限で、理由の分かる ToolExecutionError になる (サーバーを止めない)。"""
+    with pytest.raises(ToolExecutionError, match=reason):
+        calculator(expression)
+
+
+def test_hostile_inputs_through_the_registry_are_error_results():
+    """レジストリ経由でも同じ: 例外はツールの誤り (ToolExecutionError) で、スタックトレースを含まない。"""
+    from tools.registry import default_registry
+
+    registry = default_registry()
+    for expression in ("9**9**9**9", "(" * 10000 + ")" * 10000, "-" * 499 + "1"):
+        with pytest.raises(ToolExecutionError) as info:
+            registry.call("calculator", {"expression": expression})
+        assert "Traceback" not in str(info.value)
+
+
+def test_nesting_up_to_the_limit_still_computes():
+    """上限の内側の入れ子 (単項演算 98 段) は計算する。"""
+    assert calculator("-" * 98 + "1") == 1
+
+
+def test_long_but_bounded_products_still_compute():
+    """上限の内側の大きな積は計算する (上限は敵対的な入力だけを止める)。"""
+    assert calculator("*".join(["99999999"] * 20)) == 99999999**20

@@ -58,13 +58,7 @@ class ConsoleApp {
     this.bindControls();
     trackSelection((text) => setText(this.$("selection-hint"), text ? `選択中のテキスト: ${text.length.toLocaleString("ja-JP")} 文字` : ""));
     this.renderSuggestions();
-    try {
-      const response = await fetch("/api/info", { headers: { Accept: "application/json" } });
-      this.info = await response.json();
-    } catch {
-      this.info = { auth_required: false, models: [], server_tools: [], default_model: "", demo: false };
-      this.showWarnings(["サーバーの情報 (/api/info) を読めませんでした。"]);
-    }
+    await this.loadInfo();
     this.models.render(this.info);
     this.renderToolsList();
     this.$("reasoning-select").value = this.store.get("reasoning") || "off";
@@ -72,6 +66,36 @@ class ConsoleApp {
     if (this.info.auth_required && !this.store.token()) this.showAuth("");
     this.openThread(this.store.get("thread_id"));
     this.connection.connect();
+  }
+
+  /**
+   * /api/info を読む。トークンがあれば接続と同じトークンを Authorization: Bearer で送る (URL には載せない)。
+   * 401 なら認証が必要という印だけを持ち (locked)、接続が認められた後で読み直す。
+   */
+  async loadInfo() {
+    const headers = { Accept: "application/json" };
+    const token = this.store.token();
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const empty = { auth_required: false, models: [], server_tools: [], default_model: "", demo: false };
+    try {
+      const response = await fetch("/api/info", { headers });
+      if (response.status === 401) {
+        this.info = { ...empty, auth_required: true, locked: true };
+        return;
+      }
+      this.info = await response.json();
+    } catch {
+      this.info = empty;
+      this.showWarnings(["サーバーの情報 (/api/info) を読めませんでした。"]);
+    }
+  }
+
+  /** 認証が通った後に、トークンつきで /api/info を読み直して画面に反映する。 */
+  async refreshInfo() {
+    await this.loadInfo();
+    if (this.info.locked) return;
+    this.models.render(this.info);
+    this.renderToolsList();
   }
 
   /** スレッドを使い始める (id が無ければ新しく作る)。再読み込みなら、これまでの出来事を送り直してもらう。 */
@@ -107,6 +131,7 @@ class ConsoleApp {
   /** start の ack: 実際のモデル、デモかどうか、警告を画面に出す。 */
   started(ack, { resumed, lost }) {
     this.$("auth-panel").hidden = true;
+    if (this.info?.locked) this.refreshInfo();
     if (lost) this.threadLost();
     const model = ack.model || "";
     const demo = this.models.isDemo(model);
