@@ -113,11 +113,11 @@ def test_x_should_retry_false_stops_retries(fake):
     assert len(fake.requests) == 1
 
 
-def test_non_streaming_error_body(fake):
-    """非ストリーミングでも同じ対応表。"""
+def test_bad_request_error_body_keeps_the_provider_message(fake):
+    """400 は ProviderBadRequestError になり、プロバイダの文言 (どの欄か) を残す。"""
     fake.add_error(400, "Invalid 'messages[0].content'", param="messages")
     with pytest.raises(ProviderBadRequestError, match="messages"):
-        make_client(fake).chat(req())
+        list(make_client(fake).chat_stream(req()))
 
 
 def test_key_is_sent_as_bearer_header_only_and_never_leaks(fake, caplog):

@@ -13,22 +13,19 @@ from llm_router.config.schema import ModelOptions, model_options_for
 from llm_router.core.cancel import CancelToken
 from llm_router.core.clients.anthropic_mapping import (
     AnthropicStreamParser,
-    chunks_from_message,
     to_anthropic_messages,
     tool_choice_to_wire,
 )
-from llm_router.core.clients.base_client import BaseClient, RetryCallback, translate_errors
+from llm_router.core.clients.base_client import BaseClient, RetryCallback
 from llm_router.core.schemas.common import (
     ChatRequest,
-    ChatResponse,
     EmbeddingRequest,
     EmbeddingResponse,
     Message,
     StreamChunk,
-    StreamEnd,
     ToolDefinition,
 )
-from llm_router.core.schemas.errors import ModelNotFoundError, ProviderBadRequestError, ProviderStreamBrokenError
+from llm_router.core.schemas.errors import ProviderBadRequestError
 from llm_router.core.tool_schemas import schema_for_provider
 
 _MESSAGES_PATH = "/v1/messages"
@@ -54,8 +51,7 @@ class AnthropicClient(BaseClient):
         """共通のリクエストから Messages API の本文を作る。"""
         options = model_options_for(self.config, request.model)
         system, messages = to_anthropic_messages(request.messages)
-        max_tokens = request.max_tokens or self.config.default_max_tokens
-        body: dict[str, Any] = {"model": request.model, "max_tokens": max_tokens, "messages": messages}
+        body: dict[str, Any] = {"model": request.model, "max_tokens": self.max_tokens(request), "messages": messages}
         if system:
             body["system"] = system
         if request.tools:
@@ -66,11 +62,9 @@ class AnthropicClient(BaseClient):
         thinking = self._thinking_enabled(request, options)
         if thinking:
             self._add_thinking(body, request, options)
-        elif request.temperature is not None and options.supports_temperature:
-            # 思考中は temperature を送れない (Anthropic "Extended thinking": 互換性のない設定)
-            body["temperature"] = request.temperature
-        if options.fixed_temperature is not None and not thinking:
-            body["temperature"] = options.fixed_temperature
+        temperature = self.temperature(request, options, thinking=thinking)
+        if temperature is not None:
+            body["temperature"] = temperature
         if stream:
             body["stream"] = True
         body.update(request.extra)
@@ -116,42 +110,18 @@ class AnthropicClient(BaseClient):
 
     # ------------------------------------------------------------ チャット
 
-    def _post(
-        self, body: dict[str, Any], *, stream: bool, cancel: CancelToken | None, on_retry: RetryCallback | None
-    ) -> Any:
-        """Messages API へ送る。404 はモデル名と提供終了の注記を加えた分かりやすいエラーにする。"""
-        try:
-            return self.request("POST", _MESSAGES_PATH, body, stream=stream, cancel=cancel, on_retry=on_retry)
-        except ModelNotFoundError as exc:
-            raise self.model_not_found(body["model"], exc) from exc
-
     def chat_stream(
         self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
     ) -> Iterator[StreamChunk]:
         """ストリーミングのチャット。最後は組み立て済みのメッセージを持つ ``StreamEnd``。"""
         body = self.build_body(request, stream=True)
-        response = self._post(body, stream=True, cancel=cancel, on_retry=on_retry)
+        response = self.request(
+            "POST", _MESSAGES_PATH, body, stream=True, cancel=cancel, on_retry=on_retry, model=request.model
+        )
         parser = AnthropicStreamParser(request.model, self.redact)
         for event in self.iter_sse(response, cancel):
             yield from parser.feed(event.event, event.data)
         yield from parser.finish()
-
-    def chat(
-        self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
-    ) -> ChatResponse:
-        """非ストリーミングのチャット (ストリームと同じ組み立て器を通す)。"""
-        body = self.build_body(request, stream=False)
-        response = self._post(body, stream=False, cancel=cancel, on_retry=on_retry)
-        try:
-            with translate_errors(self.provider):
-                payload = response.json()
-        except ValueError as exc:
-            raise ProviderStreamBrokenError("response is not valid JSON", provider=self.provider) from exc
-        finally:
-            response.close()
-        end = chunks_from_message(payload, request.model)[-1]
-        assert isinstance(end, StreamEnd)
-        return end.to_response()
 
     def embed(
         self, request: EmbeddingRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None

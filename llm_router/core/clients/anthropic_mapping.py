@@ -183,29 +183,6 @@ def error_from_payload(error: dict[str, Any], redact: Callable[[str], str]) -> P
     return error_for_status(ERROR_STATUS.get(kind, 500), message, provider=PROVIDER, error_type=kind)
 
 
-def chunks_from_message(message: dict[str, Any], model: str) -> list[StreamChunk]:
-    """非ストリーミングの応答本文を、ストリームと同じ組み立て器に通して共通のチャンクにする。"""
-    acc = StreamAccumulator(PROVIDER, message.get("model") or model)
-    out: list[StreamChunk] = []
-    blocks = message.get("content") or []
-    for block in blocks:
-        kind = block.get("type")
-        if kind == "text":
-            out += acc.text(block.get("text", ""))
-        elif kind == "thinking":
-            out += acc.reasoning_start() + acc.reasoning_delta(block.get("thinking", ""))
-            out += acc.reasoning_end(signature=block.get("signature"))
-        elif kind == "redacted_thinking":
-            out += acc.reasoning_start()
-            out += acc.reasoning_end(redacted_data=block.get("data"))
-        elif kind == "tool_use":
-            out += acc.tool_whole(block.get("id"), block.get("name", ""), block.get("input") or {})
-    out += acc.set_usage(usage_from_wire(message.get("usage") or {}))
-    reason = STOP_REASONS.get(message.get("stop_reason") or "end_turn", "stop")
-    out += acc.finish(reason, ProviderState(PROVIDER, list(blocks)))
-    return out
-
-
 class AnthropicStreamParser:
     """1 つのストリーム応答のイベントを共通のチャンクにする (イベントの種類ごとに 1 メソッド)。
 

@@ -27,10 +27,12 @@ from typing import Any, ClassVar
 import requests
 import urllib3.exceptions
 
-from llm_router.config.schema import ProviderConfig, model_options_for
+from llm_router.config.schema import ModelOptions, ProviderConfig, model_options_for
 from llm_router.core.cancel import CancelToken
 from llm_router.core.clients.connection_tracking import ConnectionHolder, TrackingAdapter, tracking
+from llm_router.core.clients.interface import RetryCallback
 from llm_router.core.clients.stream_readers import NDJSONDecoder, SSEDecoder, SSEEvent
+from llm_router.core.schemas.common import ChatRequest, EmbeddingRequest, EmbeddingResponse, Usage
 from llm_router.core.schemas.errors import (
     ModelNotFoundError,
     ProviderAuthError,
@@ -45,10 +47,10 @@ from llm_router.core.schemas.errors import (
 
 logger = logging.getLogger(__name__)
 
-# 再試行の通知: (試行番号 1..., 待ち秒数, 原因のエラー)
-RetryCallback = Callable[[int, float, ProviderError], None]
-
 _MAX_ERROR_BODY = 4000
+
+# 埋め込みの 1 バッチを送る関数: (モデル名, 入力のバッチ) → (入力順のベクトル, 入力トークン数)
+EmbedBatch = Callable[[str, list[str]], tuple[list[list[float]], int]]
 
 
 def parse_retry_after(headers: Any) -> float | None:
@@ -327,10 +329,13 @@ class BaseClient:
         headers: dict[str, str] | None = None,
         cancel: CancelToken | None = None,
         on_retry: RetryCallback | None = None,
+        model: str | None = None,
     ) -> requests.Response:
         """再試行付きで送り、成功した応答を返す (失敗は共有のエラー型で投げる)。
 
         再試行は応答ヘッダを受け取るまでの失敗に限る: ストリームが流れ始めた後の失敗は呼び手に任せる。
+        ``model`` を渡すと、404 はモデル名と提供終了の注記を加えた :meth:`model_not_found` になる
+        (全プロバイダ共通の 1 か所)。
         """
         attempts = max(0, self.config.retry.max_retries) + 1
         for attempt in range(attempts):
@@ -349,6 +354,8 @@ class BaseClient:
                     raise RequestCancelled("request cancelled") from None
                 error = exc
             if not error.retryable or attempt == attempts - 1:
+                if model and isinstance(error, ModelNotFoundError):
+                    raise self.model_not_found(model, error) from error
                 raise error
             delay = self._retry_delay(attempt, error)
             logger.debug("retrying %s after %.2fs: %s", self.provider, delay, error)
@@ -369,9 +376,14 @@ class BaseClient:
         headers: dict[str, str] | None = None,
         cancel: CancelToken | None = None,
         on_retry: RetryCallback | None = None,
+        model: str | None = None,
     ) -> Any:
-        """JSON を POST し、JSON の応答を返す。"""
-        response = self.request("POST", path, body, headers=headers, cancel=cancel, on_retry=on_retry)
+        """JSON を POST し、JSON の応答を返す (``model`` は 404 の注記用: :meth:`request`)。"""
+        response = self.request("POST", path, body, headers=headers, cancel=cancel, on_retry=on_retry, model=model)
+        return self.read_json(response)
+
+    def read_json(self, response: requests.Response) -> Any:
+        """JSON の応答本文を読み、応答を閉じる。JSON でなければストリーム破損。"""
         try:
             with translate_errors(self.provider):
                 return response.json()
@@ -379,6 +391,51 @@ class BaseClient:
             raise ProviderStreamBrokenError("response is not valid JSON", provider=self.provider) from exc
         finally:
             response.close()
+
+    # ------------------------------------------------------------ 本文の共通部品
+
+    def max_tokens(self, request: ChatRequest) -> int:
+        """最大出力トークン数: リクエストの値、無ければ設定 ``default_max_tokens``。"""
+        return request.max_tokens or self.config.default_max_tokens
+
+    @staticmethod
+    def temperature(request: ChatRequest, options: ModelOptions, *, thinking: bool = False) -> float | None:
+        """送る温度 (送らないなら ``None``)。全プロバイダで同じ規則 (モデルの癖は設定 ``models``)。
+
+        思考中は送らない (Anthropic "Extended thinking": 互換性のない設定)。モデルが固定の温度を持てば
+        それを、温度を受け付けるモデルならリクエストの値を送る。
+        """
+        if thinking:
+            return None
+        if options.fixed_temperature is not None:
+            return options.fixed_temperature
+        if options.supports_temperature:
+            return request.temperature
+        return None
+
+    def embed_in_batches(self, request: EmbeddingRequest, fetch: EmbedBatch) -> EmbeddingResponse:
+        """入力を ``embedding_batch_size`` ごとに ``fetch`` へ渡し、入力順の float32 行列にまとめる。
+
+        ``fetch(model, batch)`` は (入力順のベクトル, 入力トークン数) を返す。数が合わなければストリーム破損。
+        """
+        model = request.model or self.config.embedding_model or ""
+        size = max(1, int(self.config.embedding_batch_size))
+        rows: list[list[float]] = []
+        usage = Usage()
+        for start in range(0, len(request.inputs), size):
+            batch = request.inputs[start : start + size]
+            vectors, tokens = fetch(model, batch)
+            if len(vectors) != len(batch):
+                raise ProviderStreamBrokenError(
+                    f"expected {len(batch)} embeddings, got {len(vectors)}", provider=self.provider
+                )
+            rows.extend(vectors)
+            usage = usage + Usage(input_tokens=tokens)
+        import numpy as np  # 埋め込みのときだけ読み込む (import llm_router を軽く保つ)
+
+        width = len(rows[0]) if rows else (request.dimensions or 0)
+        matrix = np.asarray(rows, dtype=np.float32).reshape(len(rows), width)
+        return EmbeddingResponse(vectors=matrix, model=model, usage=usage)
 
     def iter_bytes(self, response: requests.Response, cancel: CancelToken | None = None) -> Iterator[bytes]:
         """ストリーム応答のバイト列を届いた分ずつ返す。キャンセルでソケットを閉じて即座に止まる。

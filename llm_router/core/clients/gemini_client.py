@@ -19,7 +19,6 @@ from llm_router.core.clients.base_client import (
     RetryCallback,
     error_for_status,
     parse_retry_after,
-    translate_errors,
 )
 from llm_router.core.clients.gemini_mapping import (
     GeminiStreamDecoder,
@@ -29,15 +28,12 @@ from llm_router.core.clients.gemini_mapping import (
 )
 from llm_router.core.schemas.common import (
     ChatRequest,
-    ChatResponse,
     EmbeddingRequest,
     EmbeddingResponse,
     StreamChunk,
-    StreamEnd,
     ToolDefinition,
 )
 from llm_router.core.schemas.errors import (
-    ModelNotFoundError,
     ProviderAuthError,
     ProviderError,
     ProviderStreamBrokenError,
@@ -150,11 +146,10 @@ class GeminiClient(BaseClient):
 
     def _generation_config(self, request: ChatRequest, options: ModelOptions) -> dict[str, Any]:
         """``generationConfig``: temperature、maxOutputTokens、思考の設定。"""
-        config: dict[str, Any] = {"maxOutputTokens": request.max_tokens or self.config.default_max_tokens}
-        if options.fixed_temperature is not None:
-            config["temperature"] = options.fixed_temperature
-        elif request.temperature is not None and options.supports_temperature:
-            config["temperature"] = request.temperature
+        config: dict[str, Any] = {"maxOutputTokens": self.max_tokens(request)}
+        temperature = self.temperature(request, options)
+        if temperature is not None:
+            config["temperature"] = temperature
         if request.reasoning != "off" and options.reasoning:
             config["thinkingConfig"] = self._thinking_config(request.reasoning, options)
         return config
@@ -170,29 +165,13 @@ class GeminiClient(BaseClient):
 
     # ------------------------------------------------------------ チャット
 
-    def _post(
-        self,
-        path: str,
-        body: dict[str, Any],
-        model: str,
-        *,
-        stream: bool,
-        cancel: CancelToken | None,
-        on_retry: RetryCallback | None,
-    ) -> Any:
-        """送る。404 はモデル名と提供終了の注記を加えた分かりやすいエラーにする。"""
-        try:
-            return self.request("POST", path, body, stream=stream, cancel=cancel, on_retry=on_retry)
-        except ModelNotFoundError as exc:
-            raise self.model_not_found(model, exc) from exc
-
     def chat_stream(
         self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
     ) -> Iterator[StreamChunk]:
         """ストリーミングのチャット (``alt=sse``)。最後は組み立て済みのメッセージを持つ ``StreamEnd``。"""
         body = self.build_body(request)
         path = self._path(request.model, "streamGenerateContent") + "?alt=sse"
-        response = self._post(path, body, request.model, stream=True, cancel=cancel, on_retry=on_retry)
+        response = self.request("POST", path, body, stream=True, cancel=cancel, on_retry=on_retry, model=request.model)
         parser = GeminiStreamParser(request.model, self._payload_error)
         decoder = GeminiStreamDecoder()
         for data in self.iter_bytes(response, cancel):
@@ -202,55 +181,21 @@ class GeminiClient(BaseClient):
             yield from parser.feed(chunk)
         yield from parser.finish()
 
-    def chat(
-        self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
-    ) -> ChatResponse:
-        """非ストリーミングのチャット (``:generateContent``、ストリームと同じ組み立て器を通す)。"""
-        body = self.build_body(request)
-        path = self._path(request.model, "generateContent")
-        response = self._post(path, body, request.model, stream=False, cancel=cancel, on_retry=on_retry)
-        payload = self._read_json(response)
-        parser = GeminiStreamParser(request.model, self._payload_error)
-        parser.feed(payload)
-        end = parser.finish()[-1]
-        assert isinstance(end, StreamEnd)
-        return end.to_response()
-
-    def _read_json(self, response: Any) -> Any:
-        """JSON の応答本文を読み、応答を閉じる。"""
-        try:
-            with translate_errors(self.provider):
-                return response.json()
-        except ValueError as exc:
-            raise ProviderStreamBrokenError("response is not valid JSON", provider=self.provider) from exc
-        finally:
-            response.close()
-
     # ------------------------------------------------------------ 埋め込み
 
     def embed(
         self, request: EmbeddingRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
     ) -> EmbeddingResponse:
         """``:batchEmbedContents`` で埋め込む。``embedding_batch_size`` ごとに送り、入力順の float32 行列を返す。"""
-        import numpy as np
 
-        model = request.model or self.config.embedding_model or ""
-        size = max(1, self.config.embedding_batch_size)
-        rows: list[list[float]] = []
-        for start in range(0, len(request.inputs), size):
-            batch = request.inputs[start : start + size]
+        def fetch(model: str, batch: list[str]) -> tuple[list[list[float]], int]:
+            """1 バッチを ``:batchEmbedContents`` で送り、入力順のベクトルを返す (使用量は返らない)。"""
             body = {"requests": [self._embed_request(model, text, request) for text in batch]}
             path = self._path(model, "batchEmbedContents")
-            response = self._post(path, body, model, stream=False, cancel=cancel, on_retry=on_retry)
-            embeddings = (self._read_json(response) or {}).get("embeddings") or []
-            if len(embeddings) != len(batch):
-                raise ProviderStreamBrokenError(
-                    f"expected {len(batch)} embeddings, got {len(embeddings)}", provider=self.provider
-                )
-            rows.extend(e.get("values") or [] for e in embeddings)
-        width = len(rows[0]) if rows else (request.dimensions or 0)
-        vectors = np.asarray(rows, dtype=np.float32).reshape(len(rows), width)
-        return EmbeddingResponse(vectors, model)
+            data = self.post_json(path, body, cancel=cancel, on_retry=on_retry, model=model)
+            return [e.get("values") or [] for e in (data or {}).get("embeddings") or []], 0
+
+        return self.embed_in_batches(request, fetch)
 
     @staticmethod
     def _embed_request(model: str, text: str, request: EmbeddingRequest) -> dict[str, Any]:

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from llm_router.core.cancel import CancelToken
-from llm_router.core.clients.base_client import RetryCallback
 from llm_router.core.schemas.common import (
     ChatRequest,
-    ChatResponse,
     EmbeddingRequest,
     EmbeddingResponse,
     ReasoningLevel,
     StreamChunk,
     ToolDefinition,
 )
+from llm_router.errors import ProviderError
+
+# 再試行の通知: (試行番号 1..., 待ち秒数, 原因のエラー)。型だけのために requests を読み込まないよう、ここに置く。
+RetryCallback = Callable[[int, float, ProviderError], None]
 
 
 class ChatClient(Protocol):
@@ -27,12 +29,6 @@ class ChatClient(Protocol):
         self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
     ) -> Iterator[StreamChunk]:
         """ストリーミングのチャット。最後のチャンクは必ず ``StreamEnd``。"""
-        ...
-
-    def chat(
-        self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
-    ) -> ChatResponse:
-        """非ストリーミングのチャット。"""
         ...
 
     def embed(

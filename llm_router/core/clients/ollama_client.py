@@ -24,7 +24,6 @@ from llm_router.core.clients.accumulator import StreamAccumulator
 from llm_router.core.clients.base_client import BaseClient, RetryCallback
 from llm_router.core.schemas.common import (
     ChatRequest,
-    ChatResponse,
     EmbeddingRequest,
     EmbeddingResponse,
     FinishReason,
@@ -32,7 +31,6 @@ from llm_router.core.schemas.common import (
     Message,
     ReasoningLevel,
     StreamChunk,
-    StreamEnd,
     ToolDefinition,
     Usage,
 )
@@ -87,11 +85,10 @@ class OllamaClient(BaseClient):
 
     def _options(self, request: ChatRequest, options: ModelOptions) -> dict[str, Any]:
         """``options``: ``num_predict`` (最大トークン数) と ``temperature``。"""
-        out: dict[str, Any] = {"num_predict": request.max_tokens or self.config.default_max_tokens}
-        if options.fixed_temperature is not None:
-            out["temperature"] = options.fixed_temperature
-        elif options.supports_temperature and request.temperature is not None:
-            out["temperature"] = request.temperature
+        out: dict[str, Any] = {"num_predict": self.max_tokens(request)}
+        temperature = self.temperature(request, options)
+        if temperature is not None:
+            out["temperature"] = temperature
         return out
 
     def _tools(self, request: ChatRequest) -> list[dict[str, Any]]:
@@ -202,7 +199,9 @@ class OllamaClient(BaseClient):
     ) -> Iterator[StreamChunk]:
         """ストリーミングのチャット。最後のチャンクは :class:`StreamEnd`。"""
         body = self.build_body(request, stream=True)
-        response = self.request("POST", "/api/chat", body, stream=True, cancel=cancel, on_retry=on_retry)
+        response = self.request(
+            "POST", "/api/chat", body, stream=True, cancel=cancel, on_retry=on_retry, model=request.model
+        )
         acc = StreamAccumulator(self.provider, request.model)
         state = _StreamState()
         for line in self.iter_ndjson(response, cancel):
@@ -212,19 +211,6 @@ class OllamaClient(BaseClient):
         if not state.done:
             raise ProviderStreamBrokenError("the stream ended before done: true", provider=self.provider)
         yield from acc.finish(state.finish_reason)
-
-    def chat(
-        self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
-    ) -> ChatResponse:
-        """非ストリーミングのチャット (``stream: false`` の 1 つの応答を同じ処理に通す)。"""
-        body = self.build_body(request, stream=False)
-        data = self.post_json("/api/chat", body, cancel=cancel, on_retry=on_retry)
-        acc = StreamAccumulator(self.provider, request.model)
-        state = _StreamState()
-        self._on_line(acc, state, data if isinstance(data, dict) else {})
-        end = acc.finish(state.finish_reason)[-1]
-        assert isinstance(end, StreamEnd)
-        return end.to_response()
 
     def _on_line(self, acc: StreamAccumulator, state: _StreamState, line: Any) -> list[StreamChunk]:
         """NDJSON の 1 行を共通のチャンクにする。"""
@@ -268,25 +254,18 @@ class OllamaClient(BaseClient):
         self, request: EmbeddingRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
     ) -> EmbeddingResponse:
         """``/api/embed`` をバッチに分けて呼び、入力順の float32 行列を返す。"""
-        model = request.model or self.config.embedding_model or ""
-        size = max(1, int(self.config.embedding_batch_size))
-        rows: list[list[float]] = []
-        usage = Usage()
-        for start in range(0, len(request.inputs), size):
-            batch = request.inputs[start : start + size]
+
+        def fetch(model: str, batch: list[str]) -> tuple[list[list[float]], int]:
+            """1 バッチを送り、入力順のベクトルと入力トークン数を返す。"""
             body: dict[str, Any] = {"model": model, "input": batch}
             if request.dimensions:
                 body["dimensions"] = request.dimensions
-            data = self.post_json("/api/embed", body, cancel=cancel, on_retry=on_retry)
+            data = self.post_json("/api/embed", body, cancel=cancel, on_retry=on_retry, model=model)
             embeddings = data.get("embeddings") if isinstance(data, dict) else None
-            if not isinstance(embeddings, list) or len(embeddings) != len(batch):
-                got = len(embeddings) if isinstance(embeddings, list) else 0
-                raise ProviderStreamBrokenError(f"expected {len(batch)} embeddings, got {got}", provider=self.provider)
-            rows.extend(embeddings)
-            usage = usage + Usage(input_tokens=int(data.get("prompt_eval_count") or 0))
-        import numpy as np  # 埋め込みのときだけ読み込む (import llm_router を軽く保つ)
+            if not isinstance(embeddings, list):
+                return [], 0
+            return embeddings, int(data.get("prompt_eval_count") or 0)
 
-        vectors = np.asarray(rows, dtype=np.float32) if rows else np.zeros((0, 0), dtype=np.float32)
-        return EmbeddingResponse(vectors=vectors, model=model, usage=usage)
+        return self.embed_in_batches(request, fetch)
 
     # ------------------------------------------------------------ 警告

@@ -7,7 +7,7 @@
 流れ: 共通の :class:`ChatRequest` → 本文 (:meth:`OpenAIClient.build_body`) → SSE のチャンクを
 1 つずつ :class:`StreamAccumulator` に流して共通のチャンクにする。ツール呼び出しの差分は
 ``index`` で組み立てる (並列の呼び出しは交互に届くことがある)。非ストリーミングの応答も同じ
-組み立て器を通すので、どちらの経路でも同じ :class:`StreamEnd` になる。
+
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from llm_router.core.clients.accumulator import StreamAccumulator
 from llm_router.core.clients.base_client import BaseClient, RetryCallback
 from llm_router.core.schemas.common import (
     ChatRequest,
-    ChatResponse,
     EmbeddingRequest,
     EmbeddingResponse,
     FinishReason,
@@ -31,7 +30,6 @@ from llm_router.core.schemas.common import (
     Message,
     ReasoningLevel,
     StreamChunk,
-    StreamEnd,
     TextPart,
     ToolChoice,
     ToolDefinition,
@@ -124,12 +122,10 @@ class OpenAIClient(BaseClient):
     def _add_sampling(self, body: dict[str, Any], request: ChatRequest, options: ModelOptions) -> None:
         """温度と最大トークン数。パラメータ名と温度の可否はモデルごとの設定に従う。"""
         # max_tokens は非推奨で、推論モデルは max_completion_tokens しか受け付けない (設定で切り替える)
-        param = options.max_tokens_param or "max_tokens"
-        body[param] = request.max_tokens or self.config.default_max_tokens
-        if options.fixed_temperature is not None:
-            body["temperature"] = options.fixed_temperature
-        elif options.supports_temperature and request.temperature is not None:
-            body["temperature"] = request.temperature
+        body[options.max_tokens_param or "max_tokens"] = self.max_tokens(request)
+        temperature = self.temperature(request, options)
+        if temperature is not None:
+            body["temperature"] = temperature
 
     def _add_tools(self, body: dict[str, Any], request: ChatRequest) -> None:
         """ツール定義、``tool_choice``、``parallel_tool_calls`` (ツールがあるときだけ送る)。"""
@@ -248,7 +244,9 @@ class OpenAIClient(BaseClient):
     ) -> Iterator[StreamChunk]:
         """ストリーミングのチャット。最後のチャンクは :class:`StreamEnd`。"""
         body = self.build_body(request, stream=True)
-        response = self.request("POST", "/chat/completions", body, stream=True, cancel=cancel, on_retry=on_retry)
+        response = self.request(
+            "POST", "/chat/completions", body, stream=True, cancel=cancel, on_retry=on_retry, model=request.model
+        )
         acc = StreamAccumulator(self.provider, request.model)
         state = _StreamState()
         for event in self.iter_sse(response, cancel):
@@ -259,28 +257,6 @@ class OpenAIClient(BaseClient):
         if not state.done and state.finish_reason is None:
             raise ProviderStreamBrokenError("the stream ended before [DONE]", provider=self.provider)
         yield from acc.finish(state.finish_reason or "stop")
-
-    def chat(
-        self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
-    ) -> ChatResponse:
-        """非ストリーミングのチャット (応答全体を 1 つの差分として組み立て器に通す)。"""
-        body = self.build_body(request, stream=False)
-        data = self.post_json("/chat/completions", body, cancel=cancel, on_retry=on_retry)
-        data = data if isinstance(data, dict) else {}
-        if data.get("error"):
-            raise self._stream_error(data["error"])
-        acc = StreamAccumulator(self.provider, request.model)
-        choice = (data.get("choices") or [{}])[0]
-        message = choice.get("message") or {}
-        acc.text(message.get("content") or message.get("refusal") or "")
-        for call in message.get("tool_calls") or []:
-            function = call.get("function") or {}
-            acc.tool_whole(call.get("id"), function.get("name", ""), function.get("arguments") or "")
-        if data.get("usage"):
-            acc.set_usage(self._usage(data["usage"]))
-        end = acc.finish(self._finish_reason(choice.get("finish_reason")))[-1]
-        assert isinstance(end, StreamEnd)
-        return end.to_response()
 
     def _decode(self, data: str) -> dict[str, Any]:
         """SSE の ``data`` を JSON にする。解析できなければストリーム破損。"""
@@ -356,30 +332,17 @@ class OpenAIClient(BaseClient):
         ``encoding_format: "float"`` を明示する (公式 SDK の既定は base64)。各バッチの ``data`` は
         ``index`` で並べ直す。
         """
-        model = request.model or self.config.embedding_model or ""
-        size = max(1, int(self.config.embedding_batch_size))
-        rows: list[list[float]] = []
-        usage = Usage()
-        for start in range(0, len(request.inputs), size):
-            body: dict[str, Any] = {
-                "model": model,
-                "input": request.inputs[start : start + size],
-                "encoding_format": "float",
-            }
+
+        def fetch(model: str, batch: list[str]) -> tuple[list[list[float]], int]:
+            """1 バッチを送り、``index`` 順のベクトルと入力トークン数を返す。"""
+            body: dict[str, Any] = {"model": model, "input": batch, "encoding_format": "float"}
             if request.dimensions:
                 body["dimensions"] = request.dimensions
-            data = self.post_json("/embeddings", body, cancel=cancel, on_retry=on_retry)
+            data = self.post_json("/embeddings", body, cancel=cancel, on_retry=on_retry, model=model)
             items = sorted(data.get("data") or [], key=lambda item: item.get("index", 0))
-            if len(items) != len(body["input"]):
-                raise ProviderStreamBrokenError(
-                    f"expected {len(body['input'])} embeddings, got {len(items)}", provider=self.provider
-                )
-            rows.extend(item["embedding"] for item in items)
-            usage = usage + Usage(input_tokens=int((data.get("usage") or {}).get("prompt_tokens") or 0))
-        import numpy as np  # 埋め込みのときだけ読み込む (import llm_router を軽く保つ)
+            return [item["embedding"] for item in items], int((data.get("usage") or {}).get("prompt_tokens") or 0)
 
-        vectors = np.asarray(rows, dtype=np.float32) if rows else np.zeros((0, 0), dtype=np.float32)
-        return EmbeddingResponse(vectors=vectors, model=model, usage=usage)
+        return self.embed_in_batches(request, fetch)
 
     # ------------------------------------------------------------ 警告
 

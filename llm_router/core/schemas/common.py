@@ -237,17 +237,6 @@ class ChatRequest:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class ChatResponse:
-    """非ストリーミングのチャット応答 (ストリームの最後の :class:`StreamEnd` と同じ中身)。"""
-
-    message: Message
-    finish_reason: FinishReason
-    usage: Usage
-    model: str = ""
-    provider: str = ""
-
-
 # ---------------------------------------------------------------- ストリームのチャンク
 
 
@@ -320,10 +309,6 @@ class StreamEnd:
     model: str = ""
     provider: str = ""
 
-    def to_response(self) -> ChatResponse:
-        """非ストリーミングの応答に変換する。"""
-        return ChatResponse(self.message, self.finish_reason, self.usage, self.model, self.provider)
-
 
 StreamChunk = (
     TextDelta
@@ -362,7 +347,6 @@ class EmbeddingResponse:
 
 __all__ = [
     "ChatRequest",
-    "ChatResponse",
     "ConfigurationError",
     "ContentPart",
     "EmbeddingRequest",
