@@ -24,6 +24,21 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "ConfigurationError",
+    "LLMRouterError",
+    "MissingCredentialError",
+    "ModelNotFoundError",
+    "ProviderAuthError",
+    "ProviderBadRequestError",
+    "ProviderError",
+    "ProviderRateLimitedError",
+    "ProviderStreamBrokenError",
+    "ProviderTimeoutError",
+    "ProviderUnavailableError",
+    "RequestCancelled",
+]
+
 
 class LLMRouterError(Exception):
     """llm_router のすべての例外の基底。"""

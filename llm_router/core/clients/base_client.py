@@ -27,23 +27,13 @@ from typing import Any, ClassVar
 import requests
 import urllib3.exceptions
 
+from llm_router import errors
 from llm_router.config.schema import ModelOptions, ProviderConfig, model_options_for
 from llm_router.core.cancel import CancelToken
 from llm_router.core.clients.connection_tracking import ConnectionHolder, TrackingAdapter, tracking
 from llm_router.core.clients.interface import RetryCallback
 from llm_router.core.clients.stream_readers import NDJSONDecoder, SSEDecoder, SSEEvent
 from llm_router.core.schemas.common import ChatRequest, EmbeddingRequest, EmbeddingResponse, Usage
-from llm_router.core.schemas.errors import (
-    ModelNotFoundError,
-    ProviderAuthError,
-    ProviderBadRequestError,
-    ProviderError,
-    ProviderRateLimitedError,
-    ProviderStreamBrokenError,
-    ProviderTimeoutError,
-    ProviderUnavailableError,
-    RequestCancelled,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -86,23 +76,23 @@ def error_for_status(
     provider: str,
     retry_after_s: float | None = None,
     error_type: str | None = None,
-) -> ProviderError:
+) -> errors.ProviderError:
     """HTTP ステータスから共有のエラー型を選ぶ (唯一の対応表)。
 
     408 / 409 / 429 / 5xx は再試行可能 (openai-python と anthropic-sdk-python の ``_should_retry`` と同じ)。
     """
     kwargs: dict[str, Any] = {"provider": provider, "status": status, "error_type": error_type}
     if status in (401, 403):
-        return ProviderAuthError(message, **kwargs)
+        return errors.ProviderAuthError(message, **kwargs)
     if status == 429:
-        return ProviderRateLimitedError(message, retry_after_s=retry_after_s, **kwargs)
+        return errors.ProviderRateLimitedError(message, retry_after_s=retry_after_s, **kwargs)
     if status == 408:
-        return ProviderTimeoutError(message, retry_after_s=retry_after_s, **kwargs)
+        return errors.ProviderTimeoutError(message, retry_after_s=retry_after_s, **kwargs)
     if status == 409 or status >= 500:
-        return ProviderUnavailableError(message, retry_after_s=retry_after_s, **kwargs)
+        return errors.ProviderUnavailableError(message, retry_after_s=retry_after_s, **kwargs)
     if status == 404:
-        return ModelNotFoundError(message, **kwargs)
-    return ProviderBadRequestError(message, **kwargs)
+        return errors.ModelNotFoundError(message, **kwargs)
+    return errors.ProviderBadRequestError(message, **kwargs)
 
 
 @contextmanager
@@ -110,24 +100,26 @@ def translate_errors(provider: str, *, streaming: bool = False) -> Iterator[None
     """``requests`` / ``urllib3`` / ``socket`` の例外を共有のエラー型に変える (唯一の場所)。"""
     try:
         yield
-    except (ProviderError, RequestCancelled):
+    except (errors.ProviderError, errors.RequestCancelled):
         raise
     except (requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError) as exc:
-        raise ProviderTimeoutError(f"connection timed out: {type(exc).__name__}", provider=provider) from exc
+        raise errors.ProviderTimeoutError(f"connection timed out: {type(exc).__name__}", provider=provider) from exc
     except (requests.ReadTimeout, urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
-        raise ProviderTimeoutError(f"read timed out: {type(exc).__name__}", provider=provider) from exc
+        raise errors.ProviderTimeoutError(f"read timed out: {type(exc).__name__}", provider=provider) from exc
     except (
         requests.exceptions.ChunkedEncodingError,
         urllib3.exceptions.ProtocolError,
         urllib3.exceptions.IncompleteRead,
     ) as exc:
-        raise ProviderStreamBrokenError(f"the stream broke: {type(exc).__name__}", provider=provider) from exc
+        raise errors.ProviderStreamBrokenError(f"the stream broke: {type(exc).__name__}", provider=provider) from exc
     except (requests.ConnectionError, ConnectionError, OSError) as exc:
         if streaming:
-            raise ProviderStreamBrokenError(f"the stream broke: {type(exc).__name__}", provider=provider) from exc
-        raise ProviderUnavailableError(f"could not connect: {type(exc).__name__}", provider=provider) from exc
+            raise errors.ProviderStreamBrokenError(
+                f"the stream broke: {type(exc).__name__}", provider=provider
+            ) from exc
+        raise errors.ProviderUnavailableError(f"could not connect: {type(exc).__name__}", provider=provider) from exc
     except requests.RequestException as exc:
-        raise ProviderUnavailableError(f"request failed: {type(exc).__name__}", provider=provider) from exc
+        raise errors.ProviderUnavailableError(f"request failed: {type(exc).__name__}", provider=provider) from exc
 
 
 def _socket_of(response: requests.Response) -> socket.socket | None:
@@ -197,7 +189,9 @@ class BaseClient:
                 return error, None
         return text.strip() or "(empty error body)", None
 
-    def _classify(self, status: int, message: str, error_type: str | None, body: Any, headers: Any) -> ProviderError:
+    def _classify(
+        self, status: int, message: str, error_type: str | None, body: Any, headers: Any
+    ) -> errors.ProviderError:
         """ステータスと本文からエラーを作る (プロバイダ固有の例外規則はここを上書き)。"""
         return error_for_status(
             status,
@@ -230,11 +224,11 @@ class BaseClient:
             f"(モデル '{self.provider}/{model}' は推論 (thinking) に対応していないため、reasoning={level} は無視されます)"
         )
 
-    def model_not_found(self, model: str, exc: ModelNotFoundError) -> ModelNotFoundError:
+    def model_not_found(self, model: str, exc: errors.ModelNotFoundError) -> errors.ModelNotFoundError:
         """404 を、モデル名と (設定にあれば) 提供終了の注記を含むエラーにする。"""
         options = model_options_for(self.config, model)
         note = " (retired" + (f": {options.note}" if options.note else "") + ")" if options.retired else ""
-        return ModelNotFoundError(
+        return errors.ModelNotFoundError(
             f"model '{self.provider}/{model}' was not found{note}; choose a served model "
             f"(モデル '{self.provider}/{model}' が見つかりません。提供中のモデルを選んでください): {exc.message}",
             provider=self.provider,
@@ -256,7 +250,7 @@ class BaseClient:
         """(接続, 読み取り) タイムアウト。"""
         return (self.config.connect_timeout_s, self.config.read_timeout_s)
 
-    def error_from_response(self, response: requests.Response) -> ProviderError:
+    def error_from_response(self, response: requests.Response) -> errors.ProviderError:
         """HTTP エラー応答を共有のエラー型にする (本文を読み、応答を閉じる)。"""
         try:
             text = response.text[:_MAX_ERROR_BODY]
@@ -277,7 +271,7 @@ class BaseClient:
             error.retryable = False
         return error
 
-    def _retry_delay(self, attempt: int, error: ProviderError) -> float:
+    def _retry_delay(self, attempt: int, error: errors.ProviderError) -> float:
         """``attempt`` 回目 (0 始まり) の失敗の後の待ち秒数。"""
         policy = self.config.retry
         if error.retry_after_s is not None and error.retry_after_s <= policy.max_retry_after_s:
@@ -349,12 +343,12 @@ class BaseClient:
                         cancel.raise_if_cancelled()
                     return response
                 error = self.error_from_response(response)
-            except ProviderError as exc:
+            except errors.ProviderError as exc:
                 if cancel is not None and cancel.cancelled:
-                    raise RequestCancelled("request cancelled") from None
+                    raise errors.RequestCancelled("request cancelled") from None
                 error = exc
             if not error.retryable or attempt == attempts - 1:
-                if model and isinstance(error, ModelNotFoundError):
+                if model and isinstance(error, errors.ModelNotFoundError):
                     raise self.model_not_found(model, error) from error
                 raise error
             delay = self._retry_delay(attempt, error)
@@ -388,7 +382,7 @@ class BaseClient:
             with translate_errors(self.provider):
                 return response.json()
         except ValueError as exc:
-            raise ProviderStreamBrokenError("response is not valid JSON", provider=self.provider) from exc
+            raise errors.ProviderStreamBrokenError("response is not valid JSON", provider=self.provider) from exc
         finally:
             response.close()
 
@@ -426,7 +420,7 @@ class BaseClient:
             batch = request.inputs[start : start + size]
             vectors, tokens = fetch(model, batch)
             if len(vectors) != len(batch):
-                raise ProviderStreamBrokenError(
+                raise errors.ProviderStreamBrokenError(
                     f"expected {len(batch)} embeddings, got {len(vectors)}", provider=self.provider
                 )
             rows.extend(vectors)
@@ -450,12 +444,12 @@ class BaseClient:
                 try:
                     with translate_errors(self.provider, streaming=True):
                         data = raw.read1(65536)
-                except ProviderError:
+                except errors.ProviderError:
                     if cancel is not None and cancel.cancelled:
-                        raise RequestCancelled("request cancelled") from None
+                        raise errors.RequestCancelled("request cancelled") from None
                     raise
                 if cancel is not None and cancel.cancelled:
-                    raise RequestCancelled("request cancelled")
+                    raise errors.RequestCancelled("request cancelled")
                 if not data:
                     return
                 yield data
@@ -479,4 +473,4 @@ class BaseClient:
                 yield from decoder.feed(data)
             yield from decoder.flush()
         except ValueError as exc:
-            raise ProviderStreamBrokenError(str(exc), provider=self.provider) from exc
+            raise errors.ProviderStreamBrokenError(str(exc), provider=self.provider) from exc

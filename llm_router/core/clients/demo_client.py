@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from llm_router.core.cancel import CancelToken
 from llm_router.core.clients.accumulator import StreamAccumulator
-from llm_router.core.clients.base_client import RetryCallback
+from llm_router.core.clients.interface import RetryCallback
 from llm_router.core.schemas.common import (
     ChatRequest,
     EmbeddingRequest,

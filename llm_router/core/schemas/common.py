@@ -12,20 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from llm_router.core.schemas.errors import (
-    ConfigurationError,
-    LLMRouterError,
-    MissingCredentialError,
-    ModelNotFoundError,
-    ProviderAuthError,
-    ProviderBadRequestError,
-    ProviderError,
-    ProviderRateLimitedError,
-    ProviderStreamBrokenError,
-    ProviderTimeoutError,
-    ProviderUnavailableError,
-    RequestCancelled,
-)
+from llm_router.errors import *  # noqa: F403 (共有の語彙としてエラー型も再輸出する)
+from llm_router.errors import __all__ as _error_names
 
 if TYPE_CHECKING:
     import numpy as np
@@ -347,31 +335,19 @@ class EmbeddingResponse:
 
 __all__ = [
     "ChatRequest",
-    "ConfigurationError",
     "ContentPart",
     "EmbeddingRequest",
     "EmbeddingResponse",
     "EmbeddingTask",
     "FinishReason",
     "ImagePart",
-    "LLMRouterError",
     "Message",
-    "MissingCredentialError",
-    "ModelNotFoundError",
-    "ProviderAuthError",
-    "ProviderBadRequestError",
-    "ProviderError",
-    "ProviderRateLimitedError",
     "ProviderState",
-    "ProviderStreamBrokenError",
-    "ProviderTimeoutError",
-    "ProviderUnavailableError",
     "ReasoningDelta",
     "ReasoningEnd",
     "ReasoningLevel",
     "ReasoningPart",
     "ReasoningStart",
-    "RequestCancelled",
     "Role",
     "StreamChunk",
     "StreamEnd",
@@ -386,4 +362,5 @@ __all__ = [
     "ToolResult",
     "Usage",
     "UsageUpdate",
+    *_error_names,
 ]
