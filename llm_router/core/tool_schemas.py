@@ -35,9 +35,8 @@ JSON_TYPES = ("object", "array", "string", "number", "integer", "boolean", "null
 
 @dataclass
 class ToolSpec(ToolDefinition):
-    """正規化したツール定義。入力の形式と、OpenAI 形式で ``strict`` が指定されていたかを覚えておく。"""
+    """正規化したツール定義。入力の形式を覚えておく (``strict`` の指定は :class:`ToolDefinition` が持つ)。"""
 
-    strict: bool | None = None
     source_format: str = "canonical"
 
 

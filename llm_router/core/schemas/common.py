@@ -183,11 +183,16 @@ class Message:
 
 @dataclass
 class ToolDefinition:
-    """正規形のツール定義: ``name``, ``description``, ``parameters`` (JSON Schema の object)。"""
+    """正規形のツール定義: ``name``, ``description``, ``parameters`` (JSON Schema の object)。
+
+    ``strict`` は OpenAI 形式の定義が持っていた ``strict`` の指定 (無ければ ``None``)。OpenAI へ送るときは
+    設定 ``providers.openai.strict_tools`` より優先する (``docs/providers.md``)。他のプロバイダは使わない。
+    """
 
     name: str
     description: str = ""
     parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """正規形の dict。"""
