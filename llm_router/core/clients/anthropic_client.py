@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from llm_router.config.schema import ModelOptions, model_options_for
 from llm_router.core.cancel import CancelToken
@@ -17,6 +16,7 @@ from llm_router.core.clients.anthropic_mapping import (
     tool_choice_to_wire,
 )
 from llm_router.core.clients.base_client import BaseClient, RetryCallback
+from llm_router.core.schemas.anthropic_schemas import MessagesRequest, WireTool
 from llm_router.core.schemas.common import (
     ChatRequest,
     EmbeddingRequest,
@@ -47,11 +47,11 @@ class AnthropicClient(BaseClient):
 
     # ------------------------------------------------------------ 要求本文
 
-    def build_body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
+    def build_body(self, request: ChatRequest, *, stream: bool) -> MessagesRequest:
         """共通のリクエストから Messages API の本文を作る。"""
         options = model_options_for(self.config, request.model)
         system, messages = to_anthropic_messages(request.messages)
-        body: dict[str, Any] = {"model": request.model, "max_tokens": self.max_tokens(request), "messages": messages}
+        body: MessagesRequest = {"model": request.model, "max_tokens": self.max_tokens(request), "messages": messages}
         if system:
             body["system"] = system
         if request.tools:
@@ -67,14 +67,14 @@ class AnthropicClient(BaseClient):
             body["temperature"] = temperature
         if stream:
             body["stream"] = True
-        body.update(request.extra)
+        body.update(request.extra)  # type: ignore[typeddict-item]
         return body
 
     @staticmethod
-    def _tool(tool: ToolDefinition) -> dict[str, Any]:
+    def _tool(tool: ToolDefinition) -> WireTool:
         """ツール定義を ``{"name", "description", "input_schema"}`` にする。"""
         schema, _ = schema_for_provider("anthropic", tool)
-        wire: dict[str, Any] = {"name": tool.name, "input_schema": schema}
+        wire: WireTool = {"name": tool.name, "input_schema": schema}
         if tool.description:
             wire["description"] = tool.description
         return wire
@@ -95,7 +95,7 @@ class AnthropicClient(BaseClient):
             return False
         return not (request.tools and request.tool_choice and request.tool_choice.mode in ("required", "tool"))
 
-    def _add_thinking(self, body: dict[str, Any], request: ChatRequest, options: ModelOptions) -> None:
+    def _add_thinking(self, body: MessagesRequest, request: ChatRequest, options: ModelOptions) -> None:
         """``thinking`` を本文に足す: モデルの設定により固定予算 (enabled) か adaptive。"""
         if options.reasoning_style == "adaptive":
             # adaptive はモデルが量を決め、深さは output_config.effort で伝える (Anthropic "Adaptive thinking")
