@@ -38,6 +38,15 @@ from llm_router.core.schemas.errors import (
     ProviderError,
     ProviderStreamBrokenError,
 )
+from llm_router.core.schemas.gemini_schemas import (
+    BatchEmbedContentsRequest,
+    BatchEmbedContentsResponse,
+    EmbedContentRequest,
+    FunctionDeclaration,
+    GenerateContentRequest,
+    GenerationConfig,
+    ThinkingConfig,
+)
 from llm_router.core.tool_schemas import schema_for_provider
 
 # 他のモデルの履歴の関数呼び出しに付けるダミーの署名 (Gemini API "Thought Signatures" の文書が示す値)
@@ -115,24 +124,24 @@ class GeminiClient(BaseClient):
             return "gemini_openapi", "parameters"
         return "gemini_json_schema", "parametersJsonSchema"
 
-    def _declaration(self, tool: ToolDefinition) -> dict[str, Any]:
+    def _declaration(self, tool: ToolDefinition) -> FunctionDeclaration:
         """ツール定義を ``functionDeclarations`` の 1 要素にする (引数の無い関数はスキーマを省く)。"""
         profile, key = self._schema_profile()
         schema, _ = schema_for_provider(profile, tool)
-        declaration: dict[str, Any] = {"name": tool.name}
+        declaration: FunctionDeclaration = {"name": tool.name}
         if tool.description:
             declaration["description"] = tool.description
         if schema.get("properties"):
-            declaration[key] = schema
+            declaration[key] = schema  # type: ignore[literal-required]
         return declaration
 
-    def build_body(self, request: ChatRequest) -> dict[str, Any]:
+    def build_body(self, request: ChatRequest) -> GenerateContentRequest:
         """共通のリクエストから ``GenerateContentRequest`` を作る (モデル名は URL に入る)。"""
         options = model_options_for(self.config, request.model)
         # 段階型の思考 (reasoning_style: level) のモデル = Gemini 3 系は、関数呼び出しの署名を必ず検証する
         foreign = _FOREIGN_SIGNATURE if options.reasoning_style == "level" else None
         system, contents = to_gemini_contents(request.messages, foreign)
-        body: dict[str, Any] = {"contents": contents}
+        body: GenerateContentRequest = {"contents": contents}
         if system:
             body["systemInstruction"] = system
         if request.tools:
@@ -141,12 +150,12 @@ class GeminiClient(BaseClient):
             if tool_config:
                 body["toolConfig"] = tool_config
         body["generationConfig"] = self._generation_config(request, options)
-        body.update(request.extra)
+        body.update(request.extra)  # type: ignore[typeddict-item]
         return body
 
-    def _generation_config(self, request: ChatRequest, options: ModelOptions) -> dict[str, Any]:
+    def _generation_config(self, request: ChatRequest, options: ModelOptions) -> GenerationConfig:
         """``generationConfig``: temperature、maxOutputTokens、思考の設定。"""
-        config: dict[str, Any] = {"maxOutputTokens": self.max_tokens(request)}
+        config: GenerationConfig = {"maxOutputTokens": self.max_tokens(request)}
         temperature = self.temperature(request, options)
         if temperature is not None:
             config["temperature"] = temperature
@@ -154,7 +163,7 @@ class GeminiClient(BaseClient):
             config["thinkingConfig"] = self._thinking_config(request.reasoning, options)
         return config
 
-    def _thinking_config(self, level: str, options: ModelOptions) -> dict[str, Any]:
+    def _thinking_config(self, level: str, options: ModelOptions) -> ThinkingConfig:
         """思考の設定。3 系 (``reasoning_style: level``) は ``thinkingLevel``、それ以外は設定の予算。
 
         どちらも ``includeThoughts`` で思考の要約を受け取る (https://ai.google.dev/gemini-api/docs/thinking)。
@@ -190,17 +199,19 @@ class GeminiClient(BaseClient):
 
         def fetch(model: str, batch: list[str]) -> tuple[list[list[float]], int]:
             """1 バッチを ``:batchEmbedContents`` で送り、入力順のベクトルを返す (使用量は返らない)。"""
-            body = {"requests": [self._embed_request(model, text, request) for text in batch]}
+            body: BatchEmbedContentsRequest = {
+                "requests": [self._embed_request(model, text, request) for text in batch]
+            }
             path = self._path(model, "batchEmbedContents")
-            data = self.post_json(path, body, cancel=cancel, on_retry=on_retry, model=model)
+            data: BatchEmbedContentsResponse = self.post_json(path, body, cancel=cancel, on_retry=on_retry, model=model)
             return [e.get("values") or [] for e in (data or {}).get("embeddings") or []], 0
 
         return self.embed_in_batches(request, fetch)
 
     @staticmethod
-    def _embed_request(model: str, text: str, request: EmbeddingRequest) -> dict[str, Any]:
+    def _embed_request(model: str, text: str, request: EmbeddingRequest) -> EmbedContentRequest:
         """``requests`` の 1 要素 (``model`` を毎回 ``models/M`` で書く)。"""
-        item: dict[str, Any] = {"model": f"models/{model}", "content": {"parts": [{"text": text}]}}
+        item: EmbedContentRequest = {"model": f"models/{model}", "content": {"parts": [{"text": text}]}}
         if request.task in _TASK_TYPES:
             item["taskType"] = _TASK_TYPES[request.task]
         if request.dimensions:
