@@ -176,11 +176,6 @@ class StreamAccumulator:
         """ツール呼び出しがあれば真。"""
         return bool(self._order)
 
-    @property
-    def has_output(self) -> bool:
-        """テキスト・推論・ツール呼び出しのどれかが出ていれば真。"""
-        return bool(self._text or self._order or self._reasoning or self._reasoning_text)
-
     # -- 使用量と終わり
     def set_usage(self, usage: Usage) -> list[StreamChunk]:
         """この応答の累計使用量を更新する。"""

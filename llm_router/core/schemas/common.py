@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from llm_router.errors import *  # noqa: F403 (共有の語彙としてエラー型も再輸出する)
 from llm_router.errors import __all__ as _error_names
@@ -22,6 +22,8 @@ Role = Literal["system", "user", "assistant", "tool"]
 # 正規化した終了理由: stop / tool_calls / length / content_filter / error
 FinishReason = Literal["stop", "tool_calls", "length", "content_filter", "error"]
 ReasoningLevel = Literal["off", "low", "medium", "high"]
+# 推論の段階の唯一の定義 (プロトコルの ``settings.reasoning`` と ``GET /api/info`` の ``reasoning_levels``)
+REASONING_LEVELS: tuple[ReasoningLevel, ...] = get_args(ReasoningLevel)
 EmbeddingTask = Literal["document", "query"]
 
 
@@ -339,6 +341,7 @@ class EmbeddingResponse:
 
 
 __all__ = [
+    "REASONING_LEVELS",
     "ChatRequest",
     "ContentPart",
     "EmbeddingRequest",
