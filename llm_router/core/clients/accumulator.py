@@ -143,7 +143,7 @@ class StreamAccumulator:
         call.ended = True
         out: list[StreamChunk] = []
         if not call.parts:
-            # 引数の無い呼び出し (Anthropic は空の partial_json "" だけを送る) でも、PROTOCOL.md の
+            # 引数の無い呼び出し (Anthropic は空の partial_json "" だけを送る) でも、``docs/protocol.md`` 4 節の
             # 「どの呼び出しも tool_call_delta を 1 つ以上」を守るため、空の引数 "{}" を 1 つの断片として出す
             call.parts.append("{}")
             out.append(ToolCallDelta(index, call.id, "{}"))
