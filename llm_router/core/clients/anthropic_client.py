@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from llm_router.config.schema import ModelOptions, model_options_for
 from llm_router.core.cancel import CancelToken
@@ -62,9 +63,7 @@ class AnthropicClient(BaseClient):
         thinking = self._thinking_enabled(request, options)
         if thinking:
             self._add_thinking(body, request, options)
-        temperature = self.temperature(request, options, thinking=thinking)
-        if temperature is not None:
-            body["temperature"] = temperature
+        self.set_temperature(body, request, options, thinking=thinking)
         if stream:
             body["stream"] = True
         body.update(request.extra)  # type: ignore[typeddict-item]
@@ -110,15 +109,13 @@ class AnthropicClient(BaseClient):
 
     # ------------------------------------------------------------ チャット
 
-    def chat_stream(
-        self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
-    ) -> Iterator[StreamChunk]:
-        """ストリーミングのチャット。最後は組み立て済みのメッセージを持つ ``StreamEnd``。"""
-        body = self.build_body(request, stream=True)
-        response = self.request(
-            "POST", _MESSAGES_PATH, body, stream=True, cancel=cancel, on_retry=on_retry, model=request.model
-        )
-        parser = AnthropicStreamParser(request.model, self.redact)
+    def chat_path(self, model: str) -> str:
+        """Messages API のパス。"""
+        return _MESSAGES_PATH
+
+    def read_stream(self, response: Any, model: str, cancel: CancelToken | None) -> Iterator[StreamChunk]:
+        """``event:`` 名つきの SSE を読む。最後は組み立て済みのメッセージを持つ ``StreamEnd``。"""
+        parser = AnthropicStreamParser(model, self.redact)
         for event in self.iter_sse(response, cancel):
             yield from parser.feed(event.event, event.data)
         yield from parser.finish()

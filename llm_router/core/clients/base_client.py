@@ -33,7 +33,7 @@ from llm_router.core.cancel import CancelToken
 from llm_router.core.clients.connection_tracking import ConnectionHolder, TrackingAdapter, tracking
 from llm_router.core.clients.interface import RetryCallback
 from llm_router.core.clients.stream_readers import NDJSONDecoder, SSEDecoder, SSEEvent
-from llm_router.core.schemas.common import ChatRequest, EmbeddingRequest, EmbeddingResponse, Usage
+from llm_router.core.schemas.common import ChatRequest, EmbeddingRequest, EmbeddingResponse, StreamChunk, Usage
 
 logger = logging.getLogger(__name__)
 
@@ -393,19 +393,44 @@ class BaseClient:
         return request.max_tokens or self.config.default_max_tokens
 
     @staticmethod
-    def temperature(request: ChatRequest, options: ModelOptions, *, thinking: bool = False) -> float | None:
-        """送る温度 (送らないなら ``None``)。全プロバイダで同じ規則 (モデルの癖は設定 ``models``)。
+    def set_temperature(target: Any, request: ChatRequest, options: ModelOptions, *, thinking: bool = False) -> None:
+        """送るべき温度があれば ``target["temperature"]`` に書く。全プロバイダで同じ規則 (モデルの癖は設定 ``models``)。
 
         思考中は送らない (Anthropic "Extended thinking": 互換性のない設定)。モデルが固定の温度を持てば
-        それを、温度を受け付けるモデルならリクエストの値を送る。
+        それを、温度を受け付けるモデルならリクエストの値 (あれば) を送る。
         """
         if thinking:
-            return None
+            return
         if options.fixed_temperature is not None:
-            return options.fixed_temperature
-        if options.supports_temperature:
-            return request.temperature
-        return None
+            target["temperature"] = options.fixed_temperature
+        elif options.supports_temperature and request.temperature is not None:
+            target["temperature"] = request.temperature
+
+    def build_body(self, request: ChatRequest, *, stream: bool) -> Any:
+        """共通のリクエストからプロバイダの本文を作る (プロバイダごとに上書き)。"""
+        raise NotImplementedError
+
+    def chat_path(self, model: str) -> str:
+        """チャットのストリームを POST する相対パス (プロバイダごとに上書き)。"""
+        raise NotImplementedError
+
+    def read_stream(self, response: requests.Response, model: str, cancel: CancelToken | None) -> Iterator[StreamChunk]:
+        """ストリーム応答を共通のチャンクにする。最後は必ず ``StreamEnd`` (プロバイダごとに上書き)。"""
+        raise NotImplementedError
+
+    def chat_stream(
+        self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
+    ) -> Iterator[StreamChunk]:
+        """ストリーミングのチャット (全プロバイダ共通の流れ): 本文 → ストリームを開く → プロバイダの読み手。"""
+        body = self.build_body(request, stream=True)
+        response = self.open_stream(self.chat_path(request.model), body, request.model, cancel, on_retry)
+        yield from self.read_stream(response, request.model, cancel)
+
+    def open_stream(
+        self, path: str, body: Any, model: str, cancel: CancelToken | None, on_retry: RetryCallback | None
+    ) -> requests.Response:
+        """ストリームの要求を POST し、ヘッダを受け取った応答を返す (再試行と 404 の注記は :meth:`request`)。"""
+        return self.request("POST", path, body, stream=True, cancel=cancel, on_retry=on_retry, model=model)
 
     def embed_in_batches(self, request: EmbeddingRequest, fetch: EmbedBatch) -> EmbeddingResponse:
         """入力を ``embedding_batch_size`` ごとに ``fetch`` へ渡し、入力順の float32 行列にまとめる。

@@ -135,8 +135,8 @@ class GeminiClient(BaseClient):
             declaration[key] = schema  # type: ignore[literal-required]
         return declaration
 
-    def build_body(self, request: ChatRequest) -> GenerateContentRequest:
-        """共通のリクエストから ``GenerateContentRequest`` を作る (モデル名は URL に入る)。"""
+    def build_body(self, request: ChatRequest, *, stream: bool = True) -> GenerateContentRequest:
+        """共通のリクエストから ``GenerateContentRequest`` を作る (モデル名は URL に入る。ストリームかどうかも URL)。"""
         options = model_options_for(self.config, request.model)
         # 段階型の思考 (reasoning_style: level) のモデル = Gemini 3 系は、関数呼び出しの署名を必ず検証する
         foreign = _FOREIGN_SIGNATURE if options.reasoning_style == "level" else None
@@ -156,9 +156,7 @@ class GeminiClient(BaseClient):
     def _generation_config(self, request: ChatRequest, options: ModelOptions) -> GenerationConfig:
         """``generationConfig``: temperature、maxOutputTokens、思考の設定。"""
         config: GenerationConfig = {"maxOutputTokens": self.max_tokens(request)}
-        temperature = self.temperature(request, options)
-        if temperature is not None:
-            config["temperature"] = temperature
+        self.set_temperature(config, request, options)
         if request.reasoning != "off" and options.reasoning:
             config["thinkingConfig"] = self._thinking_config(request.reasoning, options)
         return config
@@ -174,14 +172,13 @@ class GeminiClient(BaseClient):
 
     # ------------------------------------------------------------ チャット
 
-    def chat_stream(
-        self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
-    ) -> Iterator[StreamChunk]:
-        """ストリーミングのチャット (``alt=sse``)。最後は組み立て済みのメッセージを持つ ``StreamEnd``。"""
-        body = self.build_body(request)
-        path = self._path(request.model, "streamGenerateContent") + "?alt=sse"
-        response = self.request("POST", path, body, stream=True, cancel=cancel, on_retry=on_retry, model=request.model)
-        parser = GeminiStreamParser(request.model, self._payload_error)
+    def chat_path(self, model: str) -> str:
+        """``:streamGenerateContent?alt=sse`` のパス。"""
+        return self._path(model, "streamGenerateContent") + "?alt=sse"
+
+    def read_stream(self, response: Any, model: str, cancel: CancelToken | None) -> Iterator[StreamChunk]:
+        """``data:`` 行と生の JSON のチャンクを読む。最後は組み立て済みのメッセージを持つ ``StreamEnd``。"""
+        parser = GeminiStreamParser(model, self._payload_error)
         decoder = GeminiStreamDecoder()
         for data in self.iter_bytes(response, cancel):
             for chunk in decoder.feed(data):

@@ -69,9 +69,7 @@ class OllamaClient(BaseClient):
     def _options(self, request: ChatRequest, options: ModelOptions) -> ChatOptions:
         """``options``: ``num_predict`` (最大トークン数) と ``temperature``。"""
         out: ChatOptions = {"num_predict": self.max_tokens(request)}
-        temperature = self.temperature(request, options)
-        if temperature is not None:
-            out["temperature"] = temperature
+        self.set_temperature(out, request, options)
         return out
 
     def _tools(self, request: ChatRequest) -> list[FunctionTool]:
@@ -113,15 +111,13 @@ class OllamaClient(BaseClient):
 
     # ------------------------------------------------------------ チャット
 
-    def chat_stream(
-        self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
-    ) -> Iterator[StreamChunk]:
-        """ストリーミングのチャット。最後のチャンクは :class:`StreamEnd`。"""
-        body = self.build_body(request, stream=True)
-        response = self.request(
-            "POST", "/api/chat", body, stream=True, cancel=cancel, on_retry=on_retry, model=request.model
-        )
-        parser = OllamaStreamParser(request.model, self._stream_error)
+    def chat_path(self, model: str) -> str:
+        """``/api/chat``。"""
+        return "/api/chat"
+
+    def read_stream(self, response: Any, model: str, cancel: CancelToken | None) -> Iterator[StreamChunk]:
+        """NDJSON を ``done: true`` の行まで読む。その前に終われば破損。"""
+        parser = OllamaStreamParser(model, self._stream_error)
         for line in self.iter_ndjson(response, cancel):
             yield from parser.feed(line)
             if parser.done:

@@ -110,9 +110,7 @@ class OpenAIClient(BaseClient):
         """温度と最大トークン数。パラメータ名と温度の可否はモデルごとの設定に従う。"""
         # max_tokens は非推奨で、推論モデルは max_completion_tokens しか受け付けない (設定で切り替える)
         body[options.max_tokens_param or "max_tokens"] = self.max_tokens(request)  # type: ignore[literal-required]
-        temperature = self.temperature(request, options)
-        if temperature is not None:
-            body["temperature"] = temperature
+        self.set_temperature(body, request, options)
 
     def _add_tools(self, body: ChatCompletionRequest, request: ChatRequest) -> None:
         """ツール定義、``tool_choice``、``parallel_tool_calls`` (ツールがあるときだけ送る)。"""
@@ -148,15 +146,13 @@ class OpenAIClient(BaseClient):
 
     # ------------------------------------------------------------ チャット
 
-    def chat_stream(
-        self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
-    ) -> Iterator[StreamChunk]:
-        """ストリーミングのチャット。最後のチャンクは :class:`StreamEnd`。"""
-        body = self.build_body(request, stream=True)
-        response = self.request(
-            "POST", "/chat/completions", body, stream=True, cancel=cancel, on_retry=on_retry, model=request.model
-        )
-        parser = OpenAIStreamParser(request.model, self._stream_error)
+    def chat_path(self, model: str) -> str:
+        """``/chat/completions``。"""
+        return "/chat/completions"
+
+    def read_stream(self, response: Any, model: str, cancel: CancelToken | None) -> Iterator[StreamChunk]:
+        """SSE を ``data: [DONE]`` まで読む。[DONE] も終了理由も無く終われば破損。"""
+        parser = OpenAIStreamParser(model, self._stream_error)
         done = False
         for event in self.iter_sse(response, cancel):
             if event.data.startswith("[DONE]"):
