@@ -39,8 +39,10 @@ logger = logging.getLogger(__name__)
 
 _MAX_ERROR_BODY = 4000
 
-# 埋め込みの 1 バッチを送る関数: (モデル名, 入力のバッチ) → (入力順のベクトル, 入力トークン数)
-EmbedBatch = Callable[[str, list[str]], tuple[list[list[float]], int]]
+# 埋め込みの 1 バッチの結果: (入力順のベクトル, 入力トークン数)
+EmbedBatchResult = tuple[list[list[float]], int]
+# 1 回の JSON の POST: (相対パス, 本文) → JSON の応答 (キャンセル・再試行・404 の注記は呼び手の分を引き継ぐ)
+PostJson = Callable[[str, Any], Any]
 
 
 def parse_retry_after(headers: Any) -> float | None:
@@ -426,24 +428,35 @@ class BaseClient:
         response = self.open_stream(self.chat_path(request.model), body, request.model, cancel, on_retry)
         yield from self.read_stream(response, request.model, cancel)
 
+    def embed_batch(self, model: str, batch: list[str], request: EmbeddingRequest, send: PostJson) -> EmbedBatchResult:
+        """埋め込みの 1 バッチを ``send`` で送り、(入力順のベクトル, 入力トークン数) を返す (プロバイダごとに上書き)。"""
+        raise errors.ProviderBadRequestError(f"{self.provider} has no embeddings API", provider=self.provider)
+
     def open_stream(
         self, path: str, body: Any, model: str, cancel: CancelToken | None, on_retry: RetryCallback | None
     ) -> requests.Response:
         """ストリームの要求を POST し、ヘッダを受け取った応答を返す (再試行と 404 の注記は :meth:`request`)。"""
         return self.request("POST", path, body, stream=True, cancel=cancel, on_retry=on_retry, model=model)
 
-    def embed_in_batches(self, request: EmbeddingRequest, fetch: EmbedBatch) -> EmbeddingResponse:
-        """入力を ``embedding_batch_size`` ごとに ``fetch`` へ渡し、入力順の float32 行列にまとめる。
+    def embed(
+        self, request: EmbeddingRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
+    ) -> EmbeddingResponse:
+        """入力を ``embedding_batch_size`` ごとに :meth:`embed_batch` へ渡し、入力順の float32 行列にまとめる。
 
-        ``fetch(model, batch)`` は (入力順のベクトル, 入力トークン数) を返す。数が合わなければストリーム破損。
+        返ったベクトルの数がバッチと合わなければストリーム破損。
         """
         model = request.model or self.config.embedding_model or ""
         size = max(1, int(self.config.embedding_batch_size))
         rows: list[list[float]] = []
         usage = Usage()
+
+        def send(path: str, body: Any) -> Any:
+            """このバッチを POST する (404 はこの埋め込みモデルの名前つき)。"""
+            return self.post_json(path, body, cancel=cancel, on_retry=on_retry, model=model)
+
         for start in range(0, len(request.inputs), size):
             batch = request.inputs[start : start + size]
-            vectors, tokens = fetch(model, batch)
+            vectors, tokens = self.embed_batch(model, batch, request, send)
             if len(vectors) != len(batch):
                 raise errors.ProviderStreamBrokenError(
                     f"expected {len(batch)} embeddings, got {len(vectors)}", provider=self.provider

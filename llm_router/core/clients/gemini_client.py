@@ -16,7 +16,8 @@ from llm_router.config.schema import ModelOptions, model_options_for
 from llm_router.core.cancel import CancelToken
 from llm_router.core.clients.base_client import (
     BaseClient,
-    RetryCallback,
+    EmbedBatchResult,
+    PostJson,
     error_for_status,
     parse_retry_after,
 )
@@ -29,7 +30,6 @@ from llm_router.core.clients.gemini_mapping import (
 from llm_router.core.schemas.common import (
     ChatRequest,
     EmbeddingRequest,
-    EmbeddingResponse,
     StreamChunk,
     ToolDefinition,
 )
@@ -189,21 +189,11 @@ class GeminiClient(BaseClient):
 
     # ------------------------------------------------------------ 埋め込み
 
-    def embed(
-        self, request: EmbeddingRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
-    ) -> EmbeddingResponse:
-        """``:batchEmbedContents`` で埋め込む。``embedding_batch_size`` ごとに送り、入力順の float32 行列を返す。"""
-
-        def fetch(model: str, batch: list[str]) -> tuple[list[list[float]], int]:
-            """1 バッチを ``:batchEmbedContents`` で送り、入力順のベクトルを返す (使用量は返らない)。"""
-            body: BatchEmbedContentsRequest = {
-                "requests": [self._embed_request(model, text, request) for text in batch]
-            }
-            path = self._path(model, "batchEmbedContents")
-            data: BatchEmbedContentsResponse = self.post_json(path, body, cancel=cancel, on_retry=on_retry, model=model)
-            return [e.get("values") or [] for e in (data or {}).get("embeddings") or []], 0
-
-        return self.embed_in_batches(request, fetch)
+    def embed_batch(self, model: str, batch: list[str], request: EmbeddingRequest, send: PostJson) -> EmbedBatchResult:
+        """1 バッチを ``:batchEmbedContents`` で送り、入力順のベクトルを返す (使用量は返らない)。"""
+        body: BatchEmbedContentsRequest = {"requests": [self._embed_request(model, text, request) for text in batch]}
+        data: BatchEmbedContentsResponse = send(self._path(model, "batchEmbedContents"), body)
+        return [e.get("values") or [] for e in (data or {}).get("embeddings") or []], 0
 
     @staticmethod
     def _embed_request(model: str, text: str, request: EmbeddingRequest) -> EmbedContentRequest:

@@ -14,13 +14,12 @@ from typing import Any
 
 from llm_router.config.schema import ModelOptions, model_options_for
 from llm_router.core.cancel import CancelToken
-from llm_router.core.clients.base_client import BaseClient, RetryCallback
+from llm_router.core.clients.base_client import BaseClient, EmbedBatchResult, PostJson
 from llm_router.core.clients.ollama_mapping import OllamaStreamParser, to_ollama_messages
 from llm_router.core.clients.openai_mapping import function_tool
 from llm_router.core.schemas.common import (
     ChatRequest,
     EmbeddingRequest,
-    EmbeddingResponse,
     ReasoningLevel,
     StreamChunk,
     ToolDefinition,
@@ -128,22 +127,15 @@ class OllamaClient(BaseClient):
 
     # ------------------------------------------------------------ 埋め込み
 
-    def embed(
-        self, request: EmbeddingRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
-    ) -> EmbeddingResponse:
-        """``/api/embed`` をバッチに分けて呼び、入力順の float32 行列を返す。"""
-
-        def fetch(model: str, batch: list[str]) -> tuple[list[list[float]], int]:
-            """1 バッチを送り、入力順のベクトルと入力トークン数を返す。"""
-            body: EmbedRequest = {"model": model, "input": batch}
-            if request.dimensions:
-                body["dimensions"] = request.dimensions
-            data: EmbedResponse = self.post_json("/api/embed", body, cancel=cancel, on_retry=on_retry, model=model)
-            embeddings = data.get("embeddings") if isinstance(data, dict) else None
-            if not isinstance(embeddings, list):
-                return [], 0
-            return embeddings, int(data.get("prompt_eval_count") or 0)
-
-        return self.embed_in_batches(request, fetch)
+    def embed_batch(self, model: str, batch: list[str], request: EmbeddingRequest, send: PostJson) -> EmbedBatchResult:
+        """1 バッチを ``/api/embed`` に送り、入力順のベクトルと入力トークン数を返す。"""
+        body: EmbedRequest = {"model": model, "input": batch}
+        if request.dimensions:
+            body["dimensions"] = request.dimensions
+        data: EmbedResponse = send("/api/embed", body)
+        embeddings = data.get("embeddings") if isinstance(data, dict) else None
+        if not isinstance(embeddings, list):
+            return [], 0
+        return embeddings, int(data.get("prompt_eval_count") or 0)
 
     # ------------------------------------------------------------ 警告

@@ -17,7 +17,7 @@ from typing import Any
 
 from llm_router.config.schema import ModelOptions, model_options_for
 from llm_router.core.cancel import CancelToken
-from llm_router.core.clients.base_client import BaseClient, RetryCallback
+from llm_router.core.clients.base_client import BaseClient, EmbedBatchResult, PostJson
 from llm_router.core.clients.openai_mapping import (
     OpenAIStreamParser,
     function_tool,
@@ -27,7 +27,6 @@ from llm_router.core.clients.openai_mapping import (
 from llm_router.core.schemas.common import (
     ChatRequest,
     EmbeddingRequest,
-    EmbeddingResponse,
     ReasoningLevel,
     StreamChunk,
     ToolDefinition,
@@ -175,27 +174,17 @@ class OpenAIClient(BaseClient):
 
     # ------------------------------------------------------------ 埋め込み
 
-    def embed(
-        self, request: EmbeddingRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
-    ) -> EmbeddingResponse:
-        """``/embeddings`` をバッチに分けて呼び、入力順の float32 行列を返す。
+    def embed_batch(self, model: str, batch: list[str], request: EmbeddingRequest, send: PostJson) -> EmbedBatchResult:
+        """1 バッチを ``/embeddings`` に送り、``index`` 順のベクトルと入力トークン数を返す。
 
-        ``encoding_format: "float"`` を明示する (公式 SDK の既定は base64)。各バッチの ``data`` は
-        ``index`` で並べ直す。
+        ``encoding_format: "float"`` を明示する (公式 SDK の既定は base64)。
         """
-
-        def fetch(model: str, batch: list[str]) -> tuple[list[list[float]], int]:
-            """1 バッチを送り、``index`` 順のベクトルと入力トークン数を返す。"""
-            body: EmbeddingsRequest = {"model": model, "input": batch, "encoding_format": "float"}
-            if request.dimensions:
-                body["dimensions"] = request.dimensions
-            data: EmbeddingsResponse = self.post_json(
-                "/embeddings", body, cancel=cancel, on_retry=on_retry, model=model
-            )
-            items = sorted(data.get("data") or [], key=lambda item: item.get("index", 0))
-            return [item["embedding"] for item in items], int((data.get("usage") or {}).get("prompt_tokens") or 0)
-
-        return self.embed_in_batches(request, fetch)
+        body: EmbeddingsRequest = {"model": model, "input": batch, "encoding_format": "float"}
+        if request.dimensions:
+            body["dimensions"] = request.dimensions
+        data: EmbeddingsResponse = send("/embeddings", body)
+        items = sorted(data.get("data") or [], key=lambda item: item.get("index", 0))
+        return [item["embedding"] for item in items], int((data.get("usage") or {}).get("prompt_tokens") or 0)
 
     # ------------------------------------------------------------ 警告
 
