@@ -74,7 +74,7 @@ def test_model_not_found_carries_the_configured_retirement_note(fake):
     """設定 ``models`` が提供終了とするモデルの 404 には、その注記が付く。"""
     fake.add_error(404, 'model "llama2" not found, try pulling it first')
     models = {"llama2*": ModelOptions(retired=True, note="llama3.2 へ移行")}
-    with pytest.raises(ModelNotFoundError, match="retired: llama3.2 へ移行"):
+    with pytest.raises(ModelNotFoundError, match=r"retired: llama3\.2 へ移行"):
         list(make_client(fake, models=models).chat_stream(req(model="llama2")))
 
 

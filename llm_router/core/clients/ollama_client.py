@@ -111,7 +111,7 @@ class OllamaClient(BaseClient):
     # ------------------------------------------------------------ チャット
 
     def chat_path(self, model: str) -> str:
-        """``/api/chat``。"""
+        """チャットのパス ``/api/chat``。"""
         return "/api/chat"
 
     def read_stream(self, response: Any, model: str, cancel: CancelToken | None) -> Iterator[StreamChunk]:

@@ -146,7 +146,7 @@ class OpenAIClient(BaseClient):
     # ------------------------------------------------------------ チャット
 
     def chat_path(self, model: str) -> str:
-        """``/chat/completions``。"""
+        """チャットのパス ``/chat/completions``。"""
         return "/chat/completions"
 
     def read_stream(self, response: Any, model: str, cancel: CancelToken | None) -> Iterator[StreamChunk]:
