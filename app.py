@@ -46,7 +46,7 @@ elif ASYNC_MODE == "gevent":
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from llm_router.config.schema import register_configs  # noqa: E402
+from llm_router.config.hydra_registration import register_configs  # noqa: E402
 from llm_router.config.settings import settings_from_config  # noqa: E402
 
 register_configs()

@@ -2,6 +2,7 @@
 
 import logging
 import random
+import socket
 import threading
 import time
 
@@ -252,3 +253,77 @@ def test_cancel_while_waiting_for_response_headers_closes_the_connection(server)
     assert outcome == {"cancelled": True}
     assert server.client_disconnected.wait(5)
     assert len(server.requests) == 1  # キャンセルの後に再試行しない
+
+
+def _syn_sent_to(port: int) -> int:
+    """``/proc/net/tcp`` で、ループバックの ``port`` へ接続中 (SYN_SENT) のソケットの数を数える。"""
+    count = 0
+    with open("/proc/net/tcp", encoding="ascii") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[2].endswith(f":{port:04X}") and fields[3] == "02":
+                count += 1
+    return count
+
+
+def _poll(condition, timeout_s: float = 10.0) -> bool:
+    """条件が真になるまで短い間隔で確かめる (真になったら真、期限を過ぎたら偽)。"""
+    deadline = time.monotonic() + timeout_s
+    pause = threading.Event()
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        pause.wait(0.01)
+    return condition()
+
+
+def test_cancel_during_tcp_connect_aborts_the_connect():
+    """上流が接続を受け付けない (backlog が満杯で SYN が落とされる) 間のキャンセルで、connect が即座に止まる。
+
+    接続中はまだ接続の ``sock`` が無いので、connect の前にソケットを記録していないと、キャンセルしても
+    接続タイムアウト (ここでは 60 秒) まで待たされる。
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers: list[socket.socket] = []
+    token = CancelToken()
+    outcome = {}
+
+    def sender():
+        """別スレッドで送り、接続を待つ。"""
+        try:
+            client.request("POST", "/x", {}, cancel=token)
+        except RequestCancelled:
+            outcome["cancelled"] = True
+        except Exception as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=sender)
+    try:
+        # accept しない上流の受け付け待ちの列を埋め、次の接続が SYN_SENT のまま止まるようにする
+        while _syn_sent_to(port) == 0 and len(fillers) < 64:
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        baseline = _syn_sent_to(port)
+        assert baseline > 0
+        policy = RetryConfig(max_retries=2, initial_backoff_s=0.01, max_backoff_s=0.05)
+        cfg = ProviderConfig(
+            base_url=f"http://127.0.0.1:{port}", chat_model="m", retry=policy, connect_timeout_s=60, read_timeout_s=60
+        )
+        client = _Client(cfg, SECRET, rng=random.Random(0))
+        thread.start()
+        assert _poll(lambda: _syn_sent_to(port) > baseline)  # 送り手が connect の中で待っている
+        token.cancel()
+        thread.join(10)
+        assert not thread.is_alive()
+        assert outcome == {"cancelled": True}
+    finally:
+        listener.close()  # 残った接続の試みは RST で終わる
+        for filler in fillers:
+            filler.close()
+        if thread.ident is not None:
+            thread.join(30)

@@ -1,4 +1,4 @@
-"""Hydra の構造化設定 (dataclass) の定義。
+"""Hydra の構造化設定 (dataclass) の定義。Hydra も omegaconf も読み込まない (純粋な dataclass)。
 
 YAML (``hydra_conf/``) の値はここで定義した型に照らして検証される。
 秘密情報 (API キーなど) はここには置かない: それは ``settings.Secrets`` が .env から読む。
@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+# OmegaConf の「必須で値が無い」印 (``omegaconf.MISSING`` と同じ文字列)。ここで Hydra を読み込まないために
+# 値だけを書く: この型は HTTP クライアントからも読まれ、Hydra の登録は :mod:`hydra_registration` が受け持つ。
+MISSING: Any = "???"
 
 
 @dataclass
@@ -161,9 +162,3 @@ def model_options_for(config: ProviderConfig, model: str) -> ModelOptions:
         if fnmatch.fnmatchcase(model, pattern):
             return options
     return ModelOptions()
-
-
-def register_configs() -> None:
-    """構造化設定を Hydra の ConfigStore に登録する (何度呼んでもよい)。"""
-    cs = ConfigStore.instance()
-    cs.store(name="base_config", node=AppConfig)

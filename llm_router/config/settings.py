@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_router.config.schema import AppConfig, ModelOptions, ProviderConfig, model_options_for, register_configs
-from llm_router.core.schemas.errors import MissingCredentialError
+from llm_router.config.schema import AppConfig, ModelOptions, ProviderConfig, model_options_for
+from llm_router.errors import MissingCredentialError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "hydra_conf"
 CONFIG_NAME = "config"
@@ -176,6 +176,8 @@ def compose_config(overrides: Sequence[str] = ()) -> Any:
     """Hydra の compose API で設定を組み立てる (作業ディレクトリには何も書かない)。"""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+
+    from llm_router.config.hydra_registration import register_configs
 
     register_configs()
     if GlobalHydra.instance().is_initialized():

@@ -133,7 +133,7 @@ def one_of_to_any_of(transformer: SchemaTransformer, node: dict[str, Any], path:
 
 
 class GeminiJsonSchema(SchemaTransformer):
-    """Gemini の ``parametersJsonSchema`` 向け (PROVIDERS.md の Gemini の節にある数少ない手直し)。"""
+    """Gemini の ``parametersJsonSchema`` 向け (``docs/providers.md`` の Gemini の節にある数少ない手直し)。"""
 
     provider = "gemini"
     STRIPPED = ("$schema", "title", "examples", "discriminator", "exclusiveMinimum", "exclusiveMaximum")

@@ -1,6 +1,6 @@
 """ツール定義の正規化と、プロバイダごとのスキーマ変換の入口。
 
-- :func:`normalize_tools`: PROTOCOL.md にある全形式 (OpenAI Chat の入れ子、OpenAI のフラット
+- :func:`normalize_tools`: ``docs/protocol.md`` の 3.1 節にある全形式 (OpenAI Chat の入れ子、OpenAI のフラット
   (Responses)、Anthropic、Gemini (大文字の OpenAPI 型を含む)、正規形) を正規形
   ``{"name", "description", "parameters"}`` にそろえ、名前とスキーマを検査する。
 - :func:`schema_for_provider`: 正規形のスキーマをプロファイル (``PROFILES`` の表) の変換器に通し、
@@ -27,7 +27,7 @@ from llm_router.core.schema_walker import SchemaTransformer, ToolDefinitionError
 from llm_router.core.schemas.common import ToolDefinition
 from llm_router.core.schemas.errors import ConfigurationError
 
-# Anthropic と OpenAI の文書が挙げるツール名の規則 (PROTOCOL.md も同じ)
+# Anthropic と OpenAI の文書が挙げるツール名の規則 (``docs/protocol.md`` の 3.1 節も同じ)
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 # ツール定義の入れ子の上限。変換器と検証器は再帰で歩くので、極端に深い定義は最初に断る
 MAX_DEFINITION_DEPTH = 64
@@ -36,9 +36,8 @@ JSON_TYPES = ("object", "array", "string", "number", "integer", "boolean", "null
 
 @dataclass
 class ToolSpec(ToolDefinition):
-    """正規化したツール定義。入力の形式と、OpenAI 形式で ``strict`` が指定されていたかを覚えておく。"""
+    """正規化したツール定義。入力の形式を覚えておく (``strict`` の指定は :class:`ToolDefinition` が持つ)。"""
 
-    strict: bool | None = None
     source_format: str = "canonical"
 
 

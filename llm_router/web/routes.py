@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from llm_router.core.schemas.common import REASONING_LEVELS
+
 # Content-Security-Policy: ページはインラインのスクリプトもスタイルも使わず、自分のオリジンだけに接続する。
 # モデルの出力は textContent でしか描画しないが、万一の注入に備えて二重に守る (OWASP の CSP 推奨に従う)。
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
-REASONING_LEVELS = ("off", "low", "medium", "high")
 
 
 def api_info(settings: Any, router: Any) -> dict[str, Any]:

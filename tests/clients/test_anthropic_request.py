@@ -241,7 +241,7 @@ def test_rule_fake_accepts_a_full_client_round_trip_with_thinking():
         assert end.finish_reason == "tool_calls"
         call = end.message.tool_calls[0]
         history = [*first.messages, end.message, Message.tool(call.id, call.name, {"天気": "晴れ"})]
-        answer = c.chat(request(messages=history, tools=[WEATHER], reasoning="low"))
+        answer = list(c.chat_stream(request(messages=history, tools=[WEATHER], reasoning="low")))[-1]
         assert answer.message.content == 'ツールの結果: {"天気": "晴れ"}'
 
 

@@ -213,22 +213,22 @@ def test_redacted_thinking_is_kept_with_no_text(fake):
     assert chunks[-1].message.provider_state.data == blocks
 
 
-def test_non_streaming_chat_uses_the_same_assembly(fake):
-    """非ストリーミングの応答も同じ組み立てで ChatResponse になる (思考、テキスト、ツール呼び出し)。"""
+def test_stream_end_carries_thinking_text_and_call(fake):
+    """StreamEnd のメッセージは思考 (署名つき)、テキスト、ツール呼び出し、受け取ったブロックを持つ。"""
     blocks = [
         thinking_block("考え中"),
         text_block("調べます"),
         tool_use_block("get_weather", {"city": "札幌"}, "toolu_z"),
     ]
-    fake.message(blocks, input_tokens=7, output_tokens=21)
-    response = client(fake).chat(request(tools=[WEATHER], reasoning="low"))
+    fake.stream(blocks, input_tokens=7, output_tokens=21)
+    response = list(client(fake).chat_stream(request(tools=[WEATHER], reasoning="low")))[-1]
     assert response.message.content == "調べます"
     assert [(c.id, c.arguments) for c in response.message.tool_calls] == [("toolu_z", {"city": "札幌"})]
     assert response.message.reasoning[0].signature == blocks[0]["signature"]
     assert response.message.provider_state == ProviderState("anthropic", blocks)
     assert response.finish_reason == "tool_calls"
     assert (response.usage.input_tokens, response.usage.output_tokens) == (7, 21)
-    assert "stream" not in fake.bodies()[0]
+    assert fake.bodies()[0]["stream"] is True
 
 
 def test_all_chunks_are_reasoning_then_text_then_tools_in_order(fake):

@@ -207,9 +207,9 @@ def test_cancel_stops_the_stream_at_once():
     assert not any(isinstance(c, StreamEnd) for c in seen)
 
 
-def test_chat_returns_the_same_message_as_the_stream():
-    """非ストリーミングの chat は、ストリームの StreamEnd と同じ中身。"""
-    response = _client().chat(_request("2+3", [CALCULATOR]))
+def test_stream_end_carries_the_calculator_call():
+    """算術式への応答の StreamEnd は、calculator の呼び出しと終了理由 tool_calls を持つ。"""
+    response = list(_client().chat_stream(_request("2+3", [CALCULATOR])))[-1]
     assert response.finish_reason == "tool_calls" and response.message.tool_calls[0].name == "calculator"
 
 

@@ -235,9 +235,8 @@ def test_rule_fake_accepts_a_full_round_trip_with_thinking():
             end = list(c.chat_stream(first))[-1]
             assert [t.name for t in end.message.tool_calls] == ["get_weather", "current_time"]
             results = [Message.tool(t.id, t.name, f"{t.name} の結果") for t in end.message.tool_calls]
-            answer = c.chat(
-                request(messages=[*first.messages, end.message, *results], tools=[WEATHER, CLOCK], reasoning="low")
-            )
+            follow = request(messages=[*first.messages, end.message, *results], tools=[WEATHER, CLOCK], reasoning="low")
+            answer = list(c.chat_stream(follow))[-1]
             assert answer.message.content == "ツールの結果: get_weather の結果; current_time の結果"
 
 

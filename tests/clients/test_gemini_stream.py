@@ -159,12 +159,12 @@ def test_crlf_framing_and_split_bytes_are_read(fake):
     assert list(client(fake).chat_stream(request()))[-1].message.content == "日本語の文"
 
 
-def test_non_streaming_chat_uses_generate_content(fake):
-    """非ストリーミングは :generateContent、同じ組み立てで ChatResponse。"""
+def test_stream_end_carries_thought_text_and_call(fake):
+    """StreamEnd のメッセージは、思考・テキスト・関数呼び出しと受け取ったパーツ (provider_state) を持つ。"""
     parts = [thought_part("考え"), text_part("はい"), function_call_part("get_weather", {"city": "札幌"}, "fc_z")]
-    fake.message(parts)
-    response = client(fake).chat(request(tools=[WEATHER], reasoning="low"))
-    assert fake.requests[0].path.endswith(":generateContent") and not fake.requests[0].query
+    fake.stream(parts, pieces=1)
+    response = list(client(fake).chat_stream(request(tools=[WEATHER], reasoning="low")))[-1]
+    assert fake.requests[0].path.endswith(":streamGenerateContent")
     assert response.message.content == "はい" and response.message.reasoning[0].text == "考え"
     assert [(c.id, c.arguments) for c in response.message.tool_calls] == [("fc_z", {"city": "札幌"})]
     assert response.message.provider_state.data == parts

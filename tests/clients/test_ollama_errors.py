@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from llm_router.config.schema import ProviderConfig, RetryConfig
+from llm_router.config.schema import ModelOptions, ProviderConfig, RetryConfig
 from llm_router.config.settings import load_settings
 from llm_router.core.clients.ollama_client import OllamaClient
 from llm_router.core.schemas.common import (
@@ -67,6 +67,15 @@ def test_model_not_found_is_model_not_found_with_the_message(fake):
     with pytest.raises(ModelNotFoundError, match='model "llama9" not found, try pulling it first') as info:
         list(make_client(fake).chat_stream(req(model="llama9")))
     assert info.value.status == 404 and len(fake.requests) == 1
+    assert "ollama/llama9" in info.value.message
+
+
+def test_model_not_found_carries_the_configured_retirement_note(fake):
+    """設定 ``models`` が提供終了とするモデルの 404 には、その注記が付く。"""
+    fake.add_error(404, 'model "llama2" not found, try pulling it first')
+    models = {"llama2*": ModelOptions(retired=True, note="llama3.2 へ移行")}
+    with pytest.raises(ModelNotFoundError, match=r"retired: llama3\.2 へ移行"):
+        list(make_client(fake, models=models).chat_stream(req(model="llama2")))
 
 
 def test_model_without_tool_support_keeps_the_message_verbatim(fake):

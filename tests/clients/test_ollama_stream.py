@@ -203,11 +203,11 @@ def test_full_tool_round_trip_sends_results_with_tool_name_and_id(fake):
     assert len(messages) == 5
 
 
-def test_non_streaming_chat(fake):
-    """非ストリーミング: ``stream: false`` の 1 つの応答を同じ組み立て器に通す。"""
+def test_stream_end_carries_text_thinking_and_calls(fake):
+    """StreamEnd のメッセージは、テキスト、推論、丸ごと届いたツール呼び出しを組み立てたもの。"""
     fake.add_tool_call_turn([("add", {"a": 2, "b": 5})], text="計算します", thinking="足す")
-    response = make_client(fake).chat(request(model="qwen3:8b", tools=[ADD], reasoning="medium"))
-    assert fake.chat_requests()[0]["stream"] is False
+    response = list(make_client(fake).chat_stream(request(model="qwen3:8b", tools=[ADD], reasoning="medium")))[-1]
+    assert fake.chat_requests()[0]["stream"] is True
     assert response.message.content == "計算します"
     assert response.message.reasoning[0].text == "足す"
     assert response.message.tool_calls[0].arguments == {"a": 2, "b": 5}

@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from llm_router.config.schema import ProviderConfig, RetryConfig
+from llm_router.config.schema import ModelOptions, ProviderConfig, RetryConfig
 from llm_router.core.clients.openai_client import OpenAIClient
 from llm_router.core.schemas.common import ChatRequest, EmbeddingRequest, Message, StreamEnd
 from llm_router.core.schemas.errors import (
@@ -72,6 +72,26 @@ def test_http_errors_map_to_shared_types_with_the_provider_message(fake, status,
     assert len(fake.requests) == expected_attempts
 
 
+def test_model_not_found_names_the_model_and_the_retirement(fake):
+    """404 は、モデル名と設定の提供終了の注記を加えた ModelNotFoundError (プロバイダの文言も残る)。"""
+    fake.add_error(404, "The model `gpt-4-32k` does not exist", type="invalid_request_error", code="model_not_found")
+    models = {"gpt-4-32k*": ModelOptions(retired=True, note="2025-06-06 提供終了")}
+    with pytest.raises(ModelNotFoundError) as info:
+        list(
+            make_client(fake, models=models).chat_stream(ChatRequest(model="gpt-4-32k", messages=[Message.user("hi")]))
+        )
+    message = info.value.message
+    assert "openai/gpt-4-32k" in message and "retired: 2025-06-06 提供終了" in message
+    assert "does not exist" in message and info.value.status == 404 and len(fake.requests) == 1
+
+
+def test_embedding_model_not_found_names_the_model(fake):
+    """埋め込みの 404 も、モデル名を含む ModelNotFoundError。"""
+    fake.add_error(404, "no such model", type="invalid_request_error", code="model_not_found", endpoint="embeddings")
+    with pytest.raises(ModelNotFoundError, match="openai/text-embedding-9"):
+        make_client(fake).embed(EmbeddingRequest(inputs=["a"], model="text-embedding-9"))
+
+
 def test_rate_limit_is_retried_after_retry_after_then_succeeds(fake):
     """429 + ``retry-after`` の後に成功する。待ち秒数は retry-after に従い、通知される。"""
     fake.add_error(
@@ -113,11 +133,11 @@ def test_x_should_retry_false_stops_retries(fake):
     assert len(fake.requests) == 1
 
 
-def test_non_streaming_error_body(fake):
-    """非ストリーミングでも同じ対応表。"""
+def test_bad_request_error_body_keeps_the_provider_message(fake):
+    """400 は ProviderBadRequestError になり、プロバイダの文言 (どの欄か) を残す。"""
     fake.add_error(400, "Invalid 'messages[0].content'", param="messages")
     with pytest.raises(ProviderBadRequestError, match="messages"):
-        make_client(fake).chat(req())
+        list(make_client(fake).chat_stream(req()))
 
 
 def test_key_is_sent_as_bearer_header_only_and_never_leaks(fake, caplog):

@@ -14,6 +14,7 @@ from llm_router.core.schemas.common import (
     ToolChoice,
     ToolDefinition,
 )
+from llm_router.core.tool_schemas import normalize_tools
 
 TOOL = ToolDefinition(
     "lookup",
@@ -177,6 +178,17 @@ def test_extra_fields_are_merged_into_the_body():
     """``extra`` は本文にそのまま加わる。"""
     out = body(ChatRequest(model="m", messages=[Message.user("a")], extra={"seed": 7}))
     assert out["seed"] == 7
+
+
+@pytest.mark.parametrize(("tool_strict", "config_strict", "sent"), [(True, False, True), (False, True, None)])
+def test_a_tool_s_own_strict_overrides_the_strict_tools_setting(tool_strict, config_strict, sent):
+    """OpenAI 形式の定義が持つ ``strict`` は、設定 ``strict_tools`` より優先する。"""
+    tools = normalize_tools([{"type": "function", "function": {**TOOL.to_dict(), "strict": tool_strict}}])
+    out = body(ChatRequest(model="m", messages=[Message.user("a")], tools=tools), strict_tools=config_strict)
+    function = out["tools"][0]["function"]
+    assert function.get("strict") is sent
+    if sent:
+        assert function["parameters"]["additionalProperties"] is False
 
 
 def test_strict_is_left_off_when_the_schema_cannot_be_strict_and_a_warning_names_the_tool():

@@ -179,21 +179,21 @@ def test_failed_tool_result_is_marked_in_the_content(fake):
     assert tool == {"role": "tool", "tool_call_id": "call_1", "content": "Error: city not found"}
 
 
-def test_non_streaming_chat_gives_the_same_message(fake):
-    """非ストリーミング: テキストとツール呼び出しを同じ組み立て器で ChatResponse にする。"""
+def test_stream_end_carries_the_assembled_message(fake):
+    """StreamEnd は、テキストとツール呼び出しを組み立てたメッセージ、終了理由、使用量を持つ。"""
     fake.add_tool_call_turn([("add", {"a": 2, "b": 5})], text="計算します")
-    response = make_client(fake).chat(request(tools=[ADD]))
-    assert fake.chat_requests()[0].get("stream") is None
+    response = list(make_client(fake).chat_stream(request(tools=[ADD])))[-1]
+    assert fake.chat_requests()[0]["stream"] is True
     assert response.message.content == "計算します"
     assert response.message.tool_calls[0].name == "add"
     assert response.message.tool_calls[0].arguments == {"a": 2, "b": 5}
     assert response.finish_reason == "tool_calls" and response.usage.input_tokens == 23
 
 
-def test_non_streaming_text(fake):
-    """非ストリーミングのテキスト応答。"""
+def test_stream_end_of_a_text_answer(fake):
+    """テキストだけの応答の StreamEnd。"""
     fake.add_text_turn("はい")
-    response = make_client(fake).chat(request())
+    response = list(make_client(fake).chat_stream(request()))[-1]
     assert response.message.content == "はい" and response.finish_reason == "stop"
 
 

@@ -143,7 +143,7 @@ class StreamAccumulator:
         call.ended = True
         out: list[StreamChunk] = []
         if not call.parts:
-            # 引数の無い呼び出し (Anthropic は空の partial_json "" だけを送る) でも、PROTOCOL.md の
+            # 引数の無い呼び出し (Anthropic は空の partial_json "" だけを送る) でも、``docs/protocol.md`` 4 節の
             # 「どの呼び出しも tool_call_delta を 1 つ以上」を守るため、空の引数 "{}" を 1 つの断片として出す
             call.parts.append("{}")
             out.append(ToolCallDelta(index, call.id, "{}"))
@@ -175,11 +175,6 @@ class StreamAccumulator:
     def has_tool_calls(self) -> bool:
         """ツール呼び出しがあれば真。"""
         return bool(self._order)
-
-    @property
-    def has_output(self) -> bool:
-        """テキスト・推論・ツール呼び出しのどれかが出ていれば真。"""
-        return bool(self._text or self._order or self._reasoning or self._reasoning_text)
 
     # -- 使用量と終わり
     def set_usage(self, usage: Usage) -> list[StreamChunk]:

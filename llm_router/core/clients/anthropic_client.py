@@ -13,22 +13,20 @@ from llm_router.config.schema import ModelOptions, model_options_for
 from llm_router.core.cancel import CancelToken
 from llm_router.core.clients.anthropic_mapping import (
     AnthropicStreamParser,
-    chunks_from_message,
     to_anthropic_messages,
     tool_choice_to_wire,
 )
-from llm_router.core.clients.base_client import BaseClient, RetryCallback, translate_errors
+from llm_router.core.clients.base_client import BaseClient, RetryCallback
+from llm_router.core.schemas.anthropic_schemas import MessagesRequest, WireTool
 from llm_router.core.schemas.common import (
     ChatRequest,
-    ChatResponse,
     EmbeddingRequest,
     EmbeddingResponse,
     Message,
     StreamChunk,
-    StreamEnd,
     ToolDefinition,
 )
-from llm_router.core.schemas.errors import ModelNotFoundError, ProviderBadRequestError, ProviderStreamBrokenError
+from llm_router.core.schemas.errors import ProviderBadRequestError
 from llm_router.core.tool_schemas import schema_for_provider
 
 _MESSAGES_PATH = "/v1/messages"
@@ -50,12 +48,11 @@ class AnthropicClient(BaseClient):
 
     # ------------------------------------------------------------ 要求本文
 
-    def build_body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
+    def build_body(self, request: ChatRequest, *, stream: bool) -> MessagesRequest:
         """共通のリクエストから Messages API の本文を作る。"""
         options = model_options_for(self.config, request.model)
         system, messages = to_anthropic_messages(request.messages)
-        max_tokens = request.max_tokens or self.config.default_max_tokens
-        body: dict[str, Any] = {"model": request.model, "max_tokens": max_tokens, "messages": messages}
+        body: MessagesRequest = {"model": request.model, "max_tokens": self.max_tokens(request), "messages": messages}
         if system:
             body["system"] = system
         if request.tools:
@@ -66,21 +63,17 @@ class AnthropicClient(BaseClient):
         thinking = self._thinking_enabled(request, options)
         if thinking:
             self._add_thinking(body, request, options)
-        elif request.temperature is not None and options.supports_temperature:
-            # 思考中は temperature を送れない (Anthropic "Extended thinking": 互換性のない設定)
-            body["temperature"] = request.temperature
-        if options.fixed_temperature is not None and not thinking:
-            body["temperature"] = options.fixed_temperature
+        self.set_temperature(body, request, options, thinking=thinking)
         if stream:
             body["stream"] = True
-        body.update(request.extra)
+        body.update(request.extra)  # type: ignore[typeddict-item]
         return body
 
     @staticmethod
-    def _tool(tool: ToolDefinition) -> dict[str, Any]:
+    def _tool(tool: ToolDefinition) -> WireTool:
         """ツール定義を ``{"name", "description", "input_schema"}`` にする。"""
         schema, _ = schema_for_provider("anthropic", tool)
-        wire: dict[str, Any] = {"name": tool.name, "input_schema": schema}
+        wire: WireTool = {"name": tool.name, "input_schema": schema}
         if tool.description:
             wire["description"] = tool.description
         return wire
@@ -101,7 +94,7 @@ class AnthropicClient(BaseClient):
             return False
         return not (request.tools and request.tool_choice and request.tool_choice.mode in ("required", "tool"))
 
-    def _add_thinking(self, body: dict[str, Any], request: ChatRequest, options: ModelOptions) -> None:
+    def _add_thinking(self, body: MessagesRequest, request: ChatRequest, options: ModelOptions) -> None:
         """``thinking`` を本文に足す: モデルの設定により固定予算 (enabled) か adaptive。"""
         if options.reasoning_style == "adaptive":
             # adaptive はモデルが量を決め、深さは output_config.effort で伝える (Anthropic "Adaptive thinking")
@@ -116,42 +109,16 @@ class AnthropicClient(BaseClient):
 
     # ------------------------------------------------------------ チャット
 
-    def _post(
-        self, body: dict[str, Any], *, stream: bool, cancel: CancelToken | None, on_retry: RetryCallback | None
-    ) -> Any:
-        """Messages API へ送る。404 はモデル名と提供終了の注記を加えた分かりやすいエラーにする。"""
-        try:
-            return self.request("POST", _MESSAGES_PATH, body, stream=stream, cancel=cancel, on_retry=on_retry)
-        except ModelNotFoundError as exc:
-            raise self.model_not_found(body["model"], exc) from exc
+    def chat_path(self, model: str) -> str:
+        """Messages API のパス。"""
+        return _MESSAGES_PATH
 
-    def chat_stream(
-        self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
-    ) -> Iterator[StreamChunk]:
-        """ストリーミングのチャット。最後は組み立て済みのメッセージを持つ ``StreamEnd``。"""
-        body = self.build_body(request, stream=True)
-        response = self._post(body, stream=True, cancel=cancel, on_retry=on_retry)
-        parser = AnthropicStreamParser(request.model, self.redact)
+    def read_stream(self, response: Any, model: str, cancel: CancelToken | None) -> Iterator[StreamChunk]:
+        """``event:`` 名つきの SSE を読む。最後は組み立て済みのメッセージを持つ ``StreamEnd``。"""
+        parser = AnthropicStreamParser(model, self.redact)
         for event in self.iter_sse(response, cancel):
             yield from parser.feed(event.event, event.data)
         yield from parser.finish()
-
-    def chat(
-        self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
-    ) -> ChatResponse:
-        """非ストリーミングのチャット (ストリームと同じ組み立て器を通す)。"""
-        body = self.build_body(request, stream=False)
-        response = self._post(body, stream=False, cancel=cancel, on_retry=on_retry)
-        try:
-            with translate_errors(self.provider):
-                payload = response.json()
-        except ValueError as exc:
-            raise ProviderStreamBrokenError("response is not valid JSON", provider=self.provider) from exc
-        finally:
-            response.close()
-        end = chunks_from_message(payload, request.model)[-1]
-        assert isinstance(end, StreamEnd)
-        return end.to_response()
 
     def embed(
         self, request: EmbeddingRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None

@@ -4,6 +4,7 @@
 - ``messages`` は user と assistant が厳密に交互でなければならない: 同じ役割が続けば 1 つにまとめる。
 - ツールの結果は、次の user メッセージの中に ``tool_result`` ブロックとして、テキストより前に置く。
 - 思考 (thinking / redacted_thinking) のブロックは、受け取ったとおり (署名つき) に送り返す。
+- ワイヤの形は :mod:`llm_router.core.schemas.anthropic_schemas` の TypedDict。
 - ストリームのイベントは種類ごとに 1 つの小さなメソッドで扱う (未知の種類は文書の指示どおり無視する)。
 """
 
@@ -11,9 +12,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from llm_router.core.clients.accumulator import StreamAccumulator
+from llm_router.core.schemas.anthropic_schemas import (
+    ContentBlock,
+    ImageBlock,
+    ImageSource,
+    ToolResultBlock,
+    WireError,
+    WireMessage,
+    WireToolChoice,
+    WireUsage,
+)
 from llm_router.core.schemas.common import (
     FinishReason,
     ImagePart,
@@ -56,11 +67,11 @@ ERROR_STATUS: dict[str, int] = {
 # ---------------------------------------------------------------- 会話 → messages
 
 
-def _content_blocks(content: str | list[Any]) -> list[dict[str, Any]]:
+def _content_blocks(content: str | list[Any]) -> list[ContentBlock]:
     """user メッセージの内容をブロックの列にする (空のテキストは API が拒むので送らない)。"""
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
-    blocks: list[dict[str, Any]] = []
+    blocks: list[ContentBlock] = []
     for part in content:
         if isinstance(part, TextPart) and part.text:
             blocks.append({"type": "text", "text": part.text})
@@ -69,8 +80,9 @@ def _content_blocks(content: str | list[Any]) -> list[dict[str, Any]]:
     return blocks
 
 
-def _image_block(part: ImagePart) -> dict[str, Any]:
+def _image_block(part: ImagePart) -> ImageBlock:
     """画像パーツを ``image`` ブロックにする (base64 か URL)。"""
+    source: ImageSource
     if part.data is not None:
         source = {"type": "base64", "media_type": part.mime_type or "image/png", "data": part.data}
     else:
@@ -78,13 +90,13 @@ def _image_block(part: ImagePart) -> dict[str, Any]:
     return {"type": "image", "source": source}
 
 
-def _assistant_blocks(message: Message) -> list[dict[str, Any]]:
+def _assistant_blocks(message: Message) -> list[ContentBlock]:
     """assistant メッセージのブロック。Anthropic から受け取ったものがあればそれを (署名ごと) そのまま使う。"""
     state = message.provider_state
     if state is not None and state.provider == PROVIDER and isinstance(state.data, list):
         # 空のテキストブロックだけは API が拒むので除く。それ以外は受け取ったとおり (順序も変えない)。
         return [block for block in state.data if not (block.get("type") == "text" and not block.get("text"))]
-    blocks: list[dict[str, Any]] = []
+    blocks: list[ContentBlock] = []
     text = message.text()
     if text:
         blocks.append({"type": "text", "text": text})
@@ -93,12 +105,12 @@ def _assistant_blocks(message: Message) -> list[dict[str, Any]]:
     return blocks
 
 
-def _tool_result_block(message: Message) -> list[dict[str, Any]]:
+def _tool_result_block(message: Message) -> list[ContentBlock]:
     """tool メッセージを ``tool_result`` ブロックにする。"""
     result = message.tool_result
     if result is None:
         return []
-    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": result.tool_call_id}
+    block: ToolResultBlock = {"type": "tool_result", "tool_use_id": result.tool_call_id}
     text = result.as_text()
     if text:
         # content は省略できる (空の結果を空文字のテキストとして送らない)
@@ -108,7 +120,7 @@ def _tool_result_block(message: Message) -> list[dict[str, Any]]:
     return [block]
 
 
-def _role_and_blocks(message: Message) -> tuple[str, list[dict[str, Any]]]:
+def _role_and_blocks(message: Message) -> tuple[Literal["user", "assistant"], list[ContentBlock]]:
     """1 メッセージを (Anthropic の役割, ブロック) にする。"""
     if message.role == "assistant":
         return "assistant", _assistant_blocks(message)
@@ -117,14 +129,14 @@ def _role_and_blocks(message: Message) -> tuple[str, list[dict[str, Any]]]:
     return "user", _content_blocks(message.content)
 
 
-def to_anthropic_messages(messages: list[Message]) -> tuple[str | None, list[dict[str, Any]]]:
+def to_anthropic_messages(messages: list[Message]) -> tuple[str | None, list[WireMessage]]:
     """共通の会話を (``system``, ``messages``) にする。
 
     同じ役割が続けば 1 つのメッセージにまとめ、user メッセージの中では ``tool_result`` をテキストより前に置く
     (Anthropic "Tool use": 結果はテキストより先でなければ 400)。
     """
     system_parts: list[str] = []
-    out: list[dict[str, Any]] = []
+    out: list[WireMessage] = []
     for message in messages:
         if message.role == "system":
             if message.text():
@@ -143,12 +155,12 @@ def to_anthropic_messages(messages: list[Message]) -> tuple[str | None, list[dic
     return ("\n\n".join(system_parts) or None), out
 
 
-def tool_choice_to_wire(choice: ToolChoice | None, parallel_tool_calls: bool | None) -> dict[str, Any] | None:
+def tool_choice_to_wire(choice: ToolChoice | None, parallel_tool_calls: bool | None) -> WireToolChoice | None:
     """共通のツール選択を ``tool_choice`` にする。並列呼び出しの禁止は ``disable_parallel_tool_use``。"""
     if choice is None and parallel_tool_calls is not False:
         return None
     mode = choice.mode if choice is not None else "auto"
-    wire: dict[str, Any] = {"type": {"auto": "auto", "none": "none", "required": "any", "tool": "tool"}[mode]}
+    wire: WireToolChoice = {"type": {"auto": "auto", "none": "none", "required": "any", "tool": "tool"}[mode]}
     if mode == "tool" and choice is not None:
         wire["name"] = choice.name
     if parallel_tool_calls is False and mode != "none":
@@ -159,7 +171,7 @@ def tool_choice_to_wire(choice: ToolChoice | None, parallel_tool_calls: bool | N
 # ---------------------------------------------------------------- 応答 → チャンク
 
 
-def usage_from_wire(usage: dict[str, Any], previous: Usage | None = None) -> Usage:
+def usage_from_wire(usage: WireUsage, previous: Usage | None = None) -> Usage:
     """Anthropic の使用量を共通の形にする。入力はキャッシュの作成・読み出しも含めた合計。"""
     previous = previous or Usage()
     if "input_tokens" in usage or "cache_read_input_tokens" in usage:
@@ -174,36 +186,13 @@ def usage_from_wire(usage: dict[str, Any], previous: Usage | None = None) -> Usa
     return Usage(input_tokens, output_tokens, 0)
 
 
-def error_from_payload(error: dict[str, Any], redact: Callable[[str], str]) -> ProviderError:
+def error_from_payload(error: WireError, redact: Callable[[str], str]) -> ProviderError:
     """``{"type", "message"}`` (ストリーム内の error イベント) を共通のエラー型にする。"""
     from llm_router.core.clients.base_client import error_for_status
 
     kind = str(error.get("type") or "api_error")
     message = redact(str(error.get("message") or kind))
     return error_for_status(ERROR_STATUS.get(kind, 500), message, provider=PROVIDER, error_type=kind)
-
-
-def chunks_from_message(message: dict[str, Any], model: str) -> list[StreamChunk]:
-    """非ストリーミングの応答本文を、ストリームと同じ組み立て器に通して共通のチャンクにする。"""
-    acc = StreamAccumulator(PROVIDER, message.get("model") or model)
-    out: list[StreamChunk] = []
-    blocks = message.get("content") or []
-    for block in blocks:
-        kind = block.get("type")
-        if kind == "text":
-            out += acc.text(block.get("text", ""))
-        elif kind == "thinking":
-            out += acc.reasoning_start() + acc.reasoning_delta(block.get("thinking", ""))
-            out += acc.reasoning_end(signature=block.get("signature"))
-        elif kind == "redacted_thinking":
-            out += acc.reasoning_start()
-            out += acc.reasoning_end(redacted_data=block.get("data"))
-        elif kind == "tool_use":
-            out += acc.tool_whole(block.get("id"), block.get("name", ""), block.get("input") or {})
-    out += acc.set_usage(usage_from_wire(message.get("usage") or {}))
-    reason = STOP_REASONS.get(message.get("stop_reason") or "end_turn", "stop")
-    out += acc.finish(reason, ProviderState(PROVIDER, list(blocks)))
-    return out
 
 
 class AnthropicStreamParser:

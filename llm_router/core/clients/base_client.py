@@ -27,28 +27,22 @@ from typing import Any, ClassVar
 import requests
 import urllib3.exceptions
 
-from llm_router.config.schema import ProviderConfig, model_options_for
+from llm_router import errors
+from llm_router.config.schema import ModelOptions, ProviderConfig, model_options_for
 from llm_router.core.cancel import CancelToken
 from llm_router.core.clients.connection_tracking import ConnectionHolder, TrackingAdapter, tracking
+from llm_router.core.clients.interface import RetryCallback
 from llm_router.core.clients.stream_readers import NDJSONDecoder, SSEDecoder, SSEEvent
-from llm_router.core.schemas.errors import (
-    ModelNotFoundError,
-    ProviderAuthError,
-    ProviderBadRequestError,
-    ProviderError,
-    ProviderRateLimitedError,
-    ProviderStreamBrokenError,
-    ProviderTimeoutError,
-    ProviderUnavailableError,
-    RequestCancelled,
-)
+from llm_router.core.schemas.common import ChatRequest, EmbeddingRequest, EmbeddingResponse, StreamChunk, Usage
 
 logger = logging.getLogger(__name__)
 
-# 再試行の通知: (試行番号 1..., 待ち秒数, 原因のエラー)
-RetryCallback = Callable[[int, float, ProviderError], None]
-
 _MAX_ERROR_BODY = 4000
+
+# 埋め込みの 1 バッチの結果: (入力順のベクトル, 入力トークン数)
+EmbedBatchResult = tuple[list[list[float]], int]
+# 1 回の JSON の POST: (相対パス, 本文) → JSON の応答 (キャンセル・再試行・404 の注記は呼び手の分を引き継ぐ)
+PostJson = Callable[[str, Any], Any]
 
 
 def parse_retry_after(headers: Any) -> float | None:
@@ -84,23 +78,23 @@ def error_for_status(
     provider: str,
     retry_after_s: float | None = None,
     error_type: str | None = None,
-) -> ProviderError:
+) -> errors.ProviderError:
     """HTTP ステータスから共有のエラー型を選ぶ (唯一の対応表)。
 
     408 / 409 / 429 / 5xx は再試行可能 (openai-python と anthropic-sdk-python の ``_should_retry`` と同じ)。
     """
     kwargs: dict[str, Any] = {"provider": provider, "status": status, "error_type": error_type}
     if status in (401, 403):
-        return ProviderAuthError(message, **kwargs)
+        return errors.ProviderAuthError(message, **kwargs)
     if status == 429:
-        return ProviderRateLimitedError(message, retry_after_s=retry_after_s, **kwargs)
+        return errors.ProviderRateLimitedError(message, retry_after_s=retry_after_s, **kwargs)
     if status == 408:
-        return ProviderTimeoutError(message, retry_after_s=retry_after_s, **kwargs)
+        return errors.ProviderTimeoutError(message, retry_after_s=retry_after_s, **kwargs)
     if status == 409 or status >= 500:
-        return ProviderUnavailableError(message, retry_after_s=retry_after_s, **kwargs)
+        return errors.ProviderUnavailableError(message, retry_after_s=retry_after_s, **kwargs)
     if status == 404:
-        return ModelNotFoundError(message, **kwargs)
-    return ProviderBadRequestError(message, **kwargs)
+        return errors.ModelNotFoundError(message, **kwargs)
+    return errors.ProviderBadRequestError(message, **kwargs)
 
 
 @contextmanager
@@ -108,24 +102,26 @@ def translate_errors(provider: str, *, streaming: bool = False) -> Iterator[None
     """``requests`` / ``urllib3`` / ``socket`` の例外を共有のエラー型に変える (唯一の場所)。"""
     try:
         yield
-    except (ProviderError, RequestCancelled):
+    except (errors.ProviderError, errors.RequestCancelled):
         raise
     except (requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError) as exc:
-        raise ProviderTimeoutError(f"connection timed out: {type(exc).__name__}", provider=provider) from exc
+        raise errors.ProviderTimeoutError(f"connection timed out: {type(exc).__name__}", provider=provider) from exc
     except (requests.ReadTimeout, urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
-        raise ProviderTimeoutError(f"read timed out: {type(exc).__name__}", provider=provider) from exc
+        raise errors.ProviderTimeoutError(f"read timed out: {type(exc).__name__}", provider=provider) from exc
     except (
         requests.exceptions.ChunkedEncodingError,
         urllib3.exceptions.ProtocolError,
         urllib3.exceptions.IncompleteRead,
     ) as exc:
-        raise ProviderStreamBrokenError(f"the stream broke: {type(exc).__name__}", provider=provider) from exc
+        raise errors.ProviderStreamBrokenError(f"the stream broke: {type(exc).__name__}", provider=provider) from exc
     except (requests.ConnectionError, ConnectionError, OSError) as exc:
         if streaming:
-            raise ProviderStreamBrokenError(f"the stream broke: {type(exc).__name__}", provider=provider) from exc
-        raise ProviderUnavailableError(f"could not connect: {type(exc).__name__}", provider=provider) from exc
+            raise errors.ProviderStreamBrokenError(
+                f"the stream broke: {type(exc).__name__}", provider=provider
+            ) from exc
+        raise errors.ProviderUnavailableError(f"could not connect: {type(exc).__name__}", provider=provider) from exc
     except requests.RequestException as exc:
-        raise ProviderUnavailableError(f"request failed: {type(exc).__name__}", provider=provider) from exc
+        raise errors.ProviderUnavailableError(f"request failed: {type(exc).__name__}", provider=provider) from exc
 
 
 def _socket_of(response: requests.Response) -> socket.socket | None:
@@ -195,7 +191,9 @@ class BaseClient:
                 return error, None
         return text.strip() or "(empty error body)", None
 
-    def _classify(self, status: int, message: str, error_type: str | None, body: Any, headers: Any) -> ProviderError:
+    def _classify(
+        self, status: int, message: str, error_type: str | None, body: Any, headers: Any
+    ) -> errors.ProviderError:
         """ステータスと本文からエラーを作る (プロバイダ固有の例外規則はここを上書き)。"""
         return error_for_status(
             status,
@@ -228,11 +226,11 @@ class BaseClient:
             f"(モデル '{self.provider}/{model}' は推論 (thinking) に対応していないため、reasoning={level} は無視されます)"
         )
 
-    def model_not_found(self, model: str, exc: ModelNotFoundError) -> ModelNotFoundError:
+    def model_not_found(self, model: str, exc: errors.ModelNotFoundError) -> errors.ModelNotFoundError:
         """404 を、モデル名と (設定にあれば) 提供終了の注記を含むエラーにする。"""
         options = model_options_for(self.config, model)
         note = " (retired" + (f": {options.note}" if options.note else "") + ")" if options.retired else ""
-        return ModelNotFoundError(
+        return errors.ModelNotFoundError(
             f"model '{self.provider}/{model}' was not found{note}; choose a served model "
             f"(モデル '{self.provider}/{model}' が見つかりません。提供中のモデルを選んでください): {exc.message}",
             provider=self.provider,
@@ -254,7 +252,7 @@ class BaseClient:
         """(接続, 読み取り) タイムアウト。"""
         return (self.config.connect_timeout_s, self.config.read_timeout_s)
 
-    def error_from_response(self, response: requests.Response) -> ProviderError:
+    def error_from_response(self, response: requests.Response) -> errors.ProviderError:
         """HTTP エラー応答を共有のエラー型にする (本文を読み、応答を閉じる)。"""
         try:
             text = response.text[:_MAX_ERROR_BODY]
@@ -275,7 +273,7 @@ class BaseClient:
             error.retryable = False
         return error
 
-    def _retry_delay(self, attempt: int, error: ProviderError) -> float:
+    def _retry_delay(self, attempt: int, error: errors.ProviderError) -> float:
         """``attempt`` 回目 (0 始まり) の失敗の後の待ち秒数。"""
         policy = self.config.retry
         if error.retry_after_s is not None and error.retry_after_s <= policy.max_retry_after_s:
@@ -327,10 +325,13 @@ class BaseClient:
         headers: dict[str, str] | None = None,
         cancel: CancelToken | None = None,
         on_retry: RetryCallback | None = None,
+        model: str | None = None,
     ) -> requests.Response:
         """再試行付きで送り、成功した応答を返す (失敗は共有のエラー型で投げる)。
 
         再試行は応答ヘッダを受け取るまでの失敗に限る: ストリームが流れ始めた後の失敗は呼び手に任せる。
+        ``model`` を渡すと、404 はモデル名と提供終了の注記を加えた :meth:`model_not_found` になる
+        (全プロバイダ共通の 1 か所)。
         """
         attempts = max(0, self.config.retry.max_retries) + 1
         for attempt in range(attempts):
@@ -344,11 +345,13 @@ class BaseClient:
                         cancel.raise_if_cancelled()
                     return response
                 error = self.error_from_response(response)
-            except ProviderError as exc:
+            except errors.ProviderError as exc:
                 if cancel is not None and cancel.cancelled:
-                    raise RequestCancelled("request cancelled") from None
+                    raise errors.RequestCancelled("request cancelled") from None
                 error = exc
             if not error.retryable or attempt == attempts - 1:
+                if model and isinstance(error, errors.ModelNotFoundError):
+                    raise self.model_not_found(model, error) from error
                 raise error
             delay = self._retry_delay(attempt, error)
             logger.debug("retrying %s after %.2fs: %s", self.provider, delay, error)
@@ -369,16 +372,102 @@ class BaseClient:
         headers: dict[str, str] | None = None,
         cancel: CancelToken | None = None,
         on_retry: RetryCallback | None = None,
+        model: str | None = None,
     ) -> Any:
-        """JSON を POST し、JSON の応答を返す。"""
-        response = self.request("POST", path, body, headers=headers, cancel=cancel, on_retry=on_retry)
+        """JSON を POST し、JSON の応答を返す (``model`` は 404 の注記用: :meth:`request`)。"""
+        response = self.request("POST", path, body, headers=headers, cancel=cancel, on_retry=on_retry, model=model)
+        return self.read_json(response)
+
+    def read_json(self, response: requests.Response) -> Any:
+        """JSON の応答本文を読み、応答を閉じる。JSON でなければストリーム破損。"""
         try:
             with translate_errors(self.provider):
                 return response.json()
         except ValueError as exc:
-            raise ProviderStreamBrokenError("response is not valid JSON", provider=self.provider) from exc
+            raise errors.ProviderStreamBrokenError("response is not valid JSON", provider=self.provider) from exc
         finally:
             response.close()
+
+    # ------------------------------------------------------------ 本文の共通部品
+
+    def max_tokens(self, request: ChatRequest) -> int:
+        """最大出力トークン数: リクエストの値、無ければ設定 ``default_max_tokens``。"""
+        return request.max_tokens or self.config.default_max_tokens
+
+    @staticmethod
+    def set_temperature(target: Any, request: ChatRequest, options: ModelOptions, *, thinking: bool = False) -> None:
+        """送るべき温度があれば ``target["temperature"]`` に書く。全プロバイダで同じ規則 (モデルの癖は設定 ``models``)。
+
+        思考中は送らない (Anthropic "Extended thinking": 互換性のない設定)。モデルが固定の温度を持てば
+        それを、温度を受け付けるモデルならリクエストの値 (あれば) を送る。
+        """
+        if thinking:
+            return
+        if options.fixed_temperature is not None:
+            target["temperature"] = options.fixed_temperature
+        elif options.supports_temperature and request.temperature is not None:
+            target["temperature"] = request.temperature
+
+    def build_body(self, request: ChatRequest, *, stream: bool) -> Any:
+        """共通のリクエストからプロバイダの本文を作る (プロバイダごとに上書き)。"""
+        raise NotImplementedError
+
+    def chat_path(self, model: str) -> str:
+        """チャットのストリームを POST する相対パス (プロバイダごとに上書き)。"""
+        raise NotImplementedError
+
+    def read_stream(self, response: requests.Response, model: str, cancel: CancelToken | None) -> Iterator[StreamChunk]:
+        """ストリーム応答を共通のチャンクにする。最後は必ず ``StreamEnd`` (プロバイダごとに上書き)。"""
+        raise NotImplementedError
+
+    def chat_stream(
+        self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
+    ) -> Iterator[StreamChunk]:
+        """ストリーミングのチャット (全プロバイダ共通の流れ): 本文 → ストリームを開く → プロバイダの読み手。"""
+        body = self.build_body(request, stream=True)
+        response = self.open_stream(self.chat_path(request.model), body, request.model, cancel, on_retry)
+        yield from self.read_stream(response, request.model, cancel)
+
+    def embed_batch(self, model: str, batch: list[str], request: EmbeddingRequest, send: PostJson) -> EmbedBatchResult:
+        """埋め込みの 1 バッチを ``send`` で送り、(入力順のベクトル, 入力トークン数) を返す (プロバイダごとに上書き)。"""
+        raise errors.ProviderBadRequestError(f"{self.provider} has no embeddings API", provider=self.provider)
+
+    def open_stream(
+        self, path: str, body: Any, model: str, cancel: CancelToken | None, on_retry: RetryCallback | None
+    ) -> requests.Response:
+        """ストリームの要求を POST し、ヘッダを受け取った応答を返す (再試行と 404 の注記は :meth:`request`)。"""
+        return self.request("POST", path, body, stream=True, cancel=cancel, on_retry=on_retry, model=model)
+
+    def embed(
+        self, request: EmbeddingRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
+    ) -> EmbeddingResponse:
+        """入力を ``embedding_batch_size`` ごとに :meth:`embed_batch` へ渡し、入力順の float32 行列にまとめる。
+
+        返ったベクトルの数がバッチと合わなければストリーム破損。
+        """
+        model = request.model or self.config.embedding_model or ""
+        size = max(1, int(self.config.embedding_batch_size))
+        rows: list[list[float]] = []
+        usage = Usage()
+
+        def send(path: str, body: Any) -> Any:
+            """このバッチを POST する (404 はこの埋め込みモデルの名前つき)。"""
+            return self.post_json(path, body, cancel=cancel, on_retry=on_retry, model=model)
+
+        for start in range(0, len(request.inputs), size):
+            batch = request.inputs[start : start + size]
+            vectors, tokens = self.embed_batch(model, batch, request, send)
+            if len(vectors) != len(batch):
+                raise errors.ProviderStreamBrokenError(
+                    f"expected {len(batch)} embeddings, got {len(vectors)}", provider=self.provider
+                )
+            rows.extend(vectors)
+            usage = usage + Usage(input_tokens=tokens)
+        import numpy as np  # 埋め込みのときだけ読み込む (import llm_router を軽く保つ)
+
+        width = len(rows[0]) if rows else (request.dimensions or 0)
+        matrix = np.asarray(rows, dtype=np.float32).reshape(len(rows), width)
+        return EmbeddingResponse(vectors=matrix, model=model, usage=usage)
 
     def iter_bytes(self, response: requests.Response, cancel: CancelToken | None = None) -> Iterator[bytes]:
         """ストリーム応答のバイト列を届いた分ずつ返す。キャンセルでソケットを閉じて即座に止まる。
@@ -393,12 +482,12 @@ class BaseClient:
                 try:
                     with translate_errors(self.provider, streaming=True):
                         data = raw.read1(65536)
-                except ProviderError:
+                except errors.ProviderError:
                     if cancel is not None and cancel.cancelled:
-                        raise RequestCancelled("request cancelled") from None
+                        raise errors.RequestCancelled("request cancelled") from None
                     raise
                 if cancel is not None and cancel.cancelled:
-                    raise RequestCancelled("request cancelled")
+                    raise errors.RequestCancelled("request cancelled")
                 if not data:
                     return
                 yield data
@@ -422,4 +511,4 @@ class BaseClient:
                 yield from decoder.feed(data)
             yield from decoder.flush()
         except ValueError as exc:
-            raise ProviderStreamBrokenError(str(exc), provider=self.provider) from exc
+            raise errors.ProviderStreamBrokenError(str(exc), provider=self.provider) from exc

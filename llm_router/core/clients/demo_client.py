@@ -28,21 +28,19 @@ from typing import TYPE_CHECKING, Any
 
 from llm_router.core.cancel import CancelToken
 from llm_router.core.clients.accumulator import StreamAccumulator
-from llm_router.core.clients.base_client import RetryCallback
+from llm_router.core.clients.interface import RetryCallback
 from llm_router.core.schemas.common import (
     ChatRequest,
-    ChatResponse,
     EmbeddingRequest,
     EmbeddingResponse,
     Message,
     ReasoningLevel,
     StreamChunk,
-    StreamEnd,
     ToolDefinition,
     ToolResult,
     Usage,
 )
-from llm_router.core.schemas.errors import ProviderStreamBrokenError, RequestCancelled
+from llm_router.core.schemas.errors import RequestCancelled
 
 if TYPE_CHECKING:  # 型のためだけ (Hydra の import を実行時に持ち込まない)
     from llm_router.config.schema import ProviderConfig
@@ -287,23 +285,11 @@ class DemoClient:
         elif delay > 0:
             time.sleep(delay)
 
-    def chat(
-        self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
-    ) -> ChatResponse:
-        """非ストリーミングの応答 (同じストリームを最後まで読んだもの)。"""
-        end: StreamEnd | None = None
-        for chunk in self.chat_stream(request, cancel=cancel, on_retry=on_retry):
-            if isinstance(chunk, StreamEnd):
-                end = chunk
-        if end is None:  # pragma: no cover - chat_stream は必ず StreamEnd で終わる
-            raise ProviderStreamBrokenError("the demo stream ended without its end", provider=self.provider)
-        return end.to_response()
-
     def embed(
         self, request: EmbeddingRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
     ) -> EmbeddingResponse:
         """文字 n-gram の特徴ハッシングで埋め込む (語彙的な類似で、意味的ではない)。"""
-        from llm_router.rag.hashing_embedder import hash_embed
+        from llm_router.core.hashing_embedder import hash_embed
 
         if cancel is not None:
             cancel.raise_if_cancelled()

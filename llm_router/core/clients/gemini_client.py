@@ -16,10 +16,10 @@ from llm_router.config.schema import ModelOptions, model_options_for
 from llm_router.core.cancel import CancelToken
 from llm_router.core.clients.base_client import (
     BaseClient,
-    RetryCallback,
+    EmbedBatchResult,
+    PostJson,
     error_for_status,
     parse_retry_after,
-    translate_errors,
 )
 from llm_router.core.clients.gemini_mapping import (
     GeminiStreamDecoder,
@@ -29,18 +29,23 @@ from llm_router.core.clients.gemini_mapping import (
 )
 from llm_router.core.schemas.common import (
     ChatRequest,
-    ChatResponse,
     EmbeddingRequest,
-    EmbeddingResponse,
     StreamChunk,
-    StreamEnd,
     ToolDefinition,
 )
 from llm_router.core.schemas.errors import (
-    ModelNotFoundError,
     ProviderAuthError,
     ProviderError,
     ProviderStreamBrokenError,
+)
+from llm_router.core.schemas.gemini_schemas import (
+    BatchEmbedContentsRequest,
+    BatchEmbedContentsResponse,
+    EmbedContentRequest,
+    FunctionDeclaration,
+    GenerateContentRequest,
+    GenerationConfig,
+    ThinkingConfig,
 )
 from llm_router.core.tool_schemas import schema_for_provider
 
@@ -119,24 +124,24 @@ class GeminiClient(BaseClient):
             return "gemini_openapi", "parameters"
         return "gemini_json_schema", "parametersJsonSchema"
 
-    def _declaration(self, tool: ToolDefinition) -> dict[str, Any]:
+    def _declaration(self, tool: ToolDefinition) -> FunctionDeclaration:
         """ツール定義を ``functionDeclarations`` の 1 要素にする (引数の無い関数はスキーマを省く)。"""
         profile, key = self._schema_profile()
         schema, _ = schema_for_provider(profile, tool)
-        declaration: dict[str, Any] = {"name": tool.name}
+        declaration: FunctionDeclaration = {"name": tool.name}
         if tool.description:
             declaration["description"] = tool.description
         if schema.get("properties"):
-            declaration[key] = schema
+            declaration[key] = schema  # type: ignore[literal-required]
         return declaration
 
-    def build_body(self, request: ChatRequest) -> dict[str, Any]:
-        """共通のリクエストから ``GenerateContentRequest`` を作る (モデル名は URL に入る)。"""
+    def build_body(self, request: ChatRequest, *, stream: bool = True) -> GenerateContentRequest:
+        """共通のリクエストから ``GenerateContentRequest`` を作る (モデル名は URL に入る。ストリームかどうかも URL)。"""
         options = model_options_for(self.config, request.model)
         # 段階型の思考 (reasoning_style: level) のモデル = Gemini 3 系は、関数呼び出しの署名を必ず検証する
         foreign = _FOREIGN_SIGNATURE if options.reasoning_style == "level" else None
         system, contents = to_gemini_contents(request.messages, foreign)
-        body: dict[str, Any] = {"contents": contents}
+        body: GenerateContentRequest = {"contents": contents}
         if system:
             body["systemInstruction"] = system
         if request.tools:
@@ -145,21 +150,18 @@ class GeminiClient(BaseClient):
             if tool_config:
                 body["toolConfig"] = tool_config
         body["generationConfig"] = self._generation_config(request, options)
-        body.update(request.extra)
+        body.update(request.extra)  # type: ignore[typeddict-item]
         return body
 
-    def _generation_config(self, request: ChatRequest, options: ModelOptions) -> dict[str, Any]:
+    def _generation_config(self, request: ChatRequest, options: ModelOptions) -> GenerationConfig:
         """``generationConfig``: temperature、maxOutputTokens、思考の設定。"""
-        config: dict[str, Any] = {"maxOutputTokens": request.max_tokens or self.config.default_max_tokens}
-        if options.fixed_temperature is not None:
-            config["temperature"] = options.fixed_temperature
-        elif request.temperature is not None and options.supports_temperature:
-            config["temperature"] = request.temperature
+        config: GenerationConfig = {"maxOutputTokens": self.max_tokens(request)}
+        self.set_temperature(config, request, options)
         if request.reasoning != "off" and options.reasoning:
             config["thinkingConfig"] = self._thinking_config(request.reasoning, options)
         return config
 
-    def _thinking_config(self, level: str, options: ModelOptions) -> dict[str, Any]:
+    def _thinking_config(self, level: str, options: ModelOptions) -> ThinkingConfig:
         """思考の設定。3 系 (``reasoning_style: level``) は ``thinkingLevel``、それ以外は設定の予算。
 
         どちらも ``includeThoughts`` で思考の要約を受け取る (https://ai.google.dev/gemini-api/docs/thinking)。
@@ -170,30 +172,13 @@ class GeminiClient(BaseClient):
 
     # ------------------------------------------------------------ チャット
 
-    def _post(
-        self,
-        path: str,
-        body: dict[str, Any],
-        model: str,
-        *,
-        stream: bool,
-        cancel: CancelToken | None,
-        on_retry: RetryCallback | None,
-    ) -> Any:
-        """送る。404 はモデル名と提供終了の注記を加えた分かりやすいエラーにする。"""
-        try:
-            return self.request("POST", path, body, stream=stream, cancel=cancel, on_retry=on_retry)
-        except ModelNotFoundError as exc:
-            raise self.model_not_found(model, exc) from exc
+    def chat_path(self, model: str) -> str:
+        """``:streamGenerateContent?alt=sse`` のパス。"""
+        return self._path(model, "streamGenerateContent") + "?alt=sse"
 
-    def chat_stream(
-        self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
-    ) -> Iterator[StreamChunk]:
-        """ストリーミングのチャット (``alt=sse``)。最後は組み立て済みのメッセージを持つ ``StreamEnd``。"""
-        body = self.build_body(request)
-        path = self._path(request.model, "streamGenerateContent") + "?alt=sse"
-        response = self._post(path, body, request.model, stream=True, cancel=cancel, on_retry=on_retry)
-        parser = GeminiStreamParser(request.model, self._payload_error)
+    def read_stream(self, response: Any, model: str, cancel: CancelToken | None) -> Iterator[StreamChunk]:
+        """``data:`` 行と生の JSON のチャンクを読む。最後は組み立て済みのメッセージを持つ ``StreamEnd``。"""
+        parser = GeminiStreamParser(model, self._payload_error)
         decoder = GeminiStreamDecoder()
         for data in self.iter_bytes(response, cancel):
             for chunk in decoder.feed(data):
@@ -202,60 +187,18 @@ class GeminiClient(BaseClient):
             yield from parser.feed(chunk)
         yield from parser.finish()
 
-    def chat(
-        self, request: ChatRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
-    ) -> ChatResponse:
-        """非ストリーミングのチャット (``:generateContent``、ストリームと同じ組み立て器を通す)。"""
-        body = self.build_body(request)
-        path = self._path(request.model, "generateContent")
-        response = self._post(path, body, request.model, stream=False, cancel=cancel, on_retry=on_retry)
-        payload = self._read_json(response)
-        parser = GeminiStreamParser(request.model, self._payload_error)
-        parser.feed(payload)
-        end = parser.finish()[-1]
-        assert isinstance(end, StreamEnd)
-        return end.to_response()
-
-    def _read_json(self, response: Any) -> Any:
-        """JSON の応答本文を読み、応答を閉じる。"""
-        try:
-            with translate_errors(self.provider):
-                return response.json()
-        except ValueError as exc:
-            raise ProviderStreamBrokenError("response is not valid JSON", provider=self.provider) from exc
-        finally:
-            response.close()
-
     # ------------------------------------------------------------ 埋め込み
 
-    def embed(
-        self, request: EmbeddingRequest, *, cancel: CancelToken | None = None, on_retry: RetryCallback | None = None
-    ) -> EmbeddingResponse:
-        """``:batchEmbedContents`` で埋め込む。``embedding_batch_size`` ごとに送り、入力順の float32 行列を返す。"""
-        import numpy as np
-
-        model = request.model or self.config.embedding_model or ""
-        size = max(1, self.config.embedding_batch_size)
-        rows: list[list[float]] = []
-        for start in range(0, len(request.inputs), size):
-            batch = request.inputs[start : start + size]
-            body = {"requests": [self._embed_request(model, text, request) for text in batch]}
-            path = self._path(model, "batchEmbedContents")
-            response = self._post(path, body, model, stream=False, cancel=cancel, on_retry=on_retry)
-            embeddings = (self._read_json(response) or {}).get("embeddings") or []
-            if len(embeddings) != len(batch):
-                raise ProviderStreamBrokenError(
-                    f"expected {len(batch)} embeddings, got {len(embeddings)}", provider=self.provider
-                )
-            rows.extend(e.get("values") or [] for e in embeddings)
-        width = len(rows[0]) if rows else (request.dimensions or 0)
-        vectors = np.asarray(rows, dtype=np.float32).reshape(len(rows), width)
-        return EmbeddingResponse(vectors, model)
+    def embed_batch(self, model: str, batch: list[str], request: EmbeddingRequest, send: PostJson) -> EmbedBatchResult:
+        """1 バッチを ``:batchEmbedContents`` で送り、入力順のベクトルを返す (使用量は返らない)。"""
+        body: BatchEmbedContentsRequest = {"requests": [self._embed_request(model, text, request) for text in batch]}
+        data: BatchEmbedContentsResponse = send(self._path(model, "batchEmbedContents"), body)
+        return [e.get("values") or [] for e in (data or {}).get("embeddings") or []], 0
 
     @staticmethod
-    def _embed_request(model: str, text: str, request: EmbeddingRequest) -> dict[str, Any]:
+    def _embed_request(model: str, text: str, request: EmbeddingRequest) -> EmbedContentRequest:
         """``requests`` の 1 要素 (``model`` を毎回 ``models/M`` で書く)。"""
-        item: dict[str, Any] = {"model": f"models/{model}", "content": {"parts": [{"text": text}]}}
+        item: EmbedContentRequest = {"model": f"models/{model}", "content": {"parts": [{"text": text}]}}
         if request.task in _TASK_TYPES:
             item["taskType"] = _TASK_TYPES[request.task]
         if request.dimensions:

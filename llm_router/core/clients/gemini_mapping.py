@@ -5,6 +5,7 @@ https://ai.google.dev/gemini-api/docs/thinking (thought summaries, thought signa
 - model の番は、Gemini から受け取ったパーツ (``thoughtSignature`` つき) を順序も含めてそのまま送り返す。
 - 関数の結果は ``user`` の番の ``functionResponse`` パーツ。モデルが ``id`` を付けた呼び出しには同じ ``id`` を、
   付けなかった呼び出しには付けず、呼び出しの順 (位置) と名前で対応させる。
+- ワイヤの形は :mod:`llm_router.core.schemas.gemini_schemas` の TypedDict。
 - 関数呼び出しは常に一度に届く: 組み立て器の ``tool_whole`` で start / delta / end にする。
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from llm_router.core.clients.accumulator import StreamAccumulator
 from llm_router.core.schemas.common import (
@@ -26,6 +27,17 @@ from llm_router.core.schemas.common import (
     Usage,
 )
 from llm_router.core.schemas.errors import ProviderBadRequestError, ProviderError, ProviderStreamBrokenError
+from llm_router.core.schemas.gemini_schemas import (
+    Candidate,
+    Content,
+    FunctionCallingConfig,
+    FunctionResponse,
+    GenerateContentResponse,
+    Part,
+    SystemInstruction,
+    ToolConfig,
+    UsageMetadata,
+)
 
 PROVIDER = "gemini"
 
@@ -51,11 +63,11 @@ _CHOICE_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY", "tool": "ANY
 # ---------------------------------------------------------------- 会話 → contents
 
 
-def _user_parts(content: str | list[Any]) -> list[dict[str, Any]]:
+def _user_parts(content: str | list[Any]) -> list[Part]:
     """user メッセージの内容をパーツの列にする。"""
     if isinstance(content, str):
         return [{"text": content}] if content else []
-    parts: list[dict[str, Any]] = []
+    parts: list[Part] = []
     for part in content:
         if isinstance(part, TextPart) and part.text:
             parts.append({"text": part.text})
@@ -64,7 +76,7 @@ def _user_parts(content: str | list[Any]) -> list[dict[str, Any]]:
     return parts
 
 
-def _image_part(part: ImagePart) -> dict[str, Any]:
+def _image_part(part: ImagePart) -> Part:
     """画像パーツを ``inlineData`` (base64) か ``fileData`` (URI) にする。"""
     mime = part.mime_type or "image/png"
     if part.data is not None:
@@ -72,7 +84,7 @@ def _image_part(part: ImagePart) -> dict[str, Any]:
     return {"fileData": {"mimeType": mime, "fileUri": part.url or ""}}
 
 
-def _gemini_parts_of(message: Message) -> list[dict[str, Any]] | None:
+def _gemini_parts_of(message: Message) -> list[Part] | None:
     """Gemini から受け取ったままのパーツ (あれば)。"""
     state = message.provider_state
     if state is not None and state.provider == PROVIDER and isinstance(state.data, list):
@@ -91,7 +103,7 @@ class _CallBook:
         self.calls: dict[str, tuple[str | None, int]] = {}
         self._foreign_signature = foreign_signature
 
-    def model_parts(self, message: Message) -> list[tuple[int, dict[str, Any]]]:
+    def model_parts(self, message: Message) -> list[tuple[int, Part]]:
         """assistant メッセージを model の番のパーツにし、呼び出しを記録する。"""
         received = _gemini_parts_of(message)
         if received is not None:
@@ -100,8 +112,8 @@ class _CallBook:
         else:
             # 他のプロバイダの履歴: こちらの ID は Gemini のものではないので送らず、位置と名前で対応させる
             provider_ids = []
-            parts = [{"text": message.text()}] if message.text() else []
-            calls = [{"functionCall": {"name": c.name, "args": c.arguments}} for c in message.tool_calls]
+            parts: list[Part] = [{"text": message.text()}] if message.text() else []
+            calls: list[Part] = [{"functionCall": {"name": c.name, "args": c.arguments}} for c in message.tool_calls]
             if calls and self._foreign_signature:
                 # 署名を検証するモデル (Gemini 3) は、署名の無い関数呼び出しを 400 にする。他のモデルの履歴には
                 # 文書が示すダミーの署名を最初の呼び出しに付ける (https://ai.google.dev/gemini-api/docs/thought-signatures)
@@ -112,7 +124,7 @@ class _CallBook:
             self.calls[call.id] = (provider_id, position)
         return [(_LAST, part) for part in parts]
 
-    def response_part(self, message: Message) -> list[tuple[int, dict[str, Any]]]:
+    def response_part(self, message: Message) -> list[tuple[int, Part]]:
         """tool メッセージを ``functionResponse`` パーツにする (成功は ``output``、失敗は ``error``)。
 
         並びの鍵は呼び出しの位置: 結果は呼び出しと同じ順で、テキストより前に置く。
@@ -121,7 +133,7 @@ class _CallBook:
         if result is None:
             return []
         payload = {"error": result.as_text()} if result.is_error else {"output": result.result}
-        response: dict[str, Any] = {"name": result.name, "response": payload}
+        response: FunctionResponse = {"name": result.name, "response": payload}
         provider_id, position = self.calls.get(result.tool_call_id, (None, _LAST - 1))
         if provider_id:
             response["id"] = provider_id
@@ -130,13 +142,13 @@ class _CallBook:
 
 def to_gemini_contents(
     messages: list[Message], foreign_signature: str | None = None
-) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+) -> tuple[SystemInstruction | None, list[Content]]:
     """共通の会話を (``systemInstruction``, ``contents``) にする。同じ役割の連続は 1 つの番にまとめる。
 
     ``foreign_signature`` を与えると、Gemini 以外が作った関数呼び出しの最初のパーツにその署名を付ける。
     """
-    system_parts: list[dict[str, Any]] = []
-    turns: list[tuple[str, list[tuple[int, dict[str, Any]]]]] = []
+    system_parts: list[Part] = []
+    turns: list[tuple[Literal["user", "model"], list[tuple[int, Part]]]] = []
     book = _CallBook(foreign_signature)
     for message in messages:
         if message.role == "system":
@@ -163,11 +175,11 @@ def to_gemini_contents(
     return ({"parts": system_parts} if system_parts else None), contents
 
 
-def tool_config_to_wire(choice: ToolChoice | None) -> dict[str, Any] | None:
+def tool_config_to_wire(choice: ToolChoice | None) -> ToolConfig | None:
     """共通のツール選択を ``toolConfig`` にする (名前の強制は ANY + ``allowedFunctionNames``)。"""
     if choice is None:
         return None
-    config: dict[str, Any] = {"mode": _CHOICE_MODES[choice.mode]}
+    config: FunctionCallingConfig = {"mode": _CHOICE_MODES[choice.mode]}
     if choice.mode == "tool" and choice.name:
         config["allowedFunctionNames"] = [choice.name]
     return {"functionCallingConfig": config}
@@ -176,7 +188,7 @@ def tool_config_to_wire(choice: ToolChoice | None) -> dict[str, Any] | None:
 # ---------------------------------------------------------------- 応答 → チャンク
 
 
-def usage_from_wire(metadata: dict[str, Any]) -> Usage:
+def usage_from_wire(metadata: UsageMetadata) -> Usage:
     """``usageMetadata`` (累計) を共通の形に: 出力は候補 + 思考、``reasoning_tokens`` は思考の分。"""
     thoughts = int(metadata.get("thoughtsTokenCount") or 0)
     prompt = int(metadata.get("promptTokenCount") or 0) + int(metadata.get("toolUsePromptTokenCount") or 0)
@@ -193,7 +205,7 @@ class GeminiStreamParser:
         """モデル名と、``{"error": ...}`` を共通のエラーにする関数を受け取る。"""
         self.acc = StreamAccumulator(PROVIDER, model)
         self._error_from_payload = error_from_payload
-        self.parts: list[dict[str, Any]] = []
+        self.parts: list[Part] = []
         self.finish_reason: str | None = None
         self._thinking = False
         self._seen_candidate = False
@@ -203,10 +215,10 @@ class GeminiStreamParser:
             ("text", self._text),
         ]
 
-    def feed(self, chunk: dict[str, Any]) -> list[StreamChunk]:
+    def feed(self, chunk: GenerateContentResponse) -> list[StreamChunk]:
         """1 チャンク (応答オブジェクト) を処理する。"""
         if "error" in chunk:
-            raise self._error_from_payload(chunk)
+            raise self._error_from_payload(chunk)  # type: ignore[arg-type]
         out: list[StreamChunk] = []
         candidates = chunk.get("candidates") or []
         if not candidates:
@@ -228,7 +240,7 @@ class GeminiStreamParser:
         reason = FINISH_REASONS.get(self.finish_reason or "STOP", "stop")
         return self.acc.finish(reason, ProviderState(PROVIDER, self.parts))
 
-    def _check_blocked(self, chunk: dict[str, Any]) -> None:
+    def _check_blocked(self, chunk: GenerateContentResponse) -> None:
         """候補の無い応答で ``promptFeedback.blockReason`` があれば、止められた理由をはっきり伝える。"""
         reason = (chunk.get("promptFeedback") or {}).get("blockReason")
         if reason:
@@ -239,7 +251,7 @@ class GeminiStreamParser:
                 error_type="prompt_blocked",
             )
 
-    def _candidate(self, candidate: dict[str, Any]) -> list[StreamChunk]:
+    def _candidate(self, candidate: Candidate) -> list[StreamChunk]:
         """候補のパーツを順に処理し、終了理由を記録する。"""
         out: list[StreamChunk] = []
         self._seen_candidate = True

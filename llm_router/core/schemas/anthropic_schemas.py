@@ -41,19 +41,39 @@ class RedactedThinkingBlock(TypedDict):
 
 
 class ToolResultBlock(TypedDict):
-    """ツールの結果 (user メッセージの中に、tool_use に対応して置く)。"""
+    """ツールの結果 (user メッセージの中に、tool_use に対応して置く)。空の結果では ``content`` を省く。"""
 
     type: Literal["tool_result"]
     tool_use_id: str
-    content: str | list[dict[str, Any]]
+    content: NotRequired[str]
     is_error: NotRequired[bool]
+
+
+class ImageSource(TypedDict, total=False):
+    """画像の出どころ: ``{"type": "base64", "media_type", "data"}`` か ``{"type": "url", "url"}``。"""
+
+    type: Literal["base64", "url"]
+    media_type: str
+    data: str
+    url: str
+
+
+class ImageBlock(TypedDict):
+    """画像のブロック (user メッセージの中)。"""
+
+    type: Literal["image"]
+    source: ImageSource
+
+
+# 1 つのメッセージの中のブロック (受け取った思考のブロックは署名ごとそのまま送り返す)
+ContentBlock = TextBlock | ImageBlock | ToolUseBlock | ThinkingBlock | RedactedThinkingBlock | ToolResultBlock
 
 
 class WireMessage(TypedDict):
     """``messages`` の 1 要素。"""
 
     role: Literal["user", "assistant"]
-    content: list[dict[str, Any]]
+    content: list[ContentBlock]
 
 
 class WireTool(TypedDict):
@@ -72,7 +92,29 @@ class WireToolChoice(TypedDict):
     disable_parallel_tool_use: NotRequired[bool]
 
 
-class WireError(TypedDict):
+class ThinkingConfig(TypedDict, total=False):
+    """``thinking``: 固定予算 ``{"type": "enabled", "budget_tokens"}`` か ``{"type": "adaptive"}``。"""
+
+    type: Literal["enabled", "adaptive"]
+    budget_tokens: int
+
+
+class MessagesRequest(TypedDict, total=False):
+    """``POST /v1/messages`` の本文。"""
+
+    model: str
+    max_tokens: int
+    messages: list[WireMessage]
+    system: str
+    tools: list[WireTool]
+    tool_choice: WireToolChoice
+    thinking: ThinkingConfig
+    output_config: dict[str, str]
+    temperature: float
+    stream: bool
+
+
+class WireError(TypedDict, total=False):
     """エラー本文 ``{"type": "error", "error": {"type", "message"}}`` の中身。"""
 
     type: str

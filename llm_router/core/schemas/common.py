@@ -10,22 +10,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from llm_router.core.schemas.errors import (
-    ConfigurationError,
-    LLMRouterError,
-    MissingCredentialError,
-    ModelNotFoundError,
-    ProviderAuthError,
-    ProviderBadRequestError,
-    ProviderError,
-    ProviderRateLimitedError,
-    ProviderStreamBrokenError,
-    ProviderTimeoutError,
-    ProviderUnavailableError,
-    RequestCancelled,
-)
+from llm_router.errors import *  # noqa: F403 (共有の語彙としてエラー型も再輸出する)
+from llm_router.errors import __all__ as _error_names
 
 if TYPE_CHECKING:
     import numpy as np
@@ -34,6 +22,8 @@ Role = Literal["system", "user", "assistant", "tool"]
 # 正規化した終了理由: stop / tool_calls / length / content_filter / error
 FinishReason = Literal["stop", "tool_calls", "length", "content_filter", "error"]
 ReasoningLevel = Literal["off", "low", "medium", "high"]
+# 推論の段階の唯一の定義 (プロトコルの ``settings.reasoning`` と ``GET /api/info`` の ``reasoning_levels``)
+REASONING_LEVELS: tuple[ReasoningLevel, ...] = get_args(ReasoningLevel)
 EmbeddingTask = Literal["document", "query"]
 
 
@@ -195,11 +185,16 @@ class Message:
 
 @dataclass
 class ToolDefinition:
-    """正規形のツール定義: ``name``, ``description``, ``parameters`` (JSON Schema の object)。"""
+    """正規形のツール定義: ``name``, ``description``, ``parameters`` (JSON Schema の object)。
+
+    ``strict`` は OpenAI 形式の定義が持っていた ``strict`` の指定 (無ければ ``None``)。OpenAI へ送るときは
+    設定 ``providers.openai.strict_tools`` より優先する (``docs/providers.md``)。他のプロバイダは使わない。
+    """
 
     name: str
     description: str = ""
     parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """正規形の dict。"""
@@ -235,17 +230,6 @@ class ChatRequest:
     parallel_tool_calls: bool | None = None
     reasoning: ReasoningLevel = "off"
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ChatResponse:
-    """非ストリーミングのチャット応答 (ストリームの最後の :class:`StreamEnd` と同じ中身)。"""
-
-    message: Message
-    finish_reason: FinishReason
-    usage: Usage
-    model: str = ""
-    provider: str = ""
 
 
 # ---------------------------------------------------------------- ストリームのチャンク
@@ -320,10 +304,6 @@ class StreamEnd:
     model: str = ""
     provider: str = ""
 
-    def to_response(self) -> ChatResponse:
-        """非ストリーミングの応答に変換する。"""
-        return ChatResponse(self.message, self.finish_reason, self.usage, self.model, self.provider)
-
 
 StreamChunk = (
     TextDelta
@@ -361,33 +341,21 @@ class EmbeddingResponse:
 
 
 __all__ = [
+    "REASONING_LEVELS",
     "ChatRequest",
-    "ChatResponse",
-    "ConfigurationError",
     "ContentPart",
     "EmbeddingRequest",
     "EmbeddingResponse",
     "EmbeddingTask",
     "FinishReason",
     "ImagePart",
-    "LLMRouterError",
     "Message",
-    "MissingCredentialError",
-    "ModelNotFoundError",
-    "ProviderAuthError",
-    "ProviderBadRequestError",
-    "ProviderError",
-    "ProviderRateLimitedError",
     "ProviderState",
-    "ProviderStreamBrokenError",
-    "ProviderTimeoutError",
-    "ProviderUnavailableError",
     "ReasoningDelta",
     "ReasoningEnd",
     "ReasoningLevel",
     "ReasoningPart",
     "ReasoningStart",
-    "RequestCancelled",
     "Role",
     "StreamChunk",
     "StreamEnd",
@@ -402,4 +370,5 @@ __all__ = [
     "ToolResult",
     "Usage",
     "UsageUpdate",
+    *_error_names,
 ]

@@ -123,6 +123,7 @@ class UsageMetadata(TypedDict, total=False):
     """使用量 (ストリームではチャンクごとの累計値)。``totalTokenCount`` は思考の分も含む。"""
 
     promptTokenCount: int
+    toolUsePromptTokenCount: int
     candidatesTokenCount: int
     thoughtsTokenCount: int
     totalTokenCount: int
@@ -161,7 +162,13 @@ class EmbedContentRequest(TypedDict, total=False):
     outputDimensionality: int
 
 
-class BatchEmbedContentsResponse(TypedDict):
+class BatchEmbedContentsRequest(TypedDict):
+    """``:batchEmbedContents`` の本文。"""
+
+    requests: list[EmbedContentRequest]
+
+
+class BatchEmbedContentsResponse(TypedDict, total=False):
     """``:batchEmbedContents`` の応答 (入力と同じ順)。"""
 
     embeddings: list[dict[str, list[float]]]

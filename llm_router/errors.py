@@ -1,0 +1,152 @@
+"""共有のエラー型 (llm_router のただ 1 つのエラーの木)。
+
+依存を持たない葉のモジュール: ``config`` も ``core`` も、互いを読み込まずにここを使える。
+``llm_router.core.schemas.errors`` は同じ型をそのまま再輸出する (既存の import のため)。
+
+木構造::
+
+    LLMRouterError
+    ├── ConfigurationError
+    │   └── MissingCredentialError        (設定すべき .env 変数名を含む)
+    ├── RequestCancelled                  (キャンセルトークンで中断された)
+    └── ProviderError                     (provider, status, retryable, code)
+        ├── ProviderAuthError             provider_auth
+        ├── ProviderRateLimitedError      provider_rate_limited (retry_after_s)
+        ├── ProviderUnavailableError      provider_unavailable  (retry_after_s)
+        ├── ProviderBadRequestError       provider_bad_request
+        │   └── ModelNotFoundError        (提供終了など、404 のモデル)
+        ├── ProviderStreamBrokenError     provider_stream_broken
+        └── ProviderTimeoutError          timeout
+
+``code`` はプロトコル (``docs/protocol.md`` の ``run_error``) のエラーコードと一致する。
+メッセージにはプロバイダ自身の文言を残すが、API キーは決して含めない。
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "LLMRouterError",
+    "MissingCredentialError",
+    "ModelNotFoundError",
+    "ProviderAuthError",
+    "ProviderBadRequestError",
+    "ProviderError",
+    "ProviderRateLimitedError",
+    "ProviderStreamBrokenError",
+    "ProviderTimeoutError",
+    "ProviderUnavailableError",
+    "RequestCancelled",
+]
+
+
+class LLMRouterError(Exception):
+    """llm_router のすべての例外の基底。"""
+
+    code = "internal"
+
+    def __init__(self, message: str) -> None:
+        """メッセージを受け取る。"""
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigurationError(LLMRouterError):
+    """設定の誤り (未知のプロバイダ、不正なモデル名など)。"""
+
+    code = "invalid_payload"
+
+
+class MissingCredentialError(ConfigurationError):
+    """必要な API キーが無い。設定すべき環境変数名をメッセージに含める。"""
+
+    def __init__(self, provider: str, variables: tuple[str, ...] | list[str]) -> None:
+        """プロバイダ名と、キーを読む環境変数名を受け取る。"""
+        names = " または ".join(variables)
+        super().__init__(
+            f"provider '{provider}' needs an API key: set {names} in .env "
+            f"(プロバイダ '{provider}' の API キーがありません: .env に {names} を設定してください)"
+        )
+        self.provider = provider
+        self.variables = tuple(variables)
+
+
+class RequestCancelled(LLMRouterError):
+    """キャンセルトークンによってリクエストが中断された。"""
+
+    code = "cancelled"
+
+
+class ProviderError(LLMRouterError):
+    """プロバイダ呼び出しの失敗。"""
+
+    code = "provider_unavailable"
+    default_retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        status: int | None = None,
+        retryable: bool | None = None,
+        retry_after_s: float | None = None,
+        error_type: str | None = None,
+    ) -> None:
+        """プロバイダの文言、HTTP ステータス、再試行の可否などを受け取る。"""
+        super().__init__(message)
+        self.provider = provider
+        self.status = status
+        self.retryable = self.default_retryable if retryable is None else retryable
+        self.retry_after_s = retry_after_s
+        self.error_type = error_type
+
+    def __str__(self) -> str:
+        """``provider (status): message`` の形の文字列。"""
+        where = self.provider or "provider"
+        status = f" {self.status}" if self.status else ""
+        return f"{where}{status}: {self.message}"
+
+
+class ProviderAuthError(ProviderError):
+    """認証・権限の失敗 (401 / 403、Gemini の API_KEY_INVALID)。"""
+
+    code = "provider_auth"
+
+
+class ProviderRateLimitedError(ProviderError):
+    """レート制限 (429)。``retry_after_s`` があれば従う。quota 切れは再試行しない。"""
+
+    code = "provider_rate_limited"
+    default_retryable = True
+
+
+class ProviderUnavailableError(ProviderError):
+    """一時的な障害・過負荷 (5xx、529、接続失敗)。"""
+
+    code = "provider_unavailable"
+    default_retryable = True
+
+
+class ProviderBadRequestError(ProviderError):
+    """リクエストの誤り (400 / 404 / 422 など)。再試行しない。"""
+
+    code = "provider_bad_request"
+
+
+class ModelNotFoundError(ProviderBadRequestError):
+    """モデルが存在しない、または提供終了 (404)。"""
+
+
+class ProviderStreamBrokenError(ProviderError):
+    """ストリームが途中で壊れた (接続断、ストリーム内のエラーイベント、不正なフレーム)。"""
+
+    code = "provider_stream_broken"
+    default_retryable = True
+
+
+class ProviderTimeoutError(ProviderError):
+    """接続または読み取りのタイムアウト。"""
+
+    code = "timeout"
+    default_retryable = True
