@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from llm_router.core.schemas.errors import ConfigurationError, ProviderStreamBrokenError
+from llm_router.core.tokens import estimate_tokens as estimate_text_tokens
 from llm_router.rag.hashing_embedder import hash_embed
 
 if TYPE_CHECKING:
@@ -57,12 +58,8 @@ def normalize_rows(matrix: np.ndarray) -> np.ndarray:
 
 
 def estimate_tokens(texts: list[str]) -> int:
-    """トークン数の粗い推定 (プロバイダが数を返さないとき): ASCII は 4 文字、それ以外は 1 文字で 1 トークン。"""
-    total = 0
-    for text in texts:
-        ascii_chars = sum(1 for c in text if ord(c) < 128)
-        total += ascii_chars // 4 + (len(text) - ascii_chars)
-    return total
+    """トークン数の粗い推定 (プロバイダが数を返さないとき)。規則は ``llm_router.core.tokens`` の 1 つだけ。"""
+    return sum(estimate_text_tokens(text) for text in texts)
 
 
 def split_spec(spec: str) -> tuple[str, str]:
