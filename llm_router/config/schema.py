@@ -106,9 +106,9 @@ class ServerConfig:
     # 使われていないスレッドを消す見回りの間隔 (バックグラウンドのタイマー)
     thread_sweep_interval_s: float = 60.0
     # 1 つの主体が持てるスレッドの数 (超える start は、ソケットもランも無い最古のスレッドを消すか limit_reached)
-    max_threads_per_principal: int = 100
+    max_threads_per_principal: int = 1000
     # 1 つの主体が同時に動かせるランの数 (超える user_message は limit_reached)
-    max_active_runs_per_principal: int = 4
+    max_active_runs_per_principal: int = 32
     rate_limit_per_minute: int = 600
     log_level: str = "INFO"
 
