@@ -132,14 +132,19 @@ class ThreadRegistry:
         if existing is not None and existing.owner != principal:
             raise ProtocolError(FORBIDDEN, f"thread '{thread_id}' belongs to another principal")
         config, warnings = self.config_builder.build(payload, existing.config if existing else None)
-        record = self._create_or_get(thread_id, principal, config)
         with self._lock:
             self._sid_threads.setdefault(sid, set()).add(thread_id)
-        with record.lock:
-            record.config = config
-            record.sids.add(sid)
-            record.detached_at = None
-            record.last_activity = time.monotonic()
+        while True:
+            record = self._create_or_get(thread_id, principal, config)
+            with record.lock:
+                record.config = config
+                record.sids.add(sid)
+                record.detached_at = None
+                record.last_activity = time.monotonic()
+            # 見回りや上限で消されるのは、スレッドのロックの下でソケットが無いと確かめたものだけ。
+            # ソケットを足す前に消されていたら、新しく作り直す
+            if self._threads.get(thread_id) is record:
+                break
         last_seq, resume_warnings = record.emitter.attach(sid, payload.resume_after_seq)
         if not self.socketio.server.manager.is_connected(sid, NAMESPACE):
             # ハンドラは並行に動くので、このソケットの切断処理が先に終わっていることがある: その分を片付ける
@@ -166,7 +171,8 @@ class ThreadRegistry:
                     thread_id, self.socketio, log, lambda run_id: self._run_end(record, run_id)
                 )
                 self._threads[thread_id] = record
-                owned[thread_id] = None
+                # 消した結果その主体の表が空になって外れていることがあるので、引き直して足す
+                self._owned.setdefault(principal, {})[thread_id] = None
         if record.owner != principal:
             raise ProtocolError(FORBIDDEN, f"thread '{thread_id}' belongs to another principal")
         return record
@@ -186,23 +192,34 @@ class ThreadRegistry:
             with other.lock:
                 if not other.sids and other.active is None:
                     idle.append((other.last_activity, tid))
-        if len(owned) - len(idle) >= limit:
+        idle.sort()
+        for _, tid in idle:
+            if len(owned) < limit:
+                return
+            self._forget(tid)
+        if len(owned) >= limit:
             raise ProtocolError(
                 LIMIT_REACHED,
                 f"this principal already has {len(owned)} threads in use (server.max_threads_per_principal = {limit})",
             )
-        idle.sort()
-        for _, tid in idle[: len(owned) - limit + 1]:
-            self._forget(tid)
 
-    def _forget(self, thread_id: str) -> None:
-        """(登録簿のロックの下で) スレッドを登録簿から消す。"""
-        record = self._threads.pop(thread_id, None)
-        if record is not None:
-            owned = self._owned.get(record.owner, {})
-            owned.pop(thread_id, None)
-            if not owned:
-                self._owned.pop(record.owner, None)
+    def _forget(self, thread_id: str) -> bool:
+        """(登録簿のロックの下で) ソケットもランも無いスレッドを登録簿から消す。消したら真。
+
+        確かめるのと消すのを同じスレッドのロックの下で行うので、同時の ``start`` がソケットを足したスレッドは消さない。
+        """
+        record = self._threads.get(thread_id)
+        if record is None:
+            return False
+        with record.lock:
+            if record.sids or record.active is not None:
+                return False
+            del self._threads[thread_id]
+        owned = self._owned.get(record.owner, {})
+        owned.pop(thread_id, None)
+        if not owned:
+            self._owned.pop(record.owner, None)
+        return True
 
     def _run_end(self, record: ThreadRecord, run_id: str | None) -> None:
         """ラン終了の直前 (送出のロックの下): アクティブから外し、主体の動いているランの数を 1 つ減らす。"""
@@ -233,8 +250,7 @@ class ThreadRegistry:
     # ------------------------------------------------------------ user_message
 
     def user_message(self, sid: str, principal: str, payload: UserMessagePayload) -> dict[str, Any]:
-        """ランを 1 つ始める (スレッドに実行中のランがあれば ``run_in_progress``)。"""
-
+        """ランを 1 つ始める (スレッドに実行中のランがあれば ``run_in_progress``、主体のランが上限なら ``limit_reached``)。"""
         record = self.get(payload.thread_id, principal)
         if self._closing:
             raise ProtocolError(RUN_IN_PROGRESS, "the server is shutting down")
@@ -247,16 +263,15 @@ class ThreadRegistry:
         # 主体のランの枠を先に取る (登録簿のロックはスレッドのロックの外で)。このスレッドで先を越されたら返す
         self._reserve_run(principal)
         try:
-            self._begin_run(record, payload, run_id)
+            run = self._begin_run(record, payload, run_id)
         except BaseException:
             self._release_run(principal)
             raise
-        run = record.active
         self.socketio.start_background_task(self._execute, record, run, run_id)
         return user_message_ack(run_id)
 
-    def _begin_run(self, record: ThreadRecord, payload: UserMessagePayload, run_id: str) -> None:
-        """(枠を取った後) スレッドのロックの下で、もう一度確かめてからランを作ってアクティブにする。"""
+    def _begin_run(self, record: ThreadRecord, payload: UserMessagePayload, run_id: str) -> Any:
+        """(枠を取った後) スレッドのロックの下で、もう一度確かめてからランを作ってアクティブにし、返す。"""
         from llm_router.agent import AgentRun
 
         with record.lock:
@@ -277,6 +292,7 @@ class ThreadRegistry:
             record.active, record.active_run_id = run, run_id
             record.run_ids.append(run_id)
             record.last_activity = time.monotonic()
+        return run
 
     @staticmethod
     def _apply_config(record: ThreadRecord) -> None:
@@ -406,9 +422,7 @@ class ThreadRegistry:
                 with r.lock:
                     if not r.sids and r.active is None and now - r.last_activity > ttl:
                         stale.append(tid)
-            for tid in stale:
-                self._forget(tid)
-        return stale
+            return [tid for tid in stale if self._forget(tid)]
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """全ランを ``shutdown`` でキャンセルし、終わるまで (最大 ``timeout`` 秒) 待つ。"""

@@ -96,3 +96,23 @@ def test_active_run_cap_refuses_with_limit_reached_until_a_run_ends(app_and_sock
     assert second["ok"], second
     wait_until(lambda: seen.find("run_finished", second["run_id"]), timeout=10)
     client.disconnect(namespace=NS)
+
+
+def test_thread_cap_of_one_keeps_counting_after_an_eviction():
+    """上限 1: 空いた最古を消して作った後も数え続ける (消した直後の 3 つ目の start は limit_reached)。"""
+    settings = load_settings(
+        ["server.async_mode=threading", "server.max_threads_per_principal=1"], env_file=None, environ={}
+    )
+    app, socketio = create_app(settings)
+    registry = app.extensions["llm_router"].registry
+    first = socketio.test_client(app, namespace=NS)
+    assert _call(first, "start", {"thread_id": "one"})["ok"]
+    first.disconnect(namespace=NS)
+    second = socketio.test_client(app, namespace=NS)
+    assert _call(second, "start", {"thread_id": "two"})["ok"]
+    assert set(registry._threads) == {"two"}
+    refused = _call(second, "start", {"thread_id": "three"})
+    assert refused["ok"] is False and refused["error"]["code"] == "limit_reached"
+    assert set(registry._threads) == {"two"}
+    second.disconnect(namespace=NS)
+    registry.shutdown(1)
