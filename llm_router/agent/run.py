@@ -48,6 +48,8 @@ class AgentRun:
         self._user = Message.user(user_content)
         self._user_added = False
         self._started = False
+        # 失敗でユーザーメッセージを履歴から外したか (run_error の rolled_back)
+        self.rolled_back = False
         server_names = thread.server_tools if thread.server_tools is not None else list(agent_config.server_tools)
         settings = getattr(router, "settings", None)
         secrets = tuple(settings.secrets.all_values()) if settings is not None else ()
@@ -160,8 +162,8 @@ class AgentRun:
                 ctx.events.run_finished(outcome.finish_reason, ctx.total_usage(), outcome.text)
             elif isinstance(outcome, Failed):
                 ctx.discard_step()
-                rolled_back = self._roll_back()
-                ctx.events.run_error(outcome.error, ctx.total_usage(), rolled_back)
+                self.rolled_back = self._roll_back()
+                ctx.events.run_error(outcome.error, ctx.total_usage(), self.rolled_back)
             elif isinstance(outcome, Cancelled):
                 self._finalize_cancel()
                 ctx.events.run_cancelled(outcome.reason, ctx.total_usage())

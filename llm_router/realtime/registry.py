@@ -324,7 +324,11 @@ class ThreadRegistry:
             }
             usage = {"input_tokens": 0, "output_tokens": 0, "reasoning_tokens": 0}
             try:
-                record.emitter.emit("run_error", run_id, {"error": error, "usage": usage, "rolled_back": False})
+                record.emitter.emit(
+                    "run_error",
+                    run_id,
+                    {"error": error, "usage": usage, "rolled_back": bool(getattr(run, "rolled_back", False))},
+                )
             finally:
                 # 送出まで失敗しても、スレッドを run_in_progress のまま残さない
                 self._run_end(record, run_id)
