@@ -27,10 +27,15 @@ def router_server(
 ) -> ServerProcess:
     """llm_router を起動する。``openai_base_url`` があれば偽の OpenAI を既定のモデルにする。
 
-    レート制限はベンチマークの邪魔にならないよう大きくし、ログは WARNING 以上にする
-    (本番の既定 INFO でも 1 イベントごとのログ行は無い: DESIGN.md の性能目標)。
+    レート制限と主体ごとの上限 (全クライアントが同じ主体になる: トークン無し) はベンチマークの邪魔にならないよう
+    外し、ログは WARNING 以上にする (本番の既定 INFO でも 1 イベントごとのログ行は無い)。
     """
-    overrides = ["server.rate_limit_per_minute=100000000", "server.log_level=WARNING"]
+    overrides = [
+        "server.rate_limit_per_minute=100000000",
+        "server.log_level=WARNING",
+        "server.max_threads_per_principal=0",
+        "server.max_active_runs_per_principal=0",
+    ]
     secrets: dict[str, str] = {}
     if openai_base_url:
         overrides += [f"providers.openai.base_url={openai_base_url}", f"agent.model={OPENAI_MODEL}"]

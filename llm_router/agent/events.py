@@ -45,12 +45,16 @@ class RunEvents:
             return True
 
     def finish(self, event_type: str, fields: dict[str, Any]) -> bool:
-        """終わりのイベントを 1 回だけ送る (履歴の確定は呼び手が同じロックの下で先に行う)。"""
+        """終わりのイベントを 1 回だけ送る (履歴の確定は呼び手が同じロックの下で先に行う)。
+
+        ``closed`` にするのは送出が成功した後だけ。送出が例外を投げたら閉じずにその例外を上げるので、
+        呼び手は別の終わりのイベント (``run_error``) を送り直せる (終わりのイベントの無いランを残さない)。
+        """
         with self.lock:
             if self.closed:
                 return False
-            self.closed = True
             self._sink.emit(event_type, self.run_id, redact_value(fields, self._secrets))
+            self.closed = True
             return True
 
     # ------------------------------------------------------------ 実行とステップ
@@ -58,6 +62,13 @@ class RunEvents:
     def run_started(self, model: str, max_steps: int) -> bool:
         """``run_started`` を送る。"""
         return self.emit("run_started", {"model": model, "max_steps": max_steps})
+
+    def context_trimmed(self, step: int, dropped_messages: int, estimated_tokens: int) -> bool:
+        """``context_trimmed`` を送る (このステップのリクエストから古いターンを外した)。"""
+        return self.emit(
+            "context_trimmed",
+            {"step": step, "dropped_messages": dropped_messages, "estimated_tokens": estimated_tokens},
+        )
 
     def step_started(self, step: int, model: str) -> bool:
         """``step_started`` を送る (step は 1 始まり)。"""
@@ -149,9 +160,12 @@ class RunEvents:
         """``run_finished`` を送る (finish_reason は stop / max_steps / length)。"""
         return self.finish("run_finished", {"finish_reason": finish_reason, "usage": usage.to_dict(), "text": text})
 
-    def run_error(self, error: dict[str, Any], usage: Usage) -> bool:
-        """``run_error`` を送る (error は code / message / provider / retryable / phase)。"""
-        return self.finish("run_error", {"error": error, "usage": usage.to_dict()})
+    def run_error(self, error: dict[str, Any], usage: Usage, rolled_back: bool = False) -> bool:
+        """``run_error`` を送る (error は code / message / provider / retryable / phase)。
+
+        ``rolled_back`` は、完了したステップが 1 つも無かったのでユーザーメッセージを履歴から外したこと。
+        """
+        return self.finish("run_error", {"error": error, "usage": usage.to_dict(), "rolled_back": rolled_back})
 
     def run_cancelled(self, reason: str, usage: Usage) -> bool:
         """``run_cancelled`` を送る (usage はそこまでに消費した分)。"""

@@ -48,6 +48,8 @@ class AgentRun:
         self._user = Message.user(user_content)
         self._user_added = False
         self._started = False
+        # 失敗でユーザーメッセージを履歴から外したか (run_error の rolled_back)
+        self.rolled_back = False
         server_names = thread.server_tools if thread.server_tools is not None else list(agent_config.server_tools)
         settings = getattr(router, "settings", None)
         secrets = tuple(settings.secrets.all_values()) if settings is not None else ()
@@ -90,14 +92,18 @@ class AgentRun:
         Returns:
             まだ終わっていない実行に取り消しを受け付けたら真 (何度呼んでもよい)。
         """
-        if self.done:
-            return False
-        if mode == "after_step":
-            if self.ctx.after_step is None:
-                self.ctx.after_step = reason
-            return True
+        with self.ctx.events.lock:
+            # 終わったかどうかの判定と run_cancelled の送出を同じロックの下で行う: 真を返すなら、
+            # このランの終わりのイベントは必ず run_cancelled (直前に run_finished が出ていることはない)
+            if self.done:
+                return False
+            if mode == "after_step":
+                if self.ctx.after_step is None:
+                    self.ctx.after_step = reason
+                return True
+            self._end(Cancelled(reason))
+        # 上流のソケットを閉じ、待ちをほどく (ロックの外で: コールバックが別のロックを取ってもよいように)
         self.ctx.token.cancel(reason)
-        self._end(Cancelled(reason))
         return True
 
     # ------------------------------------------------------------ ループ
@@ -105,14 +111,12 @@ class AgentRun:
     def run(self) -> None:
         """実行する (ブロックする)。終わりのイベントを必ず 1 つ送る。"""
         try:
-            self._end(self._loop())
-        except Exception as exc:
-            logger.exception("agent run %s failed", self.run_id)
-            self._end(
-                Failed(
-                    error_payload(exc, "tool" if self.ctx.progress.assistant else "before_output", "", self.ctx.secrets)
-                )
-            )
+            try:
+                self._end(self._loop())
+            except Exception as exc:
+                logger.exception("agent run %s failed", self.run_id)
+                phase = "tool" if self.ctx.progress.assistant else "before_output"
+                self._end(Failed(error_payload(exc, phase, "", self.ctx.secrets)))
         finally:
             self.ctx.client_calls.close_all()
 
@@ -158,10 +162,29 @@ class AgentRun:
                 ctx.events.run_finished(outcome.finish_reason, ctx.total_usage(), outcome.text)
             elif isinstance(outcome, Failed):
                 ctx.discard_step()
-                ctx.events.run_error(outcome.error, ctx.total_usage())
+                self.rolled_back = self._roll_back()
+                ctx.events.run_error(outcome.error, ctx.total_usage(), self.rolled_back)
             elif isinstance(outcome, Cancelled):
                 self._finalize_cancel()
                 ctx.events.run_cancelled(outcome.reason, ctx.total_usage())
+
+    def _roll_back(self) -> bool:
+        """(ロックの下で) 完了したステップが 1 つも無ければ、この実行のユーザーメッセージを履歴から外す。
+
+        そうすれば次の ``user_message`` は、プロバイダが前に受け付けた履歴の上で送られる
+        (失敗した入力 — 大きすぎる画像や文脈のあふれ — が残ってスレッドが使えなくなることがない)。
+        """
+        if self.ctx.committed_steps:
+            return False
+        if not self._user_added:
+            return True
+        history = self.thread.history
+        for index in range(len(history) - 1, -1, -1):
+            if history[index] is self._user:
+                del history[index]
+                break
+        self._user_added = False
+        return True
 
     def _finalize_cancel(self) -> None:
         """(ロックの下で) 取り消し時の履歴: 部分テキストは ``interrupted``、答えの無い呼び出しには "cancelled"。"""

@@ -89,6 +89,8 @@ _NEXT_MODEL = object()
 def run_step(ctx: RunContext, step: int) -> Outcome:
     """ステップ ``step`` を 1 つ進め、次に何が起こるかを返す。"""
     ctx.progress.begin(step)
+    if not announce_trim(ctx, step):
+        return Cancelled(ctx.token.reason or "client")
     if not ctx.events.step_started(step, ctx.route.spec):
         return Cancelled(ctx.token.reason or "client")
     result = ModelCall(ctx, step).run()
@@ -108,6 +110,18 @@ def run_step(ctx: RunContext, step: int) -> Outcome:
     if step >= ctx.max_steps:
         return Finished("max_steps", result.message.text())
     return Continue()
+
+
+def announce_trim(ctx: RunContext, step: int) -> bool:
+    """このステップのリクエストで古いターンを外すなら、ステップの最初 (``step_started`` の前) に
+    ``context_trimmed`` を送る。切り替え先のモデルで外す数が変わったときは :meth:`ModelCall._stream` が
+    そのリクエストの前にもう 1 回送る。実行が既に終わっていれば偽。
+    """
+    ctx.build_request(ctx.route.model)
+    dropped, estimated = ctx.trimmed
+    if not dropped:
+        return not ctx.events.closed
+    return ctx.events.context_trimmed(step, dropped, estimated)
 
 
 class ModelCall:
@@ -164,7 +178,10 @@ class ModelCall:
         """1 回ストリームを読み切り、チャンクをイベントにする。"""
         self._new_attempt()
         client = self.ctx.router.client(route.provider)
+        announced = self.ctx.trimmed[0]
         request = self.ctx.build_request(route.model)
+        if self.ctx.trimmed[0] != announced:
+            self.ctx.events.context_trimmed(self.step, *self.ctx.trimmed)
         stream = client.chat_stream(request, cancel=self.ctx.token, on_retry=self._on_retry)
         try:
             for chunk in stream:

@@ -39,6 +39,8 @@ class ModelOptions:
     reasoning_style: str | None = None
     retired: bool = False
     note: str = ""
+    # このモデルの文脈の大きさ (トークン)。None ならプロバイダの ``context_tokens``
+    context_tokens: int | None = None
 
 
 @dataclass
@@ -55,6 +57,8 @@ class ProviderConfig:
     # 同時に開いておく接続の数 (同じプロバイダへの同時ストリーム数より大きくする)
     pool_maxsize: int = 256
     default_max_tokens: int = 1024
+    # モデルの文脈の大きさ (トークン) の既定。models.<パターン>.context_tokens が優先。0 なら切り詰めない
+    context_tokens: int = 128000
     retry: RetryConfig = field(default_factory=RetryConfig)
     schema_mode: str = "json_schema"
     strict_tools: bool = False
@@ -99,7 +103,15 @@ class ServerConfig:
     max_connections: int = 1024
     event_log_max_events: int = 10000
     event_log_max_age_s: float = 3600.0
+    # スレッドごとのイベントログの JSON の長さの合計の上限 (0 なら無制限)
+    event_log_max_bytes: int = 8388608
     thread_idle_ttl_s: float = 86400.0
+    # 使われていないスレッドを消す見回りの間隔 (バックグラウンドのタイマー)
+    thread_sweep_interval_s: float = 60.0
+    # 1 つの主体が持てるスレッドの数 (超える start は、ソケットもランも無い最古のスレッドを消すか limit_reached)
+    max_threads_per_principal: int = 1000
+    # 1 つの主体が同時に動かせるランの数 (超える user_message は limit_reached)
+    max_active_runs_per_principal: int = 32
     rate_limit_per_minute: int = 600
     log_level: str = "INFO"
 

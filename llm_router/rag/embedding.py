@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from llm_router.core.schemas.errors import ConfigurationError, ProviderStreamBrokenError
+from llm_router.core.tokens import estimate_tokens
 from llm_router.rag.hashing_embedder import hash_embed
 
 if TYPE_CHECKING:
@@ -54,15 +55,6 @@ def normalize_rows(matrix: np.ndarray) -> np.ndarray:
     matrix = np.asarray(matrix, dtype=np.float32)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
-
-
-def estimate_tokens(texts: list[str]) -> int:
-    """トークン数の粗い推定 (プロバイダが数を返さないとき): ASCII は 4 文字、それ以外は 1 文字で 1 トークン。"""
-    total = 0
-    for text in texts:
-        ascii_chars = sum(1 for c in text if ord(c) < 128)
-        total += ascii_chars // 4 + (len(text) - ascii_chars)
-    return total
 
 
 def split_spec(spec: str) -> tuple[str, str]:
@@ -108,7 +100,7 @@ class HashingEmbedder:
 
     def embed(self, texts: list[str], task: str, cancel: CancelToken | None = None) -> EmbeddingResult:
         """テキストを埋め込む (``task`` は使わない)。"""
-        return EmbeddingResult(hash_embed(texts, self.dimension or 0), estimate_tokens(texts), True)
+        return EmbeddingResult(hash_embed(texts, self.dimension or 0), sum(estimate_tokens(t) for t in texts), True)
 
 
 class ClientEmbedder:
@@ -140,7 +132,7 @@ class ClientEmbedder:
         tokens = int(getattr(response.usage, "input_tokens", 0) or 0)
         if tokens:
             return EmbeddingResult(normalize_rows(vectors), tokens)
-        return EmbeddingResult(normalize_rows(vectors), estimate_tokens(texts), True)
+        return EmbeddingResult(normalize_rows(vectors), sum(estimate_tokens(t) for t in texts), True)
 
 
 def make_embedder(settings: Settings, spec: str, router: Any = None) -> HashingEmbedder | ClientEmbedder:

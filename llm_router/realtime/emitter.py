@@ -1,8 +1,8 @@
 """スレッドのイベント送出: ``seq`` を付ける唯一の場所。ログへの追加とスレッドのルームへの送信を同じロックの下で行う。
 
 エージェントループの ``EventSink`` を満たす (``emit(event_type, run_id, fields)``)。
-1 イベントあたりの処理は、封筒の dict を 1 つ作る・deque に足す・Socket.IO の送信キューに積む、だけ
-(履歴の JSON 化も INFO ログもしない。DESIGN.md の性能目標)。Socket.IO の ``emit`` はソケットの送信キューに
+1 イベントあたりの処理は、封筒の dict を 1 つ作る・deque に足す (バイト数の上限のためにそのイベントだけを
+JSON にして長さを測る)・Socket.IO の送信キューに積む、だけ (履歴の JSON 化も INFO ログもしない)。Socket.IO の ``emit`` はソケットの送信キューに
 積むだけでネットワーク I/O を待たないので、ロックを持ったまま呼んでよい。
 
 再開 (:meth:`ThreadEmitter.attach`) も同じロックの下で「ルームへの参加」と「ログの再送」を行うので、
@@ -34,7 +34,7 @@ class ThreadEmitter:
         thread_id: スレッド ID。
         socketio: Flask-SocketIO の ``SocketIO`` (``emit`` と ``server.enter_room`` を使う)。
         log: このスレッドのイベントログ。
-        on_run_end: ラン終了イベントを送る直前に呼ぶ関数 (登録簿がアクティブなランを外す)。
+        on_run_end: ラン終了イベントを送る直前に、送出のロックの下で呼ぶ関数 (登録簿がアクティブなランを外す)。
             送る前に外すので、``run_finished`` を受け取ったクライアントがすぐ次の ``user_message`` を
             送っても ``run_in_progress`` にならない。
     """
@@ -56,9 +56,11 @@ class ThreadEmitter:
 
     def emit(self, event_type: str, run_id: str | None, fields: dict[str, Any]) -> None:
         """封筒 (``type`` / ``thread_id`` / ``run_id`` / ``seq`` / ``ts``) を付け、ログに足し、ルームへ送る。"""
-        if event_type in RUN_END_EVENTS and self._on_run_end is not None:
-            self._on_run_end(run_id)
         with self.lock:
+            # アクティブなランを外すのも送出のロックの下で: 外れた直後に別のソケットが始めたランの
+            # run_started は、このロックを待つので必ずこの終わりのイベントより後の seq になる
+            if event_type in RUN_END_EVENTS and self._on_run_end is not None:
+                self._on_run_end(run_id)
             event = {
                 "type": event_type,
                 "thread_id": self.thread_id,

@@ -16,6 +16,7 @@ UNKNOWN_TOOL_CALL = "unknown_tool_call"
 NOT_AWAITING = "not_awaiting"
 PAYLOAD_TOO_LARGE = "payload_too_large"
 RATE_LIMITED = "rate_limited"
+LIMIT_REACHED = "limit_reached"
 INTERNAL = "internal"
 
 # ack に現れるエラーコード (run_error の中のコードは core.schemas.errors の各例外の ``code``)
@@ -30,6 +31,7 @@ ACK_ERROR_CODES = (
     NOT_AWAITING,
     PAYLOAD_TOO_LARGE,
     RATE_LIMITED,
+    LIMIT_REACHED,
     INTERNAL,
 )
 

@@ -1,9 +1,15 @@
 """スレッド登録簿: スレッドを ID で持ち、所有者 (主体)、設定、実行中のラン (1 つだけ)、イベントログを管理する。
 
 ハンドラ (``routes.py``) は並行に動く (``async_handlers=True``) ので、状態の変更はスレッドごとのロックで直列化する。
-ロックの順序は「ランのイベントのロック → スレッドのロック → 送出のロック」。ハンドラはスレッドのロックを
-持ったままランのメソッド (``cancel`` / ``submit_tool_result``) を呼ばない (逆順になり得るため)。
-ネットワーク I/O の間はどのロックも持たない。
+ロックの順序は「ランのイベントのロック → 送出のロック → スレッドのロック」と「登録簿のロック → スレッドのロック」。
+ラン終了でアクティブを外す処理 (:meth:`ThreadRecord.run_end`) は送出のロックの下で呼ばれる。
+ハンドラはスレッドのロックを持ったままランのメソッド (``cancel`` / ``submit_tool_result``) も送出も呼ばず、
+スレッドのロックの下で登録簿のロックを取らない。ネットワーク I/O の間はどのロックも持たない。
+
+上限 (docs/protocol.md「上限」): 主体ごとのスレッド数 ``server.max_threads_per_principal`` (超える ``start`` は、
+ソケットもランも無いその主体の最古のスレッドを消して通す。そういうスレッドが無ければ ``limit_reached``)、
+主体ごとの同時のラン数 ``server.max_active_runs_per_principal`` (超える ``user_message`` は ``limit_reached``)。
+使われていないスレッドは ``server.thread_sweep_interval_s`` ごとのバックグラウンドの見回りで消す。
 
 ランは ``socketio.start_background_task`` で動く。ソケットが切れてもランは続き、スレッドのソケットが
 ``agent.disconnect_timeout_s`` の間 1 つも無ければ ``disconnect_timeout`` でキャンセルする。
@@ -23,6 +29,7 @@ from llm_router.realtime.emitter import NAMESPACE, ThreadEmitter
 from llm_router.realtime.event_log import EventLog
 from llm_router.realtime.schemas import (
     FORBIDDEN,
+    LIMIT_REACHED,
     NO_ACTIVE_RUN,
     NOT_AWAITING,
     RUN_IN_PROGRESS,
@@ -44,7 +51,6 @@ from llm_router.realtime.thread_config import ThreadConfig, ThreadConfigBuilder
 logger = logging.getLogger(__name__)
 
 RUN_IDS_KEPT = 256
-SWEEP_INTERVAL_S = 60.0
 
 
 @dataclass
@@ -64,13 +70,15 @@ class ThreadRecord:
     last_activity: float = field(default_factory=time.monotonic)
     detached_at: float | None = None
 
-    def run_end(self, run_id: str | None) -> None:
-        """ラン終了イベントの直前に呼ばれ、そのランをアクティブから外す。"""
+    def run_end(self, run_id: str | None) -> bool:
+        """ラン終了イベントの直前に (送出のロックの下で) 呼ばれ、そのランをアクティブから外す。外したら真。"""
         with self.lock:
             if run_id is not None and self.active_run_id == run_id:
                 self.active = None
                 self.active_run_id = None
                 self.last_activity = time.monotonic()
+                return True
+            return False
 
 
 class ThreadRegistry:
@@ -92,8 +100,11 @@ class ThreadRegistry:
         self.config_builder = ThreadConfigBuilder(router, tools, settings)
         self._threads: dict[str, ThreadRecord] = {}
         self._sid_threads: dict[str, set[str]] = {}
+        # 主体 → その主体のスレッド ID (作った順)。主体 → 動いているランの数。どちらも登録簿のロックの下で
+        self._owned: dict[str, dict[str, None]] = {}
+        self._active_runs: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._last_sweep = time.monotonic()
+        self._sweeper_started = False
         self._closing = False
 
     # ------------------------------------------------------------ 参照
@@ -115,20 +126,25 @@ class ThreadRegistry:
 
     def start(self, sid: str, principal: str, payload: StartPayload) -> dict[str, Any]:
         """スレッドを開く、または再接続する。設定を検証してから反映し、ルームに入れて再送する。"""
-        self._sweep()
+        self._start_sweeper()
         thread_id = payload.thread_id or "thr_" + uuid.uuid4().hex[:20]
         existing = self._threads.get(thread_id)
         if existing is not None and existing.owner != principal:
             raise ProtocolError(FORBIDDEN, f"thread '{thread_id}' belongs to another principal")
         config, warnings = self.config_builder.build(payload, existing.config if existing else None)
-        record = self._create_or_get(thread_id, principal, config)
         with self._lock:
             self._sid_threads.setdefault(sid, set()).add(thread_id)
-        with record.lock:
-            record.config = config
-            record.sids.add(sid)
-            record.detached_at = None
-            record.last_activity = time.monotonic()
+        while True:
+            record = self._create_or_get(thread_id, principal, config)
+            with record.lock:
+                record.config = config
+                record.sids.add(sid)
+                record.detached_at = None
+                record.last_activity = time.monotonic()
+            # 見回りや上限で消されるのは、スレッドのロックの下でソケットが無いと確かめたものだけ。
+            # ソケットを足す前に消されていたら、新しく作り直す
+            if self._threads.get(thread_id) is record:
+                break
         last_seq, resume_warnings = record.emitter.attach(sid, payload.resume_after_seq)
         if not self.socketio.server.manager.is_connected(sid, NAMESPACE):
             # ハンドラは並行に動くので、このソケットの切断処理が先に終わっていることがある: その分を片付ける
@@ -142,21 +158,99 @@ class ThreadRegistry:
         with self._lock:
             record = self._threads.get(thread_id)
             if record is None:
+                owned = self._owned.setdefault(principal, {})
+                self._make_room(principal, owned)
                 record = ThreadRecord(thread_id, principal, config, ThreadState(thread_id=thread_id))
                 server = self.settings.config.server
-                log = EventLog(server.event_log_max_events, server.event_log_max_age_s)
-                record.emitter = ThreadEmitter(thread_id, self.socketio, log, record.run_end)
+                log = EventLog(
+                    server.event_log_max_events,
+                    server.event_log_max_age_s,
+                    max_bytes=server.event_log_max_bytes,
+                )
+                record.emitter = ThreadEmitter(
+                    thread_id, self.socketio, log, lambda run_id: self._run_end(record, run_id)
+                )
                 self._threads[thread_id] = record
+                # 消した結果その主体の表が空になって外れていることがあるので、引き直して足す
+                self._owned.setdefault(principal, {})[thread_id] = None
         if record.owner != principal:
             raise ProtocolError(FORBIDDEN, f"thread '{thread_id}' belongs to another principal")
         return record
 
+    def _make_room(self, principal: str, owned: dict[str, None]) -> None:
+        """(登録簿のロックの下で) 主体のスレッドが上限に達していれば、ソケットもランも無い最古のスレッドを消す。
+
+        Raises:
+            ProtocolError: ``limit_reached`` (消せるスレッドが無い)。
+        """
+        limit = self.settings.config.server.max_threads_per_principal
+        if limit <= 0 or len(owned) < limit:
+            return
+        idle: list[tuple[float, str]] = []
+        for tid in owned:
+            other = self._threads[tid]
+            with other.lock:
+                if not other.sids and other.active is None:
+                    idle.append((other.last_activity, tid))
+        idle.sort()
+        for _, tid in idle:
+            if len(owned) < limit:
+                return
+            self._forget(tid)
+        if len(owned) >= limit:
+            raise ProtocolError(
+                LIMIT_REACHED,
+                f"this principal already has {len(owned)} threads in use (server.max_threads_per_principal = {limit})",
+            )
+
+    def _forget(self, thread_id: str) -> bool:
+        """(登録簿のロックの下で) ソケットもランも無いスレッドを登録簿から消す。消したら真。
+
+        確かめるのと消すのを同じスレッドのロックの下で行うので、同時の ``start`` がソケットを足したスレッドは消さない。
+        """
+        record = self._threads.get(thread_id)
+        if record is None:
+            return False
+        with record.lock:
+            if record.sids or record.active is not None:
+                return False
+            del self._threads[thread_id]
+        owned = self._owned.get(record.owner, {})
+        owned.pop(thread_id, None)
+        if not owned:
+            self._owned.pop(record.owner, None)
+        return True
+
+    def _run_end(self, record: ThreadRecord, run_id: str | None) -> None:
+        """ラン終了の直前 (送出のロックの下): アクティブから外し、主体の動いているランの数を 1 つ減らす。"""
+        if record.run_end(run_id):
+            self._release_run(record.owner)
+
+    def _release_run(self, principal: str) -> None:
+        """主体の動いているランの数を 1 つ減らす。"""
+        with self._lock:
+            count = self._active_runs.get(principal, 0) - 1
+            if count > 0:
+                self._active_runs[principal] = count
+            else:
+                self._active_runs.pop(principal, None)
+
+    def _reserve_run(self, principal: str) -> None:
+        """主体の動いているランの数を 1 つ増やす (上限なら ``limit_reached``)。"""
+        limit = self.settings.config.server.max_active_runs_per_principal
+        with self._lock:
+            count = self._active_runs.get(principal, 0)
+            if limit > 0 and count >= limit:
+                raise ProtocolError(
+                    LIMIT_REACHED,
+                    f"this principal already has {count} active runs (server.max_active_runs_per_principal = {limit})",
+                )
+            self._active_runs[principal] = count + 1
+
     # ------------------------------------------------------------ user_message
 
     def user_message(self, sid: str, principal: str, payload: UserMessagePayload) -> dict[str, Any]:
-        """ランを 1 つ始める (スレッドに実行中のランがあれば ``run_in_progress``)。"""
-        from llm_router.agent import AgentRun
-
+        """ランを 1 つ始める (スレッドに実行中のランがあれば ``run_in_progress``、主体のランが上限なら ``limit_reached``)。"""
         record = self.get(payload.thread_id, principal)
         if self._closing:
             raise ProtocolError(RUN_IN_PROGRESS, "the server is shutting down")
@@ -164,6 +258,25 @@ class ThreadRegistry:
             if record.active is not None:
                 raise ProtocolError(RUN_IN_PROGRESS, f"run '{record.active_run_id}' is still active in this thread")
             run_id = payload.run_id or "run_" + uuid.uuid4().hex[:20]
+            if run_id in record.run_ids:
+                raise invalid(f"run_id: '{run_id}' was already used in this thread")
+        # 主体のランの枠を先に取る (登録簿のロックはスレッドのロックの外で)。このスレッドで先を越されたら返す
+        self._reserve_run(principal)
+        try:
+            run = self._begin_run(record, payload, run_id)
+        except BaseException:
+            self._release_run(principal)
+            raise
+        self.socketio.start_background_task(self._execute, record, run, run_id)
+        return user_message_ack(run_id)
+
+    def _begin_run(self, record: ThreadRecord, payload: UserMessagePayload, run_id: str) -> Any:
+        """(枠を取った後) スレッドのロックの下で、もう一度確かめてからランを作ってアクティブにし、返す。"""
+        from llm_router.agent import AgentRun
+
+        with record.lock:
+            if record.active is not None:
+                raise ProtocolError(RUN_IN_PROGRESS, f"run '{record.active_run_id}' is still active in this thread")
             if run_id in record.run_ids:
                 raise invalid(f"run_id: '{run_id}' was already used in this thread")
             self._apply_config(record)
@@ -179,8 +292,7 @@ class ThreadRegistry:
             record.active, record.active_run_id = run, run_id
             record.run_ids.append(run_id)
             record.last_activity = time.monotonic()
-        self.socketio.start_background_task(self._execute, record, run, run_id)
-        return user_message_ack(run_id)
+        return run
 
     @staticmethod
     def _apply_config(record: ThreadRecord) -> None:
@@ -201,7 +313,7 @@ class ThreadRegistry:
         except Exception:
             logger.exception("run %s of thread %s raised", run_id, record.id)
         with record.lock:
-            dangling = record.active_run_id == run_id
+            dangling = record.active_run_id == run_id or not getattr(run, "done", True)
         if dangling:
             error = {
                 "code": "internal",
@@ -211,7 +323,15 @@ class ThreadRegistry:
                 "phase": "before_output",
             }
             usage = {"input_tokens": 0, "output_tokens": 0, "reasoning_tokens": 0}
-            record.emitter.emit("run_error", run_id, {"error": error, "usage": usage})
+            try:
+                record.emitter.emit(
+                    "run_error",
+                    run_id,
+                    {"error": error, "usage": usage, "rolled_back": bool(getattr(run, "rolled_back", False))},
+                )
+            finally:
+                # 送出まで失敗しても、スレッドを run_in_progress のまま残さない
+                self._run_end(record, run_id)
 
     # ------------------------------------------------------------ tool_result / cancel
 
@@ -276,21 +396,37 @@ class ThreadRegistry:
         if run is not None:
             run.cancel(mode="now", reason="disconnect_timeout")
 
-    def _sweep(self) -> None:
-        """長く使われていないスレッド (``server.thread_idle_ttl_s``) を消す (1 分に 1 回まで)。"""
+    def _start_sweeper(self) -> None:
+        """見回りのバックグラウンドタスクを (最初の ``start`` で) 1 回だけ始める。"""
+        with self._lock:
+            if self._sweeper_started or self._closing:
+                return
+            self._sweeper_started = True
+        self.socketio.start_background_task(self._sweep_loop)
+
+    def _sweep_loop(self) -> None:
+        """``server.thread_sweep_interval_s`` ごとに :meth:`sweep` を呼ぶ (サーバーの終了まで)。"""
+        interval = max(0.01, float(self.settings.config.server.thread_sweep_interval_s))
+        while not self._closing:
+            self.socketio.sleep(interval)
+            if self._closing:
+                return
+            try:
+                self.sweep()
+            except Exception:
+                logger.exception("thread sweep failed")
+
+    def sweep(self) -> list[str]:
+        """長く使われていないスレッド (ソケットもランも無く ``server.thread_idle_ttl_s`` を過ぎた) を消し、その ID を返す。"""
         now = time.monotonic()
-        if now - self._last_sweep < SWEEP_INTERVAL_S:
-            return
-        self._last_sweep = now
         ttl = self.settings.config.server.thread_idle_ttl_s
         with self._lock:
-            stale = [
-                tid
-                for tid, r in self._threads.items()
-                if not r.sids and r.active is None and now - r.last_activity > ttl
-            ]
-            for tid in stale:
-                del self._threads[tid]
+            stale = []
+            for tid, r in self._threads.items():
+                with r.lock:
+                    if not r.sids and r.active is None and now - r.last_activity > ttl:
+                        stale.append(tid)
+            return [tid for tid in stale if self._forget(tid)]
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """全ランを ``shutdown`` でキャンセルし、終わるまで (最大 ``timeout`` 秒) 待つ。"""

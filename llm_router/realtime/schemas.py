@@ -27,6 +27,7 @@ from llm_router.realtime.protocol_errors import (
     FORBIDDEN,
     INTERNAL,
     INVALID_PAYLOAD,
+    LIMIT_REACHED,
     NO_ACTIVE_RUN,
     NOT_AWAITING,
     PAYLOAD_TOO_LARGE,
@@ -61,6 +62,7 @@ CLIENT_EVENTS = ("start", "user_message", "tool_result", "cancel")
 # サーバー -> クライアントのイベント名と、封筒以外のフィールド (PROTOCOL.md の表と同じ順)
 SERVER_EVENTS: dict[str, tuple[str, ...]] = {
     "run_started": ("model", "max_steps"),
+    "context_trimmed": ("step", "dropped_messages", "estimated_tokens"),
     "step_started": ("step", "model"),
     "text_started": ("message_id",),
     "text_delta": ("message_id", "delta"),
@@ -76,7 +78,7 @@ SERVER_EVENTS: dict[str, tuple[str, ...]] = {
     "retry": ("step", "attempt", "wait_ms", "reason", "model"),
     "step_reset": ("step", "reason"),
     "run_finished": ("finish_reason", "usage", "text"),
-    "run_error": ("error", "usage"),
+    "run_error": ("error", "usage", "rolled_back"),
     "run_cancelled": ("reason", "usage"),
 }
 ENVELOPE_FIELDS = ("type", "thread_id", "run_id", "seq", "ts")
@@ -375,6 +377,7 @@ __all__ = [
     "ID_PATTERN",
     "INTERNAL",
     "INVALID_PAYLOAD",
+    "LIMIT_REACHED",
     "NOT_AWAITING",
     "NO_ACTIVE_RUN",
     "PAYLOAD_TOO_LARGE",

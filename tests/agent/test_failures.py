@@ -78,7 +78,8 @@ def test_non_retryable_failure_before_output_is_run_error_before_output():
         "retryable": False,
         "phase": "before_output",
     }
-    assert [m.role for m in run.thread.history] == ["user"]
+    assert run.thread.history == [], "a run that failed before any step completed is rolled back"
+    assert sink.of_type("run_error")[0]["rolled_back"] is True
 
 
 def test_failure_after_output_resets_the_step_and_succeeds():
@@ -113,7 +114,7 @@ def test_second_failure_after_output_is_run_error_mid_stream():
     assert sink.types().count("step_reset") == 1
     error = sink.of_type("run_error")[0]["error"]
     assert (error["code"], error["phase"], error["retryable"]) == ("provider_stream_broken", "mid_stream", True)
-    assert [m.role for m in run.thread.history] == ["user"]
+    assert run.thread.history == [] and sink.of_type("run_error")[0]["rolled_back"] is True
     assert_valid_history(run.thread.history)
 
 

@@ -60,20 +60,30 @@ def test_connection_is_refused_without_a_token_when_tokens_are_set():
     accepted.disconnect(namespace="/agent")
 
 
-def test_idle_threads_without_sockets_are_swept():
-    """ソケットもランも無く server.thread_idle_ttl_s を過ぎたスレッドは、次の start の掃除で消える。"""
-    settings = load_settings(["server.async_mode=threading", "server.thread_idle_ttl_s=0"], env_file=None, environ={})
+def test_idle_threads_without_sockets_are_swept_by_the_timer():
+    """ソケットもランも無く server.thread_idle_ttl_s を過ぎたスレッドは、start を待たずに見回りのタイマーで消える。"""
+    from tests.realtime.harness import wait_until
+
+    settings = load_settings(
+        ["server.async_mode=threading", "server.thread_idle_ttl_s=0", "server.thread_sweep_interval_s=0.05"],
+        env_file=None,
+        environ={},
+    )
     app, socketio = create_app(settings)
     registry = app.extensions["llm_router"].registry
     first = socketio.test_client(app, namespace="/agent")
     assert first.emit("start", {"thread_id": "idle-1"}, namespace="/agent", callback=True)["ok"]
-    first.disconnect(namespace="/agent")
+    assert first.emit("start", {"thread_id": "kept-1"}, namespace="/agent", callback=True)["ok"]
     second = socketio.test_client(app, namespace="/agent")
-    registry._last_sweep = float("-inf")  # 掃除は 1 分に 1 回までなので、間隔だけを飛ばす
     assert second.emit("start", {"thread_id": "kept-1"}, namespace="/agent", callback=True)["ok"]
+    first.disconnect(namespace="/agent")
+    # 以後 start は送らない: 消すのはタイマーだけ
+    wait_until(lambda: "idle-1" not in registry._threads, timeout=5, message="idle thread was not swept")
+    assert "kept-1" in registry._threads, "a thread with a socket must stay"
     unknown = second.emit("user_message", {"thread_id": "idle-1", "content": "x"}, namespace="/agent", callback=True)
     assert unknown["error"]["code"] == "unknown_thread"
     second.disconnect(namespace="/agent")
+    registry.shutdown(1)
 
 
 def test_ack_strings_are_redacted_like_events(monkeypatch):

@@ -151,8 +151,10 @@ def test_start_ack_has_exactly_the_protocol_keys():
 
 
 def test_server_event_table_matches_the_protocol():
-    """サーバーイベントの表は PROTOCOL.md の 18 種類。"""
-    assert len(SERVER_EVENTS) == 18
+    """サーバーイベントの表は PROTOCOL.md の 18 種類に、1.1 の context_trimmed を足した 19 種類。"""
+    assert len(SERVER_EVENTS) == 19
+    assert SERVER_EVENTS["context_trimmed"] == ("step", "dropped_messages", "estimated_tokens")
+    assert SERVER_EVENTS["run_error"] == ("error", "usage", "rolled_back")
     assert SERVER_EVENTS["tool_result"] == ("tool_call_id", "name", "result", "is_error", "executor", "duration_ms")
 
 

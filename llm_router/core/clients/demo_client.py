@@ -18,7 +18,6 @@ API キーが 1 つも無いときの既定のモデル (``demo/scripted``)。�
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 import unicodedata
@@ -41,6 +40,7 @@ from llm_router.core.schemas.common import (
     Usage,
 )
 from llm_router.core.schemas.errors import RequestCancelled
+from llm_router.core.tokens import estimate_tokens
 
 if TYPE_CHECKING:  # 型のためだけ (Hydra の import を実行時に持ち込まない)
     from llm_router.config.schema import ProviderConfig
@@ -90,11 +90,6 @@ class _Plan:
     text: str
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     reasoning: str = ""
-
-
-def estimate_tokens(text: str) -> int:
-    """トークン数の概算 (日本語と英語の混ざった文で、おおよそ 3 文字で 1 トークン)。"""
-    return math.ceil(len(text) / 3) if text else 0
 
 
 def split_pieces(text: str) -> list[str]:

@@ -4,6 +4,8 @@
  * テキストは FrameBatcher で 1 フレームに 1 回、Text ノードとして足す (innerHTML は使わない)。
  * text_finished が来たら、その全文 (サーバーが確定したもの) を Markdown の小さな部分集合として組み立て直す。
  * step_reset で無効になった部分は消し、停止・エラーはその位置に印を付ける。
+ * 巻き戻された実行 (run_error の rolled_back: true) の発言には印と「再送信」ボタンを付ける
+ * (押すと onResend(text) が呼ばれ、同じ文を新しい実行として送る)。
  */
 import { h, setText } from "./dom.js";
 import { renderMarkdown } from "./markdown.js";
@@ -31,6 +33,8 @@ export class ConversationView {
     this.runs = new Map();
     this.stick = true;
     this.mismatches = 0;
+    /** @type {((text: string) => void) | null} 巻き戻された発言の「再送信」で呼ぶ関数 (main.js が設定する) */
+    this.onResend = null;
     container.addEventListener("scroll", () => {
       this.stick = container.scrollHeight - container.scrollTop - container.clientHeight < 48;
     });
@@ -247,6 +251,28 @@ export class ConversationView {
       h("div.msg-error", { role: "alert" }, h("strong", { text: "エラー: " }), err.message || "不明なエラー", h("span.code", { text: ` (${err.code || "error"})` })),
     );
     this.setStatus(run, "", "error");
+    if (event.rolled_back) this.markRolledBack(run);
+  }
+
+  /** 巻き戻された発言: モデルの履歴に残っていないことを示し、同じ文を送り直すボタンを付ける。 */
+  markRolledBack(run) {
+    if (!run.user || run.resend) return;
+    const text = run.user.querySelector(".msg-text")?.textContent || "";
+    run.user.classList.add("rolled-back");
+    run.resend = h("button.resend-button", {
+      type: "button",
+      text: "再送信",
+      "aria-label": "この発言をもう一度送る",
+      onclick: () => {
+        if (!this.onResend || !text) return;
+        run.resend.disabled = true;
+        setText(run.resend, "再送信しました");
+        this.onResend(text);
+      },
+    });
+    run.user.appendChild(
+      h("div.rolled-back-note", {}, h("span", { text: "この発言は失敗したため会話の履歴から外されました (モデルには残っていません)。" }), run.resend),
+    );
   }
 
   /** run_cancelled: 止まった位置に印を付ける。 */

@@ -33,6 +33,7 @@ class ConsoleApp {
     this.store = new SessionStore(window.sessionStorage);
     this.batcher = new FrameBatcher();
     this.conversation = new ConversationView(this.$("messages"), this.batcher);
+    this.conversation.onResend = (text) => this.resend(text);
     this.timeline = new TimelineView(this.$("timeline"), this.batcher);
     this.dialog = new ConfirmDialog(this.$("confirm-dialog"));
     this.runner = new ClientToolRunner({ dialog: this.dialog });
@@ -304,6 +305,14 @@ class ConsoleApp {
       if (!prompt.value) prompt.value = text;
       this.updateControls();
     }
+  }
+
+  /** 巻き戻された発言の「再送信」: 同じ文を新しい実行として送る (実行中なら入力欄に戻すだけ)。 */
+  resend(text) {
+    const prompt = this.$("prompt");
+    prompt.value = text;
+    if (this.activeRunId || !this.connected) return;
+    this.send();
   }
 
   /**

@@ -2,7 +2,8 @@
  * 実行タイムライン: 1 回の実行 (run) を、ステップ (モデル呼び出し) ごとに、起きた順に並べる。
  *
  * 表示するもの: モデル呼び出し、思考 (折りたためる「思考」ブロック、届くそばから表示)、テキストの長さ、
- * ツール呼び出し (引数は届くそばから)、結果 (所要時間と実行場所)、再試行、ステップのやり直し、エラー、停止。
+ * ツール呼び出し (引数は届くそばから)、結果 (所要時間と実行場所)、再試行、ステップのやり直し、
+ * 文脈の切り詰め (context_trimmed: そのリクエストから外した古いメッセージの数)、エラー (巻き戻しの有無)、停止。
  * 実行もステップも <details> で折りたためる。新しい実行が始まると前の実行を、ステップは直近 3 つを残して自動で畳む。
  * 頻繁に来るデルタは FrameBatcher で 1 フレームに 1 回だけ DOM に書く。
  */
@@ -83,7 +84,8 @@ export class TimelineView {
     const at = typeof event.ts === "number" && run.t0 ? `+${formatDuration((event.ts - run.t0) * 1000) || "0 ms"}` : "";
     const item = h(`div.item.item-${kind}`, { dataset: { seq: String(event.seq) } }, h("span.item-time", { text: at }), h("div.item-main", {}, ...children));
     // 実行全体の始まりと終わりは実行の直下に、それ以外は起きたステップの中に置く
-    const runLevel = kind === "run" || kind === "end";
+    // context_trimmed はステップの前に届くので、そのステップの枠の前 (実行の直下) に置く
+    const runLevel = kind === "run" || kind === "end" || kind === "trim";
     (run.step && !runLevel ? run.step.items : run.body).appendChild(item);
     this.batcher.schedule();
     return item;
@@ -105,6 +107,13 @@ export class TimelineView {
     run.model = event.model;
     this.setRunState(run, "running", event);
     this.addItem(run, event, "run", `開始: ${event.model || ""} (最大 ${event.max_steps ?? "?"} ステップ)`);
+  }
+
+  /** context_trimmed: このステップのリクエストから古いターンを外した (保存された履歴はそのまま)。 */
+  on_context_trimmed(event, run) {
+    const tokens = typeof event.estimated_tokens === "number" ? event.estimated_tokens.toLocaleString("ja-JP") : "?";
+    this.addItem(run, event, "trim", h("span.item-label", { text: "文脈の切り詰め" }),
+      `ステップ ${event.step}: 古いメッセージ ${event.dropped_messages ?? "?"} 件をこのリクエストから外しました (推定 ${tokens} トークン。会話の履歴はそのままです)`);
   }
 
   /** step_started: モデル呼び出し 1 回分の枠。前のステップは畳む。 */
@@ -318,7 +327,7 @@ export class TimelineView {
       setText(run.step.status, "エラー");
     }
     this.setRunState(run, "error", event);
-    const facts = [err.code, err.provider, PHASES[err.phase] || err.phase, err.retryable ? "再試行可能" : ""].filter(Boolean).join(" · ");
+    const facts = [err.code, err.provider, PHASES[err.phase] || err.phase, err.retryable ? "再試行可能" : "", event.rolled_back ? "発言は履歴から外されました" : ""].filter(Boolean).join(" · ");
     this.addItem(run, event, "error", h("span.item-label", { text: "エラー" }), `${err.message || ""}`, h("div.item-sub.mono", { text: facts }));
   }
 
