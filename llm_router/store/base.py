@@ -48,6 +48,21 @@ class HistoryChange:
     append: list[HistoryEntry] = field(default_factory=list)
 
 
+@dataclass
+class CommitItem:
+    """:meth:`Store.commit_batch` の 1 項目 (``commit`` の引数と同じもの)。結果か誤りがここに入る。"""
+
+    thread_id: str
+    events: Sequence[dict[str, Any]] = ()
+    history: HistoryChange | None = None
+    title: str | None = None
+    run_started: str | None = None
+    run_ended: str | None = None
+    now: float | None = None
+    result: list[dict[str, Any]] = field(default_factory=list)
+    error: BaseException | None = None
+
+
 @dataclass(frozen=True)
 class ThreadSummary:
     """``list_threads`` の 1 件。"""
@@ -202,6 +217,10 @@ class Store(ThreadStore, EventLog, Protocol):
         now: float | None = None,
     ) -> list[dict[str, Any]]:
         """イベントの追加・履歴の変更・題名・ランの開始/終了を 1 つのトランザクションで行う。"""
+        ...
+
+    def commit_batch(self, items: Sequence[CommitItem]) -> None:
+        """いくつもの項目をまとめて書く (グループコミット)。各項目は全部か何もなしで、結果は項目に入る。"""
         ...
 
     def close(self) -> None:

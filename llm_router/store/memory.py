@@ -18,6 +18,7 @@ from llm_router.core.schemas.thread_record import HistoryEntry, StoredThread
 from llm_router.store.base import (
     DEFAULT_LIST_LIMIT,
     ActiveRun,
+    CommitItem,
     HistoryChange,
     LogBounds,
     LogLimits,
@@ -205,6 +206,22 @@ class MemoryStore:
                     t.lease = None
             self._trim(t, now)
         return list(events)
+
+    def commit_batch(self, items: Sequence[CommitItem]) -> None:
+        """項目ごとに :meth:`commit` する (メモリではまとめても得が無い)。"""
+        for item in items:
+            try:
+                item.result = self.commit(
+                    item.thread_id,
+                    item.events,
+                    history=item.history,
+                    title=item.title,
+                    run_started=item.run_started,
+                    run_ended=item.run_ended,
+                    now=item.now,
+                )
+            except Exception as exc:
+                item.error = exc
 
     def _trim(self, t: _Thread, now: float) -> int:
         """(ロックの下で) 上限を超えた先頭を捨てる。"""

@@ -24,9 +24,11 @@ from typing import Any
 
 from llm_router.core.schemas.serialization import SerializationError
 from llm_router.core.schemas.thread_record import HistoryEntry, StoredThread
+from llm_router.core.schemas.errors import LLMRouterError
 from llm_router.store.base import (
     DEFAULT_LIST_LIMIT,
     ActiveRun,
+    CommitItem,
     HistoryChange,
     LogBounds,
     LogLimits,
@@ -385,49 +387,84 @@ class SqliteStore:
         now: float | None = None,
     ) -> list[dict[str, Any]]:
         """イベント・履歴・題名・ランの記録を 1 トランザクションで書く。返ってから ``event["seq"]`` が入る。"""
-        now = self._clock() if now is None else now
-        with self._write() as c:
-            row = c.execute(
-                "SELECT last_seq, log_count, log_bytes, log_first_ts FROM threads WHERE thread_id = ?", (thread_id,)
-            ).fetchone()
-            if row is None:
-                raise UnknownThread(thread_id)
-            last_seq, count, total, first_ts = row
-            rows = []
-            seq = last_seq
-            for event in events:
-                seq += 1
-                body = encode_event({**event, "seq": seq})
-                rows.append((thread_id, seq, now, len(body.encode("utf-8")), body))
-            if rows:
-                c.executemany("INSERT INTO events (thread_id, seq, ts, size, body) VALUES (?,?,?,?,?)", rows)
-                count += len(rows)
-                total += sum(r[3] for r in rows)
-                if first_ts is None:
-                    first_ts = now
-            touched = False
-            if history is not None:
-                self._change_history(thread_id, history)
-                touched = True
-            if run_started is not None:
-                c.execute(
-                    "INSERT OR REPLACE INTO runs (thread_id, run_id, started_at, ended_at) VALUES (?,?,?,NULL)",
-                    (thread_id, run_started, now),
-                )
-            if run_ended is not None:
-                c.execute(
-                    "UPDATE runs SET ended_at = ? WHERE thread_id = ? AND run_id = ?", (now, thread_id, run_ended)
-                )
-                c.execute("DELETE FROM leases WHERE thread_id = ? AND run_id = ?", (thread_id, run_ended))
-            count, total, first_ts = self._trim_in(thread_id, count, total, first_ts, now)
+        item = CommitItem(thread_id, events, history, title, run_started, run_ended, now)
+        self.commit_batch([item])
+        if item.error is not None:
+            raise item.error
+        return item.result
+
+    def commit_batch(self, items: Sequence[CommitItem]) -> None:
+        """いくつもの :class:`CommitItem` (別のスレッドのものでもよい) を 1 トランザクションで書く (グループコミット)。
+
+        各項目は SAVEPOINT で区切る: 項目自身の誤り (無いスレッド、範囲外の切り詰め) はその項目だけを取り消して
+        ``item.error`` に入れる。SQLite が書き込みを拒めば (ディスクが一杯など) 全部を取り消し、全項目の
+        ``item.error`` が :class:`StoreUnavailable` になる。``seq`` は COMMIT の後でだけ各イベントに入る。
+        """
+        pending: list[tuple[CommitItem, list[tuple[Any, ...]]]] = []
+        try:
+            with self._write() as c:
+                for item in items:
+                    c.execute("SAVEPOINT item")
+                    try:
+                        rows = self._commit_in(item)
+                    except (LLMRouterError, ValueError, TypeError) as exc:
+                        c.execute("ROLLBACK TO item")
+                        c.execute("RELEASE item")
+                        item.error = exc
+                        continue
+                    c.execute("RELEASE item")
+                    pending.append((item, rows))
+        except StoreUnavailable as exc:
+            for item in items:
+                item.error = exc
+            return
+        for item, rows in pending:
+            for event, row in zip(item.events, rows, strict=True):
+                event["seq"] = row[1]
+            item.result = list(item.events)
+
+    def _commit_in(self, item: CommitItem) -> list[tuple[Any, ...]]:
+        """(トランザクションの中で) 1 項目を書き、書いたイベントの行を返す。"""
+        c = self._conn
+        thread_id = item.thread_id
+        now = self._clock() if item.now is None else item.now
+        row = c.execute(
+            "SELECT last_seq, log_count, log_bytes, log_first_ts FROM threads WHERE thread_id = ?", (thread_id,)
+        ).fetchone()
+        if row is None:
+            raise UnknownThread(thread_id)
+        seq, count, total, first_ts = row
+        rows = []
+        for event in item.events:
+            seq += 1
+            body = encode_event({**event, "seq": seq})
+            rows.append((thread_id, seq, now, len(body.encode("utf-8")), body))
+        if rows:
+            c.executemany("INSERT INTO events (thread_id, seq, ts, size, body) VALUES (?,?,?,?,?)", rows)
+            count += len(rows)
+            total += sum(r[3] for r in rows)
+            if first_ts is None:
+                first_ts = now
+        if item.history is not None:
+            self._change_history(thread_id, item.history)
+        if item.run_started is not None:
             c.execute(
-                "UPDATE threads SET last_seq = ?, log_count = ?, log_bytes = ?, log_first_ts = ?, "
-                "title = coalesce(?, title), updated_at = CASE WHEN ? THEN ? ELSE updated_at END WHERE thread_id = ?",
-                (seq, count, total, first_ts, title, touched or title is not None, now, thread_id),
+                "INSERT OR REPLACE INTO runs (thread_id, run_id, started_at, ended_at) VALUES (?,?,?,NULL)",
+                (thread_id, item.run_started, now),
             )
-        for event, r in zip(events, rows, strict=True):
-            event["seq"] = r[1]
-        return list(events)
+        if item.run_ended is not None:
+            c.execute(
+                "UPDATE runs SET ended_at = ? WHERE thread_id = ? AND run_id = ?", (now, thread_id, item.run_ended)
+            )
+            c.execute("DELETE FROM leases WHERE thread_id = ? AND run_id = ?", (thread_id, item.run_ended))
+        count, total, first_ts = self._trim_in(thread_id, count, total, first_ts, now)
+        touched = item.history is not None or item.title is not None
+        c.execute(
+            "UPDATE threads SET last_seq = ?, log_count = ?, log_bytes = ?, log_first_ts = ?, "
+            "title = coalesce(?, title), updated_at = CASE WHEN ? THEN ? ELSE updated_at END WHERE thread_id = ?",
+            (seq, count, total, first_ts, item.title, touched, now, thread_id),
+        )
+        return rows
 
     def _change_history(self, thread_id: str, change: HistoryChange) -> None:
         """(トランザクションの中で) 履歴を切り詰めてから足す。"""
