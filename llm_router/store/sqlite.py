@@ -22,9 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from llm_router.core.schemas.errors import LLMRouterError
 from llm_router.core.schemas.serialization import SerializationError
 from llm_router.core.schemas.thread_record import HistoryEntry, StoredThread
-from llm_router.core.schemas.errors import LLMRouterError
 from llm_router.store.base import (
     DEFAULT_LIST_LIMIT,
     ActiveRun,
