@@ -109,6 +109,9 @@ class SqliteStore:
         busy_timeout_ms: 他の接続がロックを持つときに待つ最大ミリ秒 (``store.busy_timeout_ms``)。
         synchronous: ``NORMAL`` (既定) か ``FULL``。
         clock: 壁時計 (テスト用に差し替えられる)。
+        lock: 接続を守るロック (既定は ``threading.RLock()``: eventlet ではグリーンスレッドのロック)。
+            ``eventlet.tpool`` の本物のスレッドから使うときは ``eventlet.patcher.original("threading").RLock()``
+            を渡す (グリーンのロックは本物のスレッドの間では使えない)。
 
     Raises:
         StoreUnavailable: ファイルを開けない、移行を書けない、より新しい版のスキーマのとき。
@@ -123,12 +126,13 @@ class SqliteStore:
         busy_timeout_ms: int = 5000,
         synchronous: str = "NORMAL",
         clock: Any = time.time,
+        lock: Any = None,
     ) -> None:
         """ファイルを開き、スキーマを用意する。"""
         self.path = Path(path)
         self.limits = limits or LogLimits()
         self._clock = clock
-        self._lock = threading.RLock()
+        self._lock = lock if lock is not None else threading.RLock()
         if synchronous.upper() not in ("NORMAL", "FULL"):
             raise ValueError(f"store.synchronous: expected NORMAL or FULL, got {synchronous!r}")
         try:
