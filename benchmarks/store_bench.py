@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, command_line, machine, machine_line, percentile, report, table  # noqa: E402
+from _common import ROOT, command_line, machine, machine_line, percentile, report, table
 
 DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- store-bench:start -->", "<!-- store-bench:end -->"
