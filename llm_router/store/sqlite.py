@@ -228,7 +228,8 @@ class SqliteStore:
                 raise StoreUnavailable(f"store {self.path}: write refused ({exc})") from exc
             try:
                 yield conn
-                conn.execute("COMMIT")
+                if conn.in_transaction:  # 中で取り消した (1 項目の誤り) なら確定するものは無い
+                    conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
                 raise StoreUnavailable(f"store {self.path}: write refused ({exc})") from exc
@@ -407,7 +408,15 @@ class SqliteStore:
         pending: list[tuple[CommitItem, list[tuple[Any, ...]]]] = []
         try:
             with self._write() as c:
-                for item in items:
+                if len(items) == 1:
+                    # 1 項目だけなら SAVEPOINT は要らない: 項目の誤りはトランザクションごと取り消す
+                    try:
+                        pending.append((items[0], self._commit_in(items[0])))
+                    except (LLMRouterError, ValueError, TypeError) as exc:
+                        items[0].error = exc
+                        self._rollback()
+                grouped = items if len(items) > 1 else ()
+                for item in grouped:
                     c.execute("SAVEPOINT item")
                     try:
                         rows = self._commit_in(item)
