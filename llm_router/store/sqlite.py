@@ -109,6 +109,9 @@ class SqliteStore:
         busy_timeout_ms: 他の接続がロックを持つときに待つ最大ミリ秒 (``store.busy_timeout_ms``)。
         synchronous: ``NORMAL`` (既定) か ``FULL``。
         clock: 壁時計 (テスト用に差し替えられる)。
+        checkpoint_interval_s: WAL をデータベースへ書き戻す (チェックポイント) 間隔。0 より大きければ
+            SQLite の自動のチェックポイントを止め、本物の OS スレッドが自分の接続でこの間隔ごとに行う
+            (eventlet のハブを fsync で止めないため。README.md)。0 なら SQLite の自動 (1,000 ページごと)。
         lock: 接続を守るロック (既定は ``threading.RLock()``: eventlet ではグリーンスレッドのロック)。
             ``eventlet.tpool`` の本物のスレッドから使うときは ``eventlet.patcher.original("threading").RLock()``
             を渡す (グリーンのロックは本物のスレッドの間では使えない)。
@@ -127,6 +130,7 @@ class SqliteStore:
         synchronous: str = "NORMAL",
         clock: Any = time.time,
         lock: Any = None,
+        checkpoint_interval_s: float = 1.0,
     ) -> None:
         """ファイルを開き、スキーマを用意する。"""
         self.path = Path(path)
@@ -152,6 +156,10 @@ class SqliteStore:
         except sqlite3.Error as exc:
             self._conn.close()
             raise StoreUnavailable(f"store {self.path}: cannot prepare the schema ({exc})") from exc
+        self._checkpointer = None
+        if checkpoint_interval_s > 0:
+            self._conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._checkpointer = _Checkpointer(self.path, float(checkpoint_interval_s), busy_timeout_ms)
 
     # ------------------------------------------------------------ スキーマ
 
@@ -627,7 +635,9 @@ class SqliteStore:
             )
 
     def close(self) -> None:
-        """接続を閉じる (WAL はデータベースへ書き戻される)。"""
+        """チェックポイントのスレッドを止め、接続を閉じる (WAL はデータベースへ書き戻される)。"""
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         with self._lock:
             self._conn.close()
 
@@ -642,3 +652,58 @@ def _execute_script(conn: sqlite3.Connection, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
             conn.execute(statement)
+
+
+def _real(module: str) -> Any:
+    """eventlet で monkey patch されていても、本物の (OS の) ``threading`` / ``time`` を返す。"""
+    import sys
+
+    if "eventlet" in sys.modules:
+        from eventlet import patcher
+
+        return patcher.original(module)
+    import importlib
+
+    return importlib.import_module(module)
+
+
+class _Checkpointer:
+    """WAL のチェックポイントを本物の OS スレッドで定期的に行う (自分の接続で ``PASSIVE``)。
+
+    チェックポイントは WAL のページをデータベースへ写して fsync するので、数十〜数百ミリ秒かかることがある。
+    書き手の接続 (eventlet ではハブの中) で自動に走ると、その間どのランのイベントも送られない。
+    ``PASSIVE`` は書き手も読み手も待たせない。SQLite の呼び出しの間は GIL が外れる。
+    """
+
+    def __init__(self, path: Path, interval_s: float, busy_timeout_ms: int) -> None:
+        """スレッドを始める。"""
+        threading_mod, time_mod = _real("threading"), _real("time")
+        self._path, self._interval = path, interval_s
+        self._busy = busy_timeout_ms
+        self._stop = threading_mod.Event()
+        self._sleep = time_mod.sleep
+        self.count = 0
+        self._thread = threading_mod.Thread(target=self._loop, name="sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        """間隔ごとにチェックポイントする (失敗は次の回に持ち越す)。"""
+        try:
+            conn = sqlite3.connect(str(self._path), isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout={int(self._busy)}")
+        except sqlite3.Error:
+            return
+        try:
+            while not self._stop.wait(self._interval):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self.count += 1
+                except sqlite3.Error:
+                    pass
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        """スレッドを止めて待つ。"""
+        self._stop.set()
+        self._thread.join(timeout=5)

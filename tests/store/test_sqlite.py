@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -389,3 +390,26 @@ def test_clock_is_wall_clock_across_reopen(tmp_path):
     store.close()
     store = SqliteStore(path, limits, clock=clock)
     assert [e["seq"] for e in store.after("thr_1", 0)] == [3]
+
+
+def test_background_checkpoint_moves_the_wal_into_the_database(tmp_path):
+    """自動のチェックポイントを止めた書き手の代わりに、本物のスレッドが WAL をデータベースへ書き戻す。"""
+    path = tmp_path / "store.sqlite3"
+    store = SqliteStore(path, checkpoint_interval_s=0.05)
+    try:
+        assert store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        store.create_thread(sample_thread())
+        before = path.stat().st_size
+        for _ in range(50):
+            store.append("thr_1", [event(text="z" * 1000)])
+        deadline = time.monotonic() + 30
+        while path.stat().st_size <= before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert path.stat().st_size > before, "the checkpoint thread copied the WAL pages into the database file"
+        assert [e["seq"] for e in store.after("thr_1", 0)] == list(range(1, 51))
+    finally:
+        store.close()
+    assert not store._checkpointer._thread.is_alive()
+    auto = SqliteStore(tmp_path / "auto.sqlite3", checkpoint_interval_s=0)
+    assert auto._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000 and auto._checkpointer is None
+    auto.close()
