@@ -554,8 +554,14 @@ class SqliteStore:
         now = self._clock()
         first = self._read("SELECT min(seq) FROM events WHERE thread_id = ?", (thread_id,))[0][0]
         if self._needs_trim(count, total, first_ts, now):
-            head = self._read("SELECT seq, ts, size FROM events WHERE thread_id = ? ORDER BY seq", (thread_id,))
-            dropped, _, last = head_to_drop(head, count, total, self.limits, now)
+            try:  # 先頭から、捨てる範囲の次の行までだけを読む
+                head = self._conn.execute(
+                    "SELECT seq, ts, size FROM events WHERE thread_id = ? ORDER BY seq", (thread_id,)
+                )
+                dropped, _, last = head_to_drop(head, count, total, self.limits, now)
+                head.close()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"store {self.path}: read failed ({exc})") from exc
             if dropped:
                 first = last + 1
         return first, last_seq
