@@ -156,6 +156,10 @@ class SqliteStore:
         except sqlite3.Error as exc:
             self._conn.close()
             raise StoreUnavailable(f"store {self.path}: cannot prepare the schema ({exc})") from exc
+        # スレッドごとのログの状態 (last_seq, 件数, バイト数, 最古の時刻) の控え。コミットの後でだけ更新し、
+        # 他の接続が書いたら (PRAGMA data_version が変わったら) 捨てて、ファイルから数え直す。
+        self._logs: dict[str, tuple[int, int, int, float | None]] = {}
+        self._data_version: int | None = None
         self._checkpointer = None
         if checkpoint_interval_s > 0:
             self._conn.execute("PRAGMA wal_autocheckpoint=0")
@@ -322,7 +326,8 @@ class SqliteStore:
         """所有者のスレッドを ``(updated_at, thread_id)`` の降順で (索引 ``threads_by_owner``)。"""
         check_limit(limit)
         sql = (
-            "SELECT t.thread_id, t.title, t.config, t.created_at, t.updated_at, t.last_seq, "
+            "SELECT t.thread_id, t.title, t.config, t.created_at, t.updated_at, "
+            "max(t.last_seq, coalesce((SELECT max(e.seq) FROM events e WHERE e.thread_id = t.thread_id), 0)), "
             "(SELECT r.run_id FROM runs r WHERE r.thread_id = t.thread_id AND r.ended_at IS NULL "
             " ORDER BY r.started_at DESC LIMIT 1) "
             "FROM threads t WHERE t.owner = ?"
@@ -373,6 +378,7 @@ class SqliteStore:
                     for table in ("messages", "events", "runs", "leases"):
                         c.execute(f"DELETE FROM {table} WHERE thread_id = ?", (thread_id,))
                     deleted = cur.rowcount > 0
+                self._logs.pop(thread_id, None)
             finally:
                 self._conn.execute("PRAGMA secure_delete = OFF")
             if deleted:
@@ -414,12 +420,16 @@ class SqliteStore:
         ``item.error`` が :class:`StoreUnavailable` になる。``seq`` は COMMIT の後でだけ各イベントに入る。
         """
         pending: list[tuple[CommitItem, list[tuple[Any, ...]]]] = []
+        staged: dict[str, tuple[int, int, int, float | None]] = {}
         try:
             with self._write() as c:
+                self._check_data_version()
                 if len(items) == 1:
                     # 1 項目だけなら SAVEPOINT は要らない: 項目の誤りはトランザクションごと取り消す
                     try:
-                        pending.append((items[0], self._commit_in(items[0])))
+                        rows, state = self._commit_in(items[0], staged)
+                        pending.append((items[0], rows))
+                        staged[items[0].thread_id] = state
                     except (LLMRouterError, ValueError, TypeError) as exc:
                         items[0].error = exc
                         self._rollback()
@@ -427,7 +437,7 @@ class SqliteStore:
                 for item in grouped:
                     c.execute("SAVEPOINT item")
                     try:
-                        rows = self._commit_in(item)
+                        rows, state = self._commit_in(item, staged)
                     except (LLMRouterError, ValueError, TypeError) as exc:
                         c.execute("ROLLBACK TO item")
                         c.execute("RELEASE item")
@@ -435,26 +445,63 @@ class SqliteStore:
                         continue
                     c.execute("RELEASE item")
                     pending.append((item, rows))
+                    staged[item.thread_id] = state
         except StoreUnavailable as exc:
             for item in items:
                 item.error = exc
             return
+        self._logs.update(staged)  # コミットできたものだけを控えに写す
         for item, rows in pending:
             for event, row in zip(item.events, rows, strict=True):
                 event["seq"] = row[1]
             item.result = list(item.events)
 
-    def _commit_in(self, item: CommitItem) -> list[tuple[Any, ...]]:
-        """(トランザクションの中で) 1 項目を書き、書いたイベントの行を返す。"""
+    def _check_data_version(self) -> None:
+        """(ロックの下で) 他の接続がコミットしていたら、ログの状態の控えを捨てる。"""
+        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._logs.clear()
+            self._data_version = version
+
+    def _log_state(
+        self, thread_id: str, staged: dict[str, tuple[int, int, int, float | None]] | None = None
+    ) -> tuple[int, int, int, float | None]:
+        """(ロックの下で) ログの状態 ``(last_seq, 件数, バイト数, 最古の時刻)``。控えに無ければファイルから数える。
+
+        ``last_seq`` はスレッドの行の値とイベントの最大の ``seq`` の大きい方 (上限で捨てても最新の 1 件は
+        残るので、イベントの最大が最後に配った ``seq`` になる。スレッドの行は履歴や題名を変えたときにだけ書く)。
+        """
+        if staged is not None and thread_id in staged:
+            return staged[thread_id]
+        state = self._logs.get(thread_id)
+        if state is not None:
+            return state
+        c = self._conn
+        row = c.execute("SELECT last_seq FROM threads WHERE thread_id = ?", (thread_id,)).fetchone()
+        if row is None:
+            raise UnknownThread(thread_id)
+        count, total, high, low = c.execute(
+            "SELECT count(*), coalesce(sum(size), 0), max(seq), min(seq) FROM events WHERE thread_id = ?",
+            (thread_id,),
+        ).fetchone()
+        first_ts = None
+        if low is not None:
+            first_ts = c.execute("SELECT ts FROM events WHERE thread_id = ? AND seq = ?", (thread_id, low)).fetchone()[
+                0
+            ]
+        state = (max(row[0], high or 0), count, total, first_ts)
+        if not c.in_transaction:
+            self._logs[thread_id] = state
+        return state
+
+    def _commit_in(
+        self, item: CommitItem, staged: dict[str, tuple[int, int, int, float | None]]
+    ) -> tuple[list[tuple[Any, ...]], tuple[int, int, int, float | None]]:
+        """(トランザクションの中で) 1 項目を書き、書いたイベントの行とログの新しい状態を返す。"""
         c = self._conn
         thread_id = item.thread_id
         now = self._clock() if item.now is None else item.now
-        row = c.execute(
-            "SELECT last_seq, log_count, log_bytes, log_first_ts FROM threads WHERE thread_id = ?", (thread_id,)
-        ).fetchone()
-        if row is None:
-            raise UnknownThread(thread_id)
-        seq, count, total, first_ts = row
+        seq, count, total, first_ts = self._log_state(thread_id, staged)
         rows = []
         for event in item.events:
             seq += 1
@@ -479,13 +526,14 @@ class SqliteStore:
             )
             c.execute("DELETE FROM leases WHERE thread_id = ? AND run_id = ?", (thread_id, item.run_ended))
         count, total, first_ts = self._trim_in(thread_id, count, total, first_ts, now)
-        touched = item.history is not None or item.title is not None
-        c.execute(
-            "UPDATE threads SET last_seq = ?, log_count = ?, log_bytes = ?, log_first_ts = ?, "
-            "title = coalesce(?, title), updated_at = CASE WHEN ? THEN ? ELSE updated_at END WHERE thread_id = ?",
-            (seq, count, total, first_ts, item.title, touched, now, thread_id),
-        )
-        return rows
+        if item.history is not None or item.title is not None:
+            # イベントだけのコミットではスレッドの行を書かない (1 コミットで書くページを 1 つ減らす)
+            c.execute(
+                "UPDATE threads SET last_seq = ?, log_count = ?, log_bytes = ?, log_first_ts = ?, "
+                "title = coalesce(?, title), updated_at = ? WHERE thread_id = ?",
+                (seq, count, total, first_ts, item.title, now, thread_id),
+            )
+        return rows, (seq, count, total, first_ts)
 
     def _change_history(self, thread_id: str, change: HistoryChange) -> None:
         """(トランザクションの中で) 履歴を切り詰めてから足す。"""
@@ -528,27 +576,20 @@ class SqliteStore:
     def trim(self, thread_id: str, now: float | None = None) -> int:
         """上限を超えた古いイベントを捨てる。"""
         now = self._clock() if now is None else now
-        with self._write() as c:
-            row = c.execute(
-                "SELECT log_count, log_bytes, log_first_ts FROM threads WHERE thread_id = ?", (thread_id,)
-            ).fetchone()
-            if row is None:
-                raise UnknownThread(thread_id)
-            count, total, first_ts = self._trim_in(thread_id, *row, now)
-            c.execute(
-                "UPDATE threads SET log_count = ?, log_bytes = ?, log_first_ts = ? WHERE thread_id = ?",
-                (count, total, first_ts, thread_id),
-            )
-        return row[0] - count
+        with self._write():
+            self._check_data_version()
+            last_seq, before, total, first_ts = self._log_state(thread_id)
+            count, total, first_ts = self._trim_in(thread_id, before, total, first_ts, now)
+        self._logs[thread_id] = (last_seq, count, total, first_ts)
+        return before - count
 
     def _visible_first(self, thread_id: str) -> tuple[int, int]:
         """(ロックの下で) 上限を当てたときに読める最古の ``seq`` と ``last_seq`` (捨てずに数える)。"""
-        row = self._read(
-            "SELECT last_seq, log_count, log_bytes, log_first_ts FROM threads WHERE thread_id = ?", (thread_id,)
-        )
-        if not row:
-            raise UnknownThread(thread_id)
-        last_seq, count, total, first_ts = row[0]
+        try:
+            self._check_data_version()
+            last_seq, count, total, first_ts = self._log_state(thread_id)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"store {self.path}: read failed ({exc})") from exc
         if count == 0:
             return last_seq + 1, last_seq
         now = self._clock()

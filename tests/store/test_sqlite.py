@@ -413,3 +413,24 @@ def test_background_checkpoint_moves_the_wal_into_the_database(tmp_path):
     auto = SqliteStore(tmp_path / "auto.sqlite3", checkpoint_interval_s=0)
     assert auto._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000 and auto._checkpointer is None
     auto.close()
+
+
+def test_two_connections_on_one_file_keep_seq_contiguous(tmp_path):
+    """同じファイルを開いた 2 つのストアが交互に書いても ``seq`` は欠けず重ならない (控えは data_version で捨てる)。"""
+    path = tmp_path / "store.sqlite3"
+    first, second = SqliteStore(path), SqliteStore(path)
+    try:
+        first.create_thread(sample_thread())
+        got = []
+        for i in range(10):
+            writer = first if i % 3 else second
+            got += [e["seq"] for e in writer.append("thr_1", [event(), event()])]
+        assert got == list(range(1, 21))
+        assert first.bounds("thr_1").last_seq == second.bounds("thr_1").last_seq == 20
+        assert second.list_threads("alice").threads[0].last_seq == 20
+        assert first.delete_thread("thr_1")
+        second.create_thread(sample_thread())
+        assert first.append("thr_1", [event()])[0]["seq"] == 1, "a recreated thread starts again at 1"
+    finally:
+        first.close()
+        second.close()
