@@ -7,8 +7,10 @@
   1 トランザクションで、失敗したら ``ROLLBACK`` して :class:`StoreUnavailable` (ファイルのパスを名指し) を投げる。
 - ``synchronous`` は既定 ``NORMAL``: WAL ではコミットごとの fsync をせず、プロセスが落ちても (SIGKILL)
   コミット済みのものは残る。電源断まで守るなら ``store.synchronous=FULL`` (README.md に費用)。
-- スレッドの行に ``last_seq`` / ``log_count`` / ``log_bytes`` / ``log_first_ts`` を持ち、追加のたびの
-  上限の判定を O(1) にする (捨てるときだけ先頭を読む)。``last_seq`` はイベントを捨てても減らない。
+- ログの状態 (``last_seq``・件数・バイト数・最古の時刻) はスレッドごとの控えに持ち、追加のたびの上限の判定を
+  O(1) にする (捨てるときだけ先頭を読む)。イベントだけのコミットはスレッドの行を書かない。``last_seq`` は
+  スレッドの行の値と最新のイベントの ``seq`` の大きい方で、イベントを捨てても減らない (最新の 1 件は残す)。
+- WAL のチェックポイントは本物の OS スレッドが自分の接続で行う (:class:`_Checkpointer`)。
 """
 
 from __future__ import annotations
