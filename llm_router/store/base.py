@@ -243,6 +243,12 @@ def check_limit(limit: Any) -> int:
     return limit
 
 
+def check_title(title: Any) -> None:
+    """題名は ``None`` (変えない) か文字列であること (誤りは ``title`` を名指しした ``ValueError``)。"""
+    if title is not None and not isinstance(title, str):
+        raise ValueError(f"title: expected a string, got {type(title).__name__}")
+
+
 def encode_cursor(updated_at: float, thread_id: str) -> str:
     """ページの続きの位置 (``updated_at`` と ``thread_id``) を不透明な文字列にする。"""
     raw = json.dumps([updated_at, thread_id], separators=(",", ":")).encode("utf-8")

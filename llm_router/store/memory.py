@@ -25,6 +25,7 @@ from llm_router.store.base import (
     ThreadPage,
     ThreadSummary,
     check_limit,
+    check_title,
     decode_cursor,
     encode_cursor,
     encode_event,
@@ -138,6 +139,7 @@ class MemoryStore:
         self, thread_id: str, *, title: str | None = None, config: StoredThread | None = None, now: float | None = None
     ) -> None:
         """題名か設定を変え、``updated_at`` を進める。"""
+        check_title(title)
         new_config = config.config_dict() if config is not None else None
         with self._lock:
             t = self._get(thread_id)
@@ -170,6 +172,7 @@ class MemoryStore:
         now: float | None = None,
     ) -> list[dict[str, Any]]:
         """全部を検査・符号化してから、ロックの下で一度に反映する。"""
+        check_title(title)
         now = self._clock() if now is None else now
         entries = [e.to_dict() for e in history.append] if history is not None else []
         with self._lock:

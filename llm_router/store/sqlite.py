@@ -37,6 +37,7 @@ from llm_router.store.base import (
     ThreadPage,
     ThreadSummary,
     check_limit,
+    check_title,
     decode_cursor,
     encode_cursor,
     encode_event,
@@ -355,6 +356,7 @@ class SqliteStore:
         self, thread_id: str, *, title: str | None = None, config: StoredThread | None = None, now: float | None = None
     ) -> None:
         """題名か設定を変え、``updated_at`` を進める。"""
+        check_title(title)
         now = self._clock() if now is None else now
         encoded = _dumps(config.config_dict()) if config is not None else None
         with self._write() as c:
@@ -408,6 +410,7 @@ class SqliteStore:
         now: float | None = None,
     ) -> list[dict[str, Any]]:
         """イベント・履歴・題名・ランの記録を 1 トランザクションで書く。返ってから ``event["seq"]`` が入る。"""
+        check_title(title)
         item = CommitItem(thread_id, events, history, title, run_started, run_ended, now)
         self.commit_batch([item])
         if item.error is not None:
@@ -500,6 +503,7 @@ class SqliteStore:
         self, item: CommitItem, staged: dict[str, tuple[int, int, int, float | None]]
     ) -> tuple[list[tuple[Any, ...]], tuple[int, int, int, float | None]]:
         """(トランザクションの中で) 1 項目を書き、書いたイベントの行とログの新しい状態を返す。"""
+        check_title(item.title)
         c = self._conn
         thread_id = item.thread_id
         now = self._clock() if item.now is None else item.now

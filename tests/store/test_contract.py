@@ -278,3 +278,14 @@ def test_history_entries_keep_metadata(make_store):
     item = HistoryEntry(Message(role="assistant", content="途中", interrupted=True), "m9", "run_7", 1_800_000_123.5)
     store.commit("thr_1", history=HistoryChange(append=[item]))
     assert store.load_thread("thr_1").history == [item]
+
+
+def test_a_title_that_is_not_a_string_is_refused(make_store):
+    """文字列でない題名は ``title`` を名指しして断り、何も変えない。"""
+    store = make_store()
+    store.create_thread(sample_thread())
+    with pytest.raises(ValueError, match="title"):
+        store.update_thread("thr_1", title=42)
+    with pytest.raises(ValueError, match="title"):
+        store.commit("thr_1", [event()], title=["x"])
+    assert store.load_thread("thr_1").title is None and store.bounds("thr_1").last_seq == 0
