@@ -156,6 +156,23 @@ class RagConfig:
 
 
 @dataclass
+class StoreConfig:
+    """スレッドとイベントログのストア (``llm_router/store``) の設定。"""
+
+    # sqlite (既定: 1 ファイル) / memory (再起動で消える) / redis (複数プロセス。URL は .env の LLM_ROUTER_REDIS_URL)
+    backend: str = "sqlite"
+    path: str = "data/llm_router.sqlite3"
+    # 実行中のランのリースの秒数 (持ち主のプロセスが更新し続ける)
+    run_lease_s: float = 10.0
+    # 他の接続が書き込みのロックを持つときに待つ最大ミリ秒 (超えたら store_unavailable)
+    busy_timeout_ms: int = 5000
+    # NORMAL: プロセスの異常終了 (SIGKILL) まで守る / FULL: 電源断まで守る (コミットごとに fsync)
+    synchronous: str = "NORMAL"
+    # イベントログのバイト数の上限 (0 なら上限なし。件数と経過秒は server.event_log_max_*)
+    event_log_max_bytes: int = 0
+
+
+@dataclass
 class AppConfig:
     """アプリ全体の設定のルート。"""
 
@@ -164,6 +181,7 @@ class AppConfig:
     providers: ProvidersConfig = field(default_factory=ProvidersConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     rag: RagConfig = field(default_factory=RagConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
 
 
 def model_options_for(config: ProviderConfig, model: str) -> ModelOptions:
