@@ -136,6 +136,33 @@ class RagConfig:
 
 
 @dataclass
+class RedisStoreConfig:
+    """Redis の部品 (``llm_router/cluster``) の設定。接続 URL は秘密情報なので .env の ``LLM_ROUTER_REDIS_URL``。"""
+
+    # すべてのキーの接頭辞 (1 つの Redis を複数の環境で分けるとき用)
+    key_prefix: str = "llm_router"
+    connect_timeout_s: float = 2.0
+    socket_timeout_s: float = 2.0
+    # 接続が切れたあと、1 つのコマンドを何回まで繋ぎ直して試すか (redis-py の Retry)
+    retries: int = 1
+    # 別プロセスのランの持ち主へ送ったコマンドの返事を待つ秒数
+    command_timeout_s: float = 5.0
+    # コマンドの受信ループが 1 回の BLPOP で待つ秒数 (止める要求に気づくまでの最大の遅れ)
+    command_poll_s: float = 1.0
+    # 持ち主を失ったランを探す間隔 (0 以下なら run_lease_s の半分)
+    orphan_scan_interval_s: float = 0.0
+
+
+@dataclass
+class StoreConfig:
+    """スレッドの保存先の設定 (このクラスには複数プロセスでのランの貸与に要るものを置く)。"""
+
+    # 実行中のランの持ち主が持つ貸与の長さ (秒)。持ち主が死ぬと 2 期間以内に別プロセスがランを interrupted で終える
+    run_lease_s: float = 10.0
+    redis: RedisStoreConfig = field(default_factory=RedisStoreConfig)
+
+
+@dataclass
 class AppConfig:
     """アプリ全体の設定のルート。"""
 
@@ -144,6 +171,7 @@ class AppConfig:
     providers: ProvidersConfig = field(default_factory=ProvidersConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     rag: RagConfig = field(default_factory=RagConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
 
 
 def model_options_for(config: ProviderConfig, model: str) -> ModelOptions:

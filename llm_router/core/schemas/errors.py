@@ -6,6 +6,7 @@
     ├── ConfigurationError
     │   └── MissingCredentialError        (設定すべき .env 変数名を含む)
     ├── RequestCancelled                  (キャンセルトークンで中断された)
+    ├── StoreUnavailable                  store_unavailable (保存先 (Redis など) に届かない・書けない)
     └── ProviderError                     (provider, status, retryable, code)
         ├── ProviderAuthError             provider_auth
         ├── ProviderRateLimitedError      provider_rate_limited (retry_after_s)
@@ -132,3 +133,14 @@ class ProviderTimeoutError(ProviderError):
 
     code = "timeout"
     default_retryable = True
+
+
+class StoreUnavailable(LLMRouterError):
+    """保存先 (Redis、SQLite のファイルなど) に届かない・書けない。
+
+    メッセージには何が失敗したかと宛先 (パスワードを伏せたもの) だけを含め、秘密情報は決して含めない。
+    保存先が戻れば、同じクライアントのまま次の呼び出しから動く (プロセスの再起動は要らない)。
+    """
+
+    code = "store_unavailable"
+    retryable = True
