@@ -27,11 +27,14 @@ if TYPE_CHECKING:
 
     from llm_router.cluster.leases import Lease
 
-# 年齢による切り詰め (Lua の関数、両方のスクリプトの先頭に付ける)。先頭から 100 件ずつ見て、壁時計 ``t`` が
-# cutoff より古いものを XTRIM MINID で捨てる。最後の 1 件は残す。1 回の呼び出しで見るのは最大 rounds 回。
+# 年齢による切り詰め (Lua の関数、両方のスクリプトの先頭に付ける)。まず先頭の 1 件だけを見て、新しければ何もしない
+# (ふだんの追加はこれだけで O(1))。古ければ先頭から 100 件ずつ見て、壁時計 ``t`` が cutoff より古いものを
+# XTRIM MINID で捨てる。最後の 1 件は残す。1 回の呼び出しで見るのは最大 rounds 回。
 _TRIM_FN = """
 local function trim_age(key, cutoff, rounds)
   local removed = 0
+  local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
+  if #first == 0 or tonumber(first[1][2][4]) >= cutoff then return 0 end
   for _ = 1, rounds do
     local head = redis.call('XRANGE', key, '-', '+', 'COUNT', 100)
     if #head <= 1 then break end
