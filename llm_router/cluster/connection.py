@@ -89,6 +89,10 @@ class Keys:
         """プロセス宛てのコマンドの列 (リスト、BLPOP で受ける)。"""
         return f"{self.prefix}:cmd:{process_id}"
 
+    def wake(self, process_id: str) -> str:
+        """プロセスのストリームの追従を起こすためのストリーム。"""
+        return f"{self.prefix}:wake:{process_id}"
+
     def reply(self, request_id: str) -> str:
         """1 つのコマンドの返事 (リスト、送り手が BLPOP で待つ)。"""
         return f"{self.prefix}:reply:{request_id}"
