@@ -4,7 +4,7 @@
   (一覧での並びのキー)。履歴: JSON 文字列のリスト ``<prefix>:t:<id>:history``。
 - 一覧: 持ち主ごとの sorted set (点数はすべて 0、メンバーは ``<updated_at のマイクロ秒 20 桁>|<thread_id>``)
   を ``ZRANGE ... BYLEX REV`` で新しい順に読む。同じ時刻のスレッドも順序が決まり、カーソル (最後のメンバー)
-  から続きを読んでも抜けも重複も出ない。
+  から続きを読んでも抜けも重複も出ない。カーソルはそのメンバーを URL で安全な base64 にした不透明な文字列。
 - 作成・更新は Lua で原子的に: 別の主体のスレッドの上書きは ``forbidden``、スレッド数の上限は作成のときに
   全プロセスを通して検査する (``ThreadCapReached``)。
 - 削除は、実行中のランがあれば断り (``run_in_progress``)、なければ記録・履歴・イベントログ・``seq``・
@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from dataclasses import dataclass
@@ -90,6 +91,22 @@ class ThreadPage:
 
     threads: list[dict[str, Any]]
     next_cursor: str | None
+
+
+def _encode_cursor(member: str) -> str:
+    """一覧のメンバーを不透明なカーソル (URL で安全な base64) にする。"""
+    return base64.urlsafe_b64encode(member.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def _decode_cursor(cursor: Any) -> str:
+    """:func:`_encode_cursor` の逆。壊れた値は ``before`` を名指しした ``ValueError``。"""
+    try:
+        member = base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode("ascii")).decode("utf-8")
+    except Exception:
+        raise ValueError("before: not a cursor returned by list_threads") from None
+    if not _CURSOR.match(member):
+        raise ValueError("before: not a cursor returned by list_threads")
+    return member
 
 
 def order_key(updated_at: float, thread_id: str) -> str:
@@ -173,9 +190,7 @@ class RedisThreadRecords:
         """
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 500:
             raise ValueError("limit: must be an integer from 1 to 500")
-        if before is not None and (not isinstance(before, str) or not _CURSOR.match(before)):
-            raise ValueError("before: not a cursor returned by list_threads")
-        upper = f"({before}" if before else "+"
+        upper = f"({_decode_cursor(before)}" if before is not None else "+"
         with unavailable_errors(self.client, "thread list"):
             members = self.client.zrange(
                 self.keys.owner_index(owner), upper, "-", desc=True, bylex=True, offset=0, num=limit + 1
@@ -186,7 +201,7 @@ class RedisThreadRecords:
                 pipe.hget(self.keys.thread(thread_id), "data")
             rows = pipe.execute() if ids else []
         threads = [json.loads(r) for r in rows if r]
-        next_cursor = members[limit - 1].decode() if len(members) > limit else None
+        next_cursor = _encode_cursor(members[limit - 1].decode()) if len(members) > limit else None
         return ThreadPage(threads, next_cursor)
 
     def append_history(self, thread_id: str, *messages: dict[str, Any]) -> int:

@@ -49,6 +49,7 @@ def test_listing_is_newest_first_per_owner_with_a_cursor(client, keys):
         seen.extend(t["thread_id"] for t in page.threads)
         if page.next_cursor is None:
             break
+        assert "|" not in page.next_cursor  # 不透明なカーソル
         cursor = page.next_cursor
     assert seen[0] == "a0" and sorted(seen) == [f"a{i}" for i in range(7)] and len(seen) == 7
     stamps = [store.get(t)["updated_at"] for t in seen]
@@ -57,7 +58,10 @@ def test_listing_is_newest_first_per_owner_with_a_cursor(client, keys):
     assert store.list("carol").threads == [] and store.list("carol").next_cursor is None
 
 
-@pytest.mark.parametrize(("limit", "before", "field"), [(0, None, "limit"), (501, None, "limit"), (5, "zzz", "before")])
+@pytest.mark.parametrize(
+    ("limit", "before", "field"),
+    [(0, None, "limit"), (501, None, "limit"), (5, "zzz", "before"), (5, "***", "before"), (5, 7, "before")],
+)
 def test_bad_list_arguments_name_the_field(client, keys, limit, before, field):
     """不正な limit / before はその名前を含むエラーになる。"""
     with pytest.raises(ValueError, match=field):
