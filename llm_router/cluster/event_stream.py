@@ -6,6 +6,8 @@
 - 上限: 件数は ``MAXLEN ~ max_events`` (Redis が内部のノード単位で捨てるので、少し多めに残ることがある)、
   経過時間はエントリに入れた壁時計 (Redis の ``TIME``、ミリ秒) で、先頭から古いものを ``XTRIM MINID`` で捨てる。
   最後の 1 件は必ず残す。カウンタは切り詰めても消さないので、``seq`` は決して再利用されない。
+- 履歴の変更 (ユーザーのメッセージ、完了したステップ、巻き戻し) は、それを知らせるイベントと同じスクリプトで
+  書ける (``append_many(..., history_push=... | history_replace=...)``)。途中の状態は誰にも見えない。
 - 持ち主の検査 (fencing): ``lease`` を渡すと、その貸与を今も持っているときだけ書く (貸与を失った古い持ち主が、
   別のプロセスが ``interrupted`` で終えたランに書き足すことを防ぐ)。
 - 再開は ``XRANGE (<seq>+1)-0 +``。:meth:`RedisEventLog.delete` はスレッドのログとカウンタを消す
@@ -57,8 +59,9 @@ local function now_ms()
 end
 """
 
-# KEYS: 1 seq カウンタ, 2 ストリーム, 3 貸与 (fencing)
-# ARGV: 1 max_events, 2 max_age_ms (0 以下なら年齢で捨てない), 3 貸与のトークン ("" なら検査しない), 4.. ペイロード
+# KEYS: 1 seq カウンタ, 2 ストリーム, 3 貸与 (fencing), 4 履歴
+# ARGV: 1 max_events, 2 max_age_ms (0 以下なら年齢で捨てない), 3 貸与のトークン ("" なら検査しない),
+#       4 イベントの件数 N, 5 履歴の操作 ("" / "push" / "replace"), 6..5+N イベント, 6+N.. 履歴のメッセージ
 # 返り値: 最初に付けた seq。貸与を失っていればエラー "LEASE_LOST" (何も書かない)
 APPEND_LUA = (
     _TRIM_FN
@@ -67,12 +70,16 @@ if ARGV[3] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[3] then
   return redis.error_reply('LEASE_LOST the run lease is not held by this writer')
 end
 local now = now_ms()
+local n = tonumber(ARGV[4])
 local first = nil
-for i = 4, #ARGV do
+for i = 6, 5 + n do
   local seq = redis.call('INCR', KEYS[1])
   if first == nil then first = seq end
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], seq .. '-0', 'e', ARGV[i], 't', now)
 end
+local op = ARGV[5]
+if op == 'replace' then redis.call('DEL', KEYS[4]) end
+if op ~= '' and #ARGV > 5 + n then redis.call('RPUSH', KEYS[4], unpack(ARGV, 6 + n, #ARGV)) end
 local max_age = tonumber(ARGV[2])
 if max_age > 0 then trim_age(KEYS[2], now - max_age, 10) end
 return first
@@ -126,26 +133,65 @@ class RedisEventLog:
         """
         return self.append_many(thread_id, [event], lease)[0]
 
-    def append_many(self, thread_id: str, events: Sequence[dict[str, Any]], lease: Lease | None = None) -> list[int]:
-        """複数のイベントを 1 回の往復でまとめて書く (連続した ``seq``)。各 ``event["seq"]`` にも入れる。"""
+    def append_many(
+        self,
+        thread_id: str,
+        events: Sequence[dict[str, Any]],
+        lease: Lease | None = None,
+        *,
+        history_push: Sequence[dict[str, Any]] = (),
+        history_replace: Sequence[dict[str, Any]] | None = None,
+    ) -> list[int]:
+        """複数のイベントを 1 回の往復でまとめて書く (連続した ``seq``)。各 ``event["seq"]`` にも入れる。
+
+        履歴の変更 (それを知らせるイベントと同じ原子操作で、途中の状態は誰にも見えない):
+
+        Args:
+            history_push: 履歴の末尾に足すメッセージ (完了したステップ、ユーザーのメッセージなど)。
+            history_replace: 履歴を丸ごと置き換えるメッセージ (巻き戻し、失敗したランの取り消し)。
+                ``history_push`` とは同時に使えない。
+
+        Raises:
+            ValueError: イベントが無いのに履歴を変えようとしたとき、または両方の操作を渡したとき。
+            LeaseLost: ``lease`` がもう有効でないとき (何も書かれない)。
+            StoreUnavailable: Redis に届かないとき。
+        """
+        if history_replace is not None and history_push:
+            raise ValueError("history_push and history_replace cannot be combined")
         if not events:
+            if history_push or history_replace is not None:
+                raise ValueError("events: a history change must be announced by at least one event")
             return []
         payloads = [json.dumps({k: v for k, v in e.items() if k != "seq"}, ensure_ascii=False) for e in events]
-        first = self._run_append(thread_id, payloads, lease)
+        op, messages = "", ()
+        if history_replace is not None:
+            op, messages = "replace", history_replace
+        elif history_push:
+            op, messages = "push", history_push
+        history = [json.dumps(m, ensure_ascii=False) for m in messages]
+        first = self._run_append(thread_id, payloads, lease, op, history)
         seqs = list(range(first, first + len(events)))
         for event, seq in zip(events, seqs, strict=True):
             event["seq"] = seq
         return seqs
 
-    def _run_append(self, thread_id: str, payloads: Iterable[str], lease: Lease | None) -> int:
+    def _run_append(
+        self, thread_id: str, payloads: list[str], lease: Lease | None, op: str = "", history: Iterable[str] = ()
+    ) -> int:
         """追加のスクリプトを 1 回実行して最初の ``seq`` を返す。"""
         import redis
 
-        keys = [self.keys.seq(thread_id), self.keys.events(thread_id), self.keys.lease(thread_id)]
+        keys = [
+            self.keys.seq(thread_id),
+            self.keys.events(thread_id),
+            self.keys.lease(thread_id),
+            self.keys.history(thread_id),
+        ]
         token = lease.token if lease is not None else ""
+        args = [self.max_events, self.max_age_ms, token, len(payloads), op, *payloads, *history]
         with unavailable_errors(self.client, "event append"):
             try:
-                return int(self._append(keys=keys, args=[self.max_events, self.max_age_ms, token, *payloads]))
+                return int(self._append(keys=keys, args=args))
             except redis.ResponseError as exc:
                 if "LEASE_LOST" in str(exc):
                     raise LeaseLost(f"run lease on thread {thread_id!r} is no longer held by this process") from None

@@ -115,3 +115,27 @@ def test_a_writer_that_lost_its_lease_cannot_append(client, make_client, keys):
     with pytest.raises(LeaseLost):
         log.append("t", {"type": "text_delta"}, lease=lease)
     assert log.last_seq("t") == 1 and len(log.after("t", 0)) == 1
+
+
+def test_history_changes_are_written_with_the_events_that_announce_them(client, keys):
+    """履歴の追加・置き換えはイベントと同じ原子操作で書かれ、貸与を失っていればどちらも書かれない。"""
+    from llm_router.cluster.threads import RedisThreadRecords
+
+    log, records = RedisEventLog(client, 1000, 0, keys), RedisThreadRecords(client, keys)
+    user = {"role": "user", "content": "質問"}
+    step = {"role": "assistant", "content": "答え"}
+    assert log.append_many("t", [{"type": "run_started"}], history_push=[user]) == [1]
+    assert log.append_many("t", [{"type": "step_finished"}], history_push=[step]) == [2]
+    assert records.history("t") == [user, step]
+    assert log.append_many("t", [{"type": "thread_rewound"}], history_replace=[]) == [3]
+    assert records.history("t") == []
+    leases = RunLeases(client, "proc-a", 5, keys)
+    lease = leases.acquire("t", "run-1")
+    leases.release(lease)
+    with pytest.raises(LeaseLost):
+        log.append_many("t", [{"type": "run_started"}], lease, history_push=[user])
+    assert records.history("t") == [] and log.last_seq("t") == 3
+    with pytest.raises(ValueError, match="events"):
+        log.append_many("t", [], history_push=[user])
+    with pytest.raises(ValueError, match="combined"):
+        log.append_many("t", [{"type": "x"}], history_push=[user], history_replace=[])
