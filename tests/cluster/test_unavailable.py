@@ -82,3 +82,39 @@ def test_a_missing_or_bad_url_names_the_variable(url):
     """URL が空か不正なら、.env の変数名を含む StoreUnavailable (パスワードは出さない)。"""
     with pytest.raises(StoreUnavailable, match="LLM_ROUTER_REDIS_URL"):
         connect(url, TEST_REDIS)
+
+
+def test_background_helpers_survive_an_outage(redis_server, client, make_client, keys, caplog):
+    """更新係と検査係は Redis が落ちている間も止まらず (警告だけ)、戻った後にまた働く:
+    再起動で消えた貸与は on_lost で知らされ、再起動の後に持ち主を失ったランは引き取られる。"""
+    import threading
+    import time
+
+    from llm_router.cluster.leases import LeaseRenewer, OrphanScanner
+
+    caplog.set_level(logging.WARNING)
+    leases = RunLeases(client, "proc-a", 0.5, keys)
+    lost, orphans = [], []
+    lost_event, orphan_event = threading.Event(), threading.Event()
+    renewer = LeaseRenewer(leases, on_lost=lambda lease: (lost.append(lease), lost_event.set()))
+    scanner = OrphanScanner(
+        leases, on_orphan=lambda lease: (orphans.append(lease), leases.release(lease), orphan_event.set())
+    )
+    lease = leases.acquire("t", "run-1")
+    renewer.hold(lease)
+    renewer.start()
+    scanner.start()
+    try:
+        redis_server.stop()
+        deadline = time.monotonic() + 10
+        while not any("redis unavailable" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "the helpers never noticed the outage"
+            time.sleep(0.02)
+        redis_server.start()
+        assert lost_event.wait(10) and lost == [lease]  # 中身が消えたので貸与は失われた
+        RunLeases(make_client(), "proc-dead", 0.5, keys).acquire("u", "run-dead")  # 更新されない貸与
+        assert orphan_event.wait(10)
+        assert [(o.thread_id, o.orphan.run_id) for o in orphans] == [("u", "run-dead")]
+    finally:
+        renewer.stop()
+        scanner.stop()
