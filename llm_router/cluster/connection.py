@@ -121,9 +121,11 @@ def connect(url: str, config: RedisStoreConfig | None = None, *, socket_timeout_
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry
 
-    from llm_router.config.schema import RedisStoreConfig
+    if config is None:
+        from llm_router.config.schema import RedisStoreConfig
 
-    cfg = config or RedisStoreConfig()
+        config = RedisStoreConfig()
+    cfg = config
     if not url:
         raise StoreUnavailable(
             "redis: LLM_ROUTER_REDIS_URL is not set (.env に LLM_ROUTER_REDIS_URL を設定してください)"

@@ -6,12 +6,14 @@
   ``count`` 件書き、付いた ``seq`` を JSON で出す。
 - ``hold <prefix> <thread_id> <run_id> <lease_s>``: 貸与を取って更新係で持ち続け、コマンドにも答える
   (``held <process_id>`` を出した後、殺されるまで動く)。
-- ``eventlet <prefix>``: 最初に eventlet で monkey-patch してから、追加・貸与・コマンドの往復を試し、結果を JSON で出す。
+- ``eventlet <prefix>``: 最初に eventlet で monkey-patch してから、追加・貸与・コマンドの往復・ストリームの追従を
+  試し、結果を JSON で出す。
 """
 
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
 
 
 def _parts(prefix: str, lease_s: float = 10.0):
@@ -21,12 +23,13 @@ def _parts(prefix: str, lease_s: float = 10.0):
     from llm_router.cluster.connection import Keys, connect, new_process_id
     from llm_router.cluster.event_stream import RedisEventLog
     from llm_router.cluster.leases import RunLeases
-    from tests.cluster.conftest import TEST_REDIS
 
+    # conftest の TEST_REDIS と同じ値 (pytest と Hydra を import しないで済むように、属性だけの入れ物で渡す)
+    test_redis = SimpleNamespace(connect_timeout_s=1.0, socket_timeout_s=2.0, retries=1)
     url = os.environ["LLM_ROUTER_REDIS_URL"]
     keys = Keys(prefix)
-    client = connect(url, TEST_REDIS)
-    blocking = connect(url, TEST_REDIS, socket_timeout_s=10)
+    client = connect(url, test_redis)
+    blocking = connect(url, test_redis, socket_timeout_s=10)
     pid = new_process_id()
     return client, blocking, keys, pid, RedisEventLog(client, 100000, 0, keys), RunLeases(client, pid, lease_s, keys)
 
@@ -75,6 +78,7 @@ def run_eventlet(prefix: str) -> None:
 
     from llm_router.cluster.commands import CommandBus
     from llm_router.cluster.connection import new_process_id
+    from llm_router.cluster.follower import StreamFollower
     from llm_router.cluster.leases import LeaseRenewer, RunInProgress
 
     client, blocking, keys, pid, events, leases = _parts(prefix, 0.6)
@@ -98,6 +102,25 @@ def run_eventlet(prefix: str) -> None:
         except RunInProgress:
             refused += 1
         eventlet.sleep(0.1)
+    # ストリームの追従も緑スレッドで: 別の接続で書いたものが seq 順に届く
+    followed: list[int] = []
+    got_all = eventlet.event.Event()
+
+    def deliver(_thread_id: str, events: list) -> None:
+        """届いた seq を記録する。"""
+        followed.extend(e["seq"] for e in events)
+        if len(followed) >= 8:
+            got_all.send(True)
+
+    follower = StreamFollower(_parts(prefix)[1], pid, deliver, block_s=2.0, keys=keys)
+    follower.start()
+    follower.watch("th", 2)
+    other_events = _parts(prefix)[4]
+    for i in range(5):
+        other_events.append("th", {"type": "y", "i": i})
+    with eventlet.Timeout(10, False):
+        got_all.wait()
+    follower.stop()
     renewer.stop()
     bus.stop()
     print(
@@ -108,6 +131,7 @@ def run_eventlet(prefix: str) -> None:
                 "reply": reply,
                 "refused": refused,
                 "still_held": leases.holder("th") is not None and leases.holder("th").token == lease.token,
+                "followed": followed,
             }
         ),
         flush=True,

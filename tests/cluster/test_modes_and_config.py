@@ -10,7 +10,7 @@ from llm_router.config.settings import load_settings
 
 
 def test_building_blocks_work_under_eventlet_monkey_patching(spawn_worker, keys):
-    """eventlet で monkey-patch したプロセスで、追加・貸与の更新係 (緑スレッド)・コマンドの往復が動く。"""
+    """eventlet で monkey-patch したプロセスで、追加・貸与の更新係 (緑スレッド)・コマンドの往復・ストリームの追従が動く。"""
     proc = spawn_worker("eventlet", keys.prefix)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
@@ -19,6 +19,7 @@ def test_building_blocks_work_under_eventlet_monkey_patching(spawn_worker, keys)
     assert result["seqs"] == [1, 2, 3, 4, 5]
     assert result["reply"] == {"ok": True, "kind": "cancel"}
     assert result["refused"] >= 10 and result["still_held"] is True  # 1.8 s (貸与 0.6 s の 3 期間) 持ち続けた
+    assert result["followed"] == [3, 4, 5, 6, 7, 8, 9, 10]  # 追従 (2 の後から、別の接続で書いた 5 件まで)
 
 
 def test_store_config_defaults_and_overrides():
