@@ -59,9 +59,10 @@ local function now_ms()
 end
 """
 
-# KEYS: 1 seq カウンタ, 2 ストリーム, 3 貸与 (fencing), 4 履歴
+# KEYS: 1 seq カウンタ, 2 ストリーム, 3 貸与 (fencing), 4 履歴, 5 実行中のランの表
 # ARGV: 1 max_events, 2 max_age_ms (0 以下なら年齢で捨てない), 3 貸与のトークン ("" なら検査しない),
 #       4 イベントの件数 N, 5 履歴の操作 ("" / "push" / "replace"), 6..5+N イベント, 6+N.. 履歴のメッセージ
+#       最後の 2 つの手前に: release ("1" なら書いた後に貸与を返す), thread_id
 # 返り値: 最初に付けた seq。貸与を失っていればエラー "LEASE_LOST" (何も書かない)
 APPEND_LUA = (
     _TRIM_FN
@@ -69,6 +70,9 @@ APPEND_LUA = (
 if ARGV[3] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[3] then
   return redis.error_reply('LEASE_LOST the run lease is not held by this writer')
 end
+local release = ARGV[#ARGV - 1]
+local thread_id = ARGV[#ARGV]
+local last = #ARGV - 2
 local now = now_ms()
 local n = tonumber(ARGV[4])
 local first = nil
@@ -79,7 +83,11 @@ for i = 6, 5 + n do
 end
 local op = ARGV[5]
 if op == 'replace' then redis.call('DEL', KEYS[4]) end
-if op ~= '' and #ARGV > 5 + n then redis.call('RPUSH', KEYS[4], unpack(ARGV, 6 + n, #ARGV)) end
+if op ~= '' and last > 5 + n then redis.call('RPUSH', KEYS[4], unpack(ARGV, 6 + n, last)) end
+if release == '1' and ARGV[3] ~= '' then
+  redis.call('DEL', KEYS[3])
+  if redis.call('HGET', KEYS[5], thread_id) == ARGV[3] then redis.call('HDEL', KEYS[5], thread_id) end
+end
 local max_age = tonumber(ARGV[2])
 if max_age > 0 then trim_age(KEYS[2], now - max_age, 10) end
 return first
@@ -141,6 +149,7 @@ class RedisEventLog:
         *,
         history_push: Sequence[dict[str, Any]] = (),
         history_replace: Sequence[dict[str, Any]] | None = None,
+        release: bool = False,
     ) -> list[int]:
         """複数のイベントを 1 回の往復でまとめて書く (連続した ``seq``)。各 ``event["seq"]`` にも入れる。
 
@@ -150,6 +159,8 @@ class RedisEventLog:
             history_push: 履歴の末尾に足すメッセージ (完了したステップ、ユーザーのメッセージなど)。
             history_replace: 履歴を丸ごと置き換えるメッセージ (巻き戻し、失敗したランの取り消し)。
                 ``history_push`` とは同時に使えない。
+            release: 書いた後、同じ原子操作で ``lease`` を返す (終わりのイベントと一緒に使う。終わりのイベントが
+                書けたのに貸与が残る、あるいはその逆の隙間が無いので、後始末が 2 つ目の終わりを書くことがない)。
 
         Raises:
             ValueError: イベントが無いのに履歴を変えようとしたとき、または両方の操作を渡したとき。
@@ -158,6 +169,8 @@ class RedisEventLog:
         """
         if history_replace is not None and history_push:
             raise ValueError("history_push and history_replace cannot be combined")
+        if release and lease is None:
+            raise ValueError("release: needs the lease to give back")
         if not events:
             if history_push or history_replace is not None:
                 raise ValueError("events: a history change must be announced by at least one event")
@@ -169,14 +182,20 @@ class RedisEventLog:
         elif history_push:
             op, messages = "push", history_push
         history = [json.dumps(m, ensure_ascii=False) for m in messages]
-        first = self._run_append(thread_id, payloads, lease, op, history)
+        first = self._run_append(thread_id, payloads, lease, op, history, release)
         seqs = list(range(first, first + len(events)))
         for event, seq in zip(events, seqs, strict=True):
             event["seq"] = seq
         return seqs
 
     def _run_append(
-        self, thread_id: str, payloads: list[str], lease: Lease | None, op: str = "", history: Iterable[str] = ()
+        self,
+        thread_id: str,
+        payloads: list[str],
+        lease: Lease | None,
+        op: str = "",
+        history: Iterable[str] = (),
+        release: bool = False,
     ) -> int:
         """追加のスクリプトを 1 回実行して最初の ``seq`` を返す。"""
         import redis
@@ -186,9 +205,11 @@ class RedisEventLog:
             self.keys.events(thread_id),
             self.keys.lease(thread_id),
             self.keys.history(thread_id),
+            self.keys.active_runs,
         ]
         token = lease.token if lease is not None else ""
         args = [self.max_events, self.max_age_ms, token, len(payloads), op, *payloads, *history]
+        args += ["1" if release else "0", thread_id]
         with unavailable_errors(self.client, "event append"):
             try:
                 return int(self._append(keys=keys, args=args))

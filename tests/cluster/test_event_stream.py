@@ -139,3 +139,19 @@ def test_history_changes_are_written_with_the_events_that_announce_them(client, 
         log.append_many("t", [], history_push=[user])
     with pytest.raises(ValueError, match="combined"):
         log.append_many("t", [{"type": "x"}], history_push=[user], history_replace=[])
+
+
+def test_the_terminal_event_and_the_lease_release_are_one_step(client, keys):
+    """終わりのイベントを release=True で書くと、貸与と実行中の表の記入が同じ原子操作で消える。"""
+    log = RedisEventLog(client, 1000, 0, keys)
+    leases = RunLeases(client, "proc-a", 5, keys)
+    lease = leases.acquire("t", "run-1")
+    assert leases.active_runs()["t"].run_id == "run-1"
+    log.append("t", {"type": "run_started"}, lease)
+    assert log.append_many("t", [{"type": "run_finished"}], lease, release=True) == [2]
+    assert leases.holder("t") is None and leases.active_runs() == {}
+    assert leases.claim_orphans() == []  # 後始末が 2 つ目の終わりを書く余地は無い
+    with pytest.raises(LeaseLost):
+        log.append("t", {"type": "late"}, lease)
+    with pytest.raises(ValueError, match="release"):
+        log.append_many("t", [{"type": "x"}], release=True)

@@ -112,12 +112,10 @@ def test_a_killed_owner_is_noticed_within_two_lease_periods_and_its_run_ended(sp
     ended = []
 
     def end_interrupted(lease) -> None:
-        """死んだランを interrupted で終え (引き取った貸与で fencing して書き)、解放する。"""
-        seq = log.append(
-            "t", {"type": "run_error", "run_id": lease.orphan.run_id, "code": "interrupted", "retryable": True}, lease
-        )
+        """死んだランを interrupted で終える (引き取った貸与で fencing して書き、同じ操作で貸与を返す)。"""
+        event = {"type": "run_error", "run_id": lease.orphan.run_id, "code": "interrupted", "retryable": True}
+        seq = log.append_many("t", [event], lease, release=True)[0]
         ended.append((lease.orphan.process_id, lease.orphan.run_id, seq))
-        leases.release(lease)
         noticed.set()
 
     scanner = OrphanScanner(leases, end_interrupted, interval_s=LEASE_S / 4)
