@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from llm_router.cluster.commands import CommandBus, Handler
 from llm_router.cluster.connection import Keys, connect, new_process_id
 from llm_router.cluster.event_stream import RedisEventLog
-from llm_router.cluster.leases import RunLeases
+from llm_router.cluster.follower import StreamFollower
+from llm_router.cluster.leases import Lease, LeaseRenewer, OrphanScanner, RunLeases
 from llm_router.cluster.limits import SharedRateLimiter
 from llm_router.cluster.threads import RedisThreadRecords
 
 if TYPE_CHECKING:
     import redis
 
-    from llm_router.config.schema import AppConfig
+    from llm_router.config.schema import AppConfig, RedisStoreConfig
 
 
 @dataclass
@@ -29,6 +32,35 @@ class ClusterParts:
     threads: RedisThreadRecords
     leases: RunLeases
     rate_limiter: SharedRateLimiter
+    redis_config: RedisStoreConfig
+
+    def command_bus(self, handler: Handler) -> CommandBus:
+        """このプロセスのコマンドの受信と送信 (``store.redis.command_timeout_s`` / ``command_poll_s``)。"""
+        cfg = self.redis_config
+        return CommandBus(
+            self.client,
+            self.blocking_client,
+            self.process_id,
+            handler,
+            cfg.command_timeout_s,
+            cfg.command_poll_s,
+            self.keys,
+        )
+
+    def renewer(self, on_lost: Callable[[Lease], Any]) -> LeaseRenewer:
+        """保持中の貸与の更新係 (``store.run_lease_s / 3`` ごと)。"""
+        return LeaseRenewer(self.leases, on_lost)
+
+    def orphan_scanner(self, on_orphan: Callable[[Lease], Any]) -> OrphanScanner:
+        """持ち主を失ったランの検査係 (``store.redis.orphan_scan_interval_s``、0 以下なら ``run_lease_s / 2``)。"""
+        interval = self.redis_config.orphan_scan_interval_s
+        return OrphanScanner(self.leases, on_orphan, interval if interval > 0 else None)
+
+    def follower(self, deliver: Callable[[str, list[dict[str, Any]]], Any]) -> StreamFollower:
+        """他のプロセスのランのイベントの追従 (``store.redis.command_poll_s`` ごとに待ちを区切る)。"""
+        return StreamFollower(
+            self.blocking_client, self.process_id, deliver, self.redis_config.command_poll_s, keys=self.keys
+        )
 
     def close(self) -> None:
         """接続を閉じる。"""
@@ -58,4 +90,5 @@ def build_parts(config: AppConfig, redis_url: str | None, process_id: str | None
         threads=RedisThreadRecords(client, keys),
         leases=RunLeases(client, pid, config.store.run_lease_s, keys),
         rate_limiter=SharedRateLimiter(client, config.server.rate_limit_per_minute, keys=keys),
+        redis_config=rcfg,
     )

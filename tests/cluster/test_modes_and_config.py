@@ -54,12 +54,23 @@ def test_parts_built_from_settings_talk_to_redis(redis_server, tmp_path):
     """設定と .env の URL から組み立てた部品一式が、その Redis で動く。"""
     env = tmp_path / ".env"
     env.write_text(f"LLM_ROUTER_REDIS_URL={redis_server.url}\n", encoding="utf-8")
-    settings = load_settings(["store.run_lease_s=2", "server.rate_limit_per_minute=2"], env_file=env, environ={})
+    overrides = [
+        "store.run_lease_s=2",
+        "server.rate_limit_per_minute=2",
+        "store.redis.orphan_scan_interval_s=0.3",
+        "store.redis.command_timeout_s=1.5",
+        "store.redis.command_poll_s=0.25",
+    ]
+    settings = load_settings(overrides, env_file=env, environ={})
     parts = build_parts(settings.config, settings.redis_url, process_id="proc-x")
     try:
         assert parts.events.append("t", {"type": "x"}) == 1
         assert parts.leases.acquire("t", "r").process_id == "proc-x" and parts.leases.lease_ms == 2000
         assert [parts.rate_limiter.allow("p") for _ in range(3)] == [True, True, False]
         assert parts.client.exists("llm_router:t:t:events") == 1
+        assert parts.orphan_scanner(print).interval_s == 0.3 and parts.renewer(print).interval_s == 2 / 3
+        bus = parts.command_bus(lambda kind, payload: {"ok": True})
+        assert (bus.default_timeout_s, bus.poll_s) == (1.5, 0.25)
+        assert parts.follower(print).block_ms == 250
     finally:
         parts.close()
