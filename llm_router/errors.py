@@ -37,6 +37,7 @@ __all__ = [
     "ProviderTimeoutError",
     "ProviderUnavailableError",
     "RequestCancelled",
+    "StoreUnavailable",
 ]
 
 
@@ -150,3 +151,15 @@ class ProviderTimeoutError(ProviderError):
 
     code = "timeout"
     default_retryable = True
+
+
+class StoreUnavailable(LLMRouterError):
+    """保存先 (SQLite のファイル、Redis など) が書き込み (または読み取り) を拒んだ・届かない。
+
+    ディスクが一杯、読み取り専用、ロック、接続断など。この例外が出たとき、その呼び出しの書き込みは何も
+    残っていない (トランザクションごと取り消した)。メッセージには何が失敗したかと宛先 (パスワードを伏せたもの)
+    だけを含め、秘密情報は決して含めない。``code`` はプロトコルの ``run_error`` のコード ``store_unavailable``。
+    """
+
+    code = "store_unavailable"
+    retryable = True

@@ -156,6 +156,24 @@ class RagConfig:
 
 
 @dataclass
+class RedisStoreConfig:
+    """Redis の部品 (``llm_router/cluster``) の設定。接続 URL は秘密情報なので .env の ``LLM_ROUTER_REDIS_URL``。"""
+
+    # すべてのキーの接頭辞 (1 つの Redis を複数の環境で分けるとき用)
+    key_prefix: str = "llm_router"
+    connect_timeout_s: float = 2.0
+    socket_timeout_s: float = 2.0
+    # 接続が切れたあと、1 つのコマンドを何回まで繋ぎ直して試すか (redis-py の Retry)
+    retries: int = 1
+    # 別プロセスのランの持ち主へ送ったコマンドの返事を待つ秒数
+    command_timeout_s: float = 5.0
+    # コマンドの受信ループが 1 回の BLPOP で待つ秒数 (止める要求に気づくまでの最大の遅れ)
+    command_poll_s: float = 1.0
+    # 持ち主を失ったランを探す間隔 (0 以下なら run_lease_s の半分)
+    orphan_scan_interval_s: float = 0.0
+
+
+@dataclass
 class StoreConfig:
     """スレッドとイベントログのストア (``llm_router/store``) の設定。"""
 
@@ -170,6 +188,7 @@ class StoreConfig:
     synchronous: str = "NORMAL"
     # イベントログのバイト数の上限 (0 なら上限なし。件数と経過秒は server.event_log_max_*)
     event_log_max_bytes: int = 0
+    redis: RedisStoreConfig = field(default_factory=RedisStoreConfig)
 
 
 @dataclass

@@ -36,7 +36,19 @@ SECRET_VARS: tuple[str, ...] = (
     "GOOGLE_API_KEY",
     "LLM_ROUTER_API_TOKENS",
     "FLASK_SECRET_KEY",
+    "LLM_ROUTER_REDIS_URL",
 )
+
+
+def _url_password(url: str) -> list[str]:
+    """接続 URL に含まれるパスワード (無ければ空のリスト)。ログの伏せ字処理で URL の一部だけが出ても隠すため。"""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return []
+    return [p for p in {password, unquote(password)} if p] if password else []
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,9 @@ class Secrets:
                 continue
             if name == "LLM_ROUTER_API_TOKENS":
                 out.extend(t.strip() for t in value.split(",") if t.strip())
+            elif name == "LLM_ROUTER_REDIS_URL":
+                out.append(value)
+                out.extend(_url_password(value))
             else:
                 out.append(value)
         return out
@@ -146,6 +161,11 @@ class Settings:
         """接続トークン (``LLM_ROUTER_API_TOKENS`` のカンマ区切り)。空なら認証なし。"""
         raw = self.secrets.get("LLM_ROUTER_API_TOKENS") or ""
         return [t.strip() for t in raw.split(",") if t.strip()]
+
+    @property
+    def redis_url(self) -> str | None:
+        """Redis の接続 URL (``LLM_ROUTER_REDIS_URL``、パスワードを含みうるので決してログに出さない)。"""
+        return self.secrets.get("LLM_ROUTER_REDIS_URL")
 
     @property
     def flask_secret_key(self) -> str | None:

@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-from llm_router.core.schemas.errors import ConfigurationError, LLMRouterError
+from llm_router.core.schemas.errors import ConfigurationError, LLMRouterError, StoreUnavailable
 
-
-class StoreUnavailable(LLMRouterError):
-    """ストアが書き込み (または読み取り) を拒んだ: ディスクが一杯、読み取り専用、ロック、接続断など。
-
-    この例外が出たとき、その呼び出しの書き込みは何も残っていない (トランザクションごと取り消した)。
-    ``code`` はプロトコルの ``run_error`` のコード ``store_unavailable``。
-    """
-
-    code = "store_unavailable"
+__all__ = ["StoreConfigurationError", "StoreUnavailable", "ThreadExists", "UnknownThread"]
 
 
 class UnknownThread(LLMRouterError):

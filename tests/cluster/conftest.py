@@ -1,0 +1,101 @@
+"""Redis のテストの共通部品: テストごとに本物の ``redis-server`` (空きポート、永続化なし) とクライアント。
+
+redis-server が無ければ ``apt-get install redis-server`` を理由にスキップし、``LLM_ROUTER_REQUIRE_REDIS=1``
+なら失敗させる (``tests/support/redis_server.py``)。
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from llm_router.cluster.connection import Keys, connect
+from llm_router.config.schema import RedisStoreConfig
+from tests.support.redis_server import RedisServer, require_redis_server
+
+ROOT = Path(__file__).resolve().parents[2]
+# テストの接続設定: 落ちた Redis にすぐ気づくよう短めにする
+TEST_REDIS = RedisStoreConfig(
+    connect_timeout_s=1.0, socket_timeout_s=2.0, retries=1, command_timeout_s=2.0, command_poll_s=0.2
+)
+
+
+@pytest.fixture(scope="session")
+def redis_binary() -> str:
+    """``redis-server`` のパス (無ければスキップ、必須の指定があれば失敗)。"""
+    return require_redis_server()
+
+
+@pytest.fixture
+def redis_server(redis_binary: str) -> Iterator[RedisServer]:
+    """テスト専用の redis-server (テストの終わりに、失敗しても止める)。"""
+    server = RedisServer(redis_binary)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def keys() -> Keys:
+    """テストごとに別のキーの接頭辞。"""
+    return Keys(f"t{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def make_client(redis_server: RedisServer) -> Iterator[Callable[..., object]]:
+    """``make_client(**overrides)``: テストの redis-server への新しいクライアント (別々の接続プール)。"""
+    made = []
+
+    def factory(socket_timeout_s: float | None = None) -> object:
+        """新しいクライアントを作る。"""
+        client = connect(redis_server.url, TEST_REDIS, socket_timeout_s=socket_timeout_s)
+        made.append(client)
+        return client
+
+    yield factory
+    for client in made:
+        client.close()
+
+
+@pytest.fixture
+def client(make_client: Callable[..., object]) -> object:
+    """テストの redis-server へのクライアント。"""
+    return make_client()
+
+
+@pytest.fixture
+def spawn_worker(redis_server: RedisServer) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """``spawn_worker(*args)``: ``tests/cluster/cluster_worker.py`` を別プロセスで起動する (終わりに必ず止める)。"""
+    procs: list[subprocess.Popen[str]] = []
+
+    def spawn(*args: str) -> subprocess.Popen[str]:
+        """ワーカーを起動する (URL は環境変数で渡す)。"""
+        env = {**os.environ, "LLM_ROUTER_REDIS_URL": redis_server.url}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.cluster.cluster_worker", *args],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        procs.append(proc)
+        return proc
+
+    yield spawn
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream:
+                stream.close()

@@ -1,0 +1,97 @@
+"""ストリームの追従: 別のプロセスが書いたイベントが、抜けも重複も無く seq 順に届く。Redis の再起動の後も続く。"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from llm_router.cluster.event_stream import RedisEventLog
+from llm_router.cluster.follower import StreamFollower
+
+
+class Inbox:
+    """届いたイベントをスレッドごとに集め、条件を待てるようにする。"""
+
+    def __init__(self) -> None:
+        """空の受け箱。"""
+        self.events: dict[str, list[dict]] = {}
+        self.cond = threading.Condition()
+
+    def deliver(self, thread_id: str, events: list[dict]) -> None:
+        """StreamFollower から呼ばれる。"""
+        with self.cond:
+            self.events.setdefault(thread_id, []).extend(events)
+            self.cond.notify_all()
+
+    def seqs(self, thread_id: str) -> list[int]:
+        """届いた seq の列。"""
+        with self.cond:
+            return [e["seq"] for e in self.events.get(thread_id, [])]
+
+    def wait_count(self, thread_id: str, n: int, timeout: float = 10.0) -> None:
+        """``n`` 件届くまで待つ。"""
+        with self.cond:
+            ok = self.cond.wait_for(lambda: len(self.events.get(thread_id, [])) >= n, timeout)
+        assert ok, f"only {self.seqs(thread_id)} arrived"
+
+
+@pytest.fixture
+def follower(make_client, keys):
+    """別の接続で追う StreamFollower と、その受け箱。"""
+    inbox = Inbox()
+    f = StreamFollower(make_client(socket_timeout_s=10), "proc-b", inbox.deliver, block_s=2.0, keys=keys)
+    f.start()
+    try:
+        yield f, inbox
+    finally:
+        f.stop()
+
+
+def test_events_written_elsewhere_arrive_in_seq_order_without_gaps(follower, client, keys):
+    """別の接続 (持ち主の代わり) が書いたイベントが、見始めた seq の後から順に、中身ごと届く。"""
+    f, inbox = follower
+    log = RedisEventLog(client, 10000, 0, keys)
+    log.append_many("t", [{"type": "early", "i": i} for i in range(5)])
+    f.watch("t", 2)  # 2 まで見た状態からの再開
+    for i in range(200):
+        log.append("t", {"type": "text_delta", "delta": f"差分{i}"})
+    inbox.wait_count("t", 203)
+    assert inbox.seqs("t") == list(range(3, 206))
+    assert inbox.events["t"][0]["type"] == "early" and inbox.events["t"][-1]["delta"] == "差分199"
+    assert f.position("t") == 205
+
+
+def test_watching_a_new_thread_wakes_the_waiting_read(follower, client, keys):
+    """長い XREAD BLOCK の途中で見始めたスレッドも、その待ちの終わりを待たずに届く。"""
+    f, inbox = follower
+    log = RedisEventLog(client, 10000, 0, keys)
+    f.watch("first", 0)
+    log.append("first", {"type": "x"})
+    inbox.wait_count("first", 1)
+    started = time.monotonic()
+    f.watch("second", 0)
+    log.append("second", {"type": "y"})
+    inbox.wait_count("second", 1, timeout=1.5)  # block_s (2 s) を待たずに届く
+    assert time.monotonic() - started < 1.5
+    f.unwatch("first")
+    log.append("first", {"type": "not delivered"})
+    log.append("second", {"type": "z"})
+    inbox.wait_count("second", 2)
+    assert inbox.seqs("first") == [1]
+
+
+def test_the_follower_resumes_after_a_redis_restart(follower, redis_server, client, keys):
+    """Redis が止まって戻っても、同じ StreamFollower がまた届け始める。"""
+    f, inbox = follower
+    log = RedisEventLog(client, 10000, 0, keys)
+    f.watch("t", 0)
+    log.append("t", {"type": "before"})
+    inbox.wait_count("t", 1)
+    redis_server.restart()  # 中身は空になる (永続化なし)
+    f.unwatch("t")
+    f.watch("t2", 0)
+    log.append("t2", {"type": "after"})
+    inbox.wait_count("t2", 1, timeout=15)
+    assert inbox.events["t2"][0]["type"] == "after"
