@@ -186,8 +186,6 @@ class StoreConfig:
     busy_timeout_ms: int = 5000
     # NORMAL: プロセスの異常終了 (SIGKILL) まで守る / FULL: 電源断まで守る (コミットごとに fsync)
     synchronous: str = "NORMAL"
-    # イベントログのバイト数の上限 (0 なら上限なし。件数と経過秒は server.event_log_max_*)
-    event_log_max_bytes: int = 0
     redis: RedisStoreConfig = field(default_factory=RedisStoreConfig)
 
 

@@ -13,11 +13,11 @@ BACKENDS = ("sqlite", "memory", "redis")
 def log_limits(config: Any) -> LogLimits:
     """アプリの設定 (``AppConfig``) からイベントログの上限を作る。
 
-    件数と経過秒は ``server.event_log_max_events`` / ``event_log_max_age_s``。バイト数は
-    ``server.event_log_max_bytes`` があればそれ、無ければ ``store.event_log_max_bytes`` (0 は上限なし)。
+    件数・経過秒・バイト数は ``server.event_log_max_events`` / ``event_log_max_age_s`` /
+    ``event_log_max_bytes`` (0 は上限なし)。
     """
-    server, store = config.server, config.store
-    max_bytes = getattr(server, "event_log_max_bytes", None) or store.event_log_max_bytes or None
+    server = config.server
+    max_bytes = server.event_log_max_bytes
     return LogLimits(
         max_events=int(server.event_log_max_events) if server.event_log_max_events else None,
         max_bytes=int(max_bytes) if max_bytes else None,
