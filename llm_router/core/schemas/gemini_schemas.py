@@ -26,20 +26,6 @@ class FunctionResponse(TypedDict, total=False):
     response: dict[str, Any]
 
 
-class Blob(TypedDict):
-    """インラインのデータ (base64)。"""
-
-    mimeType: str
-    data: str
-
-
-class FileData(TypedDict, total=False):
-    """URI で参照するファイル。"""
-
-    mimeType: str
-    fileUri: str
-
-
 class Part(TypedDict, total=False):
     """コンテンツの 1 パーツ。``thought`` は思考の要約、``thoughtSignature`` はそのまま送り返す不透明な署名。"""
 
@@ -48,8 +34,8 @@ class Part(TypedDict, total=False):
     thoughtSignature: str
     functionCall: FunctionCall
     functionResponse: FunctionResponse
-    inlineData: Blob
-    fileData: FileData
+    inlineData: dict[str, str]  # {"mimeType", "data" (base64)}
+    fileData: dict[str, str]  # {"mimeType", "fileUri"}
 
 
 class Content(TypedDict):
