@@ -100,6 +100,14 @@ class ToolRegistry:
         """登録済みのツール名 (登録順)。"""
         return list(self._tools)
 
+    def enabled(self, configured: list[str]) -> list[str]:
+        """有効なツール: ``configured`` (``agent.server_tools``) のうち登録されているもの、その順。"""
+        return [name for name in configured if name in self._tools]
+
+    def source(self, name: str) -> str | None:
+        """ツールの出どころ (組み込みは ``None``。MCP のツールは ``mcp:<server>``: llm_router/mcp/tools.py)。"""
+        return None
+
     def definitions(self, names: list[str] | None = None) -> list[ToolDefinition]:
         """``names`` (省略時はすべて) のツール定義。未登録の名前は飛ばす。"""
         wanted = self.names() if names is None else names
