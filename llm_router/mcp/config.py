@@ -134,7 +134,7 @@ def _from_file(name: str, entry: Any, config: McpConfig) -> dict[str, Any]:
         raise ConfigurationError(f"{where}.disabled: must be true or false")
     return {
         "transport": transport,
-        "command": ([command] if command else []) + list(args),
+        "command": [command, *args] if command else [],
         "env": entry.get("env", {}),
         "cwd": entry.get("cwd"),
         "url": entry.get("url"),

@@ -118,7 +118,7 @@ def _content_item(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _snake(key: str) -> str:
-    """``mimeType`` -> ``mime_type``。"""
+    """キャメルケースをスネークケースにする (``mimeType`` -> ``mime_type``)。"""
     return re.sub(r"(?<!^)([A-Z])", r"_\1", key).lower()
 
 

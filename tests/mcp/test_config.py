@@ -151,3 +151,24 @@ def test_exposed_names_are_stable_and_short():
     assert long != exposed_name("server", "t" * 81)
     dotted = exposed_name("s", "fs.read")
     assert dotted.startswith("s__fs_read_") and dotted != exposed_name("s", "fs_read")
+
+
+@pytest.mark.parametrize(
+    ("entry", "extra", "message"),
+    [
+        ({"args": ["-m", "x"]}, [], "mcpServers.broken.command: required for transport stdio"),
+        ({"command": "python3"}, ["mcp.allowed_commands=[node]"], "mcpServers.broken.command: 'python3' is not in"),
+    ],
+)
+def test_the_server_refuses_to_start_with_a_bad_mcp_configuration(tmp_path, entry, extra, message):
+    """本物のサーバーの起動: 誤った MCP の設定は、サーバー名とキーを挙げた文で起動を断る (待ち受けない)。"""
+    from tests.realtime.harness import ServerProcess
+
+    path = write(tmp_path / "mcp.json", {"mcpServers": {"broken": entry}})
+    server = ServerProcess([f"mcp.config_file={path}", *extra], log_dir=tmp_path)
+    try:
+        with pytest.raises(RuntimeError) as info:
+            server.start()
+    finally:
+        server.close()
+    assert "configuration error:" in str(info.value) and message in str(info.value)
