@@ -177,6 +177,7 @@ class McpServer:
             )
         transport.protocol_version = version
         session.notify("notifications/initialized")
+        transport.listen()
         info = result.get("serverInfo") if isinstance(result.get("serverInfo"), dict) else {}
         capabilities = result.get("capabilities") if isinstance(result.get("capabilities"), dict) else {}
         logger.info("MCP server %s ready (protocol %s, %s)", self.name, version, str(info.get("name", "?"))[:80])

@@ -7,6 +7,8 @@
 - 通知と応答 (答えの無いもの) には 202 Accepted。
 - ``initialize`` の答えの ``Mcp-Session-Id`` を覚え、以後のすべての要求に付ける。ハンドシェイクの後は
   ``MCP-Protocol-Version`` も付ける。セッションに 404 が返ったら切れたとみなす (次に使うときに初期化し直す)。
+- ハンドシェイクの後、サーバーからの通知用に GET の SSE ストリームを開く (``list_changed`` がここに来る。
+  405 ならサーバーが持っていないだけ)。
 - 閉じるときはセッションを DELETE する (405 はサーバーが許していないだけ)。
 - 設定のヘッダ (``${VAR}`` を置き換え済み) は決してログに出さない。
 
@@ -19,10 +21,11 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import requests
+import urllib3
 
 from llm_router.core.clients.base_client import _shutdown, _socket_of
 from llm_router.core.clients.stream_readers import SSEDecoder
@@ -33,7 +36,7 @@ logger = logging.getLogger(__name__)
 SESSION_HEADER = "Mcp-Session-Id"
 VERSION_HEADER = "MCP-Protocol-Version"
 ACCEPT = "application/json, text/event-stream"
-CHUNK = 8192
+CHUNK = 65536
 
 
 class HttpTransport:
@@ -76,6 +79,7 @@ class HttpTransport:
         self._http = requests.Session()
         self._lock = threading.Lock()
         self._streams: dict[int, requests.Response] = {}
+        self._listener: requests.Response | None = None
         self.session_id: str | None = None
         self.protocol_version: str | None = None
         self.pid = None
@@ -85,7 +89,8 @@ class HttpTransport:
 
     def headers(self) -> dict[str, str]:
         """この要求に付けるヘッダ (設定のもの、Accept、セッション ID、プロトコルの版)。"""
-        out = {**self._headers, "Accept": ACCEPT, "Content-Type": "application/json"}
+        # identity: SSE を届いた分ずつ (read1) 読むので、圧縮しない
+        out = {**self._headers, "Accept": ACCEPT, "Content-Type": "application/json", "Accept-Encoding": "identity"}
         if self.session_id:
             out[SESSION_HEADER] = self.session_id
         if self.protocol_version:
@@ -135,7 +140,7 @@ class HttpTransport:
             self._streams[request_id] = response
         try:
             self._read_answer(request_id, message.get("method"), response)
-        except (requests.RequestException, OSError, ValueError) as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             if self._expects(request_id):
                 reason = f"MCP server '{self.name}': the answer broke off ({type(exc).__name__})"
                 self._on_failure(request_id, McpUnavailable(reason))
@@ -161,7 +166,7 @@ class HttpTransport:
         kind = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         if kind == "text/event-stream":
             decoder = SSEDecoder()
-            for chunk in response.iter_content(CHUNK):
+            for chunk in _arrived(response):
                 for event in decoder.feed(chunk):
                     self._deliver_sse(event.data)
                 if not self._expects(request_id):
@@ -175,6 +180,37 @@ class HttpTransport:
         else:
             reason = f"MCP server '{self.name}' answered {method} with an unexpected content type '{kind[:80]}'"
             self._on_failure(request_id, McpUnavailable(reason))
+
+    def listen(self) -> None:
+        """サーバーからの通知用の SSE ストリーム (GET) を別スレッドで開く (無いサーバーは 405 で答える)。"""
+        threading.Thread(target=self._listen, name=f"mcp-{self.name}-listen", daemon=True).start()
+
+    def _listen(self) -> None:
+        """GET のストリームを読み、届いたメッセージ (``list_changed`` など) をセッションに渡す。切れたらやめる。"""
+        headers = {k: v for k, v in self.headers().items() if k != "Content-Type"}
+        headers["Accept"] = "text/event-stream"
+        try:
+            response = self._http.get(self._url, headers=headers, stream=True, timeout=(self._connect_timeout, None))
+        except requests.RequestException as exc:
+            logger.info("MCP server %s: no notification stream (%s)", self.name, type(exc).__name__)
+            return
+        with self._lock:
+            self._listener = response
+        try:
+            kind = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+            if response.status_code != 200 or kind != "text/event-stream":
+                logger.info("MCP server %s: no notification stream (HTTP %d)", self.name, response.status_code)
+                return
+            decoder = SSEDecoder()
+            for chunk in _arrived(response):
+                for event in decoder.feed(chunk):
+                    self._deliver_sse(event.data)
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError):
+            pass
+        finally:
+            with self._lock:
+                self._listener = None
+            response.close()
 
     def _deliver_sse(self, data: str) -> None:
         """SSE の 1 イベントの ``data`` (JSON-RPC のメッセージ) を渡す (空のイベントは再接続用の印)。"""
@@ -202,8 +238,12 @@ class HttpTransport:
         """開いている応答を閉じ、セッションがあれば DELETE する。"""
         with self._lock:
             streams = list(self._streams)
+            listener, self._listener = self._listener, None
         for request_id in streams:
             self.abandon(request_id)
+        sock = _socket_of(listener) if listener is not None else None
+        if sock is not None:
+            _shutdown(sock)
         if self.session_id:
             try:
                 response = self._http.delete(
@@ -220,3 +260,13 @@ class HttpTransport:
                 logger.info("MCP server %s: DELETE of the session failed (%s)", self.name, type(exc).__name__)
             self.session_id = None
         self._http.close()
+
+
+def _arrived(response: requests.Response) -> Iterator[bytes]:
+    """応答の本文を届いた分ずつ返す (``read1``: 揃うまで待たない。base_client.iter_bytes と同じ読み方)。"""
+    raw = response.raw
+    while True:
+        data = raw.read1(CHUNK)
+        if not data:
+            return
+        yield data

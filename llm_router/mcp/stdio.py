@@ -102,6 +102,9 @@ class StdioTransport:
         except (OSError, ValueError) as exc:
             raise McpUnavailable(f"MCP server '{self.name}' is not accepting input ({type(exc).__name__})") from None
 
+    def listen(self) -> None:
+        """stdio では何もしない (通知も同じ標準出力で来る)。"""
+
     def abandon(self, request_id: int) -> None:
         """stdio では何もしない (応答は同じパイプで来て、遅れたものはセッションが捨てる)。"""
 

@@ -49,10 +49,9 @@ def test_handshake_headers_session_and_answers(build, events, http_server, caplo
     registry = CombinedToolRegistry(None, tool_set)
     assert "remote__echo" in registry.names() and registry.source("remote__echo") == "mcp:remote"
     assert registry.call("remote__echo", {"text": "やあ"}) == {"result": "echo: やあ"}
-    seen = requests_seen(events)
+    seen = [r for r in requests_seen(events) if r["method"] == "POST"]
     assert [r["body"]["method"] for r in seen[:3]] == ["initialize", "notifications/initialized", "tools/list"]
     for r in seen:
-        assert r["method"] == "POST"
         assert r["headers"]["accept"] == "application/json, text/event-stream"
         assert r["headers"]["authorization"] == f"Bearer {TOKEN}"
     session = next(
@@ -87,7 +86,7 @@ def test_negotiated_version_goes_in_the_header(build, events, http_server):
     settings.config.mcp.protocol_version = "2025-06-18"
     tool_set = build(settings)
     tool_set.servers["remote"].ping()
-    later = requests_seen(events)[1:]
+    later = [r for r in requests_seen(events) if r["method"] == "POST"][1:]
     assert later and all(r["headers"]["mcp-protocol-version"] == "2025-06-18" for r in later)
 
 
@@ -116,6 +115,17 @@ def test_cancel_over_http_posts_notifications_cancelled(build, events, http_serv
     assert notice["params"]["requestId"] == call_id
     wait_for_event(events, lambda e: e.get("event") == "slow_cancelled")
     assert registry.call("remote__echo", {"text": "次"}) == {"result": "echo: 次"}
+
+
+def test_list_changed_arrives_on_the_notification_stream(build, events, http_server):
+    """GET の通知ストリームを開き、そこに来た list_changed で一覧を取り直す。"""
+    registry = CombinedToolRegistry(None, build(http_settings(http_server)))
+    assert "remote__added" not in registry.names()
+    gets = wait_until(lambda: [r for r in requests_seen(events) if r["method"] == "GET"])
+    assert gets[0]["headers"]["accept"] == "text/event-stream" and gets[0]["headers"]["mcp-session-id"]
+    assert registry.call("remote__grow", {}) == {"result": "grown"}
+    wait_until(lambda: "remote__added" in registry.names(), timeout=10)
+    assert registry.call("remote__added", {}) == {"result": "added tool"}
 
 
 def test_close_deletes_the_session(build, events, http_server):

@@ -3,7 +3,7 @@
 起動: ``python -m tests.mcp.servers.fast_server --transport stdio --events FILE``
 または ``--transport http --port N [--json] --events FILE``。``--json`` で答えを JSON にする (既定は SSE)。
 ツール: echo (テキスト)、picture (テキストと画像)、forecast (構造化された結果)、fail (isError)、
-slow (取り消されたら events に書く)、crash (プロセスを終える)、getenv、pid。
+slow (取り消されたら events に書く)、crash (プロセスを終える)、grow (ツールを加えて list_changed)、getenv、pid。
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import zlib
 from typing import Any
 
 import anyio
-from mcp.server.fastmcp import FastMCP, Image
+from mcp.server.fastmcp import Context, FastMCP, Image
 
 from tests.mcp.servers.recording import RecordingMiddleware, RecordingStdin, record
 
@@ -71,6 +71,18 @@ def build(events: str | None, json_response: bool, port: int) -> FastMCP:
     def crash() -> str:
         """プロセスをすぐに終える (呼び出しの途中で落ちるサーバー)。"""
         os._exit(3)
+
+    @app.tool()
+    async def grow(ctx: Context) -> str:
+        """ツール ``added`` を加え、notifications/tools/list_changed を送る。"""
+
+        def added() -> str:
+            """加えられたツール。"""
+            return "added tool"
+
+        app.add_tool(added, name="added", description="grow で加わったツール")
+        await ctx.session.send_tool_list_changed()
+        return "grown"
 
     @app.tool()
     def getenv(name: str) -> str:
