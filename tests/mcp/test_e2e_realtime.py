@@ -55,13 +55,28 @@ def setup(request, tmp_path_factory) -> Iterator[Setup]:
         path.write_text(json.dumps(config), encoding="utf-8")
         overrides = [*base_overrides(fake), f"mcp.config_file={path}"]
         secrets = {"OPENAI_API_KEY": FAKE_OPENAI_KEY, "MCP_TOKEN": MCP_TOKEN}
-        server = ServerProcess(overrides, secrets=secrets, async_mode=request.param)
+        server = ServerProcess(overrides, secrets=secrets, async_mode=request.param, log_dir=tmp)
         try:
             server.start()
             yield Setup(server, stdio_events, http_events)
         finally:
             server.close()
-    assert MCP_TOKEN not in server.log_text()
+        # llm_router を止めると、stdio の MCP サーバーは止まり、HTTP のセッションは DELETE される
+        pids = [e["pid"] for e in read_events(stdio_events) if e.get("event") == "started"]
+        assert pids
+        wait_until(lambda: not any(alive(pid) for pid in pids), timeout=10)
+        assert [r for r in read_events(http_events) if r["kind"] == "request" and r["method"] == "DELETE"]
+        log = server.log_text()
+        assert MCP_TOKEN not in log
+
+
+def alive(pid: int) -> bool:
+    """そのプロセスがまだ居れば真 (ゾンビは居ないとみなす)。"""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def run(client: ProtocolClient, thread_id: str, text: str) -> tuple[dict, list[dict]]:

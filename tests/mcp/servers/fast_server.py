@@ -115,6 +115,7 @@ def main() -> None:
     parser.add_argument("--events", default=os.environ.get("MCP_TEST_EVENTS"))
     args = parser.parse_args()
     app = build(args.events, args.json, args.port)
+    record(args.events, {"kind": "process", "event": "started", "pid": os.getpid()})
     if args.transport == "stdio":
         anyio.run(run_stdio, app, args.events)
         return
