@@ -165,7 +165,7 @@ class McpServer:
             "capabilities": {},
             "clientInfo": {"name": self._config.client_name, "version": self._config.client_version},
         }
-        result = session.request("initialize", params, self.spec.startup_timeout_s)
+        result = session.request("initialize", params, self.spec.startup_timeout_s, cancellable=False)
         if not isinstance(result, dict):
             raise McpUnavailable(f"MCP server '{self.name}' answered initialize without a result object")
         version = result.get("protocolVersion")

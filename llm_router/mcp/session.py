@@ -68,9 +68,17 @@ class JsonRpcSession:
         return self.closed_reason is None
 
     def request(
-        self, method: str, params: dict[str, Any] | None, timeout: float, cancel: CancelToken | None = None
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        timeout: float,
+        cancel: CancelToken | None = None,
+        cancellable: bool = True,
     ) -> Any:
         """要求を送り、応答の ``result`` を返す。
+
+        ``cancellable`` が偽なら、やめるときも ``notifications/cancelled`` を送らない (仕様: ``initialize`` は
+        取り消してはいけない。その接続は呼び手が閉じる)。
 
         Raises:
             McpUnavailable: 接続が無い・切れた、または ``timeout`` 秒で答えが無い。
@@ -102,10 +110,12 @@ class JsonRpcSession:
             if cancel is not None:
                 cancel.remove_callback(handle)
         if pending.cancelled:
-            self._give_up(request_id, (cancel.reason if cancel is not None else None) or "cancelled", sent)
+            self._give_up(
+                request_id, (cancel.reason if cancel is not None else None) or "cancelled", sent and cancellable
+            )
             raise RequestCancelled(f"MCP request {method} to server '{self.name}' was cancelled")
         if not finished:
-            self._give_up(request_id, "timeout", sent)
+            self._give_up(request_id, "timeout", sent and cancellable)
             raise McpUnavailable(f"MCP server '{self.name}' did not answer {method} within {timeout:g}s")
         self._forget(request_id)
         if pending.error is not None:

@@ -190,3 +190,21 @@ def test_a_server_that_cannot_start_gives_a_reason(build, tmp_path):
     with pytest.raises(McpUnavailable) as info:
         tool_set.servers["gone"].call("echo", {"text": "x"})
     assert "MCP server 'gone' could not be started: FileNotFoundError" in info.value.message
+
+
+def test_a_slow_starting_server_times_out_and_is_retried_on_the_next_call(build, events):
+    """initialize に startup_timeout_s までに答えないサーバー: 理由つきで失敗 (initialize は取り消さない)、
+    プロセスは止め、次の呼び出しでまた起動する。"""
+    # 2 秒後に標準入力を読み始める: 止めるときに (shutdown_timeout_s のあいだに) 届いていたものをすべて記録して終わる
+    server = stdio_server(FAST, events, "--start-delay", "2", startup_timeout_s=1.0)
+    tool_set = build(settings_with({"sleepy": server}, shutdown_timeout_s=10.0))
+    with pytest.raises(McpUnavailable) as info:
+        tool_set.servers["sleepy"].call("echo", {"text": "x"})
+    assert "did not answer initialize within 1s" in info.value.message
+    with pytest.raises(McpUnavailable):
+        tool_set.servers["sleepy"].call("echo", {"text": "x"})
+    assert tool_set.servers["sleepy"].starts == 2
+    started = [e for e in read_events(events) if e.get("event") == "started"]
+    assert len(started) == 2
+    assert len(received(events, "initialize")) == 2
+    assert not received(events, "notifications/cancelled")

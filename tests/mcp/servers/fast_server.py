@@ -113,8 +113,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--events", default=os.environ.get("MCP_TEST_EVENTS"))
+    parser.add_argument("--start-delay", type=float, default=0.0, help="標準入力を読み始めるまでの秒数 (遅い起動)")
     args = parser.parse_args()
     app = build(args.events, args.json, args.port)
+    if args.start_delay:
+        import time
+
+        time.sleep(args.start_delay)
     record(args.events, {"kind": "process", "event": "started", "pid": os.getpid()})
     if args.transport == "stdio":
         anyio.run(run_stdio, app, args.events)
