@@ -208,3 +208,15 @@ def test_a_slow_starting_server_times_out_and_is_retried_on_the_next_call(build,
     assert len(started) == 2
     assert len(received(events, "initialize")) == 2
     assert not received(events, "notifications/cancelled")
+
+
+def test_eager_servers_start_without_being_used(build, events, tmp_path):
+    """start: eager のサーバーは、使われる前に (起動時に) 立ち上がる。lazy のサーバーは使われるまで起動しない。"""
+    lazy_events = tmp_path / "lazy.jsonl"
+    tool_set = build(
+        settings_with({"early": stdio_server(FAST, events, start="eager"), "late": stdio_server(FAST, lazy_events)})
+    )
+    tool_set.start_eager()
+    wait_until(lambda: tool_set.servers["early"].connected, timeout=20)
+    assert received(events, "tools/list")
+    assert not tool_set.servers["late"].connected and not lazy_events.exists()
