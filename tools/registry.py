@@ -108,6 +108,10 @@ class ToolRegistry:
         """ツールの出どころ (組み込みは ``None``。MCP のツールは ``mcp:<server>``: llm_router/mcp/tools.py)。"""
         return None
 
+    def warnings(self) -> list[str]:
+        """``start`` の ack に載せる注意 (組み込みには無い。MCP は使えないサーバーの理由)。"""
+        return []
+
     def definitions(self, names: list[str] | None = None) -> list[ToolDefinition]:
         """``names`` (省略時はすべて) のツール定義。未登録の名前は飛ばす。"""
         wanted = self.names() if names is None else names

@@ -185,6 +185,14 @@ class McpToolSet:
             raise McpToolError(error_text(value) or f"tool '{tool.name}' reported an error")
         return value
 
+    def warnings(self) -> list[str]:
+        """ツールの一覧を出せないサーバーの理由 (``start`` の ack の ``warnings`` 用)。"""
+        return [
+            f"{server.last_error}: its tools are not offered"
+            for server in self.servers.values()
+            if server.last_error and not server.tools(start=False)
+        ]
+
     def secret_values(self) -> list[str]:
         """設定の ``${VAR}`` から置き換えた値 (ログの伏せ字用)。"""
         return [v for s in self.servers.values() for v in s.spec.secrets]
@@ -232,6 +240,11 @@ class CombinedToolRegistry:
         """有効なツール: ``agent.server_tools`` のうち登録されている組み込みと、MCP のすべて。"""
         base = self.base.enabled(configured) if self.base is not None else []
         return [*base, *(n for n in self.mcp.tools() if n not in base)]
+
+    def warnings(self) -> list[str]:
+        """組み込みの登録簿の注意と、使えない MCP サーバーの理由。"""
+        base = list(self.base.warnings()) if self.base is not None else []
+        return [*base, *self.mcp.warnings()]
 
     def source(self, name: str) -> str | None:
         """ツールの出どころ (MCP なら ``mcp:<server>``、組み込みは ``None``)。"""

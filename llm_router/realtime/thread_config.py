@@ -155,8 +155,10 @@ class ThreadConfigBuilder:
         return [*server, *config.client_tools]
 
     def _warnings(self, config: ThreadConfig) -> list[str]:
-        """プロバイダが受け取れないスキーマのキーワードと、推論の非対応の警告。"""
+        """プロバイダが受け取れないスキーマのキーワード、推論の非対応、使えないツールの供給元 (MCP) の警告。"""
         warnings = list(self._router.tool_warnings(config.model, self.definitions(config)))
+        if self._tools is not None:
+            warnings.extend(self._tools.warnings())
         level = config.settings.reasoning
         if level and level != "off":
             message = self._router.reasoning_warning(config.model, level)

@@ -49,6 +49,7 @@ def setup(request, tmp_path_factory) -> Iterator[Setup]:
                     "env": {"MCP_TEST_EVENTS": str(stdio_events)},
                 },
                 "remote": {"type": "http", "url": http.url, "headers": {"Authorization": "Bearer ${MCP_TOKEN}"}},
+                "broken": {"command": str(tmp / "no-such-mcp-server")},
             }
         }
         path = tmp / "mcp.json"
@@ -92,13 +93,16 @@ def tool_result(events: list[dict]) -> dict:
 
 
 def test_ack_lists_mcp_tools_with_their_source(setup):
-    """ack の tools に MCP のツールが executor server と source mcp:<name> で載る (組み込みには source が無い)。"""
+    """ack の tools に MCP のツールが executor server と source mcp:<name> で載る (組み込みには source が無い)。
+    起動できないサーバーのツールは出ず、理由が warnings に載る。"""
     with setup.client() as client:
         ack = client.start()
         tools = {t["name"]: t for t in ack["tools"]}
         assert tools["local__echo"] == {"name": "local__echo", "executor": "server", "source": "mcp:local"}
         assert tools["remote__forecast"] == {"name": "remote__forecast", "executor": "server", "source": "mcp:remote"}
         assert "source" not in tools["calculator"]
+        assert not [name for name in tools if name.startswith("broken__")]
+        assert any("MCP server 'broken' could not be started" in w for w in ack["warnings"])
         selected = client.start(server_tools=["remote__echo"])
         assert [t["name"] for t in selected["tools"] if t["executor"] == "server"] == ["remote__echo"]
         refused = client.start(server_tools=["local__nope"])

@@ -187,6 +187,8 @@ def test_a_server_that_cannot_start_gives_a_reason(build, tmp_path):
     missing = tmp_path / "no-such-server"
     tool_set = build(settings_with({"gone": McpServerConfig(command=[str(missing), "--stdio"])}))
     assert tool_set.tools() == {}
+    warnings = CombinedToolRegistry(None, tool_set).warnings()
+    assert len(warnings) == 1 and "MCP server 'gone' could not be started" in warnings[0]
     with pytest.raises(McpUnavailable) as info:
         tool_set.servers["gone"].call("echo", {"text": "x"})
     assert "MCP server 'gone' could not be started: FileNotFoundError" in info.value.message
