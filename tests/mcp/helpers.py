@@ -70,6 +70,8 @@ class HttpMcpServer:
         self.json_response = json_response
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = events.with_suffix(".server.log")
+        self._log: Any = None
 
     @property
     def url(self) -> str:
@@ -91,11 +93,13 @@ class HttpMcpServer:
         ]
         if self.json_response:
             cmd.append("--json")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # 標準エラーはファイルへ (パイプのままだと読まれずに詰まり、サーバーが止まる)
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self._log)
         try:
             wait_until(lambda: self.proc.poll() is not None or port_open(self.port), timeout=30)
             if self.proc.poll() is not None:
-                raise RuntimeError(f"MCP HTTP server exited: {self.proc.stderr.read().decode(errors='replace')}")
+                raise RuntimeError(f"MCP HTTP server exited: {self.log_path.read_text(errors='replace')}")
         except BaseException:
             self.stop()
             raise
@@ -113,8 +117,9 @@ class HttpMcpServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
-        if proc.stderr is not None:
-            proc.stderr.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def __exit__(self, *exc: object) -> None:
         """止める。"""

@@ -29,7 +29,7 @@ def test_handshake_lists_tools_with_normalised_schemas(build, events):
     assert echo.source == "mcp:fast" and echo.tool == "echo"
     assert echo.parameters["type"] == "object" and echo.parameters["required"] == ["text"]
     assert "受け取った文" in echo.description
-    methods = [e["message"].get("method") for e in read_events(events)]
+    methods = [e["message"].get("method") for e in read_events(events) if e["kind"] == "stdin"]
     assert methods[:3] == ["initialize", "notifications/initialized", "tools/list"]
     init = received(events, "initialize")[0]["params"]
     assert init["protocolVersion"] == "2025-11-25" and init["clientInfo"]["name"] == "llm_router"
