@@ -102,11 +102,12 @@ def read_secrets(env_file: str | os.PathLike[str] | None = ".env", environ: Mapp
     return Secrets(values, every)
 
 
-ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# ``${VAR}``、または VS Code / Cursor の mcp.json の書き方 ``${env:VAR}``
+ENV_REFERENCE = re.compile(r"\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def substitute_env(text: str, secrets: Secrets, where: str) -> tuple[str, list[str]]:
-    """``${VAR}`` を .env / 環境変数の値に置き換え、(結果, 使った値) を返す。
+    """``${VAR}`` (``${env:VAR}`` も) を .env / 環境変数の値に置き換え、(結果, 使った値) を返す。
 
     使った値は秘密として扱う (ログの伏せ字に加える)。
 

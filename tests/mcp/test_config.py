@@ -36,7 +36,7 @@ def test_mcp_servers_file_with_stdio_and_http_entries(tmp_path):
             "mcpServers": {
                 "files": {"command": "python3", "args": ["-m", "server"], "env": {"TOKEN": "${FILES_TOKEN}"}},
                 "search": {"url": "https://mcp.example.com/mcp", "headers": {"Authorization": "Bearer ${S}"}},
-                "typed": {"type": "http", "url": "http://127.0.0.1:1/mcp"},
+                "typed": {"type": "http", "url": "http://127.0.0.1:1/mcp", "headers": {"X-Key": "k=${env:S}"}},
                 "off": {"command": "python3", "disabled": True},
             }
         },
@@ -46,6 +46,7 @@ def test_mcp_servers_file_with_stdio_and_http_entries(tmp_path):
     assert out["files"].transport == "stdio" and out["files"].command == ["python3", "-m", "server"]
     assert out["files"].env == {"TOKEN": "FILES-SECRET-66"}
     assert out["search"].transport == "http" and out["search"].headers == {"Authorization": "Bearer SEARCH-SECRET-77"}
+    assert out["typed"].headers == {"X-Key": "k=SEARCH-SECRET-77"}
     assert set(out["files"].secrets) | set(out["search"].secrets) == {"FILES-SECRET-66", "SEARCH-SECRET-77"}
     assert "SEARCH-SECRET-77" not in repr(out["search"]) and "FILES-SECRET-66" not in repr(out["files"])
 
