@@ -175,6 +175,7 @@ class McpConfig:
     connect_timeout_s: float = 5.0
     max_tool_pages: int = 100
     max_stderr_line_chars: int = 2000
+    max_message_bytes: int = 16777216
     inherited_env: list[str] = field(default_factory=lambda: ["HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER"])
     retry_listing_after_s: float = 30.0
     client_name: str = "llm_router"

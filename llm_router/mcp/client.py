@@ -144,7 +144,14 @@ class McpServer:
             check_allowed(self.name, spec.where, spec.command[0], list(self._config.allowed_commands))
             env = child_environment(list(self._config.inherited_env), spec.env)
             return StdioTransport(
-                self.name, spec.command, env, spec.cwd, on_message, on_closed, self._config.max_stderr_line_chars
+                self.name,
+                spec.command,
+                env,
+                spec.cwd,
+                on_message,
+                on_closed,
+                self._config.max_stderr_line_chars,
+                self._config.max_message_bytes,
             )
         return HttpTransport(
             self.name,
@@ -156,6 +163,7 @@ class McpServer:
             lambda request_id: holder["session"].expects(request_id),
             self._config.connect_timeout_s,
             self._config.request_timeout_s,
+            self._config.max_message_bytes,
         )
 
     def _handshake(self, transport: Any, session: JsonRpcSession) -> Connection:

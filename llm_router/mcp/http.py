@@ -52,6 +52,7 @@ class HttpTransport:
         expects: その ID の答えをまだ待っているかを答える関数。
         connect_timeout_s: 接続の時間切れ。
         request_timeout_s: 通知と DELETE の読み取りの時間切れ。
+        max_message_bytes: 1 つの答え (JSON の本文、または SSE のストリーム全体) の上限。超えたらその呼び出しを失敗に。
     """
 
     def __init__(
@@ -65,6 +66,7 @@ class HttpTransport:
         expects: Callable[[Any], bool],
         connect_timeout_s: float,
         request_timeout_s: float,
+        max_message_bytes: int = 16777216,
     ) -> None:
         """設定を受け取る。"""
         self.name = name
@@ -76,6 +78,7 @@ class HttpTransport:
         self._expects = expects
         self._connect_timeout = connect_timeout_s
         self._request_timeout = request_timeout_s
+        self._max_message = max_message_bytes
         self._http = requests.Session()
         self._lock = threading.Lock()
         self._streams: dict[int, requests.Response] = {}
@@ -166,7 +169,12 @@ class HttpTransport:
         kind = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         if kind == "text/event-stream":
             decoder = SSEDecoder()
+            total = 0
             for chunk in _arrived(response):
+                total += len(chunk)
+                if total > self._max_message:
+                    self._on_failure(request_id, self._too_large(method))
+                    return
                 for event in decoder.feed(chunk):
                     self._deliver_sse(event.data)
                 if not self._expects(request_id):
@@ -174,7 +182,13 @@ class HttpTransport:
             for event in decoder.flush():
                 self._deliver_sse(event.data)
         elif kind == "application/json":
-            body = json.loads(response.content or b"null")
+            content = bytearray()
+            for chunk in _arrived(response):
+                content += chunk
+                if len(content) > self._max_message:
+                    self._on_failure(request_id, self._too_large(method))
+                    return
+            body = json.loads(bytes(content) or b"null")
             for item in body if isinstance(body, list) else [body]:
                 self._on_message(item)
         else:
@@ -211,6 +225,10 @@ class HttpTransport:
             with self._lock:
                 self._listener = None
             response.close()
+
+    def _too_large(self, method: Any) -> McpUnavailable:
+        """答えが上限を超えたときの失敗。"""
+        return McpUnavailable(f"MCP server '{self.name}' answered {method} with more than {self._max_message} bytes")
 
     def _deliver_sse(self, data: str) -> None:
         """SSE の 1 イベントの ``data`` (JSON-RPC のメッセージ) を渡す (空のイベントは再接続用の印)。"""

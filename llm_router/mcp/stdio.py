@@ -32,6 +32,7 @@ class StdioTransport:
         on_message: 受け取った JSON を渡す関数。
         on_closed: 子プロセスの出力が終わったときに理由の文を渡す関数。
         max_stderr_line_chars: 標準エラーをログに流すときの 1 行の上限。
+        max_message_bytes: 1 メッセージ (1 行) の上限。超えたら接続を切る (待っている呼び出しはその理由で失敗)。
     """
 
     def __init__(
@@ -43,6 +44,7 @@ class StdioTransport:
         on_message: Callable[[Any], None],
         on_closed: Callable[[str], None],
         max_stderr_line_chars: int = 2000,
+        max_message_bytes: int = 16777216,
     ) -> None:
         """設定を受け取る (まだ起動しない)。"""
         self.name = name
@@ -52,6 +54,7 @@ class StdioTransport:
         self._on_message = on_message
         self._on_closed = on_closed
         self._max_stderr = max_stderr_line_chars
+        self._max_message = max_message_bytes
         self._write_lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self.protocol_version: str | None = None
@@ -113,7 +116,17 @@ class StdioTransport:
         process = self._process
         assert process is not None and process.stdout is not None
         try:
-            for raw in process.stdout:
+            while True:
+                raw = process.stdout.readline(self._max_message + 1)
+                if not raw:
+                    break
+                if len(raw) > self._max_message:
+                    logger.warning(
+                        "MCP server %s sent a message over %d bytes; disconnecting", self.name, self._max_message
+                    )
+                    self._on_closed(f"MCP server '{self.name}' sent a message larger than {self._max_message} bytes")
+                    self._terminate()
+                    return
                 line = raw.strip()
                 if not line:
                     continue
@@ -131,6 +144,14 @@ class StdioTransport:
         code = self._wait_exit()
         detail = f"exit code {code}" if code is not None else "its output closed"
         self._on_closed(f"MCP server '{self.name}' stopped ({detail})")
+
+    def _terminate(self) -> None:
+        """子プロセスに SIGTERM を送る (もう居なければ何もしない)。"""
+        if self._process is not None and self._process.poll() is None:
+            try:
+                self._process.terminate()
+            except OSError:
+                pass
 
     def _wait_exit(self) -> int | None:
         """子の終了を少しだけ待って終了コードを返す (まだ動いていれば ``None``)。"""

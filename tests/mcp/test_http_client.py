@@ -146,3 +146,14 @@ def test_unreachable_server_gives_an_error_with_the_reason(build):
     with pytest.raises(McpUnavailable) as info:
         tool_set.servers["down"].call("echo", {"text": "x"})
     assert "MCP server 'down' is unreachable" in info.value.message and "secret-in-url" not in info.value.message
+
+
+def test_an_answer_over_the_size_limit_fails_that_call(build, events, http_server):
+    """max_message_bytes を超える答え: その呼び出しは理由つきで失敗し、同じセッションで次の呼び出しは答える。"""
+    settings = http_settings(http_server)
+    settings.config.mcp.max_message_bytes = 100_000
+    registry = CombinedToolRegistry(None, build(settings))
+    with pytest.raises(McpUnavailable) as info:
+        registry.call("remote__big", {"size": 300_000})
+    assert "answered tools/call with more than 100000 bytes" in info.value.message
+    assert registry.call("remote__big", {"size": 10}) == {"result": "x" * 10}

@@ -219,6 +219,17 @@ def test_eager_servers_start_without_being_used(build, events, tmp_path):
         settings_with({"early": stdio_server(FAST, events, start="eager"), "late": stdio_server(FAST, lazy_events)})
     )
     tool_set.start_eager()
-    wait_until(lambda: tool_set.servers["early"].connected, timeout=20)
-    assert received(events, "tools/list")
+    # 接続ができ、ツールの一覧を取るところまで (使われる前に) 進む
+    wait_until(lambda: tool_set.servers["early"].connected and received(events, "tools/list"), timeout=20)
     assert not tool_set.servers["late"].connected and not lazy_events.exists()
+
+
+def test_a_message_over_the_size_limit_disconnects_with_the_reason(build, events):
+    """max_message_bytes を超える答え: 呼び出しは理由つきで失敗し、次の呼び出しで起動し直して答える。"""
+    tool_set = build(settings_with({"fast": stdio_server(FAST, events)}, max_message_bytes=100_000))
+    server = tool_set.servers["fast"]
+    with pytest.raises(McpUnavailable) as info:
+        server.call("big", {"size": 300_000})
+    assert "MCP server 'fast' sent a message larger than 100000 bytes" in info.value.message
+    assert server.call("big", {"size": 10})["structuredContent"] == {"result": "x" * 10}
+    assert server.starts == 2

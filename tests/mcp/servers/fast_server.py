@@ -3,7 +3,7 @@
 起動: ``python -m tests.mcp.servers.fast_server --transport stdio --events FILE``
 または ``--transport http --port N [--json] --events FILE``。``--json`` で答えを JSON にする (既定は SSE)。
 ツール: echo (テキスト)、picture (テキストと画像)、forecast (構造化された結果)、fail (isError)、
-slow (取り消されたら events に書く)、crash (プロセスを終える)、grow (ツールを加えて list_changed)、getenv、pid。
+slow (取り消されたら events に書く)、crash (プロセスを終える)、grow (ツールを加えて list_changed)、big、getenv、pid。
 """
 
 from __future__ import annotations
@@ -83,6 +83,11 @@ def build(events: str | None, json_response: bool, port: int) -> FastMCP:
         app.add_tool(added, name="added", description="grow で加わったツール")
         await ctx.session.send_tool_list_changed()
         return "grown"
+
+    @app.tool()
+    def big(size: int) -> str:
+        """``size`` 文字の文 (大きすぎる答えの確認用)。"""
+        return "x" * size
 
     @app.tool()
     def getenv(name: str) -> str:
