@@ -233,3 +233,15 @@ def test_a_message_over_the_size_limit_disconnects_with_the_reason(build, events
     assert "MCP server 'fast' sent a message larger than 100000 bytes" in info.value.message
     assert server.call("big", {"size": 10})["structuredContent"] == {"result": "x" * 10}
     assert server.starts == 2
+
+
+def test_requests_from_the_server_are_answered(build, events):
+    """サーバーからの ping には空の結果で、未対応の要求 (roots/list) には -32601 で答える (ツールは止まらない)。"""
+    tool_set = build(settings_with({"fast": stdio_server(FAST, events)}))
+    registry = CombinedToolRegistry(None, tool_set)
+    assert registry.call("fast__ping_client", {}) == {"result": "pong"}
+    refused = registry.call("fast__ask_roots", {})["result"]
+    assert refused.startswith("roots refused:") and "not supported" in refused
+    answers = [e["message"] for e in read_events(events) if e["kind"] == "stdin" and "method" not in e["message"]]
+    assert {"result": {}} in [{k: v for k, v in a.items() if k == "result"} for a in answers]
+    assert any(a.get("error", {}).get("code") == -32601 for a in answers)

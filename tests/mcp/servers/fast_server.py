@@ -3,7 +3,7 @@
 起動: ``python -m tests.mcp.servers.fast_server --transport stdio --events FILE``
 または ``--transport http --port N [--json] --events FILE``。``--json`` で答えを JSON にする (既定は SSE)。
 ツール: echo (テキスト)、picture (テキストと画像)、forecast (構造化された結果)、fail (isError)、
-slow (取り消されたら events に書く)、crash (プロセスを終える)、grow (ツールを加えて list_changed)、big、getenv、pid。
+slow (取り消されたら events に書く)、crash (プロセスを終える)、grow (ツールを加えて list_changed)、ping_client、ask_roots、big、getenv、pid。
 """
 
 from __future__ import annotations
@@ -83,6 +83,21 @@ def build(events: str | None, json_response: bool, port: int) -> FastMCP:
         app.add_tool(added, name="added", description="grow で加わったツール")
         await ctx.session.send_tool_list_changed()
         return "grown"
+
+    @app.tool()
+    async def ping_client(ctx: Context) -> str:
+        """クライアントに ping を送り、答えが来たら "pong" を返す (サーバーからの要求への答えの確認)。"""
+        await ctx.session.send_ping()
+        return "pong"
+
+    @app.tool()
+    async def ask_roots(ctx: Context) -> str:
+        """クライアントに roots/list を頼む (対応しないクライアントはエラーで答える)。"""
+        try:
+            await ctx.session.list_roots()
+        except Exception as exc:
+            return f"roots refused: {exc}"
+        return "roots answered"
 
     @app.tool()
     def big(size: int) -> str:
