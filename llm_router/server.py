@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llm_router.config.settings import Settings
+from llm_router.core.schemas.errors import ConfigurationError
 from llm_router.logging_setup import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class Services:
     router: Any
     tools: Any
     registry: Any
+    mcp: Any = None
 
 
 def create_app(settings: Settings) -> tuple[Any, Any]:
@@ -65,6 +67,7 @@ def create_app(settings: Settings) -> tuple[Any, Any]:
     )
     router = ModelRouter(settings)
     tools = _server_tools(settings)
+    tools, mcp = _with_mcp(tools, settings)
     registry = ThreadRegistry(settings, socketio, router, tools)
     namespace = AgentNamespace(
         registry,
@@ -74,7 +77,7 @@ def create_app(settings: Settings) -> tuple[Any, Any]:
     )
     socketio.on_namespace(namespace)
     app.wsgi_app = _tcp_nodelay(app.wsgi_app)
-    app.extensions["llm_router"] = Services(settings, router, tools, registry)
+    app.extensions["llm_router"] = Services(settings, router, tools, registry, mcp)
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -144,6 +147,20 @@ def _server_tools(settings: Settings) -> Any:
         return None
 
 
+def _with_mcp(tools: Any, settings: Settings) -> tuple[Any, Any]:
+    """MCP サーバーのツールを登録簿に合わせる (docs/mcp.md)。``start: eager`` のサーバーはここで起動を始める。
+
+    Raises:
+        ConfigurationError: ``mcp`` の設定の誤り (サーバー名とキーを挙げる)。
+    """
+    from llm_router.mcp.manager import with_mcp_tools
+
+    tools, mcp = with_mcp_tools(tools, settings)
+    if mcp is not None:
+        mcp.start_eager()
+    return tools, mcp
+
+
 def _install_shutdown(socketio: Any, services: Services) -> None:
     """SIGINT / SIGTERM で、ランを ``shutdown`` でキャンセルしてイベントを送ってから終了する。"""
     state = {"stopping": False}
@@ -152,6 +169,8 @@ def _install_shutdown(socketio: Any, services: Services) -> None:
         """ランを止め、イベントが送り出されるのを少し待ってからプロセスを終える。"""
         try:
             services.registry.shutdown(SHUTDOWN_TIMEOUT_S)
+            if services.mcp is not None:
+                services.mcp.close()
             socketio.sleep(FLUSH_S)
         finally:
             logger.info("llm_router stopped")
@@ -185,8 +204,16 @@ def _install_shutdown(socketio: Any, services: Services) -> None:
 def serve(settings: Settings) -> None:
     """サーバーを起動する (ブロックする)。"""
     configure_logging(settings.config.server.log_level, settings.secrets.all_values())
-    app, socketio = create_app(settings)
+    try:
+        app, socketio = create_app(settings)
+    except ConfigurationError as exc:
+        raise SystemExit(f"configuration error: {exc.message}") from None
     services: Services = app.extensions["llm_router"]
+    if services.mcp is not None:
+        # ${VAR} から置き換えた MCP のヘッダと env の値もログから伏せる
+        configure_logging(
+            settings.config.server.log_level, [*settings.secrets.all_values(), *services.mcp.secret_values()]
+        )
     server = settings.config.server
     if not settings.api_tokens:
         logger.warning(

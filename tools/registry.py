@@ -100,10 +100,26 @@ class ToolRegistry:
         """登録済みのツール名 (登録順)。"""
         return list(self._tools)
 
+    def enabled(self, configured: list[str]) -> list[str]:
+        """有効なツール: ``configured`` (``agent.server_tools``) のうち登録されているもの、その順。"""
+        return [name for name in configured if name in self._tools]
+
+    def source(self, name: str) -> str | None:
+        """ツールの出どころ (組み込みは ``None``。MCP のツールは ``mcp:<server>``: llm_router/mcp/tools.py)。"""
+        return None
+
+    def warnings(self) -> list[str]:
+        """``start`` の ack に載せる注意 (組み込みには無い。MCP は使えないサーバーの理由)。"""
+        return []
+
     def definitions(self, names: list[str] | None = None) -> list[ToolDefinition]:
         """``names`` (省略時はすべて) のツール定義。未登録の名前は飛ばす。"""
         wanted = self.names() if names is None else names
         return [self._tools[n].definition() for n in wanted if n in self._tools]
+
+    def runs_off_hub(self, name: str) -> bool:
+        """ツールの関数をハブの外の OS スレッドで動かすか (組み込みのツールはすべて: CPU を使い得るため)。"""
+        return True
 
     def call(
         self, name: str, arguments: dict[str, Any], cancel: CancelToken | None = None, validated: bool = False

@@ -178,15 +178,19 @@ class ServerJob:
         config = self.ctx.agent_config
         registry = self.ctx.toolbox.registry
         try:
-            value = run_blocking(
-                config.tool_executor,
-                config.tool_threads,
-                registry.call,
-                self.call.name,
-                self.call.arguments,
-                self.token,
-                validated=True,
-            )
+            if registry.runs_off_hub(self.call.name):
+                value = run_blocking(
+                    config.tool_executor,
+                    config.tool_threads,
+                    registry.call,
+                    self.call.name,
+                    self.call.arguments,
+                    self.token,
+                    validated=True,
+                )
+            else:
+                # I/O だけのツール (MCP): グリーンスレッドのまま呼ぶ (取り消しは子トークンで届く)
+                value = registry.call(self.call.name, self.call.arguments, self.token, validated=True)
             is_error = False
         except Exception as exc:
             # ツールの失敗はエラーの結果としてモデルへ返す (実行は続く)

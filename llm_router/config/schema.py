@@ -190,6 +190,53 @@ class StoreConfig:
 
 
 @dataclass
+class McpServerConfig:
+    """MCP サーバー 1 つの接続設定 (``mcp.servers.<name>``)。説明は docs/mcp.md。
+
+    ``transport`` が ``stdio`` なら ``command`` (実行ファイルと引数のリスト) と ``env``、``http`` なら ``url`` と
+    ``headers`` (値は ``${VAR}`` で .env の変数を指せる)。``None`` の項目は ``mcp`` の既定値を使う。
+    """
+
+    transport: str = "stdio"
+    command: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    url: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    start: str | None = None
+    enabled: bool = True
+    startup_timeout_s: float | None = None
+    call_timeout_s: float | None = None
+
+
+@dataclass
+class McpConfig:
+    """MCP サーバーをツールの供給元にする設定 (``mcp``)。
+
+    ``protocol_version`` は ``initialize`` で名乗る版、``accepted_protocol_versions`` はサーバーが答えてよい版。
+    """
+
+    config_file: str | None = None
+    servers: dict[str, McpServerConfig] = field(default_factory=dict)
+    allowed_commands: list[str] = field(default_factory=list)
+    start: str = "lazy"
+    protocol_version: str = "2025-11-25"
+    accepted_protocol_versions: list[str] = field(default_factory=lambda: ["2025-11-25", "2025-06-18", "2025-03-26"])
+    startup_timeout_s: float = 30.0
+    call_timeout_s: float = 60.0
+    request_timeout_s: float = 10.0
+    shutdown_timeout_s: float = 3.0
+    connect_timeout_s: float = 5.0
+    max_tool_pages: int = 100
+    max_stderr_line_chars: int = 2000
+    max_message_bytes: int = 16777216
+    inherited_env: list[str] = field(default_factory=lambda: ["HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER"])
+    retry_listing_after_s: float = 30.0
+    client_name: str = "llm_router"
+    client_version: str = "0.1.0"
+
+
+@dataclass
 class AppConfig:
     """アプリ全体の設定のルート。"""
 
@@ -199,6 +246,7 @@ class AppConfig:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     rag: RagConfig = field(default_factory=RagConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    mcp: McpConfig = field(default_factory=McpConfig)
 
 
 def model_options_for(config: ProviderConfig, model: str) -> ModelOptions:

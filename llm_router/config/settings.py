@@ -10,13 +10,14 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llm_router.config.schema import AppConfig, ModelOptions, ProviderConfig, model_options_for
-from llm_router.errors import MissingCredentialError
+from llm_router.errors import ConfigurationError, MissingCredentialError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "hydra_conf"
 CONFIG_NAME = "config"
@@ -56,6 +57,13 @@ class Secrets:
     """.env と環境変数から読んだ秘密情報。``repr`` は値を決して出さない。"""
 
     values: Mapping[str, str] = field(default_factory=dict)
+    # .env のすべての変数と環境変数 (``${VAR}`` の置き換え用。ログ・表示には出さない)
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def lookup(self, name: str) -> str | None:
+        """``${VAR}`` で名指された変数の値 (``SECRET_VARS`` に限らない。空文字は未設定)。"""
+        value = self.env.get(name, self.values.get(name))
+        return value if value else None
 
     def get(self, name: str) -> str | None:
         """変数 ``name`` の値 (空文字は未設定とみなす)。"""
@@ -94,15 +102,44 @@ def read_secrets(env_file: str | os.PathLike[str] | None = ".env", environ: Mapp
     from dotenv import dotenv_values
 
     values: dict[str, str] = {}
+    every: dict[str, str] = {}
     if env_file is not None and Path(env_file).is_file():
         for key, value in dotenv_values(env_file).items():
-            if key in SECRET_VARS and value is not None:
-                values[key] = value
+            if value is not None:
+                every[key] = value
+                if key in SECRET_VARS:
+                    values[key] = value
     env = os.environ if environ is None else environ
+    every.update({k: v for k, v in env.items() if v})
     for key in SECRET_VARS:
         if env.get(key):
             values[key] = env[key]
-    return Secrets(values)
+    return Secrets(values, every)
+
+
+# ``${VAR}``、または VS Code / Cursor の mcp.json の書き方 ``${env:VAR}``
+ENV_REFERENCE = re.compile(r"\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def substitute_env(text: str, secrets: Secrets, where: str) -> tuple[str, list[str]]:
+    """``${VAR}`` (``${env:VAR}`` も) を .env / 環境変数の値に置き換え、(結果, 使った値) を返す。
+
+    使った値は秘密として扱う (ログの伏せ字に加える)。
+
+    Raises:
+        ConfigurationError: 名指された変数が設定されていないとき (``where`` と変数名を含む。値は含めない)。
+    """
+    used: list[str] = []
+
+    def replace(match: re.Match[str]) -> str:
+        """1 つの参照を値にする。"""
+        value = secrets.lookup(match.group(1))
+        if value is None:
+            raise ConfigurationError(f"{where}: variable ${{{match.group(1)}}} is not set in .env or the environment")
+        used.append(value)
+        return value
+
+    return ENV_REFERENCE.sub(replace, text), used
 
 
 @dataclass(frozen=True)

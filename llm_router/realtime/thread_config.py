@@ -23,10 +23,19 @@ class ThreadConfig:
     client_tools: list[ToolDefinition] = field(default_factory=list)
     server_tools: list[str] = field(default_factory=list)
     settings: RunSettings = field(default_factory=RunSettings)
+    # サーバー側ツールの出どころ (MCP のツールは ``mcp:<server>``。組み込みは載せない)
+    tool_sources: dict[str, str] = field(default_factory=dict)
 
     def tool_summary(self) -> list[dict[str, str]]:
-        """ack の ``tools``: ``[{"name", "executor"}]`` (サーバー側、クライアント側の順)。"""
-        out = [{"name": name, "executor": "server"} for name in self.server_tools]
+        """ack の ``tools``: ``[{"name", "executor", "source"?}]`` (サーバー側、クライアント側の順)。"""
+        out = [
+            {
+                "name": name,
+                "executor": "server",
+                **({"source": self.tool_sources[name]} if name in self.tool_sources else {}),
+            }
+            for name in self.server_tools
+        ]
         out.extend({"name": tool.name, "executor": "client"} for tool in self.client_tools)
         return out
 
@@ -48,8 +57,9 @@ class ThreadConfigBuilder:
 
     def enabled_server_tools(self) -> list[str]:
         """有効なサーバー側ツール (``agent.server_tools`` のうち登録されているもの、設定の順)。"""
-        registered = set(self._tools.names()) if self._tools is not None else set()
-        return [name for name in self._settings.config.agent.server_tools if name in registered]
+        if self._tools is None:
+            return []
+        return self._tools.enabled(list(self._settings.config.agent.server_tools))
 
     def build(self, payload: StartPayload, current: ThreadConfig | None) -> tuple[ThreadConfig, list[str]]:
         """新しい設定と ack の ``warnings`` を返す。
@@ -64,6 +74,7 @@ class ThreadConfigBuilder:
             config.system = payload.system
         if payload.server_tools is not None or current is None:
             config.server_tools = self._server_tools(payload.server_tools)
+            config.tool_sources = self._sources(config.server_tools)
         if payload.tools is not None:
             config.client_tools = self._client_tools(payload.tools, self.enabled_server_tools())
         if payload.settings is not None:
@@ -103,6 +114,11 @@ class ThreadConfigBuilder:
                 out.append(name)
         return out
 
+    def _sources(self, names: list[str]) -> dict[str, str]:
+        """サーバー側ツールの出どころ (出どころの無い組み込みは載せない)。"""
+        sources = {name: self._tools.source(name) for name in names} if self._tools is not None else {}
+        return {name: source for name, source in sources.items() if source}
+
     @staticmethod
     def _client_tools(raw: list[Any], server_names: list[str]) -> list[ToolDefinition]:
         """クライアント側ツールを正規化する (名前の衝突と重複も拒否する)。"""
@@ -139,8 +155,10 @@ class ThreadConfigBuilder:
         return [*server, *config.client_tools]
 
     def _warnings(self, config: ThreadConfig) -> list[str]:
-        """プロバイダが受け取れないスキーマのキーワードと、推論の非対応の警告。"""
+        """プロバイダが受け取れないスキーマのキーワード、推論の非対応、使えないツールの供給元 (MCP) の警告。"""
         warnings = list(self._router.tool_warnings(config.model, self.definitions(config)))
+        if self._tools is not None:
+            warnings.extend(self._tools.warnings())
         level = config.settings.reasoning
         if level and level != "off":
             message = self._router.reasoning_warning(config.model, level)

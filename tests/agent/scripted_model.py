@@ -283,6 +283,10 @@ class FakeRegistry:
         """正規形の定義。"""
         return [ToolDefinition(n, self.tools[n].description, self.tools[n].parameters) for n in names]
 
+    def runs_off_hub(self, name: str) -> bool:
+        """本物の登録簿と同じく、ツールの関数はハブの外の OS スレッドで動かす。"""
+        return True
+
     def call(self, name: str, arguments: dict[str, Any], cancel: CancelToken, validated: bool = False) -> Any:
         """関数を呼ぶ (``cancel`` を渡す)。``validated`` は本物と同じ口 (検証はエージェントが済ませている)。"""
         self.calls.append((name, arguments))

@@ -385,13 +385,26 @@ class ConsoleApp {
    * 無ければ /api/info の server_tools とこのページの定義を使う。
    */
   renderToolsList(tools) {
+    // source は MCP のツールの出どころ ("mcp:<server>")。組み込みのサーバー側ツールとブラウザ側ツールには無い
     const list = this.$("tools-list");
     const entries = Array.isArray(tools)
       ? tools
       : [...(this.info.server_tools || []).map((name) => ({ name, executor: "server" })), ...clientToolDefinitions().map((t) => ({ name: t.name, executor: "client" }))];
-    const item = ({ name, executor }) => h("span.tool-pill", {}, h("span.mono", { text: name }), h("span.executor", { dataset: { executor }, text: executor === "client" ? "ブラウザ" : "サーバー" }));
+    const item = ({ name, executor, source }) => h("span.tool-pill", { title: source ? `${name} (${source})` : name },
+      h("span.mono", { text: name }),
+      h("span.executor", { dataset: { executor }, text: executor === "client" ? "ブラウザ" : "サーバー" }),
+      ...(source ? [h("span.tool-source.mono", { dataset: { source }, text: sourceLabel(source) })] : []));
     list.replaceChildren(...entries.map(item));
   }
+}
+
+/**
+ * ツールの出どころの表示名 ("mcp:files" -> "MCP: files")。知らない形はそのまま。
+ * @param {string} source
+ * @returns {string}
+ */
+function sourceLabel(source) {
+  return source.startsWith("mcp:") ? `MCP: ${source.slice(4)}` : source;
 }
 
 const app = new ConsoleApp();
