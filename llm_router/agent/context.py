@@ -43,6 +43,7 @@ class RunContext:
     usage: Usage = field(default_factory=Usage)
     progress: StepProgress = field(default_factory=StepProgress)
     secrets: tuple[str, ...] = ()
+    end_on_client_tools: bool = False
 
     @property
     def route(self) -> Any:

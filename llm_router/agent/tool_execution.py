@@ -6,6 +6,8 @@
   を過ぎたら "timed out" のエラー結果にして子トークンを取り消す。
 - クライアント側ツールはモデルの応答中に ``tool_call_ready`` で告知済み (そのとき待ち受けを登録する)。
   ここでは告知からの ``agent.client_tool_timeout_s`` まで待ち、来なければ "timed out"。
+- ``end_on_client_tools`` の実行 (AG-UI) ではクライアント側ツールを待たない: サーバー側ツールだけを
+  終わらせ、ステップ (:func:`steps.run_step`) が実行を ``client_tools`` で終える。
 - キャンセル (``now``) はすべての待ちを起こす。結果は呼び出し順に履歴へ入る (:mod:`progress`)。
 """
 
@@ -192,7 +194,8 @@ def run_tools(ctx: RunContext, message: Message) -> bool:
             waits.append(ctx.client_calls.register(call))
     for job in jobs:
         job.start()
-    _await_client_calls(ctx, waits)
+    if not ctx.end_on_client_tools:
+        _await_client_calls(ctx, waits)
     _await_server_jobs(ctx, jobs)
     return not ctx.token.cancelled
 

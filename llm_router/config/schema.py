@@ -136,6 +136,18 @@ class RagConfig:
 
 
 @dataclass
+class AguiConfig:
+    """AG-UI のエンドポイント (``POST /agui``、docs/agui.md) の設定。"""
+
+    enabled: bool = True
+    path: str = "/agui"
+    keepalive_s: float = 15.0
+    disconnect_poll_s: float = 0.25
+    max_body_bytes: int = 4194304
+    max_threads: int = 10000
+
+
+@dataclass
 class AppConfig:
     """アプリ全体の設定のルート。"""
 
@@ -144,6 +156,7 @@ class AppConfig:
     providers: ProvidersConfig = field(default_factory=ProvidersConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     rag: RagConfig = field(default_factory=RagConfig)
+    agui: AguiConfig = field(default_factory=AguiConfig)
 
 
 def model_options_for(config: ProviderConfig, model: str) -> ModelOptions:
