@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import TypeAdapter
-
 from ag_ui.core import Event, RunAgentInput
+from pydantic import TypeAdapter
 
 EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
 
