@@ -354,9 +354,10 @@ MISSING_RESULT = "no result: the frontend sent no tool message for this call"
 def complete_tool_results(history: list[Message], kept: dict[str, ToolResult]) -> list[Message]:
     """各アシスタントのツール呼び出しのすぐ後に、その結果を呼び出し順に並べた履歴を返す。
 
-    結果の出どころは、``messages`` の ``role: "tool"`` (どこにあってもよい)、無ければ前のランでサーバーが
-    答えた結果 (``kept``)、それも無ければ ``is_error`` の結果 (:data:`MISSING_RESULT`)。どのプロバイダも
-    「すべての呼び出しに結果がある」履歴を求めるため (docs/agui.md「ツールの規則」)。
+    結果の出どころは、前のランでサーバーが答えた結果 (``kept``: サーバー側ツールの結果はサーバーのものが正で、
+    ``is_error`` も保たれる)、無ければ ``messages`` の ``role: "tool"`` (どこにあってもよい)、それも無ければ
+    ``is_error`` の結果 (:data:`MISSING_RESULT`)。どのプロバイダも「すべての呼び出しに結果がある」履歴を
+    求めるため (docs/agui.md「ツールの規則」)。
     """
     given = {m.tool_result.tool_call_id: m for m in history if m.role == "tool" and m.tool_result is not None}
     out: list[Message] = []
@@ -365,9 +366,10 @@ def complete_tool_results(history: list[Message], kept: dict[str, ToolResult]) -
             continue  # 呼び出しの直後に置き直す
         out.append(message)
         for call in message.tool_calls if message.role == "assistant" else []:
-            found = given.get(call.id)
-            if found is None:
-                result = kept.get(call.id) or ToolResult(call.id, call.name, MISSING_RESULT, True)
-                found = Message(role="tool", tool_result=result)
-            out.append(found)
+            if call.id in kept:
+                out.append(Message(role="tool", tool_result=kept[call.id]))
+            elif call.id in given:
+                out.append(given[call.id])
+            else:
+                out.append(Message(role="tool", tool_result=ToolResult(call.id, call.name, MISSING_RESULT, True)))
     return out
