@@ -104,7 +104,7 @@ class AguiEventMapper:
     # ------------------------------------------------------------ ランとステップ
 
     def _run_started(self, fields: dict[str, Any]) -> None:
-        """``RUN_STARTED``。"""
+        """ランの始まりを ``RUN_STARTED`` として送る。"""
         self._out("RUN_STARTED", threadId=self.thread_id, runId=self.run_id, protocolVersion=PROTOCOL_VERSION)
         if self._warnings:
             self._out("CUSTOM", name=CUSTOM_PREFIX + "warnings", value=self._warnings)
@@ -139,12 +139,12 @@ class AguiEventMapper:
         self._out("TEXT_MESSAGE_START", messageId=self._text, role="assistant")
 
     def _text_delta(self, fields: dict[str, Any]) -> None:
-        """``TEXT_MESSAGE_CONTENT``。"""
+        """テキストの断片を ``TEXT_MESSAGE_CONTENT`` として送る。"""
         if self._text is not None:
             self._out("TEXT_MESSAGE_CONTENT", messageId=self._text, delta=str(fields["delta"]))
 
     def _text_finished(self, fields: dict[str, Any]) -> None:
-        """``TEXT_MESSAGE_END``。"""
+        """テキストの終わりを ``TEXT_MESSAGE_END`` として送る。"""
         self._close_text()
 
     def _close_text(self) -> None:
@@ -161,7 +161,7 @@ class AguiEventMapper:
         self._out("REASONING_MESSAGE_START", messageId=self._reasoning, role="reasoning")
 
     def _reasoning_delta(self, fields: dict[str, Any]) -> None:
-        """``REASONING_MESSAGE_CONTENT``。"""
+        """推論の断片を ``REASONING_MESSAGE_CONTENT`` として送る。"""
         if self._reasoning is not None:
             self._out("REASONING_MESSAGE_CONTENT", messageId=self._reasoning, delta=str(fields["delta"]))
 
@@ -185,7 +185,7 @@ class AguiEventMapper:
         return self._parent
 
     def _tool_started(self, fields: dict[str, Any]) -> None:
-        """``TOOL_CALL_START``。"""
+        """ツール呼び出しの始まりを ``TOOL_CALL_START`` として送る (同じ ID は 1 回だけ)。"""
         call_id = str(fields["tool_call_id"])
         if call_id in self._open_calls:
             return
@@ -195,7 +195,7 @@ class AguiEventMapper:
         )
 
     def _tool_delta(self, fields: dict[str, Any]) -> None:
-        """``TOOL_CALL_ARGS``。"""
+        """引数の断片を ``TOOL_CALL_ARGS`` として送る。"""
         call_id = str(fields["tool_call_id"])
         if call_id in self._open_calls:
             self._open_calls[call_id] = True
@@ -232,7 +232,9 @@ class AguiEventMapper:
     # ------------------------------------------------------------ AG-UI に無いもの
 
     def _retry(self, fields: dict[str, Any]) -> None:
-        """``retry`` → ``CUSTOM`` (``llm_router.retry``)。"""
+        """再試行を ``CUSTOM`` (``llm_router.retry``) として送る。"""
+        if fields.get("model"):
+            self._step_model = str(fields["model"])  # 次のモデルへの切り替え: 以後の使用量はそのモデルのもの
         value = {k: fields[k] for k in ("step", "attempt", "wait_ms", "reason", "model") if k in fields}
         self._out("CUSTOM", name=CUSTOM_PREFIX + "retry", value=value)
 
