@@ -9,7 +9,7 @@ from typing import Any
 
 
 def register_agui(app: Any, socketio: Any, services: Any) -> None:
-    """設定 ``agui.enabled`` なら、``agui.path`` (既定 ``/agui``) に POST のルートを登録する。"""
+    """設定 ``agui.enabled`` なら、``agui.path`` (既定 ``/agui``) に POST (と CORS の OPTIONS) のルートを登録する。"""
     config = services.settings.config.agui
     if not config.enabled:
         return
@@ -17,7 +17,7 @@ def register_agui(app: Any, socketio: Any, services: Any) -> None:
 
     endpoint = AguiEndpoint(services, socketio)
     app.extensions["llm_router_agui"] = endpoint
-    app.add_url_rule(config.path, "agui", endpoint.handle, methods=["POST"])
+    app.add_url_rule(config.path, "agui", endpoint.handle, methods=["POST", "OPTIONS"])
     app.wsgi_app = unbuffered(app.wsgi_app, config.path)
 
 

@@ -7,10 +7,12 @@
 - イベントが ``agui.keepalive_s`` 途切れたら ``: keep-alive`` のコメント行を送る (長いツールの待ちでも
   プロキシやブラウザが接続を切らないように)。
 - クライアントが接続を閉じたら (ソケットが EOF を返す、書き込みが失敗する、サーバーがジェネレータを閉じる =
-  ``GeneratorExit``)、ランを ``now`` で取り消す。取り消しは上流のソケットを閉じる (docs/agent.md のキャンセル)。
+  ``GeneratorExit``)、ランを ``now`` で取り消す。取り消しは上流のソケットを閉じる (llm_router/agent/README.md のキャンセル)。
   ソケットは ``agui.disconnect_poll_s`` ごとに調べる (イベントを書くまで待たない)。
 - エラーは JSON (``{"error": {"code", "message", "field"?}}``): 400 本文の誤り、401 トークン、403 別の主体の
-  スレッド、409 そのスレッドで実行中、413 本文が大きすぎる。
+  スレッドか許されていないオリジン、409 そのスレッドで実行中、413 本文が大きすぎる。
+- CORS: ブラウザの ``Origin`` は Socket.IO と同じ規則 (``server.cors_allowed_origins``、空なら自分のオリジンと
+  localhost) で調べ、許すオリジンにだけ ``Access-Control-Allow-Origin`` を返す (プリフライト ``OPTIONS`` にも答える)。
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from llm_router.agui.events import AguiEventMapper
 from llm_router.agui.input import AguiInput, InputError, complete_tool_results, parse_run_input
 from llm_router.agui.threads import AguiThreads, Busy, Forbidden
 from llm_router.core.schemas.common import ToolResult
-from llm_router.realtime.auth import Authenticator
+from llm_router.realtime.auth import Authenticator, origin_checker
 from llm_router.realtime.protocol_errors import ProtocolError
 
 logger = logging.getLogger(__name__)
@@ -122,11 +124,35 @@ class AguiEndpoint:
         self.authenticator = Authenticator(services.settings.api_tokens)
         self.threads = AguiThreads(self.config.max_threads)
         self.builder = ThreadConfigBuilder(services.router, services.tools, services.settings)
+        self.origins = origin_checker(list(services.settings.config.server.cors_allowed_origins))
 
     # ------------------------------------------------------------ 要求
 
     def handle(self) -> Response:
-        """1 つの要求を処理する (エラーは JSON、成功は SSE のストリーム)。"""
+        """1 つの要求を処理する (CORS のプリフライト、エラーは JSON、成功は SSE のストリーム)。"""
+        origin = request.headers.get("Origin")
+        if origin and not self._origin_allowed(origin):
+            response = error_response(403, "forbidden", "this origin is not allowed (server.cors_allowed_origins)")
+        elif request.method == "OPTIONS":
+            response = Response(status=204)
+            response.headers["Access-Control-Allow-Methods"] = "POST"
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response.headers["Access-Control-Max-Age"] = "600"
+        else:
+            response = self._post()
+        if origin and self._origin_allowed(origin):
+            response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+        return response
+
+    def _origin_allowed(self, origin: str) -> bool:
+        """ブラウザの ``Origin`` が許されていれば真 (Socket.IO と同じ ``server.cors_allowed_origins`` の規則)。"""
+        if self.origins == "*":
+            return True
+        return bool(self.origins(origin, request.environ))
+
+    def _post(self) -> Response:
+        """``POST``: 認証 → 本文の検証 → 所有者の確認 → ランの開始。"""
         principal = self.authenticator.principal({"token": bearer_token(request.headers.get("Authorization"))})
         if principal is None:
             return error_response(

@@ -35,8 +35,8 @@ window.runOnce = async (agent, params) => {
   }
   return { events, failure, messages: JSON.parse(JSON.stringify(agent.messages)) };
 };
-window.makeAgent = (token, threadId) => new AgUiClient.HttpAgent({
-  url: "/agui",
+window.makeAgent = (token, threadId, url) => new AgUiClient.HttpAgent({
+  url: url || "/agui",
   headers: token ? { Authorization: "Bearer " + token } : {},
   threadId,
 });
@@ -50,9 +50,8 @@ PANEL = {
 }
 
 
-@pytest.fixture
-def agui_page(browser: Any, agui: LiveAgui) -> Iterator[Any]:  # noqa: F811
-    """サーバーのオリジンでテスト用のページを開く (例外と、クライアントの警告・エラーの表示が無いことを最後に確かめる)。"""
+def open_page(browser: Any, base: str) -> tuple[Any, Any, list[str]]:  # noqa: F811
+    """オリジン ``base`` でテスト用のページを開く (ページとクライアントは route で差し替える)。"""
     context = browser.new_context()
     context.set_default_timeout(20_000)
     page = context.new_page()
@@ -62,7 +61,6 @@ def agui_page(browser: Any, agui: LiveAgui) -> Iterator[Any]:  # noqa: F811
     page.on(
         "console", lambda msg: errors.append(f"{msg.type}: {msg.text}") if msg.type in ("warning", "error") else None
     )
-    base = agui.process.url
     page.route(base + PAGE_PATH, lambda route: route.fulfill(status=200, content_type="text/html", body=PAGE))
     page.route(
         base + PAGE_PATH + "/ag-ui-client.js",
@@ -71,6 +69,13 @@ def agui_page(browser: Any, agui: LiveAgui) -> Iterator[Any]:  # noqa: F811
     page.agui_errors = errors
     page.goto(base + PAGE_PATH)
     assert page.evaluate("typeof AgUiClient.HttpAgent") == "function"
+    return context, page, errors
+
+
+@pytest.fixture
+def agui_page(browser: Any, agui: LiveAgui) -> Iterator[Any]:  # noqa: F811
+    """サーバーのオリジンでテスト用のページを開く (例外と、クライアントの警告・エラーの表示が無いことを最後に確かめる)。"""
+    context, page, errors = open_page(browser, agui.process.url)
     try:
         yield page
     finally:
@@ -165,3 +170,80 @@ def test_http_agent_abort_closes_the_upstream(agui_page: Any, live: LiveAgui) ->
     out = agui_page.evaluate(script, ALICE)
     assert "TEXT_MESSAGE_CONTENT" in out["events"], out
     assert live.openai.server.client_disconnected.wait(2.0), "the upstream stayed open after abortRun()"
+
+
+class PageServer:
+    """テスト用のページと束ねたクライアントを配る、別のポートの本物の HTTP サーバー (別オリジンの試験用)。
+
+    Playwright の ``route`` で差し替えたページはアドレスが無く、Chromium はそこからループバックへの要求を
+    (Local Network Access として) 止めるので、別オリジンの試験には本物のループバックのサーバーを使う。
+    """
+
+    def __init__(self) -> None:
+        """空きポートで起動する。"""
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            """ページとクライアントだけを返す。"""
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """ログを出さない。"""
+
+            def do_GET(self) -> None:
+                """``PAGE_PATH`` はページ、``.../ag-ui-client.js`` は束ねたクライアント。"""
+                if self.path == PAGE_PATH:
+                    body, kind = PAGE.encode(), "text/html; charset=utf-8"
+                elif self.path == PAGE_PATH + "/ag-ui-client.js":
+                    body, kind = VENDOR.read_bytes(), "text/javascript"
+                else:
+                    self.send_response(204)  # favicon.ico など: 何も無い (404 の表示を出させない)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        """止める。"""
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_http_agent_from_another_origin_follows_the_cors_rule(browser: Any, live: LiveAgui) -> None:  # noqa: F811
+    """別オリジンのページ: 既定で許される 127.0.0.1 の別ポートからは通る。許されないオリジンからは止まり、上流へは何も行かない。"""
+    url = live.process.url + "/agui"
+    script = """async ([token, url]) => {
+      const agent = window.makeAgent(token, "thread-cors-" + Math.random().toString(36).slice(2), url);
+      agent.addMessage({ id: "u1", role: "user", content: "別のオリジンから" });
+      return await window.runOnce(agent, { runId: "run-cors-" + Math.random().toString(36).slice(2) });
+    }"""
+    pages = PageServer()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type in ("warning", "error") else None)
+        page.goto(pages.url + PAGE_PATH)
+        out = page.evaluate(script, [ALICE, url])
+    finally:
+        context.close()
+        pages.close()
+    assert out["failure"] is None, (out["failure"], errors)
+    validate_events(out["events"])
+    assert out["messages"][-1]["content"] == "了解しました: 別のオリジンから"
+    assert not errors, errors
+    live.openai.reset()
+    context, page, errors = open_page(browser, "http://evil.example")
+    try:
+        refused = page.evaluate(script, [ALICE, url])
+    finally:
+        context.close()
+    assert refused["failure"] is not None and refused["events"] == []
+    assert live.openai.chat_requests() == []

@@ -161,3 +161,42 @@ def test_a_second_run_on_a_busy_thread_gets_409(live: LiveAgui) -> None:
     assert deadline_result is not None and deadline_result.status == 200
     validate_events(deadline_result.events)
     assert json.dumps(deadline_result.events).count("RUN_STARTED") == 1
+
+
+def test_cors_follows_the_bus_origin_rule(live: LiveAgui) -> None:
+    """ブラウザの別オリジン: localhost は既定で許され (プリフライトに 204)、ほかのオリジンは 403 で何も動かない。"""
+    import http.client
+
+    port = live.process.port
+    headers = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+    }
+    for origin, status in ((f"http://localhost:{port + 1}", 204), ("http://evil.example", 403)):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("OPTIONS", "/agui", headers={**headers, "Origin": origin})
+        response = conn.getresponse()
+        response.read()
+        assert response.status == status, origin
+        if status == 204:
+            assert response.getheader("Access-Control-Allow-Origin") == origin
+            assert "Authorization" in response.getheader("Access-Control-Allow-Headers")
+        else:
+            assert response.getheader("Access-Control-Allow-Origin") is None
+        conn.close()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    body = json.dumps(run_input([user("こんにちは")]))
+    conn.request(
+        "POST",
+        "/agui",
+        body=body,
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {ALICE}",
+            "Origin": "http://evil.example",
+        },
+    )
+    response = conn.getresponse()
+    assert response.status == 403 and json.loads(response.read())["error"]["code"] == "forbidden"
+    conn.close()
+    assert live.openai.chat_requests() == []
