@@ -143,9 +143,14 @@ def test_a_second_run_on_a_busy_thread_gets_409(live: LiveAgui) -> None:
     thread_id = new_id("thread")
     conn, response = live.client.open(run_input([user("[stall] 待って")], thread_id=thread_id), ALICE)
     try:
+        events = []
         for kind, value in read_frames(response):
-            if kind == "data" and value["type"] == "TEXT_MESSAGE_CONTENT":
+            if kind != "data":
+                continue
+            events.append(value)
+            if value["type"] == "TEXT_MESSAGE_CONTENT":
                 break
+        validate_events(events, partial=True)
         busy = live.client.post(run_input([user("割り込み")], thread_id=thread_id), ALICE)
         assert busy.status == 409 and busy.body["error"]["code"] == "run_in_progress"
     finally:

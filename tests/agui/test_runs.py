@@ -132,11 +132,15 @@ def test_abort_closes_the_upstream_within_two_seconds(live: LiveAgui) -> None:
     conn, response = live.client.open(run_input([user("[stall] 長い話")]), ALICE)
     try:
         seen: list[str] = []
+        events: list[dict] = []
         for kind, value in read_frames(response):
             seen.append(value["type"] if kind == "data" else ": " + value)
+            if kind == "data":
+                events.append(value)
             if kind == "comment" and value == "keep-alive":
                 break
         assert "TEXT_MESSAGE_CONTENT" in seen, seen
+        validate_events(events, partial=True)
         assert live.openai.server.stream_started.is_set()
         assert not live.openai.server.client_disconnected.is_set()
     finally:
