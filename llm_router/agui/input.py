@@ -86,8 +86,11 @@ def _fail(exc: ProtocolError) -> InputError:
 
 
 def _id(value: Any, path: str) -> str:
-    """AG-UI の ID: 空でない文字列 (``MAX_ID_CHARS`` 文字まで)。"""
-    return as_string(value, path, non_empty=True, max_chars=MAX_ID_CHARS)
+    """AG-UI の ID: 空でない文字列 (``MAX_ID_CHARS`` 文字まで、制御文字なし: ログの行を偽らせない)。"""
+    text = as_string(value, path, non_empty=True, max_chars=MAX_ID_CHARS)
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise InputError(path, f"{path}: must not contain control characters")
+    return text
 
 
 def parse_run_input(body: Any) -> AguiInput:

@@ -10,7 +10,8 @@
   ``GeneratorExit``)、ランを ``now`` で取り消す。取り消しは上流のソケットを閉じる (llm_router/agent/README.md のキャンセル)。
   ソケットは ``agui.disconnect_poll_s`` ごとに調べる (イベントを書くまで待たない)。
 - エラーは JSON (``{"error": {"code", "message", "field"?}}``): 400 本文の誤り、401 トークン、403 別の主体の
-  スレッドか許されていないオリジン、409 そのスレッドで実行中、413 本文が大きすぎる。
+  スレッドか許されていないオリジン、409 そのスレッドで実行中、413 本文が大きすぎる、429 主体ごとの上限
+  (``server.rate_limit_per_minute``、Socket.IO のバスと同じ値で別に数える)。
 - CORS: ブラウザの ``Origin`` は Socket.IO と同じ規則 (``server.cors_allowed_origins``、空なら自分のオリジンと
   localhost) で調べ、許すオリジンにだけ ``Access-Control-Allow-Origin`` を返す (プリフライト ``OPTIONS`` にも答える)。
 """
@@ -31,7 +32,7 @@ from llm_router.agui.events import AguiEventMapper
 from llm_router.agui.input import AguiInput, InputError, complete_tool_results, parse_run_input
 from llm_router.agui.threads import AguiThreads, Busy, Forbidden
 from llm_router.core.schemas.common import ToolResult
-from llm_router.realtime.auth import Authenticator, origin_checker
+from llm_router.realtime.auth import Authenticator, RateLimiter, origin_checker
 from llm_router.realtime.protocol_errors import ProtocolError
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,8 @@ class AguiEndpoint:
         self.threads = AguiThreads(self.config.max_threads)
         self.builder = ThreadConfigBuilder(services.router, services.tools, services.settings)
         self.origins = origin_checker(list(services.settings.config.server.cors_allowed_origins))
+        # バスと同じ上限 (server.rate_limit_per_minute) を主体ごとに: 1 回の POST が 1 件
+        self.rate_limiter = RateLimiter(services.settings.config.server.rate_limit_per_minute)
 
     # ------------------------------------------------------------ 要求
 
@@ -152,11 +155,15 @@ class AguiEndpoint:
         return bool(self.origins(origin, request.environ))
 
     def _post(self) -> Response:
-        """``POST``: 認証 → 本文の検証 → 所有者の確認 → ランの開始。"""
+        """``POST``: 認証 → 主体ごとの上限 → 本文の検証 → 所有者の確認 → ランの開始。"""
         principal = self.authenticator.principal({"token": bearer_token(request.headers.get("Authorization"))})
         if principal is None:
             return error_response(
                 401, "unauthorized", "missing or invalid bearer token (Authorization: Bearer <token>)"
+            )
+        if not self.rate_limiter.allow(principal):
+            return error_response(
+                429, "rate_limited", "too many requests; try again later (server.rate_limit_per_minute)"
             )
         body, problem = self._body()
         if problem is not None:

@@ -71,7 +71,7 @@ class AguiThreads:
             if record is None:
                 record = AguiThread(owner=principal)
                 self._threads[thread_id] = record
-                self._evict()
+                self._evict(keep=thread_id)
             elif record.owner != principal:
                 raise Forbidden(thread_id)
             if record.active_run is not None:
@@ -89,12 +89,12 @@ class AguiThreads:
             record.active_run = None
             record.kept_results = dict(results)
 
-    def _evict(self) -> None:
-        """(ロックの下で) 上限を超えた分を、古くて実行中でないものから忘れる。"""
+    def _evict(self, keep: str) -> None:
+        """(ロックの下で) 上限を超えた分を、古くて実行中でないものから忘れる (``keep`` はいま加えたもの)。"""
         if len(self._threads) <= self.max_threads:
             return
         for key in list(self._threads):
             if len(self._threads) <= self.max_threads:
                 return
-            if self._threads[key].active_run is None:
+            if key != keep and self._threads[key].active_run is None:
                 del self._threads[key]

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
 from tests.agui.client import new_id, read_frames, run_input, user, validate_events
-from tests.agui.conftest import ALICE, LiveAgui
+from tests.agui.conftest import ALICE, SECRETS, LiveAgui
 
 
 def test_plain_text_run_streams_valid_agui_events(live: LiveAgui) -> None:
@@ -122,6 +123,8 @@ def test_provider_errors_end_with_run_error(live: LiveAgui) -> None:
     assert down.types()[-1] == "RUN_ERROR"
     assert down.events[-1]["code"] == "provider_unavailable"
     assert "CUSTOM" in down.types() and down.of("CUSTOM")[0]["name"] == "llm_router.retry"
+    for value in SECRETS.values():
+        assert value not in json.dumps(bad.events + down.events, ensure_ascii=False), "a secret leaked into an event"
 
 
 def test_abort_closes_the_upstream_within_two_seconds(live: LiveAgui) -> None:
