@@ -68,7 +68,11 @@ def bearer_token(header: str | None) -> str | None:
 
 
 def _request_socket(environ: dict[str, Any]) -> socket.socket | None:
-    """要求の接続のソケット (eventlet は ``eventlet.input``、Werkzeug は ``werkzeug.socket``)。"""
+    """要求の接続のソケット (eventlet は ``eventlet.input``、Werkzeug は ``werkzeug.socket``)。
+
+    gevent の WSGI サーバーは environ にソケットを出さないので ``None``: そのときは次の書き込み (イベントか
+    キープアライブ) の失敗でだけ切断に気づく (``agui.keepalive_s`` 以内)。
+    """
     source = environ.get("eventlet.input")
     if hasattr(source, "get_socket"):
         return source.get_socket()

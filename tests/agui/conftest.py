@@ -1,4 +1,7 @@
-"""AG-UI のエンドポイントのテストの部品: 本物のサーバープロセス (eventlet と threading) と偽のプロバイダ。
+"""AG-UI のエンドポイントのテストの部品: 本物のサーバープロセス (eventlet / threading / gevent) と偽のプロバイダ。
+
+gevent は WSGI サーバーがソケットを見せないので、切断には書き込みの失敗 (ジェネレータの ``GeneratorExit``) で
+気づく。eventlet と threading はソケットを覗いて気づく。3 つとも abort のテストを通すことで両方の道を確かめる。
 
 上流は OpenAI の偽サーバー (規則モード: 発話の ``[stall]`` / ``[fail:400]`` などで振る舞いを選ぶ) と、推論
 (thinking) を流す Anthropic の偽サーバー。主体は 2 つ (トークン ``ALICE`` と ``BOB``)。キープアライブは短くして、
@@ -16,7 +19,7 @@ from tests.fakes.anthropic_fake import AnthropicFake
 from tests.fakes.openai_fake import OpenAIFake
 from tests.realtime.harness import ServerProcess
 
-ASYNC_MODES = ("eventlet", "threading")
+ASYNC_MODES = ("eventlet", "threading", "gevent")
 ALICE = "tok-alice-4f1e2d3c"
 BOB = "tok-bob-9a8b7c6d"
 SECRETS = {
