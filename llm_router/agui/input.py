@@ -216,8 +216,10 @@ class MessageReader:
                 f"{path}.role", f"{path}.role: must be one of {', '.join(MESSAGE_FIELDS)}, got {json_type_name(role)}"
             )
         required = ("id", "role", "toolCallId", "content") if role == "tool" else ("id", "role")
-        if role in ("user", "system", "developer", "reasoning", "activity"):
+        if role in ("user", "system", "developer", "reasoning"):
             required = ("id", "role", "content")
+        elif role == "activity":
+            required = ("id", "role", "activityType", "content")
         fields = FieldSet(MESSAGE_FIELDS[role], required=required, path=path).check(raw)
         _id(fields["id"], f"{path}.id")
         getattr(self, f"_{role}")(fields, path)

@@ -82,6 +82,14 @@ BAD_BODIES = [
     ),
     ({"threadId": "t", "runId": "r", "messages": [user("x")], "tools": [{"description": "d"}]}, "tools[0].name"),
     (
+        {"threadId": "t", "runId": "r", "messages": [user("x"), {"id": "a1", "role": "activity", "content": {}}]},
+        "messages[1].activityType",
+    ),
+    (
+        {"threadId": "t", "runId": "r", "messages": [{"id": "u", "role": "user", "content": "x", "tool_call_id": "c"}]},
+        "messages[0].tool_call_id",
+    ),
+    (
         {"threadId": "t", "runId": "r", "messages": [user("x")], "tools": [{"name": "calculator", "description": "d"}]},
         "tools",
     ),

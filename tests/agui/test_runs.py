@@ -153,3 +153,20 @@ def test_abort_closes_the_upstream_within_two_seconds(live: LiveAgui) -> None:
         conn.close()
     assert live.openai.server.client_disconnected.wait(2.0), "the upstream stream stayed open after the abort"
     assert live.openai.server.disconnected_at - closed_at < 2.0
+
+
+def test_reasoning_and_activity_messages_are_accepted_and_not_sent_upstream(live: LiveAgui) -> None:
+    """AG-UI のクライアントは推論 (``role: "reasoning"``) も会話に残して送り返す: 受け付け、上流へは送らない。"""
+    messages = [
+        user("さっきの質問"),
+        {"id": new_id("r"), "role": "reasoning", "content": "考えていたこと"},
+        {"id": new_id("a"), "role": "assistant", "content": "答え"},
+        {"id": new_id("v"), "role": "activity", "activityType": "progress", "content": {"percent": 100}},
+        user("次の質問"),
+    ]
+    result = live.client.post(run_input(messages), ALICE)
+    assert result.status == 200, result.body
+    validate_events(result.events)
+    sent = live.openai.chat_requests()[-1]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    assert "考えていたこと" not in json.dumps(sent, ensure_ascii=False)
