@@ -135,6 +135,30 @@ def test_http_agent_sees_server_tool_results_and_text(agui_page: Any, live: Live
     assert out["messages"][-1]["role"] == "assistant" and "42" in out["messages"][-1]["content"]
 
 
+def test_http_agent_reasoning_then_a_follow_up_run(agui_page: Any, live: LiveAgui) -> None:
+    """推論のラン (Anthropic の偽サーバー): クライアントは推論を reasoning メッセージにし、次のランでそれを
+    送り返しても受け付けられる (上流へは送らない)。"""
+    script = """async (token) => {
+      const agent = window.makeAgent(token, "thread-browser-reasoning");
+      const props = { model: "anthropic/claude-sonnet-4-6", settings: { reasoning: "low" } };
+      agent.addMessage({ id: "u1", role: "user", content: "考えてから答えて" });
+      const first = await window.runOnce(agent, { runId: "run-r1", forwardedProps: props });
+      agent.addMessage({ id: "u2", role: "user", content: "もう一度" });
+      const second = await window.runOnce(agent, { runId: "run-r2", forwardedProps: props });
+      return { first, second };
+    }"""
+    out = agui_page.evaluate(script, ALICE)
+    first, second = out["first"], out["second"]
+    assert first["failure"] is None and second["failure"] is None, (first["failure"], second["failure"])
+    validate_events(first["events"])
+    validate_events(second["events"])
+    reasoning = [m for m in first["messages"] if m["role"] == "reasoning"]
+    assert reasoning and reasoning[0]["content"] == "ユーザーの依頼を検討しています。"
+    assert second["messages"][-1]["role"] == "assistant"
+    sent = live.anthropic.bodies()[-1]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+
+
 def test_http_agent_without_token_fails_with_401(agui_page: Any, live: LiveAgui) -> None:
     """トークン無しの HttpAgent: runAgent は HTTP 401 のエラーで失敗し、上流へは何も送られない。"""
     script = """async () => {
