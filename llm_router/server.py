@@ -79,6 +79,10 @@ def create_app(settings: Settings) -> tuple[Any, Any]:
     app.wsgi_app = _tcp_nodelay(app.wsgi_app)
     app.extensions["llm_router"] = Services(settings, router, tools, registry, mcp)
 
+    from llm_router.agui import register_agui
+
+    register_agui(app, socketio, app.extensions["llm_router"])  # POST /agui (docs/agui.md)
+
     @app.get("/healthz")
     def healthz() -> dict:
         """死活確認。"""

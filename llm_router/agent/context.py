@@ -48,6 +48,7 @@ class RunContext:
     committed_steps: int = 0
     # 直前に作ったリクエストで外したメッセージの数と、その入力の概算トークン数
     trimmed: tuple[int, int] = (0, 0)
+    end_on_client_tools: bool = False
 
     @property
     def route(self) -> Any:

@@ -157,7 +157,7 @@ class RunEvents:
     # ------------------------------------------------------------ 終わり (どれか 1 つだけ)
 
     def run_finished(self, finish_reason: str, usage: Usage, text: str) -> bool:
-        """``run_finished`` を送る (finish_reason は stop / max_steps / length)。"""
+        """``run_finished`` を送る (finish_reason は stop / max_steps / length / client_tools)。"""
         return self.finish("run_finished", {"finish_reason": finish_reason, "usage": usage.to_dict(), "text": text})
 
     def run_error(self, error: dict[str, Any], usage: Usage, rolled_back: bool = False) -> bool:

@@ -36,16 +36,22 @@ class AgentRun:
         self,
         run_id: str,
         thread: ThreadState,
-        user_content: str | list[ContentPart],
+        user_content: str | list[ContentPart] | None,
         router: Any,
         registry: Any,
         sink: EventSink,
         agent_config: AgentConfig,
+        end_on_client_tools: bool = False,
     ) -> None:
-        """実行 ID、スレッド、ユーザーの入力、ルーター、ツールのレジストリ (``None`` 可)、シンク、設定を受け取る。"""
+        """実行 ID、スレッド、ユーザーの入力、ルーター、ツールのレジストリ (``None`` 可)、シンク、設定を受け取る。
+
+        ``user_content`` が ``None`` なら履歴へ何も足さない (呼び手が履歴を入力まで組み立て済み: AG-UI)。
+        ``end_on_client_tools`` が真なら、クライアント側ツールの答えを待たずに、そのステップのサーバー側ツールを
+        実行し終えたところで ``run_finished`` (finish_reason ``client_tools``) で終える (AG-UI のフロントエンドツール)。
+        """
         self.run_id = run_id
         self.thread = thread
-        self._user = Message.user(user_content)
+        self._user = Message.user(user_content) if user_content is not None else None
         self._user_added = False
         self._started = False
         # 失敗でユーザーメッセージを履歴から外したか (run_error の rolled_back)
@@ -63,6 +69,7 @@ class AgentRun:
             agent_config=agent_config,
             max_steps=max(1, thread.settings.max_steps or agent_config.max_steps),
             secrets=secrets,
+            end_on_client_tools=end_on_client_tools,
         )
         self.ctx.client_calls = ClientCallBook(self.ctx)
         self.ctx.token.add_callback(self.ctx.client_calls.close_all)
@@ -147,7 +154,7 @@ class AgentRun:
 
     def _add_user(self) -> None:
         """(ロックの下で) ユーザーメッセージを 1 回だけ履歴に入れる。"""
-        if not self._user_added:
+        if not self._user_added and self._user is not None:
             self.thread.history.append(self._user)
             self._user_added = True
 

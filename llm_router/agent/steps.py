@@ -50,7 +50,7 @@ class Continue:
 
 @dataclass(frozen=True)
 class Finished:
-    """実行は正常に終わった (finish_reason は stop / max_steps / length)。"""
+    """実行は正常に終わった (finish_reason は stop / max_steps / length / client_tools)。"""
 
     finish_reason: str
     text: str
@@ -82,6 +82,7 @@ class ModelResult:
     usage: Usage
 
 
+CLIENT_TOOLS = "client_tools"
 _RETRY_SAME = object()
 _NEXT_MODEL = object()
 
@@ -103,7 +104,12 @@ def run_step(ctx: RunContext, step: int) -> Outcome:
         if ctx.after_step:
             return Cancelled(ctx.after_step)
         return Finished("length" if result.finish_reason == "length" else "stop", result.message.text())
-    if not run_tools(ctx, result.message) or not ctx.commit_step():
+    if not run_tools(ctx, result.message):
+        return Cancelled(ctx.token.reason or "client")
+    if ctx.end_on_client_tools and ctx.client_calls.awaiting_ids():
+        # AG-UI のフロントエンドツール: 告知したところで実行を終え、答えは次の実行の履歴で受け取る
+        return Finished(CLIENT_TOOLS, result.message.text())
+    if not ctx.commit_step():
         return Cancelled(ctx.token.reason or "client")
     if ctx.after_step:
         return Cancelled(ctx.after_step)

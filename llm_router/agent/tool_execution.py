@@ -9,6 +9,8 @@
 - 待ちは期限の早い順: サーバー側ツールの期限は、クライアント側ツールの待ちが続いていても守られる。
 - クライアント側ツールはモデルの応答中に ``tool_call_ready`` で告知済み (そのとき待ち受けを登録する)。
   ここでは告知からの ``agent.client_tool_timeout_s`` まで待ち、来なければ "timed out"。
+- ``end_on_client_tools`` の実行 (AG-UI) ではクライアント側ツールを待たない: サーバー側ツールだけを
+  終わらせ、ステップ (:func:`steps.run_step`) が実行を ``client_tools`` で終える。
 - キャンセル (``now``) はすべての待ちを起こす。結果は呼び出し順に履歴へ入る (:mod:`progress`)。
 """
 
@@ -239,7 +241,8 @@ def run_tools(ctx: RunContext, message: Message) -> bool:
             waits.append(ctx.client_calls.register(call))
     for job in jobs:
         job.start()
-    _await_all(ctx, waits, jobs)
+    # AG-UI の実行 (end_on_client_tools) はクライアント側ツールを待たない: サーバー側ツールだけを終わらせる
+    _await_all(ctx, [] if ctx.end_on_client_tools else waits, jobs)
     return not ctx.token.cancelled
 
 

@@ -237,6 +237,18 @@ class McpConfig:
 
 
 @dataclass
+class AguiConfig:
+    """AG-UI のエンドポイント (``POST /agui``、docs/agui.md) の設定。"""
+
+    enabled: bool = True
+    path: str = "/agui"
+    keepalive_s: float = 15.0
+    disconnect_poll_s: float = 0.25
+    max_body_bytes: int = 4194304
+    max_threads: int = 10000
+
+
+@dataclass
 class AppConfig:
     """アプリ全体の設定のルート。"""
 
@@ -247,6 +259,7 @@ class AppConfig:
     rag: RagConfig = field(default_factory=RagConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     mcp: McpConfig = field(default_factory=McpConfig)
+    agui: AguiConfig = field(default_factory=AguiConfig)
 
 
 def model_options_for(config: ProviderConfig, model: str) -> ModelOptions:
