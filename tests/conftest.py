@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,3 +93,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         except OSError:
             pass
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """セッションで 1 つの Chromium (ヘッドレス)。どのフォルダのブラウザテストもこれを共有する。
+
+    Playwright の sync API はプロセスに 1 つしか同時に動かせない (2 つ目は「asyncio のループの中」で失敗する)
+    ので、フィクスチャの定義はここ 1 か所だけにする。
+    """
+    from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, require_chromium
+
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

@@ -16,7 +16,6 @@ import pytest
 
 from tests.agui.client import validate_events
 from tests.agui.conftest import ALICE, LiveAgui
-from tests.browser.conftest import browser  # noqa: F401 (Chromium を起動するフィクスチャ)
 
 VENDOR = Path(__file__).parent / "vendor" / "ag-ui-client.js"
 PAGE_PATH = "/agui-browser-test"
@@ -50,7 +49,7 @@ PANEL = {
 }
 
 
-def open_page(browser: Any, base: str) -> tuple[Any, Any, list[str]]:  # noqa: F811
+def open_page(browser: Any, base: str) -> tuple[Any, Any, list[str]]:
     """オリジン ``base`` でテスト用のページを開く (ページとクライアントは route で差し替える)。"""
     context = browser.new_context()
     context.set_default_timeout(20_000)
@@ -73,7 +72,7 @@ def open_page(browser: Any, base: str) -> tuple[Any, Any, list[str]]:  # noqa: F
 
 
 @pytest.fixture
-def agui_page(browser: Any, agui: LiveAgui) -> Iterator[Any]:  # noqa: F811
+def agui_page(browser: Any, agui: LiveAgui) -> Iterator[Any]:
     """サーバーのオリジンでテスト用のページを開く (例外と、クライアントの警告・エラーの表示が無いことを最後に確かめる)。"""
     context, page, errors = open_page(browser, agui.process.url)
     try:
@@ -240,7 +239,7 @@ class PageServer:
         self.server.server_close()
 
 
-def test_http_agent_from_another_origin_follows_the_cors_rule(browser: Any, live: LiveAgui) -> None:  # noqa: F811
+def test_http_agent_from_another_origin_follows_the_cors_rule(browser: Any, live: LiveAgui) -> None:
     """別オリジンのページ: 既定で許される 127.0.0.1 の別ポートからは通る。許されないオリジンからは止まり、上流へは何も行かない。"""
     url = live.process.url + "/agui"
     script = """async ([token, url]) => {

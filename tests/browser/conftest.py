@@ -41,25 +41,17 @@ FAKE_OPENAI_KEY = "sk-test-browser-not-a-real-key"
 
 
 def require_chromium() -> None:
-    """Chromium が無ければスキップ (必須の指定があれば失敗)。"""
+    """Chromium が無ければスキップ (必須の指定があれば失敗)。
+
+    フィクスチャ ``browser`` (セッションで 1 つ) は tests/conftest.py にある: Playwright の sync API は
+    1 つのプロセスに 1 つしか同時に動かせないので、どのフォルダのテストも同じものを使う。
+    """
     if CHROMIUM.exists():
         return
     reason = "ブラウザテストには Debian の Chromium が必要です: sudo apt-get install chromium (/usr/bin/chromium)"
     if os.environ.get("LLM_ROUTER_REQUIRE_BROWSER") == "1":
         pytest.fail(reason + " [LLM_ROUTER_REQUIRE_BROWSER=1]")
     pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    """セッションで 1 つの Chromium (ヘッドレス)。"""
-    require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import sys
 
 import anyio
@@ -38,7 +39,10 @@ def official_view(module: str, events: str, *args: str) -> tuple[list[str], str,
                 result = await session.call_tool("t01", {"n": 2})
             return names, str(init.protocolVersion), result.content[0].text
 
-    return anyio.run(run)
+    # 別のスレッドで回す: 同じプロセスで Playwright の sync API (ブラウザテスト) が動いていると、主スレッドには
+    # asyncio のループが回っていて anyio.run がそこでは使えない
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(anyio.run, run).result()
 
 
 def test_same_tools_and_results_as_the_official_client(build, events):
