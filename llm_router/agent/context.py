@@ -93,7 +93,7 @@ class RunContext:
         max_steps までツールを呼び続ける。openai-agents-python の ``reset_tool_choice`` (既定で有効) と同じく
         ``auto`` に戻す。
         """
-        choice = self.thread.settings.choice()
+        choice = self.thread.settings.tool_choice
         if choice is not None and choice.mode in ("required", "tool") and self.progress.step > 1:
             return ToolChoice("auto")
         return choice

@@ -23,6 +23,7 @@ from llm_router.agent.thread_state import ThreadState
 from llm_router.agent.tool_execution import ClientCallBook
 from llm_router.agent.toolbox import Toolbox
 from llm_router.core.cancel import CancelToken
+from llm_router.core.schemas import events as ev
 from llm_router.core.schemas.common import ContentPart, Message
 
 if TYPE_CHECKING:  # 型のためだけ (Hydra の import を実行時に持ち込まない)
@@ -143,7 +144,7 @@ class AgentRun:
                 return False
             self._add_user()
             self._started = True
-            return self.ctx.events.run_started(model, self.ctx.max_steps)
+            return self.ctx.events.send(ev.RunStarted(model, self.ctx.max_steps))
 
     def _add_user(self) -> None:
         """(ロックの下で) ユーザーメッセージを 1 回だけ履歴に入れる。"""
@@ -159,14 +160,14 @@ class AgentRun:
                 return
             if isinstance(outcome, Finished):
                 ctx.commit_progress("cancelled")
-                ctx.events.run_finished(outcome.finish_reason, ctx.total_usage(), outcome.text)
+                ctx.events.send(ev.RunFinished(outcome.finish_reason, ctx.total_usage(), outcome.text))
             elif isinstance(outcome, Failed):
                 ctx.discard_step()
                 self.rolled_back = self._roll_back()
-                ctx.events.run_error(outcome.error, ctx.total_usage(), self.rolled_back)
+                ctx.events.send(ev.RunError(outcome.error, ctx.total_usage(), self.rolled_back))
             elif isinstance(outcome, Cancelled):
                 self._finalize_cancel()
-                ctx.events.run_cancelled(outcome.reason, ctx.total_usage())
+                ctx.events.send(ev.RunCancelled(outcome.reason, ctx.total_usage()))
 
     def _roll_back(self) -> bool:
         """(ロックの下で) 完了したステップが 1 つも無ければ、この実行のユーザーメッセージを履歴から外す。
@@ -191,5 +192,5 @@ class AgentRun:
         if not self._started:
             self._add_user()
             self._started = True
-            self.ctx.events.run_started(self.thread.model or "auto", self.ctx.max_steps)
+            self.ctx.events.send(ev.RunStarted(self.thread.model or "auto", self.ctx.max_steps))
         self.ctx.commit_progress("cancelled")

@@ -20,6 +20,7 @@ from llm_router.agent.context import RunContext, logger
 from llm_router.agent.errors import error_payload, is_retryable
 from llm_router.agent.tool_execution import announce, run_tools
 from llm_router.agent.toolbox import CLIENT
+from llm_router.core.schemas import events as ev
 from llm_router.core.schemas.common import (
     FinishReason,
     Message,
@@ -91,12 +92,12 @@ def run_step(ctx: RunContext, step: int) -> Outcome:
     ctx.progress.begin(step)
     if not announce_trim(ctx, step):
         return Cancelled(ctx.token.reason or "client")
-    if not ctx.events.step_started(step, ctx.route.spec):
+    if not ctx.events.send(ev.StepStarted(step, ctx.route.spec)):
         return Cancelled(ctx.token.reason or "client")
     result = ModelCall(ctx, step).run()
     if not isinstance(result, ModelResult):
         return result
-    ctx.events.step_finished(step, result.finish_reason, ctx.progress.step_usage())
+    ctx.events.send(ev.StepFinished(step, result.finish_reason, ctx.progress.step_usage()))
     if ctx.token.cancelled:
         return Cancelled(ctx.token.reason or "client")
     if not result.message.tool_calls:
@@ -121,7 +122,7 @@ def announce_trim(ctx: RunContext, step: int) -> bool:
     dropped, estimated = ctx.trimmed
     if not dropped:
         return not ctx.events.closed
-    return ctx.events.context_trimmed(step, dropped, estimated)
+    return ctx.events.send(ev.ContextTrimmed(step, dropped, estimated))
 
 
 class ModelCall:
@@ -181,7 +182,7 @@ class ModelCall:
         announced = self.ctx.trimmed[0]
         request = self.ctx.build_request(route.model)
         if self.ctx.trimmed[0] != announced:
-            self.ctx.events.context_trimmed(self.step, *self.ctx.trimmed)
+            self.ctx.events.send(ev.ContextTrimmed(self.step, *self.ctx.trimmed))
         stream = client.chat_stream(request, cancel=self.ctx.token, on_retry=self._on_retry)
         try:
             for chunk in stream:
@@ -216,7 +217,7 @@ class ModelCall:
                 self.attempt += 1
                 with ctx.events.lock:
                     ctx.progress.discard_attempt()
-                    ctx.events.retry(self.step, self.attempt, 0, error["code"], ctx.route.spec)
+                    ctx.events.send(ev.Retry(self.step, self.attempt, 0, error["code"], ctx.route.spec))
                 return _NEXT_MODEL
             if is_retryable(exc) and not self._client_retried and self.resets < ctx.agent_config.step_reset_retries:
                 return self._retry_same_before_output(exc, error["code"])
@@ -241,7 +242,7 @@ class ModelCall:
             wait_s = getattr(retry, "initial_backoff_s", 0.0) or 0.0
         with self.ctx.events.lock:
             self.ctx.progress.discard_attempt()
-            self.ctx.events.retry(self.step, self.attempt, int(wait_s * 1000), reason, self.ctx.route.spec)
+            self.ctx.events.send(ev.Retry(self.step, self.attempt, int(wait_s * 1000), reason, self.ctx.route.spec))
         if self.ctx.token.wait(wait_s):
             return Cancelled(self.ctx.token.reason or "client")
         return _RETRY_SAME
@@ -250,14 +251,14 @@ class ModelCall:
         """この試行の出力を無効にする: ``step_reset`` を送り、途中経過と告知済みのクライアント呼び出しを捨てる。"""
         with self.ctx.events.lock:
             self.ctx.progress.discard_attempt()
-            self.ctx.events.step_reset(self.step, reason)
+            self.ctx.events.send(ev.StepReset(self.step, reason))
         self.ctx.client_calls.close_ids(self._client_ids)
 
     def _on_retry(self, attempt: int, wait_s: float, error: ProviderError) -> None:
         """クライアントの再試行を ``retry`` イベントにする (番号はステップの中で通し番号)。"""
         self._client_retried = True
         self.attempt += 1
-        self.ctx.events.retry(self.step, self.attempt, int(wait_s * 1000), error.code, self.ctx.route.spec)
+        self.ctx.events.send(ev.Retry(self.step, self.attempt, int(wait_s * 1000), error.code, self.ctx.route.spec))
 
     # ------------------------------------------------------------ チャンクごとの小さなメソッド
 
@@ -267,10 +268,10 @@ class ModelCall:
             self._close_reasoning("")
             self._text_id = "msg_" + uuid.uuid4().hex[:16]
             self.output_began = True
-            self.ctx.events.text_started(self._text_id)
+            self.ctx.events.send(ev.TextStarted(self._text_id))
         self._text.append(chunk.text)
         self.ctx.progress.text_parts.append(chunk.text)
-        self.ctx.events.text_delta(self._text_id, chunk.text)
+        self.ctx.events.send(ev.TextDelta(self._text_id, chunk.text))
 
     def _on_reasoning_start(self, chunk: ReasoningStart) -> None:
         """推論の始まり: ``reasoning_started``。"""
@@ -278,14 +279,14 @@ class ModelCall:
         self._close_reasoning("")
         self._reasoning_id = "rsn_" + uuid.uuid4().hex[:16]
         self.output_began = True
-        self.ctx.events.reasoning_started(self._reasoning_id)
+        self.ctx.events.send(ev.ReasoningStarted(self._reasoning_id))
 
     def _on_reasoning_delta(self, chunk: ReasoningDelta) -> None:
         """推論の断片: ``reasoning_delta`` (開始が無ければ先に開始を送る)。"""
         if self._reasoning_id is None:
             self._on_reasoning_start(ReasoningStart())
         self._reasoning.append(chunk.text)
-        self.ctx.events.reasoning_delta(self._reasoning_id, chunk.text)  # type: ignore[arg-type]
+        self.ctx.events.send(ev.ReasoningDelta(self._reasoning_id, chunk.text))  # type: ignore[arg-type]
 
     def _on_reasoning_end(self, chunk: ReasoningEnd) -> None:
         """推論の終わり: ``reasoning_finished`` (テキストだけ。署名は送らない)。"""
@@ -298,11 +299,11 @@ class ModelCall:
         self._close_text()
         self._close_reasoning("")
         self.output_began = True
-        self.ctx.events.tool_call_started(chunk.id, chunk.name, self.ctx.toolbox.executor(chunk.name))
+        self.ctx.events.send(ev.ToolCallStarted(chunk.id, chunk.name, self.ctx.toolbox.executor(chunk.name)))
 
     def _on_tool_delta(self, chunk: ToolCallDelta) -> None:
         """引数の断片: ``tool_call_delta``。"""
-        self.ctx.events.tool_call_delta(chunk.id, chunk.delta)
+        self.ctx.events.send(ev.ToolCallDelta(chunk.id, chunk.delta))
 
     def _on_tool_end(self, chunk: ToolCallEnd) -> None:
         """呼び出しの完成: 検証して ``tool_call_ready`` (不正ならエラーを添え、クライアントは実行しない)。"""
@@ -326,11 +327,11 @@ class ModelCall:
     def _close_text(self) -> None:
         """開いているテキストを ``text_finished`` で閉じる。"""
         if self._text_id is not None:
-            self.ctx.events.text_finished(self._text_id, "".join(self._text))
+            self.ctx.events.send(ev.TextFinished(self._text_id, "".join(self._text)))
             self._text_id, self._text = None, []
 
     def _close_reasoning(self, text: str) -> None:
         """開いている推論を ``reasoning_finished`` で閉じる (``text`` が空なら受け取った断片の連結)。"""
         if self._reasoning_id is not None:
-            self.ctx.events.reasoning_finished(self._reasoning_id, text or "".join(self._reasoning))
+            self.ctx.events.send(ev.ReasoningFinished(self._reasoning_id, text or "".join(self._reasoning)))
             self._reasoning_id, self._reasoning = None, []
