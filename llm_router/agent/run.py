@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from llm_router.agent.context import RunContext, logger
+from llm_router.agent.context import ModelSource, RunContext, logger
 from llm_router.agent.errors import error_payload
 from llm_router.agent.events import RunEvents
 from llm_router.agent.sink import EventSink
 from llm_router.agent.steps import Cancelled, Continue, Failed, Finished, Outcome, run_step
 from llm_router.agent.thread_state import ThreadState
 from llm_router.agent.tool_execution import ClientCallBook
-from llm_router.agent.toolbox import Toolbox
+from llm_router.agent.toolbox import Toolbox, ToolSource
 from llm_router.core.cancel import CancelToken
 from llm_router.core.schemas import events as ev
 from llm_router.core.schemas.common import ContentPart, Message
@@ -38,8 +38,8 @@ class AgentRun:
         run_id: str,
         thread: ThreadState,
         user_content: str | list[ContentPart],
-        router: Any,
-        registry: Any,
+        router: ModelSource,
+        registry: ToolSource | None,
         sink: EventSink,
         agent_config: AgentConfig,
     ) -> None:
@@ -52,8 +52,7 @@ class AgentRun:
         # 失敗でユーザーメッセージを履歴から外したか (run_error の rolled_back)
         self.rolled_back = False
         server_names = thread.server_tools if thread.server_tools is not None else list(agent_config.server_tools)
-        settings = getattr(router, "settings", None)
-        secrets = tuple(settings.secrets.all_values()) if settings is not None else ()
+        secrets = router.secret_values()
         self.ctx = RunContext(
             run_id=run_id,
             thread=thread,

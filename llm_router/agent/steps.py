@@ -1,6 +1,8 @@
 """1 ステップ = モデル呼び出し 1 回 (+ そのツール)。ステップは「次に何が起こるか」を小さな値で返す。
 
 - :class:`Continue` 次のステップへ / :class:`Finished` 正常終了 / :class:`Failed` 失敗 / :class:`Cancelled` 取り消し。
+- 失敗した試行の判定 (:data:`Decision`) は :class:`RetrySameModel` (同じモデルでやり直す) / :class:`NextModel`
+  (連鎖の次のモデルへ) / :class:`Failed` / :class:`Cancelled`。
 - :class:`ModelCall` はストリームのチャンクを 1 種類につき 1 つの小さなメソッドでイベントに変える。
   出力が始まる前の再試行可能な失敗は設定のフォールバックで次のモデルへ (``retry`` イベント)、出力が
   始まった後の再試行可能な失敗はそのステップの出力を捨てて ``agent.step_reset_retries`` 回までやり直す
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llm_router.agent.context import RunContext, logger
 from llm_router.agent.errors import error_payload, is_retryable
@@ -42,6 +44,9 @@ from llm_router.core.schemas.errors import (
     ProviderStreamBrokenError,
     RequestCancelled,
 )
+
+if TYPE_CHECKING:
+    from llm_router.core.router import ModelRoute
 
 
 @dataclass(frozen=True)
@@ -83,8 +88,18 @@ class ModelResult:
     usage: Usage
 
 
-_RETRY_SAME = object()
-_NEXT_MODEL = object()
+@dataclass(frozen=True)
+class RetrySameModel:
+    """(ステップの中の判定) 失敗した試行を捨て、同じモデルでもう一度呼ぶ。"""
+
+
+@dataclass(frozen=True)
+class NextModel:
+    """(ステップの中の判定) 出力前の失敗なので、フォールバックの連鎖の次のモデルで呼ぶ。"""
+
+
+# 失敗した試行の後にどうするか: やり直す (同じモデル / 次のモデル) か、実行の終わり方
+Decision = RetrySameModel | NextModel | Failed | Cancelled
 
 
 def run_step(ctx: RunContext, step: int) -> Outcome:
@@ -169,13 +184,13 @@ class ModelCall:
                 end = self._stream(route)
             except Exception as exc:
                 decision = self._on_failure(exc, route)
-                if decision is _RETRY_SAME or decision is _NEXT_MODEL:
+                if isinstance(decision, RetrySameModel | NextModel):
                     continue
                 return decision
             self.ctx.progress.assistant = end.message
             return ModelResult(end.message, end.finish_reason, end.usage)
 
-    def _stream(self, route: Any) -> StreamEnd:
+    def _stream(self, route: ModelRoute) -> StreamEnd:
         """1 回ストリームを読み切り、チャンクをイベントにする。"""
         self._new_attempt()
         client = self.ctx.router.client(route.provider)
@@ -201,7 +216,7 @@ class ModelCall:
         self._close_reasoning("")
         return self.end
 
-    def _on_failure(self, exc: Exception, route: Any) -> object:
+    def _on_failure(self, exc: Exception, route: ModelRoute) -> Decision:
         """失敗を分類する: 同じモデルでやり直す / 次のモデルへ / 終わり方 (:class:`Failed` か :class:`Cancelled`)。"""
         ctx = self.ctx
         if ctx.token.cancelled or isinstance(exc, RequestCancelled):
@@ -218,34 +233,33 @@ class ModelCall:
                 with ctx.events.lock:
                     ctx.progress.discard_attempt()
                     ctx.events.send(ev.Retry(self.step, self.attempt, 0, error["code"], ctx.route.spec))
-                return _NEXT_MODEL
+                return NextModel()
             if is_retryable(exc) and not self._client_retried and self.resets < ctx.agent_config.step_reset_retries:
                 return self._retry_same_before_output(exc, error["code"])
             return Failed(error)
         if is_retryable(exc) and self.resets < ctx.agent_config.step_reset_retries:
             self.resets += 1
             self._reset(error["code"])
-            return _RETRY_SAME
+            return RetrySameModel()
         return Failed(error)
 
-    def _retry_same_before_output(self, exc: Exception, reason: str) -> object:
+    def _retry_same_before_output(self, exc: Exception, reason: str) -> Decision:
         """出力前の失敗をクライアントが再試行していないとき、待ってから同じモデルでやり直す。
 
-        PROTOCOL.md「出力前の失敗はバックオフつきで再試行 (``retry`` イベント)」。待ち時間はエラーの
+        docs/protocol.md 4 章「出力前の失敗はバックオフつきで再試行 (``retry`` イベント)」。待ち時間はエラーの
         Retry-After、無ければそのプロバイダの再試行設定の最初の待ち時間。
         """
         self.resets += 1
         self.attempt += 1
         wait_s = getattr(exc, "retry_after_s", None)
         if wait_s is None:
-            retry = getattr(getattr(self.ctx.router.client(self.ctx.route.provider), "config", None), "retry", None)
-            wait_s = getattr(retry, "initial_backoff_s", 0.0) or 0.0
+            wait_s = self.ctx.router.retry_backoff_s(self.ctx.route.provider)
         with self.ctx.events.lock:
             self.ctx.progress.discard_attempt()
             self.ctx.events.send(ev.Retry(self.step, self.attempt, int(wait_s * 1000), reason, self.ctx.route.spec))
         if self.ctx.token.wait(wait_s):
             return Cancelled(self.ctx.token.reason or "client")
-        return _RETRY_SAME
+        return RetrySameModel()
 
     def _reset(self, reason: str) -> None:
         """この試行の出力を無効にする: ``step_reset`` を送り、途中経過と告知済みのクライアント呼び出しを捨てる。"""
