@@ -188,7 +188,7 @@ def latency(runs: int, chunks: int, rate: float, processes: int, idle: int = 0) 
 
     同じ条件 (ラン数、間隔、クライアントのプロセス数) で素のスタックにも流させ、送出から受信までの遅延と
     CPU 秒あたりのイベント数を比べる (llm_router の遅延はそれに上流の 1 ホップと処理を足したもの)。
-    ``idle`` があれば、その数の待機中の接続を開いたまま流す (DESIGN.md: 1,000 接続と 200 本のラン)。
+    ``idle`` があれば、その数の待機中の接続を開いたまま流す (docs/design.md 2 章: 1,000 接続と 200 本のラン)。
     """
     timeout = 60 + chunks / rate * 3
     with paced_upstream(chunks, rate) as base_url:

@@ -228,7 +228,7 @@ def run_tools(ctx: RunContext, message: Message) -> bool:
         executor = ctx.toolbox.executor(call.name)
         announce(ctx, call, executor, problem)
         if problem is not None:
-            # 実行しない呼び出しの誤りはサーバーが答える (クライアントには実行を頼まない: PROTOCOL.md)
+            # 実行しない呼び出しの誤りはサーバーが答える (クライアントには実行を頼まない: docs/protocol.md 6 章)
             record_result(ctx, ToolResult(call.id, call.name, problem, True), SERVER, 0)
         elif executor == SERVER:
             jobs.append(ServerJob(ctx, call))
@@ -248,7 +248,7 @@ def announce(ctx: RunContext, call: ToolCall, executor: str, problem: str | None
     if executor == CLIENT:
         # 登録を告知より先に: 速いクライアントの答えが登録前に届いて迷子にならないように
         ctx.client_calls.register(call, awaiting=problem is None)
-    # 不正な呼び出しはクライアントに実行を頼まない (PROTOCOL.md): executor は server、理由は error に
+    # 不正な呼び出しはクライアントに実行を頼まない (docs/protocol.md 6 章): executor は server、理由は error に
     ctx.events.send(
         ev.ToolCallReady(call.id, call.name, call.arguments, executor if problem is None else SERVER, problem)
     )

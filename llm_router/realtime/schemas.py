@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llm_router.agent.errors import RUN_ERROR_CODES
+from llm_router.core.json_schema_validation import json_type
 from llm_router.core.schemas.common import REASONING_LEVELS, ContentPart, ImagePart, TextPart, ToolChoice
 from llm_router.core.schemas.events import EVENT_TYPES, RUN_END_EVENTS
 from llm_router.core.schemas.thread_settings import RunSettings
@@ -51,7 +52,6 @@ from llm_router.realtime.validators import (
     as_string,
     check_size,
     join_path,
-    json_type_name,
     parse_id,
     payload_size,
     single_payload,
@@ -168,12 +168,12 @@ def parse_start(payload: Any) -> StartPayload:
         out.system = as_string(fields["system"], "system")
     if "tools" in fields:
         if not isinstance(fields["tools"], list):
-            raise invalid(f"tools: must be an array, got {json_type_name(fields['tools'])}")
+            raise invalid(f"tools: must be an array, got {json_type(fields['tools'], integers=False)}")
         out.tools = fields["tools"]
     if "server_tools" in fields:
         names = fields["server_tools"]
         if not isinstance(names, list):
-            raise invalid(f"server_tools: must be an array of tool names, got {json_type_name(names)}")
+            raise invalid(f"server_tools: must be an array of tool names, got {json_type(names, integers=False)}")
         out.server_tools = [as_string(n, f"server_tools[{i}]", non_empty=True) for i, n in enumerate(names)]
     if "settings" in fields:
         out.settings = parse_settings(fields["settings"])
@@ -213,7 +213,7 @@ def _content_part(raw: Any, path: str, max_image_bytes: int) -> ContentPart:
     ``data`` (base64) と data URL はデコード後 ``max_image_bytes`` まで、MIME タイプは :data:`IMAGE_MIME_TYPES`。
     """
     if not isinstance(raw, dict):
-        raise invalid(f"{path}: must be an object, got {json_type_name(raw)}")
+        raise invalid(f"{path}: must be an object, got {json_type(raw, integers=False)}")
     kind = as_choice(raw.get("type"), join_path(path, "type"), ("text", "image"))
     if kind == "text":
         fields = FieldSet(("type", "text"), required=("text",), path=path).check(raw)

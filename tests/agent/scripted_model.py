@@ -1,7 +1,7 @@
 """台本どおりに応答する偽のモデル (ChatClient) と、テスト用のルーター・ツールのレジストリ。
 
 台本と実際の呼び出しが食い違えば (想定外の呼び出し、期待に合わないリクエスト、使われずに残った台本)
-``failures`` に記録し、``assert_done()`` で失敗させる (STYLE.md #9、openai-agents-python の FakeModel と同じ考え方)。
+``failures`` に記録し、``assert_done()`` で失敗させる (docs/design.md 3 章、openai-agents-python の FakeModel と同じ考え方)。
 チャンクは本物のクライアントと同じ :class:`StreamAccumulator` で作る。
 """
 

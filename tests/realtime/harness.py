@@ -28,8 +28,9 @@ from typing import Any
 
 import socketio
 
+from llm_router.realtime.schemas import NAMESPACE
+
 ROOT = Path(__file__).resolve().parents[2]
-NAMESPACE = "/agent"
 CLOSE_WAIT_S = 0.2
 # サブプロセスへ引き継がない変数 (秘密情報は明示的に渡したものだけにする)
 SECRET_VARS = (
@@ -194,7 +195,7 @@ class ProtocolClient:
         self.url = url
         self.token = token
         self.namespace = namespace
-        # 長時間ポーリングは 1 回の poll で 16 パケットを超えると切断される (DESIGN.md) ので websocket を使う
+        # 長時間ポーリングは 1 回の poll で 16 パケットを超えると切断される (docs/design.md 1 章) ので websocket を使う
         self.sio = socketio.Client(reconnection=False)
         self.events: list[tuple[str, Any]] = []
         self.connect_errors: list[Any] = []

@@ -224,3 +224,13 @@ def test_unknown_part_types_and_non_string_texts_are_refused(part, needle):
     with pytest.raises(ProtocolError) as info:
         parse_user_message({"thread_id": "t", "content": [part]})
     assert info.value.code == INVALID_PAYLOAD and needle in info.value.message
+
+
+def test_the_namespace_is_the_one_the_protocol_names():
+    """Socket.IO の名前空間は docs/protocol.md 1 章の表のもの (/agent)。"""
+    from pathlib import Path
+
+    from llm_router.realtime.schemas import NAMESPACE
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text(encoding="utf-8")
+    assert f"| 名前空間 | `{NAMESPACE}` |" in doc and NAMESPACE == "/agent"
