@@ -5,7 +5,9 @@
   テスト (``tests/core/test_events.py``) がこの語彙と突き合わせる。
 - 値をペイロード (封筒を除いたフィールドの dict) にするのは :meth:`ServerEvent.fields` の 1 か所だけ。
   :class:`~llm_router.core.schemas.common.Usage` は ``usage`` オブジェクトに、省略できるフィールド
-  (:attr:`ServerEvent.OPTIONAL`) は ``None`` なら出さない。
+  (既定値が ``None`` のもの) は ``None`` なら出さない。
+- テキストと推論の 3 つずつのイベントは同じ形なので、形 (:class:`MessageOpened` / :class:`MessageDelta` /
+  :class:`MessageClosed`) を共有し、名前だけが違う。
 - 封筒 (``type`` / ``thread_id`` / ``run_id`` / ``seq`` / ``ts``) はここでは扱わない (送る側が付ける)。
   ``thread_rewound`` の巻き戻したランは封筒の ``run_id`` が名指す。
 """
@@ -22,35 +24,40 @@ from llm_router.core.schemas.serialization import part_to_dict
 
 @dataclass(frozen=True)
 class ServerEvent:
-    """サーバーイベントの共通の形。派生クラスは ``TYPE`` (イベント名) とフィールドを持つ。"""
+    """サーバーイベントの共通の形。派生クラスはクラスの定義で ``event=`` (イベント名) を名乗り、フィールドを持つ。
+
+    ``terminal=True`` はランの終わりのイベント (ランは必ずこのどれか 1 つで終わる)。既定値が ``None`` の
+    フィールドは省略できるフィールドで、``None`` のときは送らない。
+    """
 
     TYPE: ClassVar[str] = ""
-    # ランの終わりのイベント (ランは必ずこのどれか 1 つで終わる)
     TERMINAL: ClassVar[bool] = False
-    # ``None`` のとき送らないフィールド
-    OPTIONAL: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, event: str = "", terminal: bool = False, **kwargs: Any) -> None:
+        """派生クラスの定義で、イベント名と終わりのイベントかどうかを受け取る。"""
+        super().__init_subclass__(**kwargs)
+        if event:
+            cls.TYPE, cls.TERMINAL = event, terminal
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         """いつも送るフィールドの名前 (表の順)。"""
-        return tuple(f.name for f in dataclasses.fields(cls) if f.name not in cls.OPTIONAL)
+        return tuple(f.name for f in dataclasses.fields(cls) if f.default is not None)
+
+    @classmethod
+    def optional_names(cls) -> tuple[str, ...]:
+        """あるときだけ送るフィールドの名前 (既定値が ``None`` のもの)。"""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.default is None)
 
     def fields(self) -> dict[str, Any]:
         """封筒を除いたペイロードの dict (イベントをペイロードにする唯一の場所)。"""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if value is None and f.name in self.OPTIONAL:
+            if value is None and f.default is None:
                 continue
-            out[f.name] = _payload_value(value)
+            out[f.name] = value.to_dict() if isinstance(value, Usage | StartedMessage) else value
         return out
-
-
-def _payload_value(value: Any) -> Any:
-    """フィールドの値をペイロードの形にする (使用量とユーザーメッセージは dict、ほかはそのまま)。"""
-    if isinstance(value, Usage | StartedMessage):
-        return value.to_dict()
-    return value
 
 
 @dataclass(frozen=True)
@@ -70,118 +77,105 @@ class StartedMessage:
 
 
 @dataclass(frozen=True)
-class RunStarted(ServerEvent):
+class RunStarted(ServerEvent, event="run_started"):
     """ランの開始 (RUN_STARTED)。``message`` は 1.1 で加わる、ランを始めたユーザーメッセージ。"""
 
-    TYPE: ClassVar[str] = "run_started"
-    OPTIONAL: ClassVar[tuple[str, ...]] = ("message",)
     model: str
     max_steps: int
     message: StartedMessage | None = None
 
 
 @dataclass(frozen=True)
-class ContextTrimmed(ServerEvent):
+class ContextTrimmed(ServerEvent, event="context_trimmed"):
     """このステップのリクエストから古いターンを外した (``step_started`` の前に届く)。"""
 
-    TYPE: ClassVar[str] = "context_trimmed"
     step: int
     dropped_messages: int
     estimated_tokens: int
 
 
 @dataclass(frozen=True)
-class StepStarted(ServerEvent):
+class StepStarted(ServerEvent, event="step_started"):
     """モデル呼び出し 1 回の開始 (STEP_STARTED。``step`` は 1 始まり)。"""
 
-    TYPE: ClassVar[str] = "step_started"
     step: int
     model: str
 
 
-# ---------------------------------------------------------------- テキストと推論
+# ---------------------------------------------------------------- テキストと推論 (同じ形の 2 つの流れ)
 
 
 @dataclass(frozen=True)
-class TextStarted(ServerEvent):
+class MessageOpened(ServerEvent):
+    """テキストか推論の区切りの開始 (``message_id`` が続く断片と結び付ける)。"""
+
+    message_id: str
+
+
+@dataclass(frozen=True)
+class MessageDelta(ServerEvent):
+    """テキストか推論の断片。"""
+
+    message_id: str
+    delta: str
+
+
+@dataclass(frozen=True)
+class MessageClosed(ServerEvent):
+    """テキストか推論の区切りの終わり (``text`` は全文)。"""
+
+    message_id: str
+    text: str
+
+
+class TextStarted(MessageOpened, event="text_started"):
     """アシスタントのテキストの開始 (TEXT_MESSAGE_START)。"""
 
-    TYPE: ClassVar[str] = "text_started"
-    message_id: str
 
-
-@dataclass(frozen=True)
-class TextDelta(ServerEvent):
+class TextDelta(MessageDelta, event="text_delta"):
     """テキストの断片 (TEXT_MESSAGE_CONTENT)。"""
 
-    TYPE: ClassVar[str] = "text_delta"
-    message_id: str
-    delta: str
 
-
-@dataclass(frozen=True)
-class TextFinished(ServerEvent):
+class TextFinished(MessageClosed, event="text_finished"):
     """そのメッセージの全文 (TEXT_MESSAGE_END)。"""
 
-    TYPE: ClassVar[str] = "text_finished"
-    message_id: str
-    text: str
 
-
-@dataclass(frozen=True)
-class ReasoningStarted(ServerEvent):
+class ReasoningStarted(MessageOpened, event="reasoning_started"):
     """モデルの推論の開始。"""
 
-    TYPE: ClassVar[str] = "reasoning_started"
-    message_id: str
 
-
-@dataclass(frozen=True)
-class ReasoningDelta(ServerEvent):
+class ReasoningDelta(MessageDelta, event="reasoning_delta"):
     """推論テキストの断片。"""
 
-    TYPE: ClassVar[str] = "reasoning_delta"
-    message_id: str
-    delta: str
 
-
-@dataclass(frozen=True)
-class ReasoningFinished(ServerEvent):
+class ReasoningFinished(MessageClosed, event="reasoning_finished"):
     """推論の全文 (署名は決して含めない)。"""
-
-    TYPE: ClassVar[str] = "reasoning_finished"
-    message_id: str
-    text: str
 
 
 # ---------------------------------------------------------------- ツール
 
 
 @dataclass(frozen=True)
-class ToolCallStarted(ServerEvent):
+class ToolCallStarted(ServerEvent, event="tool_call_started"):
     """ツール呼び出しの開始 (TOOL_CALL_START)。"""
 
-    TYPE: ClassVar[str] = "tool_call_started"
     tool_call_id: str
     name: str
     executor: str
 
 
 @dataclass(frozen=True)
-class ToolCallDelta(ServerEvent):
+class ToolCallDelta(ServerEvent, event="tool_call_delta"):
     """引数の JSON 文字列の断片 (TOOL_CALL_ARGS)。"""
 
-    TYPE: ClassVar[str] = "tool_call_delta"
     tool_call_id: str
     delta: str
 
 
 @dataclass(frozen=True)
-class ToolCallReady(ServerEvent):
+class ToolCallReady(ServerEvent, event="tool_call_ready"):
     """呼び出しの完成 (TOOL_CALL_END)。``error`` があれば実行しない (クライアントにも頼まない)。"""
 
-    TYPE: ClassVar[str] = "tool_call_ready"
-    OPTIONAL: ClassVar[tuple[str, ...]] = ("error",)
     tool_call_id: str
     name: str
     arguments: dict[str, Any]
@@ -190,10 +184,9 @@ class ToolCallReady(ServerEvent):
 
 
 @dataclass(frozen=True)
-class ToolResult(ServerEvent):
+class ToolResult(ServerEvent, event="tool_result"):
     """ツールの結果 (TOOL_CALL_RESULT)。"""
 
-    TYPE: ClassVar[str] = "tool_result"
     tool_call_id: str
     name: str
     result: Any
@@ -203,20 +196,18 @@ class ToolResult(ServerEvent):
 
 
 @dataclass(frozen=True)
-class StepFinished(ServerEvent):
+class StepFinished(ServerEvent, event="step_finished"):
     """モデル呼び出しの終わり (STEP_FINISHED)。"""
 
-    TYPE: ClassVar[str] = "step_finished"
     step: int
     finish_reason: str
     usage: Usage
 
 
 @dataclass(frozen=True)
-class Retry(ServerEvent):
+class Retry(ServerEvent, event="retry"):
     """プロバイダのエラーを再試行する、または別のモデルに切り替える。"""
 
-    TYPE: ClassVar[str] = "retry"
     step: int
     attempt: int
     wait_ms: int
@@ -225,10 +216,9 @@ class Retry(ServerEvent):
 
 
 @dataclass(frozen=True)
-class StepReset(ServerEvent):
+class StepReset(ServerEvent, event="step_reset"):
     """そのステップの ``step_started`` 以降の出力は無効 (やり直す)。"""
 
-    TYPE: ClassVar[str] = "step_reset"
     step: int
     reason: str
 
@@ -237,36 +227,30 @@ class StepReset(ServerEvent):
 
 
 @dataclass(frozen=True)
-class RunFinished(ServerEvent):
+class RunFinished(ServerEvent, event="run_finished", terminal=True):
     """正常終了 (RUN_FINISHED。``finish_reason`` は stop / max_steps / length)。"""
 
-    TYPE: ClassVar[str] = "run_finished"
-    TERMINAL: ClassVar[bool] = True
     finish_reason: str
     usage: Usage
     text: str
 
 
 @dataclass(frozen=True)
-class RunError(ServerEvent):
+class RunError(ServerEvent, event="run_error", terminal=True):
     """失敗 (RUN_ERROR)。``error`` は code / message / provider / retryable / phase。
 
     ``rolled_back`` は、完了したステップが 1 つも無かったのでユーザーメッセージを履歴から外したこと。
     """
 
-    TYPE: ClassVar[str] = "run_error"
-    TERMINAL: ClassVar[bool] = True
     error: dict[str, Any]
     usage: Usage
     rolled_back: bool = False
 
 
 @dataclass(frozen=True)
-class RunCancelled(ServerEvent):
+class RunCancelled(ServerEvent, event="run_cancelled", terminal=True):
     """キャンセル (``usage`` はそこまでの消費)。"""
 
-    TYPE: ClassVar[str] = "run_cancelled"
-    TERMINAL: ClassVar[bool] = True
     reason: str
     usage: Usage
 
@@ -275,10 +259,9 @@ class RunCancelled(ServerEvent):
 
 
 @dataclass(frozen=True)
-class ThreadRewound(ServerEvent):
+class ThreadRewound(ServerEvent, event="thread_rewound"):
     """``rewind`` でランを履歴から外した (封筒の ``run_id`` が名指したランと、それより後のすべて)。"""
 
-    TYPE: ClassVar[str] = "thread_rewound"
     removed_runs: list[str]
 
 
@@ -322,6 +305,9 @@ __all__ = [
     "EVENT_TYPES",
     "RUN_END_EVENTS",
     "ContextTrimmed",
+    "MessageClosed",
+    "MessageDelta",
+    "MessageOpened",
     "ReasoningDelta",
     "ReasoningFinished",
     "ReasoningStarted",
