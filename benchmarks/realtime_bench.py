@@ -27,6 +27,7 @@ from _common import ROOT, command_line, cpu_seconds, machine, report, summary_ms
 from _servers import BareServer, TimedClient, router_server
 from idle_clients import IdleClients
 
+from llm_router.core.schemas.events import RUN_END_EVENTS
 from tests.fakes.openai_fake import OpenAIFake
 
 DELTA = "あいう"  # 1 イベントの本文 (日本語 3 文字: LLM の 1 トークン前後)
@@ -149,7 +150,7 @@ def latency_client(url: str, threads: int, timeout: float, bare: dict[str, Any] 
         for (name, data), received in zip(client.events, client.times, strict=True):
             if name == "text_delta":
                 latencies.append((received - int(data["delta"].rstrip(";"))) / 1e9)
-            elif name in ("run_finished", "run_error", "run_cancelled"):
+            elif name in RUN_END_EVENTS:
                 ends[name] = ends.get(name, 0) + 1
         return {"latencies": latencies, "events": len(client.events), "ends": ends}
     finally:

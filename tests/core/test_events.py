@@ -64,6 +64,14 @@ def test_the_vocabulary_covers_version_1_and_the_1_1_additions():
     assert ev.RUN_END_EVENTS == ("run_finished", "run_error", "run_cancelled")
 
 
+def test_the_console_ends_runs_on_the_same_events():
+    """ブラウザのコンソール (connection.js) のランの終わりのイベントは語彙と同じ。"""
+    js = (DOC.parents[1] / "llm_router" / "web" / "static" / "js" / "connection.js").read_text(encoding="utf-8")
+    match = re.search(r"export const RUN_END_EVENTS = new Set\(\[([^\]]*)\]\)", js)
+    assert match is not None
+    assert tuple(re.findall(r'"([a-z_]+)"', match.group(1))) == ev.RUN_END_EVENTS
+
+
 def test_usage_becomes_the_usage_object_and_absent_optionals_are_left_out():
     """使用量は usage オブジェクトに、None の省略できるフィールドは出さない。"""
     usage = Usage(3, 5, 1)

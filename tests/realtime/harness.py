@@ -28,7 +28,7 @@ from typing import Any
 
 import socketio
 
-from llm_router.realtime.schemas import NAMESPACE
+from llm_router.realtime.schemas import NAMESPACE, RUN_END_EVENTS
 
 ROOT = Path(__file__).resolve().parents[2]
 CLOSE_WAIT_S = 0.2
@@ -316,12 +316,11 @@ class ProtocolClient:
 
     def wait_run_end(self, run_id: str, timeout: float = 20.0) -> dict[str, Any]:
         """ラン ``run_id`` の終わり (run_finished / run_error / run_cancelled) を待ってそのペイロードを返す。"""
-        ends = ("run_finished", "run_error", "run_cancelled")
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
                 for name, data in self.events:
-                    if name in ends and isinstance(data, dict) and data.get("run_id") == run_id:
+                    if name in RUN_END_EVENTS and isinstance(data, dict) and data.get("run_id") == run_id:
                         return data
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

@@ -9,6 +9,10 @@
  *   python-socketio には接続状態の復元が無いので (docs/design.md 1 章)、これはクライアント側の仕事。
  */
 
+// ランの終わりのイベント (ランは必ずこのどれか 1 つで終わる)。サーバーの語彙 core/schemas/events.py と同じもの
+// (tests/core/test_events.py が突き合わせる)
+export const RUN_END_EVENTS = new Set(["run_finished", "run_error", "run_cancelled"]);
+
 const ACK_TIMEOUT_MS = 15000;
 // seq の飛びが埋まらないとき、再開を頼み直すまでの時間
 const GAP_RESYNC_MS = 1500;
