@@ -8,12 +8,17 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llm_router.core.schemas.common import ToolDefinition
 from llm_router.core.schemas.errors import ConfigurationError, LLMRouterError
 from llm_router.core.schemas.thread_settings import ThreadConfig
 from llm_router.realtime.schemas import StartPayload, invalid
+
+if TYPE_CHECKING:  # 型のためだけ
+    from llm_router.agent.toolbox import ToolSource
+    from llm_router.config.settings import Settings
+    from llm_router.core.router import ModelRouter
 
 
 class ThreadConfigBuilder:
@@ -25,7 +30,7 @@ class ThreadConfigBuilder:
         settings: アプリの ``Settings`` (``agent.server_tools`` と資格情報の有無)。
     """
 
-    def __init__(self, router: Any, tools: Any, settings: Any) -> None:
+    def __init__(self, router: ModelRouter, tools: ToolSource | None, settings: Settings) -> None:
         """依存を受け取る。"""
         self._router = router
         self._tools = tools
@@ -71,7 +76,7 @@ class ThreadConfigBuilder:
             except ConfigurationError as exc:
                 raise invalid(f"model: {exc.message}") from None
             raise invalid(f"model: unknown provider '{route.provider}'")
-        return route.spec, getattr(route, "warning", None)
+        return route.spec, route.warning
 
     def _server_tools(self, requested: list[str] | None) -> list[str]:
         """使うサーバー側ツール (既定は有効なものすべて)。"""
