@@ -33,7 +33,7 @@ ASYNC_MODE = _early_async_mode(sys.argv[1:])
 if ASYNC_MODE == "eventlet":
     import warnings
 
-    # eventlet は保守モードで、import 時に非推奨の警告を出す (DESIGN.md: 既定のまま、選べるようにする)
+    # eventlet は保守モードで、import 時に非推奨の警告を出す (docs/design.md 1 章: 既定のまま、選べるようにする)
     warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
     import eventlet
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from _common import ROOT, wait_until
 
+from llm_router.core.schemas.events import RUN_END_EVENTS
 from tests.realtime.harness import ProtocolClient, ServerProcess, free_port
 
 BENCH_KEY = "sk-bench-not-a-real-key"
@@ -118,7 +119,7 @@ class TimedClient(ProtocolClient):
         with self._cond:
             self.events.append((event, data))
             self.times.append(now)
-            if event in ("run_finished", "run_error", "run_cancelled") and isinstance(data, dict):
+            if event in RUN_END_EVENTS and isinstance(data, dict):
                 self.ends[data.get("run_id") or ""] = now
             self._cond.notify_all()
 

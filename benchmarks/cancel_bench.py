@@ -21,9 +21,9 @@ from typing import Any
 from _common import command_line, machine, report, summary_ms, table
 from _servers import TimedClient, router_server
 
+from llm_router.core.schemas.events import RUN_END_EVENTS
 from tests.fakes.openai_fake import OpenAIFake
 
-RUN_ENDS = ("run_finished", "run_error", "run_cancelled")
 STALLED_TEXT = "キャンセルされるまで止まったままの応答です。" * 20
 
 
@@ -55,7 +55,7 @@ def cancel_runs(runs: int) -> dict[str, Any]:
                 closed = fake.server.client_disconnected.wait(5)
                 if i < 3:
                     continue  # 暖機
-                end = next(d for n, d in client.events if n in RUN_ENDS and d.get("run_id") == run_id)
+                end = next(d for n, d in client.events if n in RUN_END_EVENTS and d.get("run_id") == run_id)
                 reasons[end["type"]] = reasons.get(end["type"], 0) + 1
                 to_event.append(client.ends[run_id] / 1e9 - sent)
                 if closed and fake.server.disconnected_at is not None:

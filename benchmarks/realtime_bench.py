@@ -27,6 +27,7 @@ from _common import ROOT, command_line, cpu_seconds, machine, report, summary_ms
 from _servers import BareServer, TimedClient, router_server
 from idle_clients import IdleClients
 
+from llm_router.core.schemas.events import RUN_END_EVENTS
 from tests.fakes.openai_fake import OpenAIFake
 
 DELTA = "あいう"  # 1 イベントの本文 (日本語 3 文字: LLM の 1 トークン前後)
@@ -149,7 +150,7 @@ def latency_client(url: str, threads: int, timeout: float, bare: dict[str, Any] 
         for (name, data), received in zip(client.events, client.times, strict=True):
             if name == "text_delta":
                 latencies.append((received - int(data["delta"].rstrip(";"))) / 1e9)
-            elif name in ("run_finished", "run_error", "run_cancelled"):
+            elif name in RUN_END_EVENTS:
                 ends[name] = ends.get(name, 0) + 1
         return {"latencies": latencies, "events": len(client.events), "ends": ends}
     finally:
@@ -188,7 +189,7 @@ def latency(runs: int, chunks: int, rate: float, processes: int, idle: int = 0) 
 
     同じ条件 (ラン数、間隔、クライアントのプロセス数) で素のスタックにも流させ、送出から受信までの遅延と
     CPU 秒あたりのイベント数を比べる (llm_router の遅延はそれに上流の 1 ホップと処理を足したもの)。
-    ``idle`` があれば、その数の待機中の接続を開いたまま流す (DESIGN.md: 1,000 接続と 200 本のラン)。
+    ``idle`` があれば、その数の待機中の接続を開いたまま流す (docs/design.md 2 章: 1,000 接続と 200 本のラン)。
     """
     timeout = 60 + chunks / rate * 3
     with paced_upstream(chunks, rate) as base_url:

@@ -245,6 +245,6 @@ def serve(settings: Settings) -> None:
     elif server.async_mode == "threading":
         # Werkzeug はリクエストごとに INFO のログ行を出す (1 イベントごとのログを避ける)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        # Werkzeug の開発サーバー。threading は eventlet を離れたい利用者のための選択肢 (DESIGN.md)
+        # Werkzeug の開発サーバー。threading は eventlet を離れたい利用者のための選択肢 (docs/design.md 1 章)
         kwargs["allow_unsafe_werkzeug"] = True
     socketio.run(app, host=server.host, port=server.port, log_output=False, **kwargs)

@@ -7,7 +7,7 @@ from llm_router.core.schemas.errors import MissingCredentialError
 
 
 def test_protocol_configuration_keys_exist_with_their_names():
-    """PROTOCOL.md の「Configuration keys」が、その名前のまま存在する。"""
+    """docs/protocol.md 8 章の設定キーが、その名前のまま存在する。"""
     s = load_settings(env_file=None, environ={})
     c = s.config
     assert c.server.host == "127.0.0.1"

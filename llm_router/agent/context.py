@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from llm_router.agent.events import RunEvents
 from llm_router.agent.progress import StepProgress
@@ -21,24 +21,54 @@ from llm_router.core.tokens import estimate_message_tokens, estimate_tools_token
 
 logger = logging.getLogger("llm_router.agent")
 
-if TYPE_CHECKING:  # 型のためだけ (Hydra の import を実行時に持ち込まない)
+if TYPE_CHECKING:  # 型のためだけ (Hydra の import を実行時に持ち込まない。tool_execution は循環を避ける)
+    from llm_router.agent.tool_execution import ClientCallBook
     from llm_router.config.schema import AgentConfig
+    from llm_router.core.clients.interface import ChatClient
+    from llm_router.core.router import ModelRoute
+
+
+class ModelSource(Protocol):
+    """エージェントがルーター (:class:`~llm_router.core.router.ModelRouter`) に求めるもの。
+
+    エージェントはルーターの中 (設定やクライアントの設定) をのぞかず、要るものをこの口で尋ねる。
+    """
+
+    def chain(self, spec: str | None) -> list[ModelRoute]:
+        """モデル指定から、試す順のモデルの経路 (フォールバックの連鎖)。"""
+        ...
+
+    def client(self, provider: str) -> ChatClient:
+        """プロバイダのクライアント。"""
+        ...
+
+    def context_tokens(self, provider: str, model: str) -> int | None:
+        """モデルの文脈の大きさ (トークン。``None`` は切り詰めない)。"""
+        ...
+
+    def retry_backoff_s(self, provider: str) -> float:
+        """プロバイダの再試行の最初の待ち時間 (秒)。"""
+        ...
+
+    def secret_values(self) -> tuple[str, ...]:
+        """イベントの文言で伏せる秘密の値。"""
+        ...
 
 
 @dataclass
 class RunContext:
-    """実行の共有状態。"""
+    """実行の共有状態。``client_calls`` は作った直後に :class:`AgentRun` が入れる (台帳が文脈を参照するため)。"""
 
     run_id: str
     thread: ThreadState
-    router: Any
+    router: ModelSource
     toolbox: Toolbox
     events: RunEvents
     token: CancelToken
     agent_config: AgentConfig
     max_steps: int
-    client_calls: Any = None
-    chain: list[Any] = field(default_factory=list)
+    client_calls: ClientCallBook = field(init=False)
+    chain: list[ModelRoute] = field(default_factory=list)
     chain_index: int = 0
     after_step: str | None = None
     usage: Usage = field(default_factory=Usage)
@@ -51,7 +81,7 @@ class RunContext:
     end_on_client_tools: bool = False
 
     @property
-    def route(self) -> Any:
+    def route(self) -> ModelRoute:
         """いま使っているモデルの経路 (``provider`` / ``model`` / ``spec``)。"""
         return self.chain[self.chain_index]
 
@@ -72,7 +102,7 @@ class RunContext:
         max_tokens = settings.max_tokens or self.agent_config.max_tokens
         history = list(self.thread.history)
         fixed = sum(estimate_message_tokens(m) for m in system) + estimate_tools_tokens(tools)
-        limit = context_limit(self.router, self.route.provider, model) if self.chain else None
+        limit = self.router.context_tokens(self.route.provider, model) if self.chain else None
         budget = None if limit is None else limit - max_tokens - fixed
         kept, estimated = fit_history(history, budget)
         self.trimmed = (len(history) - len(kept), estimated + fixed)
@@ -94,7 +124,7 @@ class RunContext:
         max_steps までツールを呼び続ける。openai-agents-python の ``reset_tool_choice`` (既定で有効) と同じく
         ``auto`` に戻す。
         """
-        choice = self.thread.settings.choice()
+        choice = self.thread.settings.tool_choice
         if choice is not None and choice.mode in ("required", "tool") and self.progress.step > 1:
             return ToolChoice("auto")
         return choice
@@ -129,27 +159,6 @@ class RunContext:
         self.progress.discard_attempt()
         self.usage = self.usage + self.progress.step_usage()
         self.progress.spent = Usage()
-
-
-def context_limit(router: Any, provider: str, model: str) -> int | None:
-    """設定のモデルの文脈の大きさ (トークン)。``providers.<p>.models.<パターン>.context_tokens`` が先、
-    無ければ ``providers.<p>.context_tokens``。設定が無い (テストの偽のルーターなど) か 0 以下なら ``None``。
-    """
-    import fnmatch
-
-    settings = getattr(router, "settings", None)
-    providers = getattr(getattr(settings, "config", None), "providers", None)
-    config = getattr(providers, provider, None)
-    if config is None:
-        return None
-    for pattern, options in (getattr(config, "models", None) or {}).items():
-        if fnmatch.fnmatchcase(model, pattern):
-            value = getattr(options, "context_tokens", None)
-            if value:
-                return int(value) if int(value) > 0 else None
-            break
-    value = getattr(config, "context_tokens", None)
-    return int(value) if value and int(value) > 0 else None
 
 
 def split_turns(history: list[Message]) -> list[list[Message]]:

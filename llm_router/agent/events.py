@@ -1,6 +1,7 @@
-"""1 回の実行のイベントを送る口: プロトコル (PROTOCOL.md の表) のイベント名とフィールドはここにだけ書く。
+"""1 回の実行のイベントを送る口。イベントの名前とフィールドは共有の語彙 (:mod:`llm_router.core.schemas.events`) にある。
 
-- イベントごとに 1 つのメソッド (名前とフィールドを型で固定し、打ち間違いを防ぐ)。
+- 呼び手はイベントの値 (``ev.TextDelta(message_id, delta)`` など) を作って :meth:`RunEvents.send` に渡す。
+  ペイロードにするのは値の ``fields()`` だけ。シンクの口 (``emit(event_type, run_id, fields)``) は変えない。
 - 終わりのイベント (``run_finished`` / ``run_error`` / ``run_cancelled``) は 1 回だけ。その後の
   イベントは黙って捨てる。キャンセル側のスレッドが ``run_cancelled`` を出した後に、まだほどけて
   いる途中のモデルのスレッドが何かを送ることはない (同じロックの下で判定して送るため)。
@@ -12,13 +13,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from typing import Any
 
 from llm_router.agent.sink import EventSink
 from llm_router.core.redaction import redact_value, secret_list
-from llm_router.core.schemas.common import Usage
-
-TERMINAL_EVENTS = ("run_finished", "run_error", "run_cancelled")
+from llm_router.core.schemas.events import ServerEvent
 
 
 class RunEvents:
@@ -36,137 +34,17 @@ class RunEvents:
         self.lock = threading.RLock()
         self.closed = False
 
-    def emit(self, event_type: str, fields: dict[str, Any]) -> bool:
-        """イベントを送る。実行が既に終わっていれば送らずに偽を返す。"""
-        with self.lock:
-            if self.closed:
-                return False
-            self._sink.emit(event_type, self.run_id, redact_value(fields, self._secrets))
-            return True
+    def send(self, event: ServerEvent) -> bool:
+        """イベントを送る。実行が既に終わっていれば送らずに偽を返す。
 
-    def finish(self, event_type: str, fields: dict[str, Any]) -> bool:
-        """終わりのイベントを 1 回だけ送る (履歴の確定は呼び手が同じロックの下で先に行う)。
-
-        ``closed`` にするのは送出が成功した後だけ。送出が例外を投げたら閉じずにその例外を上げるので、
-        呼び手は別の終わりのイベント (``run_error``) を送り直せる (終わりのイベントの無いランを残さない)。
+        終わりのイベント (``TERMINAL``) は送出が成功した後だけ ``closed`` にする。送出が例外を投げたら閉じずに
+        その例外を上げるので、呼び手は別の終わりのイベント (``run_error``) を送り直せる
+        (終わりのイベントの無いランを残さない)。履歴の確定は呼び手が同じロックの下で先に行う。
         """
         with self.lock:
             if self.closed:
                 return False
-            self._sink.emit(event_type, self.run_id, redact_value(fields, self._secrets))
-            self.closed = True
+            self._sink.emit(event.TYPE, self.run_id, redact_value(event.fields(), self._secrets))
+            if event.TERMINAL:
+                self.closed = True
             return True
-
-    # ------------------------------------------------------------ 実行とステップ
-
-    def run_started(self, model: str, max_steps: int) -> bool:
-        """``run_started`` を送る。"""
-        return self.emit("run_started", {"model": model, "max_steps": max_steps})
-
-    def context_trimmed(self, step: int, dropped_messages: int, estimated_tokens: int) -> bool:
-        """``context_trimmed`` を送る (このステップのリクエストから古いターンを外した)。"""
-        return self.emit(
-            "context_trimmed",
-            {"step": step, "dropped_messages": dropped_messages, "estimated_tokens": estimated_tokens},
-        )
-
-    def step_started(self, step: int, model: str) -> bool:
-        """``step_started`` を送る (step は 1 始まり)。"""
-        return self.emit("step_started", {"step": step, "model": model})
-
-    def step_finished(self, step: int, finish_reason: str, usage: Usage) -> bool:
-        """``step_finished`` を送る。"""
-        return self.emit("step_finished", {"step": step, "finish_reason": finish_reason, "usage": usage.to_dict()})
-
-    def retry(self, step: int, attempt: int, wait_ms: int, reason: str, model: str) -> bool:
-        """``retry`` を送る (クライアントの再試行、または次のモデルへの切り替え)。"""
-        return self.emit(
-            "retry", {"step": step, "attempt": attempt, "wait_ms": wait_ms, "reason": reason, "model": model}
-        )
-
-    def step_reset(self, step: int, reason: str) -> bool:
-        """``step_reset`` を送る (このステップの途中の出力は無効)。"""
-        return self.emit("step_reset", {"step": step, "reason": reason})
-
-    # ------------------------------------------------------------ テキストと推論
-
-    def text_started(self, message_id: str) -> bool:
-        """``text_started`` を送る。"""
-        return self.emit("text_started", {"message_id": message_id})
-
-    def text_delta(self, message_id: str, delta: str) -> bool:
-        """``text_delta`` を送る。"""
-        return self.emit("text_delta", {"message_id": message_id, "delta": delta})
-
-    def text_finished(self, message_id: str, text: str) -> bool:
-        """``text_finished`` を送る (そのメッセージの全文)。"""
-        return self.emit("text_finished", {"message_id": message_id, "text": text})
-
-    def reasoning_started(self, message_id: str) -> bool:
-        """``reasoning_started`` を送る。"""
-        return self.emit("reasoning_started", {"message_id": message_id})
-
-    def reasoning_delta(self, message_id: str, delta: str) -> bool:
-        """``reasoning_delta`` を送る。"""
-        return self.emit("reasoning_delta", {"message_id": message_id, "delta": delta})
-
-    def reasoning_finished(self, message_id: str, text: str) -> bool:
-        """``reasoning_finished`` を送る (推論の全文。署名は決して含めない)。"""
-        return self.emit("reasoning_finished", {"message_id": message_id, "text": text})
-
-    # ------------------------------------------------------------ ツール
-
-    def tool_call_started(self, tool_call_id: str, name: str, executor: str) -> bool:
-        """``tool_call_started`` を送る。"""
-        return self.emit("tool_call_started", {"tool_call_id": tool_call_id, "name": name, "executor": executor})
-
-    def tool_call_delta(self, tool_call_id: str, delta: str) -> bool:
-        """``tool_call_delta`` を送る (引数の JSON 文字列の断片)。"""
-        return self.emit("tool_call_delta", {"tool_call_id": tool_call_id, "delta": delta})
-
-    def tool_call_ready(
-        self, tool_call_id: str, name: str, arguments: dict[str, Any], executor: str, error: str | None = None
-    ) -> bool:
-        """``tool_call_ready``。引数が不正なら ``error`` を付ける (クライアントは実行しない)。"""
-        fields: dict[str, Any] = {
-            "tool_call_id": tool_call_id,
-            "name": name,
-            "arguments": arguments,
-            "executor": executor,
-        }
-        if error is not None:
-            fields["error"] = error
-        return self.emit("tool_call_ready", fields)
-
-    def tool_result(
-        self, tool_call_id: str, name: str, result: Any, is_error: bool, executor: str, duration_ms: int
-    ) -> bool:
-        """``tool_result`` を送る。"""
-        return self.emit(
-            "tool_result",
-            {
-                "tool_call_id": tool_call_id,
-                "name": name,
-                "result": result,
-                "is_error": is_error,
-                "executor": executor,
-                "duration_ms": duration_ms,
-            },
-        )
-
-    # ------------------------------------------------------------ 終わり (どれか 1 つだけ)
-
-    def run_finished(self, finish_reason: str, usage: Usage, text: str) -> bool:
-        """``run_finished`` を送る (finish_reason は stop / max_steps / length / client_tools)。"""
-        return self.finish("run_finished", {"finish_reason": finish_reason, "usage": usage.to_dict(), "text": text})
-
-    def run_error(self, error: dict[str, Any], usage: Usage, rolled_back: bool = False) -> bool:
-        """``run_error`` を送る (error は code / message / provider / retryable / phase)。
-
-        ``rolled_back`` は、完了したステップが 1 つも無かったのでユーザーメッセージを履歴から外したこと。
-        """
-        return self.finish("run_error", {"error": error, "usage": usage.to_dict(), "rolled_back": rolled_back})
-
-    def run_cancelled(self, reason: str, usage: Usage) -> bool:
-        """``run_cancelled`` を送る (usage はそこまでに消費した分)。"""
-        return self.finish("run_cancelled", {"reason": reason, "usage": usage.to_dict()})

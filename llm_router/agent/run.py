@@ -14,15 +14,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from llm_router.agent.context import RunContext, logger
+from llm_router.agent.context import ModelSource, RunContext, logger
 from llm_router.agent.errors import error_payload
 from llm_router.agent.events import RunEvents
 from llm_router.agent.sink import EventSink
 from llm_router.agent.steps import Cancelled, Continue, Failed, Finished, Outcome, run_step
 from llm_router.agent.thread_state import ThreadState
 from llm_router.agent.tool_execution import ClientCallBook
-from llm_router.agent.toolbox import Toolbox
+from llm_router.agent.toolbox import Toolbox, ToolSource
 from llm_router.core.cancel import CancelToken
+from llm_router.core.schemas import events as ev
 from llm_router.core.schemas.common import ContentPart, Message
 
 if TYPE_CHECKING:  # 型のためだけ (Hydra の import を実行時に持ち込まない)
@@ -37,8 +38,8 @@ class AgentRun:
         run_id: str,
         thread: ThreadState,
         user_content: str | list[ContentPart] | None,
-        router: Any,
-        registry: Any,
+        router: ModelSource,
+        registry: ToolSource | None,
         sink: EventSink,
         agent_config: AgentConfig,
         end_on_client_tools: bool = False,
@@ -57,8 +58,7 @@ class AgentRun:
         # 失敗でユーザーメッセージを履歴から外したか (run_error の rolled_back)
         self.rolled_back = False
         server_names = thread.server_tools if thread.server_tools is not None else list(agent_config.server_tools)
-        settings = getattr(router, "settings", None)
-        secrets = tuple(settings.secrets.all_values()) if settings is not None else ()
+        secrets = router.secret_values()
         self.ctx = RunContext(
             run_id=run_id,
             thread=thread,
@@ -150,7 +150,7 @@ class AgentRun:
                 return False
             self._add_user()
             self._started = True
-            return self.ctx.events.run_started(model, self.ctx.max_steps)
+            return self.ctx.events.send(ev.RunStarted(model, self.ctx.max_steps))
 
     def _add_user(self) -> None:
         """(ロックの下で) ユーザーメッセージを 1 回だけ履歴に入れる。"""
@@ -166,14 +166,14 @@ class AgentRun:
                 return
             if isinstance(outcome, Finished):
                 ctx.commit_progress("cancelled")
-                ctx.events.run_finished(outcome.finish_reason, ctx.total_usage(), outcome.text)
+                ctx.events.send(ev.RunFinished(outcome.finish_reason, ctx.total_usage(), outcome.text))
             elif isinstance(outcome, Failed):
                 ctx.discard_step()
                 self.rolled_back = self._roll_back()
-                ctx.events.run_error(outcome.error, ctx.total_usage(), self.rolled_back)
+                ctx.events.send(ev.RunError(outcome.error, ctx.total_usage(), self.rolled_back))
             elif isinstance(outcome, Cancelled):
                 self._finalize_cancel()
-                ctx.events.run_cancelled(outcome.reason, ctx.total_usage())
+                ctx.events.send(ev.RunCancelled(outcome.reason, ctx.total_usage()))
 
     def _roll_back(self) -> bool:
         """(ロックの下で) 完了したステップが 1 つも無ければ、この実行のユーザーメッセージを履歴から外す。
@@ -198,5 +198,5 @@ class AgentRun:
         if not self._started:
             self._add_user()
             self._started = True
-            self.ctx.events.run_started(self.thread.model or "auto", self.ctx.max_steps)
+            self.ctx.events.send(ev.RunStarted(self.thread.model or "auto", self.ctx.max_steps))
         self.ctx.commit_progress("cancelled")

@@ -1,6 +1,8 @@
 """1 ステップ = モデル呼び出し 1 回 (+ そのツール)。ステップは「次に何が起こるか」を小さな値で返す。
 
 - :class:`Continue` 次のステップへ / :class:`Finished` 正常終了 / :class:`Failed` 失敗 / :class:`Cancelled` 取り消し。
+- 失敗した試行の判定 (:data:`Decision`) は :class:`RetrySameModel` (同じモデルでやり直す) / :class:`NextModel`
+  (連鎖の次のモデルへ) / :class:`Failed` / :class:`Cancelled`。
 - :class:`ModelCall` はストリームのチャンクを 1 種類につき 1 つの小さなメソッドでイベントに変える。
   出力が始まる前の再試行可能な失敗は設定のフォールバックで次のモデルへ (``retry`` イベント)、出力が
   始まった後の再試行可能な失敗はそのステップの出力を捨てて ``agent.step_reset_retries`` 回までやり直す
@@ -14,12 +16,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llm_router.agent.context import RunContext, logger
 from llm_router.agent.errors import error_payload, is_retryable
 from llm_router.agent.tool_execution import announce, run_tools
 from llm_router.agent.toolbox import CLIENT
+from llm_router.core.schemas import events as ev
 from llm_router.core.schemas.common import (
     FinishReason,
     Message,
@@ -41,6 +44,9 @@ from llm_router.core.schemas.errors import (
     ProviderStreamBrokenError,
     RequestCancelled,
 )
+
+if TYPE_CHECKING:
+    from llm_router.core.router import ModelRoute
 
 
 @dataclass(frozen=True)
@@ -83,8 +89,20 @@ class ModelResult:
 
 
 CLIENT_TOOLS = "client_tools"
-_RETRY_SAME = object()
-_NEXT_MODEL = object()
+
+
+@dataclass(frozen=True)
+class RetrySameModel:
+    """(ステップの中の判定) 失敗した試行を捨て、同じモデルでもう一度呼ぶ。"""
+
+
+@dataclass(frozen=True)
+class NextModel:
+    """(ステップの中の判定) 出力前の失敗なので、フォールバックの連鎖の次のモデルで呼ぶ。"""
+
+
+# 失敗した試行の後にどうするか: やり直す (同じモデル / 次のモデル) か、実行の終わり方
+Decision = RetrySameModel | NextModel | Failed | Cancelled
 
 
 def run_step(ctx: RunContext, step: int) -> Outcome:
@@ -92,12 +110,12 @@ def run_step(ctx: RunContext, step: int) -> Outcome:
     ctx.progress.begin(step)
     if not announce_trim(ctx, step):
         return Cancelled(ctx.token.reason or "client")
-    if not ctx.events.step_started(step, ctx.route.spec):
+    if not ctx.events.send(ev.StepStarted(step, ctx.route.spec)):
         return Cancelled(ctx.token.reason or "client")
     result = ModelCall(ctx, step).run()
     if not isinstance(result, ModelResult):
         return result
-    ctx.events.step_finished(step, result.finish_reason, ctx.progress.step_usage())
+    ctx.events.send(ev.StepFinished(step, result.finish_reason, ctx.progress.step_usage()))
     if ctx.token.cancelled:
         return Cancelled(ctx.token.reason or "client")
     if not result.message.tool_calls:
@@ -127,7 +145,7 @@ def announce_trim(ctx: RunContext, step: int) -> bool:
     dropped, estimated = ctx.trimmed
     if not dropped:
         return not ctx.events.closed
-    return ctx.events.context_trimmed(step, dropped, estimated)
+    return ctx.events.send(ev.ContextTrimmed(step, dropped, estimated))
 
 
 class ModelCall:
@@ -174,20 +192,20 @@ class ModelCall:
                 end = self._stream(route)
             except Exception as exc:
                 decision = self._on_failure(exc, route)
-                if decision is _RETRY_SAME or decision is _NEXT_MODEL:
+                if isinstance(decision, RetrySameModel | NextModel):
                     continue
                 return decision
             self.ctx.progress.assistant = end.message
             return ModelResult(end.message, end.finish_reason, end.usage)
 
-    def _stream(self, route: Any) -> StreamEnd:
+    def _stream(self, route: ModelRoute) -> StreamEnd:
         """1 回ストリームを読み切り、チャンクをイベントにする。"""
         self._new_attempt()
         client = self.ctx.router.client(route.provider)
         announced = self.ctx.trimmed[0]
         request = self.ctx.build_request(route.model)
         if self.ctx.trimmed[0] != announced:
-            self.ctx.events.context_trimmed(self.step, *self.ctx.trimmed)
+            self.ctx.events.send(ev.ContextTrimmed(self.step, *self.ctx.trimmed))
         stream = client.chat_stream(request, cancel=self.ctx.token, on_retry=self._on_retry)
         try:
             for chunk in stream:
@@ -206,7 +224,7 @@ class ModelCall:
         self._close_reasoning("")
         return self.end
 
-    def _on_failure(self, exc: Exception, route: Any) -> object:
+    def _on_failure(self, exc: Exception, route: ModelRoute) -> Decision:
         """失敗を分類する: 同じモデルでやり直す / 次のモデルへ / 終わり方 (:class:`Failed` か :class:`Cancelled`)。"""
         ctx = self.ctx
         if ctx.token.cancelled or isinstance(exc, RequestCancelled):
@@ -222,48 +240,47 @@ class ModelCall:
                 self.attempt += 1
                 with ctx.events.lock:
                     ctx.progress.discard_attempt()
-                    ctx.events.retry(self.step, self.attempt, 0, error["code"], ctx.route.spec)
-                return _NEXT_MODEL
+                    ctx.events.send(ev.Retry(self.step, self.attempt, 0, error["code"], ctx.route.spec))
+                return NextModel()
             if is_retryable(exc) and not self._client_retried and self.resets < ctx.agent_config.step_reset_retries:
                 return self._retry_same_before_output(exc, error["code"])
             return Failed(error)
         if is_retryable(exc) and self.resets < ctx.agent_config.step_reset_retries:
             self.resets += 1
             self._reset(error["code"])
-            return _RETRY_SAME
+            return RetrySameModel()
         return Failed(error)
 
-    def _retry_same_before_output(self, exc: Exception, reason: str) -> object:
+    def _retry_same_before_output(self, exc: Exception, reason: str) -> Decision:
         """出力前の失敗をクライアントが再試行していないとき、待ってから同じモデルでやり直す。
 
-        PROTOCOL.md「出力前の失敗はバックオフつきで再試行 (``retry`` イベント)」。待ち時間はエラーの
+        docs/protocol.md 4 章「出力前の失敗はバックオフつきで再試行 (``retry`` イベント)」。待ち時間はエラーの
         Retry-After、無ければそのプロバイダの再試行設定の最初の待ち時間。
         """
         self.resets += 1
         self.attempt += 1
         wait_s = getattr(exc, "retry_after_s", None)
         if wait_s is None:
-            retry = getattr(getattr(self.ctx.router.client(self.ctx.route.provider), "config", None), "retry", None)
-            wait_s = getattr(retry, "initial_backoff_s", 0.0) or 0.0
+            wait_s = self.ctx.router.retry_backoff_s(self.ctx.route.provider)
         with self.ctx.events.lock:
             self.ctx.progress.discard_attempt()
-            self.ctx.events.retry(self.step, self.attempt, int(wait_s * 1000), reason, self.ctx.route.spec)
+            self.ctx.events.send(ev.Retry(self.step, self.attempt, int(wait_s * 1000), reason, self.ctx.route.spec))
         if self.ctx.token.wait(wait_s):
             return Cancelled(self.ctx.token.reason or "client")
-        return _RETRY_SAME
+        return RetrySameModel()
 
     def _reset(self, reason: str) -> None:
         """この試行の出力を無効にする: ``step_reset`` を送り、途中経過と告知済みのクライアント呼び出しを捨てる。"""
         with self.ctx.events.lock:
             self.ctx.progress.discard_attempt()
-            self.ctx.events.step_reset(self.step, reason)
+            self.ctx.events.send(ev.StepReset(self.step, reason))
         self.ctx.client_calls.close_ids(self._client_ids)
 
     def _on_retry(self, attempt: int, wait_s: float, error: ProviderError) -> None:
         """クライアントの再試行を ``retry`` イベントにする (番号はステップの中で通し番号)。"""
         self._client_retried = True
         self.attempt += 1
-        self.ctx.events.retry(self.step, self.attempt, int(wait_s * 1000), error.code, self.ctx.route.spec)
+        self.ctx.events.send(ev.Retry(self.step, self.attempt, int(wait_s * 1000), error.code, self.ctx.route.spec))
 
     # ------------------------------------------------------------ チャンクごとの小さなメソッド
 
@@ -273,10 +290,10 @@ class ModelCall:
             self._close_reasoning("")
             self._text_id = "msg_" + uuid.uuid4().hex[:16]
             self.output_began = True
-            self.ctx.events.text_started(self._text_id)
+            self.ctx.events.send(ev.TextStarted(self._text_id))
         self._text.append(chunk.text)
         self.ctx.progress.text_parts.append(chunk.text)
-        self.ctx.events.text_delta(self._text_id, chunk.text)
+        self.ctx.events.send(ev.TextDelta(self._text_id, chunk.text))
 
     def _on_reasoning_start(self, chunk: ReasoningStart) -> None:
         """推論の始まり: ``reasoning_started``。"""
@@ -284,14 +301,14 @@ class ModelCall:
         self._close_reasoning("")
         self._reasoning_id = "rsn_" + uuid.uuid4().hex[:16]
         self.output_began = True
-        self.ctx.events.reasoning_started(self._reasoning_id)
+        self.ctx.events.send(ev.ReasoningStarted(self._reasoning_id))
 
     def _on_reasoning_delta(self, chunk: ReasoningDelta) -> None:
         """推論の断片: ``reasoning_delta`` (開始が無ければ先に開始を送る)。"""
         if self._reasoning_id is None:
             self._on_reasoning_start(ReasoningStart())
         self._reasoning.append(chunk.text)
-        self.ctx.events.reasoning_delta(self._reasoning_id, chunk.text)  # type: ignore[arg-type]
+        self.ctx.events.send(ev.ReasoningDelta(self._reasoning_id, chunk.text))  # type: ignore[arg-type]
 
     def _on_reasoning_end(self, chunk: ReasoningEnd) -> None:
         """推論の終わり: ``reasoning_finished`` (テキストだけ。署名は送らない)。"""
@@ -304,11 +321,11 @@ class ModelCall:
         self._close_text()
         self._close_reasoning("")
         self.output_began = True
-        self.ctx.events.tool_call_started(chunk.id, chunk.name, self.ctx.toolbox.executor(chunk.name))
+        self.ctx.events.send(ev.ToolCallStarted(chunk.id, chunk.name, self.ctx.toolbox.executor(chunk.name)))
 
     def _on_tool_delta(self, chunk: ToolCallDelta) -> None:
         """引数の断片: ``tool_call_delta``。"""
-        self.ctx.events.tool_call_delta(chunk.id, chunk.delta)
+        self.ctx.events.send(ev.ToolCallDelta(chunk.id, chunk.delta))
 
     def _on_tool_end(self, chunk: ToolCallEnd) -> None:
         """呼び出しの完成: 検証して ``tool_call_ready`` (不正ならエラーを添え、クライアントは実行しない)。"""
@@ -332,11 +349,11 @@ class ModelCall:
     def _close_text(self) -> None:
         """開いているテキストを ``text_finished`` で閉じる。"""
         if self._text_id is not None:
-            self.ctx.events.text_finished(self._text_id, "".join(self._text))
+            self.ctx.events.send(ev.TextFinished(self._text_id, "".join(self._text)))
             self._text_id, self._text = None, []
 
     def _close_reasoning(self, text: str) -> None:
         """開いている推論を ``reasoning_finished`` で閉じる (``text`` が空なら受け取った断片の連結)。"""
         if self._reasoning_id is not None:
-            self.ctx.events.reasoning_finished(self._reasoning_id, text or "".join(self._reasoning))
+            self.ctx.events.send(ev.ReasoningFinished(self._reasoning_id, text or "".join(self._reasoning)))
             self._reasoning_id, self._reasoning = None, []

@@ -25,6 +25,7 @@ from llm_router.agent.context import RunContext, logger
 from llm_router.agent.toolbox import CLIENT, SERVER
 from llm_router.core.cancel import CancelToken
 from llm_router.core.offload import run_blocking
+from llm_router.core.schemas import events as ev
 from llm_router.core.schemas.common import Message, ToolCall, ToolResult
 from llm_router.core.schemas.errors import LLMRouterError
 
@@ -146,8 +147,8 @@ def record_result(ctx: RunContext, result: ToolResult, executor: str, duration_m
         if ctx.events.closed:
             return False
         ctx.progress.results[result.tool_call_id] = for_model
-        return ctx.events.tool_result(
-            result.tool_call_id, result.name, result.result, result.is_error, executor, duration_ms
+        return ctx.events.send(
+            ev.ToolResult(result.tool_call_id, result.name, result.result, result.is_error, executor, duration_ms)
         )
 
 
@@ -233,7 +234,7 @@ def run_tools(ctx: RunContext, message: Message) -> bool:
         executor = ctx.toolbox.executor(call.name)
         announce(ctx, call, executor, problem)
         if problem is not None:
-            # 実行しない呼び出しの誤りはサーバーが答える (クライアントには実行を頼まない: PROTOCOL.md)
+            # 実行しない呼び出しの誤りはサーバーが答える (クライアントには実行を頼まない: docs/protocol.md 6 章)
             record_result(ctx, ToolResult(call.id, call.name, problem, True), SERVER, 0)
         elif executor == SERVER:
             jobs.append(ServerJob(ctx, call))
@@ -254,8 +255,10 @@ def announce(ctx: RunContext, call: ToolCall, executor: str, problem: str | None
     if executor == CLIENT:
         # 登録を告知より先に: 速いクライアントの答えが登録前に届いて迷子にならないように
         ctx.client_calls.register(call, awaiting=problem is None)
-    # 不正な呼び出しはクライアントに実行を頼まない (PROTOCOL.md): executor は server、理由は error に
-    ctx.events.tool_call_ready(call.id, call.name, call.arguments, executor if problem is None else SERVER, problem)
+    # 不正な呼び出しはクライアントに実行を頼まない (docs/protocol.md 6 章): executor は server、理由は error に
+    ctx.events.send(
+        ev.ToolCallReady(call.id, call.name, call.arguments, executor if problem is None else SERVER, problem)
+    )
 
 
 def _await_all(ctx: RunContext, waits: list[PendingClientCall], jobs: list[ServerJob]) -> None:

@@ -11,9 +11,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Protocol
 
 from llm_router.agent.thread_state import ThreadState
+from llm_router.core.cancel import CancelToken
 from llm_router.core.json_schema_validation import validate_arguments
 from llm_router.core.schemas.common import ToolCall, ToolDefinition
 from llm_router.core.tool_schemas import drop_null_optionals
@@ -22,15 +23,34 @@ SERVER = "server"
 CLIENT = "client"
 
 
-def _validate(schema: dict[str, Any], arguments: dict[str, Any]) -> list[str]:
-    """引数を JSON Schema で検証し、問題の一覧を返す (空なら妥当)。"""
-    return validate_arguments(schema, arguments)
+class ToolSource(Protocol):
+    """エージェントがサーバー側ツールのレジストリ (``tools.registry.ToolRegistry``) に求めるもの。"""
+
+    def names(self) -> list[str]:
+        """登録されているツールの名前。"""
+        ...
+
+    def get(self, name: str) -> Any:
+        """名前からツールを引く (``parameters`` に元のスキーマを持つもの)。"""
+        ...
+
+    def definitions(self, names: list[str]) -> list[ToolDefinition]:
+        """名前のツールの正規形の定義。"""
+        ...
+
+    def runs_off_hub(self, name: str) -> bool:
+        """ツールの関数をハブの外の OS スレッドで動かすか (CPU を使い得る組み込みは真、I/O だけの MCP は偽)。"""
+        ...
+
+    def call(self, name: str, arguments: dict[str, Any], cancel: CancelToken, validated: bool = False) -> Any:
+        """ツールを呼び、JSON にできる結果を返す (``validated`` は検証済みの印)。"""
+        ...
 
 
 class Toolbox:
     """この実行のツール: 名前から実行者 (server / client) と元のスキーマを引く。"""
 
-    def __init__(self, registry: Any, server_names: list[str], thread: ThreadState) -> None:
+    def __init__(self, registry: ToolSource | None, server_names: list[str], thread: ThreadState) -> None:
         """レジストリ (``None`` 可)、有効なサーバー側ツール名、スレッドを受け取る。"""
         self.registry = registry
         available = set(registry.names()) if registry is not None else set()
@@ -76,7 +96,7 @@ class Toolbox:
             call.arguments = known[0]
             return known[1]
         call.arguments = drop_null_optionals(schema, call.arguments)
-        problems = _validate(schema, call.arguments)
+        problems = validate_arguments(schema, call.arguments)
         verdict = None
         if problems:
             verdict = f"invalid arguments for tool '{call.name}': {'; '.join(problems)}; not executed"

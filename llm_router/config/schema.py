@@ -270,3 +270,11 @@ def model_options_for(config: ProviderConfig, model: str) -> ModelOptions:
         if fnmatch.fnmatchcase(model, pattern):
             return options
     return ModelOptions()
+
+
+def context_tokens_for(config: ProviderConfig, model: str) -> int | None:
+    """モデルの文脈の大きさ (トークン)。最初に一致した ``models.<パターン>.context_tokens`` が先、無ければ
+    プロバイダの ``context_tokens``。0 以下 (切り詰めない) なら ``None``。
+    """
+    value = model_options_for(config, model).context_tokens or config.context_tokens
+    return int(value) if value and int(value) > 0 else None

@@ -43,14 +43,18 @@ def validate_arguments(schema: dict[str, Any] | bool, arguments: Any) -> list[st
     return validator.errors
 
 
-def json_type(value: Any) -> str:
-    """値の JSON の型名 (``bool`` は ``boolean``、整数値の float は ``number``)。"""
+def json_type(value: Any, *, integers: bool = True) -> str:
+    """値の JSON の型名 (``bool`` は ``boolean``、整数値の float は ``number``、``bytes`` は ``binary``)。
+
+    ``integers=True`` (既定) は JSON Schema の呼び方で、``int`` を ``integer`` と呼ぶ (引数の検証のメッセージ)。
+    ``integers=False`` は JSON そのものの呼び方で、整数も ``number`` と呼ぶ (プロトコルのペイロードの誤りのメッセージ)。
+    """
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int):
-        return "integer"
+        return "integer" if integers else "number"
     if isinstance(value, float):
         return "number"
     if isinstance(value, str):
@@ -59,6 +63,8 @@ def json_type(value: Any) -> str:
         return "array"
     if isinstance(value, dict):
         return "object"
+    if isinstance(value, bytes | bytearray):
+        return "binary"
     return type(value).__name__
 
 

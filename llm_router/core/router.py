@@ -201,6 +201,29 @@ class ModelRouter:
             ) from exc
         return cls(self.settings.provider(provider), api_key)
 
+    # ------------------------------------------------------------ エージェントが設定から引くもの
+
+    def context_tokens(self, provider: str, model: str) -> int | None:
+        """モデルの文脈の大きさ (トークン。:func:`~llm_router.config.schema.context_tokens_for`)。未知のプロバイダは ``None``。"""
+        from llm_router.config.schema import context_tokens_for
+
+        try:
+            config = self.settings.provider(provider)
+        except KeyError:
+            return None
+        return context_tokens_for(config, model)
+
+    def retry_backoff_s(self, provider: str) -> float:
+        """プロバイダの再試行設定の最初の待ち時間 (秒。``providers.<p>.retry.initial_backoff_s``)。"""
+        try:
+            return float(self.settings.provider(provider).retry.initial_backoff_s)
+        except KeyError:
+            return 0.0
+
+    def secret_values(self) -> tuple[str, ...]:
+        """イベントやエラーの文言で伏せる秘密の値 (API キー、接続トークン)。"""
+        return tuple(self.settings.secrets.all_values())
+
     def tool_warnings(self, spec: str | None, tools: list[ToolDefinition]) -> list[str]:
         """``spec`` のモデルのプロバイダへ ``tools`` を送るときに落とす・書き換えるキーワードの警告。"""
         if not tools:

@@ -114,12 +114,29 @@ def make_nullable(schema: Any) -> dict[str, Any]:
 
 
 def allows_null(schema: dict[str, Any]) -> bool:
-    """``schema`` がすでに ``null`` を許すか (型のリスト、``anyOf`` の null の枝)。"""
+    """``schema`` 自身がすでに ``null`` を名指すか (型のリスト、``anyOf`` の null の枝)。検証の判定は :func:`accepts_null`。"""
     kind = schema.get("type")
     if kind == "null" or (isinstance(kind, list) and "null" in kind):
         return True
     variants = schema.get("anyOf")
     return isinstance(variants, list) and any(_is_null_schema(v) for v in variants)
+
+
+def accepts_null(schema: dict[str, Any]) -> bool:
+    """検証で ``null`` が通るか (型に null、``nullable``、enum に null、null を通す枝、制約なし)。
+
+    :func:`allows_null` (スキーマ自身が型か ``anyOf`` で null を名指すか。変換で null を足すかの判定) より広い:
+    こちらは「省略の代わりに来た ``null`` を捨ててよいか」(``drop_null_optionals``) の判定に使う。
+    """
+    kind = schema.get("type")
+    if kind == "null" or (isinstance(kind, list) and "null" in kind) or schema.get("nullable") is True:
+        return True
+    if isinstance(schema.get("enum"), list):
+        return None in schema["enum"]
+    variants = [*(schema.get("anyOf") or []), *(schema.get("oneOf") or [])]
+    if variants:
+        return any(isinstance(v, dict) and accepts_null(v) for v in variants)
+    return kind is None and "const" not in schema and "$ref" not in schema
 
 
 def one_of_to_any_of(transformer: SchemaTransformer, node: dict[str, Any], path: str) -> None:

@@ -22,6 +22,7 @@ from llm_router.core.schema_transforms import (
     OpenAIStrict,
     PassThrough,
     StrictImpossible,
+    accepts_null,
 )
 from llm_router.core.schema_walker import SchemaTransformer, ToolDefinitionError
 from llm_router.core.schemas.common import ToolDefinition
@@ -363,7 +364,7 @@ class _NullDropper:
         out = {}
         for key, item in value.items():
             sub = properties.get(key)
-            if item is None and key not in required and isinstance(sub, dict) and not _allows_null(self._deref(sub)):
+            if item is None and key not in required and isinstance(sub, dict) and not accepts_null(self._deref(sub)):
                 continue
             out[key] = self.run(sub, item, depth + 1) if sub is not None else item
         return out
@@ -377,19 +378,6 @@ class _NullDropper:
         for part in ref[2:].split("/"):
             target = target.get(part) if isinstance(target, dict) else None
         return target if isinstance(target, dict) else schema
-
-
-def _allows_null(schema: dict[str, Any]) -> bool:
-    """スキーマが ``null`` を許すか (型に null、``nullable``、enum に null、null の枝、制約なし)。"""
-    kind = schema.get("type")
-    if kind == "null" or (isinstance(kind, list) and "null" in kind) or schema.get("nullable") is True:
-        return True
-    if isinstance(schema.get("enum"), list):
-        return None in schema["enum"]
-    variants = [*(schema.get("anyOf") or []), *(schema.get("oneOf") or [])]
-    if variants:
-        return any(isinstance(v, dict) and _allows_null(v) for v in variants)
-    return kind is None and "const" not in schema and "$ref" not in schema
 
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""リアルタイム層のエラーコード (PROTOCOL.md「Error codes」) と、ack で返す誤り :class:`ProtocolError`。"""
+"""リアルタイム層のエラーコード (docs/protocol.md 4 章「エラーコード」) と、ack で返す誤り :class:`ProtocolError`。"""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""PROTOCOL.md のペイロードとイベント: クライアントからの全ペイロードの厳密な検証と、サーバーイベントの封筒。
+"""docs/protocol.md のペイロードとイベント: クライアントからの全ペイロードの厳密な検証と、サーバーイベントの語彙。
 
-検証の方針 (PROTOCOL.md「Client -> server events」):
+検証の方針 (docs/protocol.md 2 章・3 章):
 - ペイロードはオブジェクト (dict) でなければならない。未知のフィールドは拒否し、近い名前を示す
   (``unknown field 'tool' (did you mean 'tools'?)``)。型の誤りはフィールドのパスで名指す
   (``settings.max_tokens: must be an integer > 0``)。
@@ -21,7 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from llm_router.agent.errors import RUN_ERROR_CODES
-from llm_router.core.schemas.common import ContentPart, ImagePart, TextPart, ToolChoice
+from llm_router.core.json_schema_validation import json_type
+from llm_router.core.schemas.common import REASONING_LEVELS, ContentPart, ImagePart, TextPart, ToolChoice
+from llm_router.core.schemas.events import EVENT_TYPES, RUN_END_EVENTS
+from llm_router.core.schemas.thread_settings import RunSettings
 from llm_router.realtime.protocol_errors import (
     ACK_ERROR_CODES,
     FORBIDDEN,
@@ -49,7 +52,6 @@ from llm_router.realtime.validators import (
     as_string,
     check_size,
     join_path,
-    json_type_name,
     parse_id,
     payload_size,
     single_payload,
@@ -59,32 +61,13 @@ from llm_router.realtime.validators import (
 
 CLIENT_EVENTS = ("start", "user_message", "tool_result", "cancel")
 
-# サーバー -> クライアントのイベント名と、封筒以外のフィールド (PROTOCOL.md の表と同じ順)
-SERVER_EVENTS: dict[str, tuple[str, ...]] = {
-    "run_started": ("model", "max_steps"),
-    "context_trimmed": ("step", "dropped_messages", "estimated_tokens"),
-    "step_started": ("step", "model"),
-    "text_started": ("message_id",),
-    "text_delta": ("message_id", "delta"),
-    "text_finished": ("message_id", "text"),
-    "reasoning_started": ("message_id",),
-    "reasoning_delta": ("message_id", "delta"),
-    "reasoning_finished": ("message_id", "text"),
-    "tool_call_started": ("tool_call_id", "name", "executor"),
-    "tool_call_delta": ("tool_call_id", "delta"),
-    "tool_call_ready": ("tool_call_id", "name", "arguments", "executor"),
-    "tool_result": ("tool_call_id", "name", "result", "is_error", "executor", "duration_ms"),
-    "step_finished": ("step", "finish_reason", "usage"),
-    "retry": ("step", "attempt", "wait_ms", "reason", "model"),
-    "step_reset": ("step", "reason"),
-    "run_finished": ("finish_reason", "usage", "text"),
-    "run_error": ("error", "usage", "rolled_back"),
-    "run_cancelled": ("reason", "usage"),
-}
-ENVELOPE_FIELDS = ("type", "thread_id", "run_id", "seq", "ts")
-RUN_END_EVENTS = ("run_finished", "run_error", "run_cancelled")
+# Socket.IO の名前空間 (docs/protocol.md 1 章)。サーバーのすべてのイベントはここで送受信する
+NAMESPACE = "/agent"
 
-REASONING_LEVELS = ("off", "low", "medium", "high")
+# サーバー -> クライアントのイベント名と、いつも送るフィールド (docs/protocol.md の表の順)。
+# 唯一の定義は共有の語彙 (core/schemas/events.py) のデータクラスで、これはその写し
+SERVER_EVENTS: dict[str, tuple[str, ...]] = {name: cls.field_names() for name, cls in EVENT_TYPES.items()}
+
 TOOL_CHOICE_MODES = ("auto", "none", "required")
 CANCEL_MODES = ("now", "after_step")
 MAX_STEPS_CAP = 64
@@ -93,30 +76,6 @@ MAX_MODEL_SPEC_CHARS = 200
 
 
 # ---------------------------------------------------------------- 検証済みのペイロード
-
-
-@dataclass
-class RunSettings:
-    """``start`` の ``settings`` (指定されたものだけが ``None`` 以外)。"""
-
-    temperature: float | None = None
-    max_tokens: int | None = None
-    max_steps: int | None = None
-    tool_choice: ToolChoice | None = None
-    parallel_tool_calls: bool | None = None
-    reasoning: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """指定された項目だけの dict (エージェントの ``ThreadState.settings`` へ渡す形)。"""
-        out: dict[str, Any] = {}
-        for name in ("temperature", "max_tokens", "max_steps", "parallel_tool_calls", "reasoning"):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value
-        if self.tool_choice is not None:
-            choice = self.tool_choice
-            out["tool_choice"] = {"type": "tool", "name": choice.name} if choice.mode == "tool" else choice.mode
-        return out
 
 
 @dataclass
@@ -209,12 +168,12 @@ def parse_start(payload: Any) -> StartPayload:
         out.system = as_string(fields["system"], "system")
     if "tools" in fields:
         if not isinstance(fields["tools"], list):
-            raise invalid(f"tools: must be an array, got {json_type_name(fields['tools'])}")
+            raise invalid(f"tools: must be an array, got {json_type(fields['tools'], integers=False)}")
         out.tools = fields["tools"]
     if "server_tools" in fields:
         names = fields["server_tools"]
         if not isinstance(names, list):
-            raise invalid(f"server_tools: must be an array of tool names, got {json_type_name(names)}")
+            raise invalid(f"server_tools: must be an array of tool names, got {json_type(names, integers=False)}")
         out.server_tools = [as_string(n, f"server_tools[{i}]", non_empty=True) for i, n in enumerate(names)]
     if "settings" in fields:
         out.settings = parse_settings(fields["settings"])
@@ -254,7 +213,7 @@ def _content_part(raw: Any, path: str, max_image_bytes: int) -> ContentPart:
     ``data`` (base64) と data URL はデコード後 ``max_image_bytes`` まで、MIME タイプは :data:`IMAGE_MIME_TYPES`。
     """
     if not isinstance(raw, dict):
-        raise invalid(f"{path}: must be an object, got {json_type_name(raw)}")
+        raise invalid(f"{path}: must be an object, got {json_type(raw, integers=False)}")
     kind = as_choice(raw.get("type"), join_path(path, "type"), ("text", "image"))
     if kind == "text":
         fields = FieldSet(("type", "text"), required=("text",), path=path).check(raw)
@@ -342,7 +301,7 @@ def parse_cancel(payload: Any) -> CancelPayload:
 def start_ack(
     thread_id: str, model: str, tools: list[dict[str, str]], last_seq: int, warnings: list[str]
 ) -> dict[str, Any]:
-    """``start`` の成功 ack (PROTOCOL.md のとおりのキーだけ)。"""
+    """``start`` の成功 ack (docs/protocol.md 3.1 のとおりのキーだけ)。"""
     return {
         "ok": True,
         "thread_id": thread_id,
@@ -372,12 +331,12 @@ def cancel_ack(cancelled: bool) -> dict[str, Any]:
 __all__ = [
     "ACK_ERROR_CODES",
     "CLIENT_EVENTS",
-    "ENVELOPE_FIELDS",
     "FORBIDDEN",
     "ID_PATTERN",
     "INTERNAL",
     "INVALID_PAYLOAD",
     "LIMIT_REACHED",
+    "NAMESPACE",
     "NOT_AWAITING",
     "NO_ACTIVE_RUN",
     "PAYLOAD_TOO_LARGE",

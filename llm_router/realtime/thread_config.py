@@ -1,43 +1,24 @@
 """``start`` で受け取ったスレッドの設定 (モデル、ツール、実行設定) を組み立てて検証する。
 
-状態を変えずに、新しい設定 (:class:`ThreadConfig`) か :class:`ProtocolError` を返す。
+状態を変えずに、新しい設定 (:class:`ThreadConfig`、型は共有の語彙 ``core/schemas/thread_settings.py``) か
+:class:`ProtocolError` を返す。
 登録簿はこれが成功したときだけスレッドに反映する (悪いペイロードは状態を変えない)。
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from llm_router.core.schemas.common import ToolDefinition
 from llm_router.core.schemas.errors import ConfigurationError, LLMRouterError
-from llm_router.realtime.schemas import RunSettings, StartPayload, invalid
+from llm_router.core.schemas.thread_settings import ThreadConfig
+from llm_router.realtime.schemas import StartPayload, invalid
 
-
-@dataclass
-class ThreadConfig:
-    """スレッドの、次の実行から使う設定。"""
-
-    model: str
-    system: str | None = None
-    client_tools: list[ToolDefinition] = field(default_factory=list)
-    server_tools: list[str] = field(default_factory=list)
-    settings: RunSettings = field(default_factory=RunSettings)
-    # サーバー側ツールの出どころ (MCP のツールは ``mcp:<server>``。組み込みは載せない)
-    tool_sources: dict[str, str] = field(default_factory=dict)
-
-    def tool_summary(self) -> list[dict[str, str]]:
-        """ack の ``tools``: ``[{"name", "executor", "source"?}]`` (サーバー側、クライアント側の順)。"""
-        out = [
-            {
-                "name": name,
-                "executor": "server",
-                **({"source": self.tool_sources[name]} if name in self.tool_sources else {}),
-            }
-            for name in self.server_tools
-        ]
-        out.extend({"name": tool.name, "executor": "client"} for tool in self.client_tools)
-        return out
+if TYPE_CHECKING:  # 型のためだけ
+    from llm_router.agent.toolbox import ToolSource
+    from llm_router.config.settings import Settings
+    from llm_router.core.router import ModelRouter
 
 
 class ThreadConfigBuilder:
@@ -49,7 +30,7 @@ class ThreadConfigBuilder:
         settings: アプリの ``Settings`` (``agent.server_tools`` と資格情報の有無)。
     """
 
-    def __init__(self, router: Any, tools: Any, settings: Any) -> None:
+    def __init__(self, router: ModelRouter, tools: ToolSource | None, settings: Settings) -> None:
         """依存を受け取る。"""
         self._router = router
         self._tools = tools
@@ -97,7 +78,7 @@ class ThreadConfigBuilder:
             except ConfigurationError as exc:
                 raise invalid(f"model: {exc.message}") from None
             raise invalid(f"model: unknown provider '{route.provider}'")
-        return route.spec, getattr(route, "warning", None)
+        return route.spec, route.warning
 
     def _server_tools(self, requested: list[str] | None) -> list[str]:
         """使うサーバー側ツール (既定は有効なものすべて)。"""
@@ -121,23 +102,15 @@ class ThreadConfigBuilder:
 
     @staticmethod
     def _client_tools(raw: list[Any], server_names: list[str]) -> list[ToolDefinition]:
-        """クライアント側ツールを正規化する (名前の衝突と重複も拒否する)。"""
+        """クライアント側ツールを正規化する (サーバー側ツールとの名前の衝突と重複は ``normalize_tools`` が拒否する)。"""
         from llm_router.core.tool_schemas import normalize_tools
 
         try:
-            tools = normalize_tools(raw)
+            return normalize_tools(raw, reserved_names=server_names)
         except LLMRouterError as exc:
             raise invalid(f"tools: {exc.message}") from None
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise invalid(f"tools: invalid tool definition ({type(exc).__name__})") from None
-        seen: set[str] = set()
-        for tool in tools:
-            if tool.name in server_names:
-                raise invalid(f"tools: tool '{tool.name}' clashes with the server tool of the same name")
-            if tool.name in seen:
-                raise invalid(f"tools: tool '{tool.name}' is defined twice")
-            seen.add(tool.name)
-        return tools
 
     @staticmethod
     def _check_tool_choice(config: ThreadConfig) -> None:
@@ -165,3 +138,6 @@ class ThreadConfigBuilder:
             if message:
                 warnings.append(message)
         return warnings
+
+
+__all__ = ["ThreadConfig", "ThreadConfigBuilder"]

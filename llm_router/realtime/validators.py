@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from llm_router.core.json_schema_validation import json_type
 from llm_router.realtime.protocol_errors import PAYLOAD_TOO_LARGE, ProtocolError, invalid
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
@@ -29,7 +30,7 @@ class FieldSet:
         """未知・欠落のフィールドを調べ、``null`` を除いた値を返す。"""
         where = self.path or "payload"
         if not isinstance(obj, dict):
-            raise invalid(f"{where}: must be an object, got {json_type_name(obj)}")
+            raise invalid(f"{where}: must be an object, got {json_type(obj, integers=False)}")
         for key in obj:
             if key not in self.allowed:
                 raise invalid(_unknown_field_message(self.path, key, self.allowed))
@@ -43,25 +44,6 @@ class FieldSet:
 def join_path(path: str, key: str) -> str:
     """``settings`` と ``max_tokens`` から ``settings.max_tokens`` を作る。"""
     return f"{path}.{key}" if path else key
-
-
-def json_type_name(value: Any) -> str:
-    """JSON の型名 (メッセージ用)。"""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list | tuple):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, bytes | bytearray):
-        return "binary"
-    return type(value).__name__
 
 
 def _unknown_field_message(path: str, key: Any, allowed: tuple[str, ...]) -> str:
@@ -82,7 +64,7 @@ def parse_id(value: Any, path: str) -> str:
 def as_string(value: Any, path: str, *, non_empty: bool = False, max_chars: int | None = None) -> str:
     """文字列を検証する。"""
     if not isinstance(value, str):
-        raise invalid(f"{path}: must be a string, got {json_type_name(value)}")
+        raise invalid(f"{path}: must be a string, got {json_type(value, integers=False)}")
     if non_empty and not value.strip():
         raise invalid(f"{path}: must not be empty")
     if max_chars is not None and len(value) > max_chars:
@@ -93,7 +75,7 @@ def as_string(value: Any, path: str, *, non_empty: bool = False, max_chars: int 
 def as_boolean(value: Any, path: str) -> bool:
     """真偽値を検証する (0/1 は受けない)。"""
     if not isinstance(value, bool):
-        raise invalid(f"{path}: must be a boolean, got {json_type_name(value)}")
+        raise invalid(f"{path}: must be a boolean, got {json_type(value, integers=False)}")
     return value
 
 
@@ -120,7 +102,7 @@ def as_choice(value: Any, path: str, choices: tuple[str, ...]) -> str:
 
 def _short(value: Any) -> str:
     """メッセージに入れる値の短い表現 (長い入力をそのまま返さない)。"""
-    text = json.dumps(value, ensure_ascii=False, default=json_type_name)
+    text = json.dumps(value, ensure_ascii=False, default=json_type)
     return text if len(text) <= 40 else text[:37] + "..."
 
 

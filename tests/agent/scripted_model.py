@@ -1,7 +1,7 @@
 """台本どおりに応答する偽のモデル (ChatClient) と、テスト用のルーター・ツールのレジストリ。
 
 台本と実際の呼び出しが食い違えば (想定外の呼び出し、期待に合わないリクエスト、使われずに残った台本)
-``failures`` に記録し、``assert_done()`` で失敗させる (STYLE.md #9、openai-agents-python の FakeModel と同じ考え方)。
+``failures`` に記録し、``assert_done()`` で失敗させる (docs/design.md 3 章、openai-agents-python の FakeModel と同じ考え方)。
 チャンクは本物のクライアントと同じ :class:`StreamAccumulator` で作る。
 """
 
@@ -233,13 +233,15 @@ class Route:
 
 
 class FakeRouter:
-    """``chain`` と ``client`` だけを持つルーター。``clients`` に無いプロバイダはキーが無い扱い。"""
+    """エージェントの ``ModelSource`` の口を持つ偽のルーター。``clients`` に無いプロバイダはキーが無い扱い。"""
 
     def __init__(self, clients: dict[str, Any], chain: list[str] | None = None) -> None:
         """プロバイダ名 → クライアント、経路 (``provider/model`` の並び) を受け取る。"""
         self.clients = clients
         self.specs = chain or [f"{next(iter(clients))}/m1"]
         self.chain_requests: list[str | None] = []
+        # 本物の ModelRouter の設定の代わり (文脈の大きさ・秘密の値を試すテストが入れる)
+        self.settings: Any = None
 
     def chain(self, spec: str | None) -> list[Route]:
         """設定された経路を返す。"""
@@ -251,6 +253,24 @@ class FakeRouter:
         if provider not in self.clients:
             raise MissingCredentialError(provider, [f"{provider.upper()}_API_KEY"])
         return self.clients[provider]
+
+    def context_tokens(self, provider: str, model: str) -> int | None:
+        """``settings.config.providers.<p>`` (テストが入れたもの) があれば本物と同じ規則で文脈の大きさを返す。"""
+        from llm_router.config.schema import context_tokens_for
+
+        providers = getattr(getattr(self.settings, "config", None), "providers", None)
+        config = getattr(providers, provider, None)
+        return context_tokens_for(config, model) if config is not None else None
+
+    def retry_backoff_s(self, provider: str) -> float:
+        """クライアントの再試行設定 (あれば) の最初の待ち時間。偽のモデルは 0。"""
+        retry = getattr(getattr(self.clients.get(provider), "config", None), "retry", None)
+        return float(getattr(retry, "initial_backoff_s", 0.0) or 0.0)
+
+    def secret_values(self) -> tuple[str, ...]:
+        """``settings.secrets`` (テストが入れたもの) の秘密の値。無ければ空。"""
+        secrets = getattr(self.settings, "secrets", None)
+        return tuple(secrets.all_values()) if secrets is not None else ()
 
 
 @dataclass

@@ -3,6 +3,7 @@
 import threading
 
 from llm_router.agent import ThreadState
+from llm_router.core.schemas.events import RUN_END_EVENTS
 from tests.agent.scripted_model import (
     Block,
     Call,
@@ -22,7 +23,7 @@ from tests.agent.scripted_model import (
 
 def _terminal(sink):
     """終わりのイベントの一覧。"""
-    return [t for t in sink.types() if t in ("run_finished", "run_error", "run_cancelled")]
+    return [t for t in sink.types() if t in RUN_END_EVENTS]
 
 
 def test_cancel_while_streaming_emits_run_cancelled_at_once_and_keeps_partial_text():

@@ -4,7 +4,7 @@
 from types import SimpleNamespace
 
 from llm_router.agent import ThreadState
-from llm_router.agent.context import context_limit, fit_history
+from llm_router.agent.context import fit_history
 from llm_router.config.schema import ModelOptions, ProviderConfig
 from llm_router.core.schemas.common import Message, ToolCall
 from llm_router.core.tokens import MESSAGE_OVERHEAD_TOKENS, estimate_message_tokens, estimate_tokens
@@ -101,7 +101,7 @@ def test_per_model_context_tokens_override_the_provider_default():
     """``models.<パターン>.context_tokens`` が先、無ければプロバイダの ``context_tokens``。"""
     model = ScriptedModel()
     router = _router(model, 8000, {"big-*": ModelOptions(context_tokens=1_000_000), "plain-*": ModelOptions()})
-    assert context_limit(router, "scripted", "big-1") == 1_000_000
-    assert context_limit(router, "scripted", "plain-1") == 8000
-    assert context_limit(router, "scripted", "other") == 8000
-    assert context_limit(router, "missing", "other") is None
+    assert router.context_tokens("scripted", "big-1") == 1_000_000
+    assert router.context_tokens("scripted", "plain-1") == 8000
+    assert router.context_tokens("scripted", "other") == 8000
+    assert router.context_tokens("missing", "other") is None

@@ -7,6 +7,7 @@ from tests.agent.scripted_model import (
     Call,
     Fail,
     FakeRegistry,
+    FakeRouter,
     ScriptedModel,
     Text,
     Turn,
@@ -65,14 +66,15 @@ def test_a_failed_later_step_keeps_the_completed_steps_and_leaves_nothing_of_its
 def test_a_run_that_fails_to_resolve_its_model_is_rolled_back():
     """経路の解決に失敗したラン (ステップなし) も巻き戻す。"""
 
-    class NoRoute:
-        """経路を返せないルーター。"""
+    class NoRoute(FakeRouter):
+        """経路を返せないルーター (ほかの口は偽のルーターのもの)。"""
 
         def chain(self, spec):
             """常に失敗する。"""
             raise ProviderBadRequestError("no such model", provider="scripted", status=400)
 
-    run, sink = make_run(ScriptedModel(), router=NoRoute())
+    model = ScriptedModel()
+    run, sink = make_run(model, router=NoRoute({model.provider: model}))
     run.run()
     assert sink.types() == ["run_started", "run_error"]
     assert sink.of_type("run_error")[0]["rolled_back"] is True

@@ -8,9 +8,10 @@ import threading
 
 from llm_router.agent import CollectingSink
 from llm_router.agent.steps import Finished
+from llm_router.core.schemas.events import RUN_END_EVENTS
 from tests.agent.scripted_model import Block, ScriptedModel, Text, Turn, make_run, start
 
-TERMINALS = ("run_finished", "run_error", "run_cancelled")
+TERMINALS = RUN_END_EVENTS
 
 
 class FlakySink(CollectingSink):

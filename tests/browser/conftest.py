@@ -21,7 +21,7 @@ import pytest
 from tests.realtime.harness import ROOT, ServerProcess
 
 CHROMIUM = Path("/usr/bin/chromium")
-# これらが無いと Chromium は閉じたネットワークへ接続を試み続ける (DESIGN.md)
+# これらが無いと Chromium は閉じたネットワークへ接続を試み続ける (docs/design.md 3 章)
 CHROMIUM_ARGS = [
     "--headless=new",
     "--no-sandbox",

@@ -125,7 +125,7 @@ def test_tool_input_that_is_not_json_is_reported_not_raised(fake):
 
 
 def test_tool_call_without_input_still_yields_one_delta(fake):
-    """引数の無い tool_use (partial_json が空文字だけ) でも ToolCallDelta "{}" を 1 つ出す (PROTOCOL.md の約束)。"""
+    """引数の無い tool_use (partial_json が空文字だけ) でも ToolCallDelta "{}" を 1 つ出す (docs/protocol.md 4 章の約束)。"""
     frames = [
         sse_frame(
             {"type": "message_start", "message": {"usage": {"input_tokens": 1, "output_tokens": 1}}}, "message_start"

@@ -236,3 +236,17 @@ def test_close_closes_every_built_client():
     before = RecordingClient.closed
     router.close()
     assert RecordingClient.closed == before + 2
+
+
+def test_router_answers_what_the_agent_needs_from_the_configuration():
+    """エージェントが尋ねる文脈の大きさ・再試行の待ち時間・秘密の値は、設定と環境変数から答える。"""
+    router = make_router(
+        environ={"OPENAI_API_KEY": "sk-test-value"},
+        overrides=["providers.ollama.context_tokens=0", "providers.openai.retry.initial_backoff_s=0.25"],
+    )
+    assert router.context_tokens("openai", "gpt-4.1-mini") == 1047576
+    assert router.context_tokens("openai", "gpt-4o") == 128000
+    assert router.context_tokens("ollama", "llama3.2") is None
+    assert router.context_tokens("nosuch", "m") is None
+    assert router.retry_backoff_s("openai") == 0.25 and router.retry_backoff_s("nosuch") == 0.0
+    assert "sk-test-value" in router.secret_values()

@@ -44,7 +44,7 @@ WEATHER = {
     ],
 )
 def test_every_format_normalises_to_the_same_canonical_tool(raw, source):
-    """PROTOCOL.md の全形式が同じ正規形になる。入力は変えない。"""
+    """docs/protocol.md 3.1 の全形式が同じ正規形になる。入力は変えない。"""
     before = copy.deepcopy(raw)
     [tool] = normalize_tools([raw])
     assert isinstance(tool, ToolDefinition)
@@ -825,7 +825,7 @@ def test_openai_strict_result_is_strict():
     ],
 )
 def test_gemini_json_schema_strips_its_keywords(keyword, value):
-    """parametersJsonSchema からは PROVIDERS.md の挙げるキーワードを落とす (1 つにつき警告 1 つ)。"""
+    """parametersJsonSchema からは docs/providers.md の挙げるキーワードを落とす (1 つにつき警告 1 つ)。"""
     schema = {"type": "object", "properties": {"x": {"type": "integer", keyword: value}}}
     out, warnings = schema_for_provider("gemini_json_schema", ToolDefinition("t", "", schema))
     assert out == {"type": "object", "properties": {"x": {"type": "integer"}}}

@@ -407,7 +407,7 @@ class AnthropicFake:
         return JSONResponse(message_json(blocks, model=body["model"]))
 
     def _authorised(self, request: RecordedRequest) -> bool:
-        """``x-api-key`` (PROVIDERS.md の形) か ``authorization: Bearer`` (公式 SDK 2.x が送る形) を認める。"""
+        """``x-api-key`` (docs/providers.md の形) か ``authorization: Bearer`` (公式 SDK 2.x が送る形) を認める。"""
         bearer = request.headers.get("authorization", "")
         key = request.headers.get("x-api-key") or (bearer[7:] if bearer.startswith("Bearer ") else "")
         return bool(key) and (self.api_key is None or key == self.api_key)

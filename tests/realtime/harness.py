@@ -28,8 +28,9 @@ from typing import Any
 
 import socketio
 
+from llm_router.realtime.schemas import NAMESPACE, RUN_END_EVENTS
+
 ROOT = Path(__file__).resolve().parents[2]
-NAMESPACE = "/agent"
 CLOSE_WAIT_S = 0.2
 # サブプロセスへ引き継がない変数 (秘密情報は明示的に渡したものだけにする)
 SECRET_VARS = (
@@ -194,7 +195,7 @@ class ProtocolClient:
         self.url = url
         self.token = token
         self.namespace = namespace
-        # 長時間ポーリングは 1 回の poll で 16 パケットを超えると切断される (DESIGN.md) ので websocket を使う
+        # 長時間ポーリングは 1 回の poll で 16 パケットを超えると切断される (docs/design.md 1 章) ので websocket を使う
         self.sio = socketio.Client(reconnection=False)
         self.events: list[tuple[str, Any]] = []
         self.connect_errors: list[Any] = []
@@ -315,12 +316,11 @@ class ProtocolClient:
 
     def wait_run_end(self, run_id: str, timeout: float = 20.0) -> dict[str, Any]:
         """ラン ``run_id`` の終わり (run_finished / run_error / run_cancelled) を待ってそのペイロードを返す。"""
-        ends = ("run_finished", "run_error", "run_cancelled")
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
                 for name, data in self.events:
-                    if name in ends and isinstance(data, dict) and data.get("run_id") == run_id:
+                    if name in RUN_END_EVENTS and isinstance(data, dict) and data.get("run_id") == run_id:
                         return data
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

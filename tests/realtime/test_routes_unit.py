@@ -36,7 +36,7 @@ def test_unexpected_errors_become_internal_without_details(app_and_socketio, mon
 
 
 def test_start_and_cancel_acks_in_process(app_and_socketio):
-    """プロセス内でも start の ack は PROTOCOL.md のキーだけを持ち、cancel は冪等。"""
+    """プロセス内でも start の ack は docs/protocol.md 3.1 のキーだけを持ち、cancel は冪等。"""
     app, socketio = app_and_socketio
     client = socketio.test_client(app, namespace="/agent")
     ack = client.emit("start", {"thread_id": "unit-1"}, namespace="/agent", callback=True)

@@ -3,6 +3,7 @@
 import pytest
 
 from llm_router.core.schemas.common import ImagePart, TextPart, ToolChoice
+from llm_router.core.schemas.events import EVENT_TYPES
 from llm_router.realtime.schemas import (
     INVALID_PAYLOAD,
     PAYLOAD_TOO_LARGE,
@@ -78,7 +79,7 @@ def test_bad_payloads_are_refused_naming_the_field(parse, payload, needle):
 
 
 def test_a_full_start_payload_is_accepted():
-    """PROTOCOL.md の例どおりの start が通り、null は省略と同じに扱われる。"""
+    """docs/protocol.md の例どおりの start が通り、null は省略と同じに扱われる。"""
     p = parse_start(
         {
             "thread_id": "th-1",
@@ -145,14 +146,15 @@ def test_payload_size_limit_and_argument_count():
 
 
 def test_start_ack_has_exactly_the_protocol_keys():
-    """start の ack のキーは PROTOCOL.md のとおり。"""
+    """start の ack のキーは docs/protocol.md のとおり。"""
     ack = start_ack("t", "demo/scripted", [{"name": "calculator", "executor": "server"}], 0, [])
     assert set(ack) == {"ok", "thread_id", "model", "tools", "last_seq", "warnings"}
 
 
 def test_server_event_table_matches_the_protocol():
-    """サーバーイベントの表は PROTOCOL.md の 18 種類に、1.1 の context_trimmed を足した 19 種類。"""
-    assert len(SERVER_EVENTS) == 19
+    """サーバーイベントの表は共有の語彙の写し: 版 1 の 18 種類に、1.1 の context_trimmed と thread_rewound を足した 20 種類。"""
+    assert SERVER_EVENTS == {name: cls.field_names() for name, cls in EVENT_TYPES.items()}
+    assert len(SERVER_EVENTS) == 20
     assert SERVER_EVENTS["context_trimmed"] == ("step", "dropped_messages", "estimated_tokens")
     assert SERVER_EVENTS["run_error"] == ("error", "usage", "rolled_back")
     assert SERVER_EVENTS["tool_result"] == ("tool_call_id", "name", "result", "is_error", "executor", "duration_ms")
@@ -222,3 +224,13 @@ def test_unknown_part_types_and_non_string_texts_are_refused(part, needle):
     with pytest.raises(ProtocolError) as info:
         parse_user_message({"thread_id": "t", "content": [part]})
     assert info.value.code == INVALID_PAYLOAD and needle in info.value.message
+
+
+def test_the_namespace_is_the_one_the_protocol_names():
+    """Socket.IO の名前空間は docs/protocol.md 1 章の表のもの (/agent)。"""
+    from pathlib import Path
+
+    from llm_router.realtime.schemas import NAMESPACE
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text(encoding="utf-8")
+    assert f"| 名前空間 | `{NAMESPACE}` |" in doc and NAMESPACE == "/agent"

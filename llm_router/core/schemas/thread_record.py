@@ -5,7 +5,9 @@
 
 - 履歴の 1 件 (:class:`HistoryEntry`) はメッセージに ``message_id``・``run_id``・``created_at`` を添えたもの
   (``get_history`` が返し、``rewind`` がランの単位で消すために要る)。
-- ``settings`` は ``start.settings`` と同じ JSON の dict (指定された項目だけ)。
+- ``settings`` は ``start.settings`` と同じ JSON の dict (指定された項目だけ。:meth:`RunSettings.to_dict` の形)。
+  設定の 5 つは :meth:`StoredThread.thread_config` / :meth:`StoredThread.set_thread_config` で共有の
+  :class:`~llm_router.core.schemas.thread_settings.ThreadConfig` (エージェントの ``ThreadState`` の土台) と行き来する。
 - ``provider_state`` はスレッド単位のプロバイダの不透明なデータ (例: 次のユーザーの番まで thinking を
   止めておく、といった状態)。メッセージ単位のものは :class:`~llm_router.core.schemas.common.ProviderState`。
 """
@@ -26,6 +28,7 @@ from llm_router.core.schemas.serialization import (
     tool_definition_from_dict,
     tool_definition_to_dict,
 )
+from llm_router.core.schemas.thread_settings import RunSettings, ThreadConfig
 
 RECORD_VERSION = 1
 
@@ -106,6 +109,23 @@ class StoredThread:
         """``updated_at`` が未設定なら ``created_at`` にそろえる。"""
         if not self.updated_at:
             self.updated_at = self.created_at
+
+    def thread_config(self) -> ThreadConfig:
+        """設定の 5 つ (モデル、システムプロンプト、ツール 2 種、実行設定) を共有の :class:`ThreadConfig` にする。"""
+        return ThreadConfig(
+            model=self.model,
+            system=self.system,
+            client_tools=list(self.client_tools),
+            server_tools=None if self.server_tools is None else list(self.server_tools),
+            settings=RunSettings.from_dict(self.settings),
+        )
+
+    def set_thread_config(self, config: ThreadConfig) -> None:
+        """:meth:`thread_config` の逆: 設定の 5 つを ``config`` のものにする (``settings`` は JSON の dict で持つ)。"""
+        self.model, self.system = config.model, config.system
+        self.client_tools = list(config.client_tools)
+        self.server_tools = None if config.server_tools is None else list(config.server_tools)
+        self.settings = config.settings.to_dict()
 
     def messages(self) -> list[Message]:
         """履歴のメッセージだけのリスト (エージェントの ``ThreadState.history`` の形)。"""

@@ -3,7 +3,7 @@
  *
  * 定義は start の tools で正規形 {name, description, parameters} のまま送る。
  * サーバーが tool_call_ready (executor: "client") を送ってきたら、ここで実行し、結果を tool_result で返す。
- * tool_call_ready に error が付いていれば (引数が不正など) 実行しない (PROTOCOL.md)。
+ * tool_call_ready に error が付いていれば (引数が不正など) 実行しない (docs/protocol.md 6 章)。
  */
 
 // additionalProperties は書かない: 引数はサーバーが元のスキーマで検証し、余分な引数はここで無視する。

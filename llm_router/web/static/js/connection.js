@@ -2,12 +2,16 @@
  * /agent 名前空間への接続と、スレッドのイベント列の管理 (再接続・再開・重複排除)。
  *
  * - 公式の socket.io クライアント (window.io) を使う。Socket.IO のプロトコルは自分で書かない。
- * - サーバーのイベントはすべて {type, thread_id, run_id, seq, ts} の封筒を持つ (PROTOCOL.md)。
+ * - サーバーのイベントはすべて {type, thread_id, run_id, seq, ts} の封筒を持つ (docs/protocol.md 4 章)。
  *   seq はスレッドごとに 1 から 1 ずつ増えるので、最後に処理した seq を覚えておき、
  *   再接続したら start の resume_after_seq でその続きから送り直してもらう。
  * - 届いたイベントは seq で重複を捨て、飛びがあれば埋まるまで待ってから順に渡す。
- *   python-socketio には接続状態の復元が無いので (DESIGN.md)、これはクライアント側の仕事。
+ *   python-socketio には接続状態の復元が無いので (docs/design.md 1 章)、これはクライアント側の仕事。
  */
+
+// ランの終わりのイベント (ランは必ずこのどれか 1 つで終わる)。サーバーの語彙 core/schemas/events.py と同じもの
+// (tests/core/test_events.py が突き合わせる)
+export const RUN_END_EVENTS = new Set(["run_finished", "run_error", "run_cancelled"]);
 
 const ACK_TIMEOUT_MS = 15000;
 // seq の飛びが埋まらないとき、再開を頼み直すまでの時間

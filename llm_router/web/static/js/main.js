@@ -4,7 +4,7 @@
  * 流れ: /api/info を読む → /agent に接続 → start (ブラウザ側ツールを登録) → user_message で実行 →
  * イベントを会話ビュー・タイムライン・ブラウザ側ツールに配る。Esc / 停止ボタンで cancel。
  */
-import { AgentConnection } from "./connection.js";
+import { AgentConnection, RUN_END_EVENTS } from "./connection.js";
 import { ClientToolRunner, clientToolDefinitions, trackSelection } from "./client_tools.js";
 import { ConfirmDialog } from "./confirm_dialog.js";
 import { ConversationView } from "./conversation.js";
@@ -15,7 +15,6 @@ import { SessionStore } from "./session_store.js";
 import { TimelineView } from "./timeline.js";
 import { ClientToolBridge } from "./tool_bridge.js";
 
-const RUN_END = new Set(["run_finished", "run_error", "run_cancelled"]);
 // 入力例 (デモモデルでも、それぞれテキスト・サーバー側ツール・ブラウザ側ツールの流れを見せる)
 const SUGGESTIONS = [
   "こんにちは。何ができますか?",
@@ -205,8 +204,8 @@ class ConsoleApp {
     this.conversation.handle(event);
     this.timeline.handle(event);
     this.tools.handle(event);
-    if (RUN_END.has(event.type) && event.run_id === this.activeRunId) this.activeRunId = null;
-    if (event.type === "run_started" || RUN_END.has(event.type)) this.updateControls();
+    if (RUN_END_EVENTS.has(event.type) && event.run_id === this.activeRunId) this.activeRunId = null;
+    if (event.type === "run_started" || RUN_END_EVENTS.has(event.type)) this.updateControls();
   }
 
   /** 入力欄: Enter で送信、Shift+Enter で改行 (日本語入力の変換中の Enter は送信しない)。 */

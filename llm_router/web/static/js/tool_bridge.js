@@ -9,7 +9,7 @@
  * - 実行が終わった・止められた・結果が届いた呼び出しは、確認ダイアログごと取り下げる。
  */
 
-const RUN_END = new Set(["run_finished", "run_error", "run_cancelled"]);
+import { RUN_END_EVENTS } from "./connection.js";
 
 /** ブラウザ側ツールの受け持ち。 */
 export class ClientToolBridge {
@@ -36,7 +36,7 @@ export class ClientToolBridge {
       if (this.isSynced) this.run(event.tool_call_id);
     } else if (event.type === "tool_result") {
       this.settle(event.tool_call_id);
-    } else if (RUN_END.has(event.type)) {
+    } else if (RUN_END_EVENTS.has(event.type)) {
       for (const [id, call] of this.calls) if (call.event.run_id === event.run_id) this.settle(id);
     }
   }

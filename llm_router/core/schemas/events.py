@@ -1,0 +1,332 @@
+"""サーバー → クライアントのイベントの語彙: プロトコル (docs/protocol.md 4 章の表) のイベント 1 つにつき 1 つのデータクラス。
+
+- イベント名とフィールドはここにだけ書く。エージェント (``agent/events.py``) はこの値を作って送り、
+  リアルタイム層の ``SERVER_EVENTS`` / ``RUN_END_EVENTS`` はここから作る。docs/protocol.md の表は
+  テスト (``tests/core/test_events.py``) がこの語彙と突き合わせる。
+- 値をペイロード (封筒を除いたフィールドの dict) にするのは :meth:`ServerEvent.fields` の 1 か所だけ。
+  :class:`~llm_router.core.schemas.common.Usage` は ``usage`` オブジェクトに、省略できるフィールド
+  (既定値が ``None`` のもの) は ``None`` なら出さない。
+- テキストと推論の 3 つずつのイベントは同じ形なので、形 (:class:`MessageOpened` / :class:`MessageDelta` /
+  :class:`MessageClosed`) を共有し、名前だけが違う。
+- 封筒 (``type`` / ``thread_id`` / ``run_id`` / ``seq`` / ``ts``) はここでは扱わない (送る側が付ける)。
+  ``thread_rewound`` の巻き戻したランは封筒の ``run_id`` が名指す。
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from llm_router.core.schemas.common import ContentPart, Usage
+from llm_router.core.schemas.serialization import part_to_dict
+
+
+@dataclass(frozen=True)
+class ServerEvent:
+    """サーバーイベントの共通の形。派生クラスはクラスの定義で ``event=`` (イベント名) を名乗り、フィールドを持つ。
+
+    ``terminal=True`` はランの終わりのイベント (ランは必ずこのどれか 1 つで終わる)。既定値が ``None`` の
+    フィールドは省略できるフィールドで、``None`` のときは送らない。
+    """
+
+    TYPE: ClassVar[str] = ""
+    TERMINAL: ClassVar[bool] = False
+
+    def __init_subclass__(cls, event: str = "", terminal: bool = False, **kwargs: Any) -> None:
+        """派生クラスの定義で、イベント名と終わりのイベントかどうかを受け取る。"""
+        super().__init_subclass__(**kwargs)
+        if event:
+            cls.TYPE, cls.TERMINAL = event, terminal
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """いつも送るフィールドの名前 (表の順)。"""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.default is not None)
+
+    @classmethod
+    def optional_names(cls) -> tuple[str, ...]:
+        """あるときだけ送るフィールドの名前 (既定値が ``None`` のもの)。"""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.default is None)
+
+    def fields(self) -> dict[str, Any]:
+        """封筒を除いたペイロードの dict (イベントをペイロードにする唯一の場所)。"""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.default is None:
+                continue
+            out[f.name] = value.to_dict() if isinstance(value, Usage | StartedMessage) else value
+        return out
+
+
+@dataclass(frozen=True)
+class StartedMessage:
+    """``run_started`` の ``message``: ランを始めたユーザーメッセージ (1.1)。"""
+
+    message_id: str
+    content: str | list[ContentPart]
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"message_id", "content"}`` (パーツは ``{"type": "text" | "image", ...}`` の形)。"""
+        content = self.content if isinstance(self.content, str) else [part_to_dict(p) for p in self.content]
+        return {"message_id": self.message_id, "content": content}
+
+
+# ---------------------------------------------------------------- 実行とステップ
+
+
+@dataclass(frozen=True)
+class RunStarted(ServerEvent, event="run_started"):
+    """ランの開始 (RUN_STARTED)。``message`` は 1.1 で加わる、ランを始めたユーザーメッセージ。"""
+
+    model: str
+    max_steps: int
+    message: StartedMessage | None = None
+
+
+@dataclass(frozen=True)
+class ContextTrimmed(ServerEvent, event="context_trimmed"):
+    """このステップのリクエストから古いターンを外した (``step_started`` の前に届く)。"""
+
+    step: int
+    dropped_messages: int
+    estimated_tokens: int
+
+
+@dataclass(frozen=True)
+class StepStarted(ServerEvent, event="step_started"):
+    """モデル呼び出し 1 回の開始 (STEP_STARTED。``step`` は 1 始まり)。"""
+
+    step: int
+    model: str
+
+
+# ---------------------------------------------------------------- テキストと推論 (同じ形の 2 つの流れ)
+
+
+@dataclass(frozen=True)
+class MessageOpened(ServerEvent):
+    """テキストか推論の区切りの開始 (``message_id`` が続く断片と結び付ける)。"""
+
+    message_id: str
+
+
+@dataclass(frozen=True)
+class MessageDelta(ServerEvent):
+    """テキストか推論の断片。"""
+
+    message_id: str
+    delta: str
+
+
+@dataclass(frozen=True)
+class MessageClosed(ServerEvent):
+    """テキストか推論の区切りの終わり (``text`` は全文)。"""
+
+    message_id: str
+    text: str
+
+
+class TextStarted(MessageOpened, event="text_started"):
+    """アシスタントのテキストの開始 (TEXT_MESSAGE_START)。"""
+
+
+class TextDelta(MessageDelta, event="text_delta"):
+    """テキストの断片 (TEXT_MESSAGE_CONTENT)。"""
+
+
+class TextFinished(MessageClosed, event="text_finished"):
+    """そのメッセージの全文 (TEXT_MESSAGE_END)。"""
+
+
+class ReasoningStarted(MessageOpened, event="reasoning_started"):
+    """モデルの推論の開始。"""
+
+
+class ReasoningDelta(MessageDelta, event="reasoning_delta"):
+    """推論テキストの断片。"""
+
+
+class ReasoningFinished(MessageClosed, event="reasoning_finished"):
+    """推論の全文 (署名は決して含めない)。"""
+
+
+# ---------------------------------------------------------------- ツール
+
+
+@dataclass(frozen=True)
+class ToolCallStarted(ServerEvent, event="tool_call_started"):
+    """ツール呼び出しの開始 (TOOL_CALL_START)。"""
+
+    tool_call_id: str
+    name: str
+    executor: str
+
+
+@dataclass(frozen=True)
+class ToolCallDelta(ServerEvent, event="tool_call_delta"):
+    """引数の JSON 文字列の断片 (TOOL_CALL_ARGS)。"""
+
+    tool_call_id: str
+    delta: str
+
+
+@dataclass(frozen=True)
+class ToolCallReady(ServerEvent, event="tool_call_ready"):
+    """呼び出しの完成 (TOOL_CALL_END)。``error`` があれば実行しない (クライアントにも頼まない)。"""
+
+    tool_call_id: str
+    name: str
+    arguments: dict[str, Any]
+    executor: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolResult(ServerEvent, event="tool_result"):
+    """ツールの結果 (TOOL_CALL_RESULT)。"""
+
+    tool_call_id: str
+    name: str
+    result: Any
+    is_error: bool
+    executor: str
+    duration_ms: int
+
+
+@dataclass(frozen=True)
+class StepFinished(ServerEvent, event="step_finished"):
+    """モデル呼び出しの終わり (STEP_FINISHED)。"""
+
+    step: int
+    finish_reason: str
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class Retry(ServerEvent, event="retry"):
+    """プロバイダのエラーを再試行する、または別のモデルに切り替える。"""
+
+    step: int
+    attempt: int
+    wait_ms: int
+    reason: str
+    model: str
+
+
+@dataclass(frozen=True)
+class StepReset(ServerEvent, event="step_reset"):
+    """そのステップの ``step_started`` 以降の出力は無効 (やり直す)。"""
+
+    step: int
+    reason: str
+
+
+# ---------------------------------------------------------------- 終わり (ランごとにどれか 1 つだけ)
+
+
+@dataclass(frozen=True)
+class RunFinished(ServerEvent, event="run_finished", terminal=True):
+    """正常終了 (RUN_FINISHED。``finish_reason`` は stop / max_steps / length)。"""
+
+    finish_reason: str
+    usage: Usage
+    text: str
+
+
+@dataclass(frozen=True)
+class RunError(ServerEvent, event="run_error", terminal=True):
+    """失敗 (RUN_ERROR)。``error`` は code / message / provider / retryable / phase。
+
+    ``rolled_back`` は、完了したステップが 1 つも無かったのでユーザーメッセージを履歴から外したこと。
+    """
+
+    error: dict[str, Any]
+    usage: Usage
+    rolled_back: bool = False
+
+
+@dataclass(frozen=True)
+class RunCancelled(ServerEvent, event="run_cancelled", terminal=True):
+    """キャンセル (``usage`` はそこまでの消費)。"""
+
+    reason: str
+    usage: Usage
+
+
+# ---------------------------------------------------------------- スレッド (1.1)
+
+
+@dataclass(frozen=True)
+class ThreadRewound(ServerEvent, event="thread_rewound"):
+    """``rewind`` でランを履歴から外した (封筒の ``run_id`` が名指したランと、それより後のすべて)。"""
+
+    removed_runs: list[str]
+
+
+# 表の順 (docs/protocol.md 4 章の表と同じ順)
+EVENT_CLASSES: tuple[type[ServerEvent], ...] = (
+    RunStarted,
+    ContextTrimmed,
+    StepStarted,
+    TextStarted,
+    TextDelta,
+    TextFinished,
+    ReasoningStarted,
+    ReasoningDelta,
+    ReasoningFinished,
+    ToolCallStarted,
+    ToolCallDelta,
+    ToolCallReady,
+    ToolResult,
+    StepFinished,
+    Retry,
+    StepReset,
+    RunFinished,
+    RunError,
+    RunCancelled,
+    ThreadRewound,
+)
+# イベント名 → データクラス
+EVENT_TYPES: dict[str, type[ServerEvent]] = {cls.TYPE: cls for cls in EVENT_CLASSES}
+# ランの終わりのイベントの名前
+RUN_END_EVENTS: tuple[str, ...] = tuple(cls.TYPE for cls in EVENT_CLASSES if cls.TERMINAL)
+
+
+def internal_run_error(message: str, rolled_back: bool = False) -> RunError:
+    """サーバーの内部の誤りで終わるランの ``run_error`` (使用量 0、出力前)。登録簿の後始末が使う。"""
+    error = {"code": "internal", "message": message, "provider": None, "retryable": False, "phase": "before_output"}
+    return RunError(error=error, usage=Usage(), rolled_back=rolled_back)
+
+
+__all__ = [
+    "EVENT_CLASSES",
+    "EVENT_TYPES",
+    "RUN_END_EVENTS",
+    "ContextTrimmed",
+    "MessageClosed",
+    "MessageDelta",
+    "MessageOpened",
+    "ReasoningDelta",
+    "ReasoningFinished",
+    "ReasoningStarted",
+    "Retry",
+    "RunCancelled",
+    "RunError",
+    "RunFinished",
+    "RunStarted",
+    "ServerEvent",
+    "StartedMessage",
+    "StepFinished",
+    "StepReset",
+    "StepStarted",
+    "TextDelta",
+    "TextFinished",
+    "TextStarted",
+    "ThreadRewound",
+    "ToolCallDelta",
+    "ToolCallReady",
+    "ToolCallStarted",
+    "ToolResult",
+]
