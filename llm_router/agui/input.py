@@ -17,10 +17,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from llm_router.core.json_schema_validation import json_type
 from llm_router.core.schemas.common import ContentPart, ImagePart, Message, TextPart, ToolCall, ToolResult
 from llm_router.realtime.protocol_errors import ProtocolError
 from llm_router.realtime.schemas import RunSettings, parse_settings
-from llm_router.realtime.validators import FieldSet, as_string, join_path, json_type_name
+from llm_router.realtime.validators import FieldSet, as_string, join_path
 
 MAX_ID_CHARS = 256
 _BASE_MESSAGE = ("id", "role", "name", "encryptedValue", "metadata", "subagentRunId")
@@ -108,13 +109,13 @@ def parse_run_input(body: Any) -> AguiInput:
 def _parse(body: Any) -> AguiInput:
     """検証の本体 (誤りは :class:`ProtocolError`)。"""
     if not isinstance(body, dict):
-        raise InputError("", f"body: must be a JSON object (RunAgentInput), got {json_type_name(body)}")
+        raise InputError("", f"body: must be a JSON object (RunAgentInput), got {json_type(body, integers=False)}")
     fields = FieldSet(INPUT_FIELDS, required=("threadId", "runId", "messages")).check(body)
     thread_id = _id(fields["threadId"], "threadId")
     run_id = _id(fields["runId"], "runId")
     raw_messages = fields["messages"]
     if not isinstance(raw_messages, list):
-        raise InputError("messages", f"messages: must be an array, got {json_type_name(raw_messages)}")
+        raise InputError("messages", f"messages: must be an array, got {json_type(raw_messages, integers=False)}")
     history, system = MessageReader().read(raw_messages)
     if not history:
         raise InputError("messages", "messages: must hold at least one user, assistant or tool message")
@@ -129,7 +130,7 @@ def _parse(body: Any) -> AguiInput:
     resume = fields.get("resume")
     if resume is not None:
         if not isinstance(resume, list):
-            raise InputError("resume", f"resume: must be an array, got {json_type_name(resume)}")
+            raise InputError("resume", f"resume: must be an array, got {json_type(resume, integers=False)}")
         if resume:
             raise InputError(
                 "resume", "resume: this agent never ends a run with an interrupt; there is nothing to resume"
@@ -141,7 +142,7 @@ def _parse(body: Any) -> AguiInput:
 def _tools(value: Any) -> list[dict[str, Any]]:
     """``tools``: ``{name, description, parameters?, metadata?}`` の配列を正規形の dict にする。"""
     if not isinstance(value, list):
-        raise InputError("tools", f"tools: must be an array, got {json_type_name(value)}")
+        raise InputError("tools", f"tools: must be an array, got {json_type(value, integers=False)}")
     out: list[dict[str, Any]] = []
     for i, raw in enumerate(value):
         path = f"tools[{i}]"
@@ -163,7 +164,7 @@ def _tools(value: Any) -> list[dict[str, Any]]:
 def _context(value: Any) -> str:
     """``context``: ``{description, value}`` の配列を、システムプロンプトに足す文章にする。"""
     if not isinstance(value, list):
-        raise InputError("context", f"context: must be an array, got {json_type_name(value)}")
+        raise InputError("context", f"context: must be an array, got {json_type(value, integers=False)}")
     lines = []
     for i, raw in enumerate(value):
         fields = FieldSet(("description", "value"), required=("description", "value"), path=f"context[{i}]").check(raw)
@@ -209,11 +210,12 @@ class MessageReader:
     def _one(self, raw: Any, path: str) -> None:
         """1 メッセージを検証して写す。"""
         if not isinstance(raw, dict):
-            raise InputError(path, f"{path}: must be an object, got {json_type_name(raw)}")
+            raise InputError(path, f"{path}: must be an object, got {json_type(raw, integers=False)}")
         role = raw.get("role")
         if role not in MESSAGE_FIELDS:
             raise InputError(
-                f"{path}.role", f"{path}.role: must be one of {', '.join(MESSAGE_FIELDS)}, got {json_type_name(role)}"
+                f"{path}.role",
+                f"{path}.role: must be one of {', '.join(MESSAGE_FIELDS)}, got {json_type(role, integers=False)}",
             )
         required = ("id", "role", "toolCallId", "content") if role == "tool" else ("id", "role")
         if role in ("user", "system", "developer", "reasoning"):
@@ -292,7 +294,9 @@ def _array(fields: dict[str, Any], key: str, path: str) -> list[Any]:
     """任意の配列フィールド (無ければ空)。"""
     value = fields.get(key, [])
     if not isinstance(value, list):
-        raise InputError(join_path(path, key), f"{join_path(path, key)}: must be an array, got {json_type_name(value)}")
+        raise InputError(
+            join_path(path, key), f"{join_path(path, key)}: must be an array, got {json_type(value, integers=False)}"
+        )
     return value
 
 
@@ -301,7 +305,7 @@ def _user_content(value: Any, path: str) -> str | list[ContentPart]:
     if isinstance(value, str):
         return value
     if not isinstance(value, list):
-        raise InputError(path, f"{path}: must be a string or an array of parts, got {json_type_name(value)}")
+        raise InputError(path, f"{path}: must be a string or an array of parts, got {json_type(value, integers=False)}")
     parts: list[ContentPart] = []
     for i, raw in enumerate(value):
         part_path = f"{path}[{i}]"
@@ -343,7 +347,7 @@ def _text_content(value: Any, path: str) -> str:
     if isinstance(value, str):
         return value
     if not isinstance(value, list):
-        raise InputError(path, f"{path}: must be a string or an array of parts, got {json_type_name(value)}")
+        raise InputError(path, f"{path}: must be a string or an array of parts, got {json_type(value, integers=False)}")
     texts = []
     for i, raw in enumerate(value):
         if not isinstance(raw, dict) or raw.get("type") != "text":

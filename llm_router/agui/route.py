@@ -211,21 +211,16 @@ class AguiEndpoint:
 
     def _thread_state(self, parsed: AguiInput) -> tuple[Any, list[str]]:
         """モデル・ツール・設定を Socket.IO の ``start`` と同じ規則で検証し、エージェントのスレッド状態を作る。"""
-        from llm_router.agent import RunSettings, ThreadState
+        from llm_router.agent import ThreadState
         from llm_router.realtime.schemas import StartPayload
 
         payload = StartPayload(
             model=parsed.model, tools=parsed.tools, server_tools=parsed.server_tools, settings=parsed.settings
         )
         config, warnings = self.builder.build(payload, None)
-        state = ThreadState(
-            thread_id=parsed.thread_id,
-            system=parsed.system,
-            client_tools=list(config.client_tools),
-            model=config.model,
-            settings=RunSettings.from_dict(config.settings.to_dict()),
-            server_tools=list(config.server_tools),
-        )
+        state = ThreadState(thread_id=parsed.thread_id)
+        state.use_config(config)
+        state.system = parsed.system
         return state, warnings
 
     # ------------------------------------------------------------ ラン
