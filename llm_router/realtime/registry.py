@@ -188,6 +188,12 @@ class ThreadRegistry:
         self._lock = threading.Lock()
         self._sweeper_started = False
         self._closing = False
+        # eventlet では差分をハブへ戻るまでまとめてコミットする (docs/benchmarks.md「ストアの費用」)
+        self._defer = None
+        if settings.config.server.async_mode == "eventlet":
+            import eventlet
+
+            self._defer = eventlet.spawn_n
         try:
             self.recovered = close_orphaned_runs(self.store)
         except StoreUnavailable:
@@ -318,6 +324,7 @@ class ThreadRegistry:
                     entries,
                     stored.title if stored is not None else None,
                     lambda run_id: self._run_end(record, run_id),
+                    self._defer,
                 )
                 self._threads[thread_id] = record
                 # 閉じた結果その主体の表が空になって外れていることがあるので、引き直して足す
@@ -545,6 +552,7 @@ class ThreadRegistry:
         try:
             if record is not None and record.owner == principal:
                 with record.emitter.lock:
+                    record.emitter.flush()
                     entries = list(record.emitter.entries)
                     last_seq = self.store.bounds(record.id).last_seq
                 client_names = {t.name for t in record.config.client_tools}
