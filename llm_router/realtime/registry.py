@@ -452,16 +452,21 @@ class ThreadRegistry:
                 self.store.mark_run_active(record.id, run_id)
             except StoreUnavailable as exc:
                 raise store_refused(exc) from None
-            self._apply_config(record)
-            run = AgentRun(
-                run_id,
-                record.state,
-                payload.content,
-                self.router,
-                self.tools,
-                record.emitter,
-                self.settings.config.agent,
-            )
+            try:
+                self._apply_config(record)
+                run = AgentRun(
+                    run_id,
+                    record.state,
+                    payload.content,
+                    self.router,
+                    self.tools,
+                    record.emitter,
+                    self.settings.config.agent,
+                )
+            except BaseException:
+                # ランを作れなかった: 記録した開始を閉じる (起動時の回復が interrupted にしないように)
+                self.store.mark_run_ended(record.id, run_id)
+                raise
             record.active, record.active_run_id = run, run_id
             record.run_ids.append(run_id)
             record.last_activity = time.monotonic()
