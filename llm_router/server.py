@@ -176,6 +176,7 @@ def _install_shutdown(socketio: Any, services: Services) -> None:
             if services.mcp is not None:
                 services.mcp.close()
             socketio.sleep(FLUSH_S)
+            services.registry.close()
         finally:
             logger.info("llm_router stopped")
             logging.shutdown()

@@ -48,3 +48,14 @@ class RunEvents:
             if event.TERMINAL:
                 self.closed = True
             return True
+
+    def sync_history(self) -> None:
+        """履歴が変わった (ステップが完了した) ことをシンクに伝える。
+
+        シンクが ``sync_history(run_id)`` を持てば呼ぶ (リアルタイム層はここで履歴をストアへ書く)。
+        持たなければ何もしない (次のイベントと一緒に書かれる)。
+        """
+        with self.lock:
+            hook = getattr(self._sink, "sync_history", None)
+            if hook is not None and not self.closed:
+                hook(self.run_id)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from llm_router.agent.context import ModelSource, RunContext, logger
-from llm_router.agent.errors import error_payload
+from llm_router.agent.errors import error_payload, unexpected_end_error
 from llm_router.agent.events import RunEvents
 from llm_router.agent.sink import EventSink
 from llm_router.agent.steps import Cancelled, Continue, Failed, Finished, Outcome, run_step
@@ -91,7 +91,14 @@ class AgentRun:
         if self.done:
             # 実行が終わっていれば、既知の呼び出しはすべて closed (not_awaiting) になっている
             self.ctx.client_calls.close_all()
-        return self.ctx.client_calls.submit(tool_call_id, result, is_error)
+        try:
+            return self.ctx.client_calls.submit(tool_call_id, result, is_error)
+        except Exception as exc:
+            # 結果のイベントを送れなかった (ストアが書き込みを拒んだなど): ランをその誤りで終え、待ちをほどく
+            logger.exception("recording the tool result of run %s failed", self.run_id)
+            self._end(Failed(error_payload(exc, "tool", "", self.ctx.secrets)))
+            self.ctx.token.cancel("error")
+            raise
 
     def cancel(self, mode: str = "now", reason: str = "client") -> bool:
         """実行を取り消す。``now`` は即座に、``after_step`` はいまのステップ (とそのツール) の後で。
@@ -112,6 +119,11 @@ class AgentRun:
         # 上流のソケットを閉じ、待ちをほどく (ロックの外で: コールバックが別のロックを取ってもよいように)
         self.ctx.token.cancel(reason)
         return True
+
+    def ensure_ended(self) -> None:
+        """終わりのイベントがまだ出ていなければ ``run_error`` (``internal``) で閉じる (登録簿の最後の守り)。"""
+        phase = "tool" if self.ctx.progress.assistant else "before_output"
+        self._end(Failed(unexpected_end_error(phase)))
 
     # ------------------------------------------------------------ ループ
 
