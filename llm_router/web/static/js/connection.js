@@ -5,6 +5,8 @@
  * - サーバーのイベントはすべて {type, thread_id, run_id, seq, ts} の封筒を持つ (PROTOCOL.md)。
  *   seq はスレッドごとに 1 から 1 ずつ増えるので、最後に処理した seq を覚えておき、
  *   再接続したら start の resume_after_seq でその続きから送り直してもらう。
+ * - 過去の会話を開くとき (別のブラウザ、読み込み直し、一覧から) は、まず get_history で履歴を受け取り
+ *   (onHistory)、その last_seq の続きから start {resume_after_seq} で生のイベントを受ける。
  * - 届いたイベントは seq で重複を捨て、飛びがあれば埋まるまで待ってから順に渡す。
  *   python-socketio には接続状態の復元が無いので (DESIGN.md)、これはクライアント側の仕事。
  */
@@ -31,14 +33,17 @@ export class AgentConnection {
    * @param {(state: string, detail?: string) => void} opts.onStatus 接続状態の変化
    * @param {(ack: Object, info: {resumed: boolean, lost: boolean}) => void} opts.onStarted start の ack が ok だったとき
    *   (lost: サーバーがこのスレッドのログを失っていた。再起動など)
-   * @param {(err: Error) => void} opts.onStartFailed start が失敗したとき
+   * @param {(err: Error) => void} opts.onStartFailed start (または get_history) が失敗したとき
+   * @param {(ack: Object) => void} opts.onHistory get_history の ack (履歴から会話を描く)
    */
-  constructor({ getToken, onEvent, onStatus, onStarted, onStartFailed }) {
+  constructor({ getToken, onEvent, onStatus, onStarted, onStartFailed, onHistory }) {
     this.getToken = getToken;
     this.onEvent = onEvent;
     this.onStatus = onStatus;
     this.onStarted = onStarted;
     this.onStartFailed = onStartFailed;
+    this.onHistory = onHistory;
+    this.historyPending = false; // 次の start の前に get_history で履歴を読むか
     this.threadId = null;
     this.lastSeq = 0;
     this.knownThread = false; // サーバーにすでにあるかもしれないスレッドか (再読み込み後など)
@@ -98,11 +103,16 @@ export class AgentConnection {
     this.socket.connect();
   }
 
-  /** 使うスレッドを決める (id はクライアントで作る。未知の id なら、サーバーがその id で作る)。 */
+  /**
+   * 使うスレッドを決める (id はクライアントで作る。未知の id なら、サーバーがその id で作る)。
+   * known: サーバーにすでにあるはずのスレッド。次の start の前に get_history で履歴を読む。
+   */
   useThread(threadId, { known = false } = {}) {
     this.threadId = threadId;
     this.lastSeq = 0;
     this.knownThread = known;
+    this.historyPending = known;
+    this.historyLoading = null;
     this.outOfOrder.clear();
     clearTimeout(this.gapTimer);
   }
@@ -126,11 +136,23 @@ export class AgentConnection {
   /** start を 1 回送り、ack を反映する。 */
   async startOnce(resumed) {
     if (!this.threadId || !this.socket?.connected) return null;
-    const payload = { thread_id: this.threadId, ...this.startParams };
-    // 初めて作るスレッドでは再開するものが無い。それ以外は、見た所の続きから送り直してもらう
-    if (this.lastSeq > 0 || this.knownThread) payload.resume_after_seq = this.lastSeq;
     const threadId = this.threadId;
     try {
+      if (this.historyPending) {
+        // 同時に 2 つの start が来ても (接続と設定の変更など)、履歴は 1 度だけ読んで描く
+        if (this.historyLoading?.threadId !== threadId) {
+          const promise = this.loadHistory().catch((err) => {
+            if (this.historyLoading?.promise === promise) this.historyLoading = null; // 次の接続で読み直す
+            throw err;
+          });
+          this.historyLoading = { threadId, promise };
+        }
+        if (!(await this.historyLoading.promise)) return null;
+      }
+      if (threadId !== this.threadId) return null;
+      const payload = { thread_id: this.threadId, ...this.startParams };
+      // 初めて作るスレッドでは再開するものが無い。それ以外は、見た所の続きから送り直してもらう
+      if (this.lastSeq > 0 || this.knownThread) payload.resume_after_seq = this.lastSeq;
       const ack = await this.request("start", payload);
       if (threadId !== this.threadId) return ack; // 待つ間に別の会話へ切り替わった
       this.knownThread = true;
@@ -146,6 +168,38 @@ export class AgentConnection {
       this.onStartFailed(err);
       throw err;
     }
+  }
+
+  /**
+   * get_history で履歴を受け取り、その last_seq を最後に処理した seq とする (続きは start の再開で受ける)。
+   * サーバーに無いスレッド (unknown_thread: 削除された、メモリのストアで再起動した) は新しいスレッドとして始める。
+   * @returns {Promise<boolean>} start へ進んでよいか (待つ間に別の会話へ切り替わったら false)
+   */
+  async loadHistory() {
+    const threadId = this.threadId;
+    let ack = null;
+    try {
+      ack = await this.request("get_history", { thread_id: threadId });
+    } catch (err) {
+      if (err.code !== "unknown_thread") throw err;
+    }
+    if (threadId !== this.threadId) return false;
+    this.historyPending = false;
+    if (!ack) {
+      this.knownThread = false;
+      this.lastSeq = 0;
+      this.onHistory({ messages: [], last_seq: 0, unknown: true });
+      return true;
+    }
+    this.lastSeq = typeof ack.last_seq === "number" ? ack.last_seq : 0;
+    this.outOfOrder.clear();
+    this.onHistory(ack);
+    return true;
+  }
+
+  /** 実行 run_id とその後の実行を、モデルに見える履歴から取り除く (編集して答え直す前に)。 */
+  rewind(runId) {
+    return this.request("rewind", { thread_id: this.threadId, run_id: runId });
   }
 
   /** ack 付きでイベントを送る。ok でなければ AckError を投げる。 */
