@@ -6,7 +6,7 @@
  *   実行中の印。押すとその会話を開く (onOpen)。
  * - 「名前を変更」は行の中の入力欄 (Enter で update_thread、Esc で取り消し)。
  * - 「削除」は行の中で確かめてから delete_thread (window.confirm は使わない。既定のフォーカスは「やめる」)。
- * - 中身の無いスレッド (seq が 0 で題名も無い: 開いただけの新しい会話) は、いま開いているもの以外は出さない。
+ * - 中身の無いスレッド (seq が 0 で題名も無い: 開いただけの新しい会話) は出さない。
  */
 import { h, setText } from "./dom.js";
 
@@ -141,9 +141,9 @@ export class ThreadListView {
     return this.threads.get(threadId) || null;
   }
 
-  /** 一覧に出すか (中身の無い新しい会話は、いま開いているもの以外は出さない)。 */
+  /** 一覧に出すか (中身の無い会話 = 開いただけでまだ何も送っていないものは出さない)。 */
   visible(t) {
-    return t.thread_id === this.currentId || Boolean(t.title) || (t.last_seq || 0) > 0;
+    return Boolean(t.title) || (t.last_seq || 0) > 0;
   }
 
   /** 行を作り直す (名前の変更・削除の確認の最中の行はそのまま残す)。 */
