@@ -96,7 +96,7 @@ def test_thread_list_lists_renames_and_deletes(page, server):
     console.send("二つ目の会話の質問")
     assert console.wait_run_end() == "finished"
     expect(console.threads()).to_have_count(2)
-    assert console.thread_titles() == ["二つ目の会話の質問", "最初の会話の質問"]
+    expect(console.threads().locator(".thread-title")).to_have_text(["二つ目の会話の質問", "最初の会話の質問"])
     expect(console.thread("二つ目の会話の質問")).to_have_attribute("aria-current", "true")
 
     # 名前の変更: Esc で取り消せ、Enter で保存される (読み込み直しても残る = サーバーに保存された)
@@ -113,6 +113,7 @@ def test_thread_list_lists_renames_and_deletes(page, server):
     screenshot(page, "console-threads")
     console.open()
     expect(console.threads()).to_have_count(2)
+    # (名前の変更で updated_at が進むかどうかはサーバーの決めることなので、順序はここでは問わない)
     assert sorted(console.thread_titles()) == sorted(["二つ目の会話の質問", "名前を変えた会話"])
 
     # 削除: まず確かめる (既定は「やめる」)。やめれば残り、削除すれば消える
@@ -126,7 +127,7 @@ def test_thread_list_lists_renames_and_deletes(page, server):
     console.thread("名前を変えた会話").locator("button.thread-delete").click()
     page.locator("button.thread-delete-confirm").click()
     expect(console.threads()).to_have_count(1)
-    assert console.thread_titles() == ["二つ目の会話の質問"]
+    expect(console.threads().locator(".thread-title")).to_have_text(["二つ目の会話の質問"])
     with ProtocolClient(server.url) as client:
         ack = client.call("get_history", {"thread_id": thread_id})
         assert ack["ok"] is False and ack["error"]["code"] == "unknown_thread", ack
@@ -149,7 +150,7 @@ def test_deleting_the_open_conversation_starts_a_new_one(page, server):
     assert console.state("connection.threadId") != old_id
     console.send("新しい会話での質問")
     assert console.wait_run_end() == "finished"
-    assert console.thread_titles() == ["新しい会話での質問"]
+    expect(console.threads().locator(".thread-title")).to_have_text(["新しい会話での質問"])
 
 
 def test_the_list_pages_with_next_cursor(page, server):
@@ -160,14 +161,15 @@ def test_the_list_pages_with_next_cursor(page, server):
             assert client.call("start", {"thread_id": thread_id})["ok"]
             assert client.call("update_thread", {"thread_id": thread_id, "title": f"会話 {i:02d}"})["ok"]
     console = Console(page, server).open()
-    expect(console.threads()).to_have_count(30)
-    assert console.thread_titles()[0] == "会話 34"
+    # 最初のページの 30 件には、このページが開いたばかりの空の会話 (いちばん新しい) も入っていて、それは出さない
+    expect(console.threads()).to_have_count(29)
+    expect(console.threads().first.locator(".thread-title")).to_have_text("会話 34")
     more = page.locator("#thread-more")
     expect(more).to_be_visible()
     more.click()
     expect(console.threads()).to_have_count(35)
     expect(more).to_be_hidden()
-    assert console.thread_titles() == [f"会話 {i:02d}" for i in reversed(range(35))]
+    expect(console.threads().locator(".thread-title")).to_have_text([f"会話 {i:02d}" for i in reversed(range(35))])
 
 
 def test_reopen_in_a_fresh_browser_after_a_server_restart(page, fresh_context, openai_fake, store_path):

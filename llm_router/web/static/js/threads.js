@@ -165,7 +165,7 @@ export class ThreadListView {
     const open = h("button.thread-open", { type: "button", title, onclick: () => this.onOpen(t) },
       h("span.thread-title", { text: title }), h("span.thread-sub", {}, time, t.active_run_id ? h("span.thread-active", { text: "実行中" }) : null));
     const rename = h("button.thread-rename.icon-button", { type: "button", "aria-label": `「${title}」の名前を変更`, title: "名前を変更", text: "✎", onclick: () => this.startRename(li, t) });
-    const remove = h("button.thread-delete.icon-button", { type: "button", "aria-label": `「${title}」を削除`, title: "削除", text: "🗑", onclick: () => this.askDelete(li, t) });
+    const remove = h("button.thread-delete.icon-button", { type: "button", "aria-label": `「${title}」を削除`, title: "削除", text: "✕", onclick: () => this.askDelete(li, t) });
     const li = h("li.thread-item", { dataset: { threadId: t.thread_id } }, open, h("span.thread-actions", {}, rename, remove));
     return li;
   }
