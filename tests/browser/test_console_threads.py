@@ -365,3 +365,44 @@ def test_reloading_the_tab_redraws_from_the_server(page, server):
     assert console.user_texts() == ["読み込み直しても残る発言"]
     expect(console.assistant()).to_contain_text("了解しました: 読み込み直しても残る発言")
     expect(console.run().locator(".badge")).to_have_text("履歴")
+
+
+def test_a_tab_that_opens_the_thread_mid_run_follows_it_to_the_end(page, context, server):
+    """実行の途中で同じ会話を開いたタブも、履歴の発言と、続きのテキストを受けて終わりまで追う (全文になる)。"""
+    console = Console(page, server).open()
+    console.send("[slow] 途中から見られる長い話")
+    page.wait_for_function(
+        "() => { const m = document.querySelectorAll('.msg.assistant .msg-text'); return (m[0]?.textContent || '').length > 30; }"
+    )
+    second = _new_page(context)
+    tab = Console(second, server).open()
+    row = tab.thread("[slow] 途中から見られる長い話")
+    expect(row.locator(".thread-active")).to_have_text("実行中")
+    tab.open_thread("[slow] 途中から見られる長い話")
+    assert tab.user_texts() == ["[slow] 途中から見られる長い話"]
+    expect(second.locator("body")).to_have_attribute("data-running", "true")
+    expect(second.locator("#stop")).to_be_enabled()
+    assert tab.wait_run_end() == "finished"
+    assert console.wait_run_end() == "finished"
+    # 途中から見たテキストは text_finished の全文で置き換わる (見始める前の断片は届いていない)
+    assert tab.assistant_text() == console.assistant_text()
+    expect(row.locator(".thread-active")).to_have_count(0)
+    assert second.js_errors == []
+
+
+def test_reloading_mid_run_follows_the_run_to_the_end(page, server):
+    """実行の途中で読み込み直しても、発言は履歴から出て、実行は続きのイベントで終わりまで流れる。"""
+    console = Console(page, server).open()
+    console.send("[slow] 読み込み直しても続く話")
+    page.wait_for_function(
+        "() => { const m = document.querySelectorAll('.msg.assistant .msg-text'); return (m[0]?.textContent || '').length > 30; }"
+    )
+    page.goto(server.url + "/")
+    expect(page.locator("body")).to_have_attribute("data-thread-ready", "true")
+    expect(page.locator("body")).to_have_attribute("data-history-loaded", "true")
+    assert console.user_texts() == ["[slow] 読み込み直しても続く話"]
+    expect(page.locator("body")).to_have_attribute("data-running", "true")
+    assert console.wait_run_end() == "finished"
+    assert console.assistant_text() == "これはゆっくり流れる長い応答です。" * 20
+    expect(page.locator(".msg.assistant")).to_have_count(1)
+    expect(page.locator("details.run")).to_have_count(1)
