@@ -93,6 +93,8 @@ class ThreadEmitter:
         self.entries = entries
         self.title = title
         self._on_run_end = on_run_end
+        # 書けなかった終わりのイベント (ストアが戻ったら最初に記録する): (run_id, 封筒を除いたフィールド)
+        self.pending_end: tuple[str | None, str, dict[str, Any]] | None = None
         # 再入できるロック: rewind は送出のロックの下で履歴を変えてから emit する
         self.lock = threading.RLock()
 
@@ -106,6 +108,8 @@ class ThreadEmitter:
         """
         with self.lock:
             terminal = event_type in RUN_END_EVENTS
+            if not terminal:
+                self.settle()
             # アクティブなランを外すのも送出のロックの下で: 外れた直後に別のソケットが始めたランの
             # run_started は、このロックを待つので必ずこの終わりのイベントより後の seq になる
             if terminal and self._on_run_end is not None:
@@ -138,10 +142,14 @@ class ThreadEmitter:
                 self._restore_history()
                 if not terminal:
                     raise
-                # 終わりのイベントさえ書けない: 記録されない通知として送り、ランを閉じる
+                # 終わりのイベントさえ書けない: 記録されない通知 (seq: null) として送ってランを閉じ、
+                # ストアが戻ったら最初に記録する (settle)
                 event["seq"] = None
                 if event_type == "run_error":
-                    event["rolled_back"] = not any(e.run_id == run_id for e in self.entries)
+                    event["rolled_back"] = self._rollback_point(run_id)[0]
+                self.pending_end = (run_id, event_type, {k: v for k, v in fields.items() if k != "seq"})
+                if event_type == "run_error":
+                    self.pending_end[2]["rolled_back"] = event["rolled_back"]
                 self._socketio.emit(event_type, event, to=self.room, namespace=NAMESPACE)
                 return
             if keep is not None:
@@ -150,6 +158,44 @@ class ThreadEmitter:
             if title is not None:
                 self.title = title
             self._socketio.emit(event_type, event, to=self.room, namespace=NAMESPACE)
+
+    def settle(self) -> None:
+        """書けなかった終わりのイベントがあれば、いま記録する (ストアが書き込みを受け付けるようになった後)。
+
+        ``run_error`` で完了したステップが無ければ、そのランのユーザーメッセージも同じトランザクションで
+        履歴から外す (``rolled_back``)。記録したイベントは ``seq`` つきでルームへも送る。
+
+        Raises:
+            StoreUnavailable: まだ書けない (何も変わらない)。
+        """
+        with self.lock:
+            if self.pending_end is None:
+                return
+            run_id, event_type, fields = self.pending_end
+            rolled_back, first = self._rollback_point(run_id)
+            keep = first if (event_type == "run_error" and rolled_back and first is not None) else None
+            event: dict[str, Any] = {
+                "type": event_type,
+                "thread_id": self.thread_id,
+                "run_id": run_id,
+                "ts": time.time(),
+            }
+            event.update(fields)
+            change = None if keep is None else HistoryChange(keep, [])
+            self.store.commit(self.thread_id, [event], history=change, run_ended=run_id)
+            self.pending_end = None
+            if keep is not None:
+                del self.entries[keep:]
+                self._restore_history()
+            self._socketio.emit(event_type, event, to=self.room, namespace=NAMESPACE)
+
+    def _rollback_point(self, run_id: str | None) -> tuple[bool, int | None]:
+        """失敗したランの巻き戻し: ``(完了したステップが無い, そのランの最初の項目の位置)``。"""
+        first = next((i for i, e in enumerate(self.entries) if e.run_id == run_id), None)
+        completed = any(
+            e.run_id == run_id and e.message.role == "assistant" and not e.message.interrupted for e in self.entries
+        )
+        return not completed, first
 
     def sync_history(self, run_id: str | None) -> None:
         """(ステップの確定で) 履歴の変更だけをストアへコミットする。変わっていなければ何もしない。

@@ -441,6 +441,7 @@ class ThreadRegistry:
             if run_id in record.run_ids:
                 raise invalid(f"run_id: '{run_id}' was already used in this thread")
             try:
+                record.emitter.settle()
                 self.store.mark_run_active(record.id, run_id)
             except StoreUnavailable as exc:
                 raise store_refused(exc) from None

@@ -27,7 +27,12 @@ def test_sqlite_backend_creates_the_file_with_limits_from_server_config(tmp_path
     """sqlite は ``store.path`` にファイル (とフォルダ) を作り、ログの上限は ``server.event_log_*`` から。"""
     path = tmp_path / "nested" / "db.sqlite3"
     store = open_store(
-        settings(f"store.path={path}", "server.event_log_max_events=2", "store.event_log_max_bytes=100000")
+        settings(
+            f"store.path={path}",
+            "server.event_log_max_events=2",
+            "server.event_log_max_bytes=0",
+            "store.event_log_max_bytes=100000",
+        )
     )
     try:
         assert isinstance(store, SqliteStore) and path.is_file()
@@ -42,7 +47,7 @@ def test_sqlite_backend_creates_the_file_with_limits_from_server_config(tmp_path
 
 def test_memory_backend():
     """``store.backend=memory`` はメモリのストア (バイト数の上限 0 は上限なし)。"""
-    store = open_store(settings("store.backend=memory"))
+    store = open_store(settings("store.backend=memory", "server.event_log_max_bytes=0"))
     assert isinstance(store, MemoryStore) and store.limits.max_bytes is None
 
 
