@@ -384,8 +384,11 @@ def test_a_tab_that_opens_the_thread_mid_run_follows_it_to_the_end(page, context
     expect(second.locator("#stop")).to_be_enabled()
     assert tab.wait_run_end() == "finished"
     assert console.wait_run_end() == "finished"
-    # 途中から見たテキストは text_finished の全文で置き換わる (見始める前の断片は届いていない)
+    # 動いていた実行は始まりから送り直してもらうので、断片の和も全文と一致する
     assert tab.assistant_text() == console.assistant_text()
+    assert tab.state("conversation.mismatches") == 0
+    expect(second.locator("details.run")).to_have_count(1)
+    expect(second.locator("details.run .badge")).to_have_text("完了")
     expect(row.locator(".thread-active")).to_have_count(0)
     assert second.js_errors == []
 
@@ -404,5 +407,23 @@ def test_reloading_mid_run_follows_the_run_to_the_end(page, server):
     expect(page.locator("body")).to_have_attribute("data-running", "true")
     assert console.wait_run_end() == "finished"
     assert console.assistant_text() == "これはゆっくり流れる長い応答です。" * 20
+    assert console.state("conversation.mismatches") == 0
     expect(page.locator(".msg.assistant")).to_have_count(1)
     expect(page.locator("details.run")).to_have_count(1)
+
+
+def test_a_browser_tool_waiting_for_an_answer_is_asked_again_after_a_reload(page, server):
+    """確認ダイアログ (ブラウザ側ツール) を待っている間に読み込み直しても、ダイアログがまた出て、答えれば実行が終わる。"""
+    console = Console(page, server).open()
+    console.send("confirm_action で確かめてから進めて")
+    dialog = page.locator("#confirm-dialog")
+    expect(dialog).to_be_visible()
+    page.goto(server.url + "/")
+    expect(page.locator("body")).to_have_attribute("data-history-loaded", "true")
+    expect(dialog).to_be_visible()
+    assert console.user_texts() == ["confirm_action で確かめてから進めて"]
+    page.locator("#confirm-yes").click()
+    assert console.wait_run_end() == "finished"
+    expect(console.assistant()).to_contain_text("ツールの結果:")
+    expect(console.assistant()).to_contain_text('"confirmed": true')
+    expect(page.locator(".msg.assistant")).to_have_count(1)

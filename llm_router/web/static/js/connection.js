@@ -113,6 +113,7 @@ export class AgentConnection {
     this.knownThread = known;
     this.historyPending = known;
     this.historyLoading = null;
+    this.catching = null;
     this.outOfOrder.clear();
     clearTimeout(this.gapTimer);
   }
@@ -197,6 +198,28 @@ export class AgentConnection {
     return true;
   }
 
+  /**
+   * 始まりを見ていない実行 (履歴を読んだときにはもう動いていた) を、その始まりから送り直してもらう。
+   * 履歴には終わったステップしか無いので、いま動いているステップ (流れているテキスト、答えを待つブラウザ側ツール) は
+   * イベントからしか描けない。start {resume_after_seq: 0} を送り、最後の seq までのうちその実行のイベントだけを
+   * もう一度 onEvent に渡す (ほかの実行の古いイベントは捨てる)。送り直しが終わる (ack) までは新しいイベントを待たせ、
+   * 順序を保つ。
+   * @returns {boolean} 送り直しを頼んだか (接続していなければ頼めない)
+   */
+  catchUp(runId) {
+    if (this.catching || !this.socket?.connected) return false;
+    const catching = { runId, limit: this.lastSeq, seen: new Set() };
+    this.catching = catching;
+    const payload = { thread_id: this.threadId, ...this.startParams, resume_after_seq: 0 };
+    this.request("start", payload)
+      .catch(() => null)
+      .finally(() => {
+        if (this.catching === catching) this.catching = null;
+        this.drain();
+      });
+    return true;
+  }
+
   /** 実行 run_id とその後の実行を、モデルに見える履歴から取り除く (編集して答え直す前に)。 */
   rewind(runId) {
     return this.request("rewind", { thread_id: this.threadId, run_id: runId });
@@ -241,6 +264,15 @@ export class AgentConnection {
     if (!payload || typeof payload !== "object" || payload.thread_id !== this.threadId) return;
     const seq = payload.seq;
     if (typeof seq !== "number") return;
+    const catching = this.catching;
+    if (catching && seq <= catching.limit) {
+      // 始まりから送り直してもらっている実行のイベントだけを、もう一度渡す (1 回ずつ)
+      if (payload.run_id === catching.runId && !catching.seen.has(seq)) {
+        catching.seen.add(seq);
+        this.deliver({ ...payload, type: payload.type || name });
+      }
+      return;
+    }
     if (seq <= this.lastSeq || this.outOfOrder.has(seq)) {
       this.duplicates += 1;
       return;
@@ -251,15 +283,13 @@ export class AgentConnection {
 
   /** 次の seq が揃っている限り順に渡す。飛びが残れば、しばらく待って再開を頼み直す。 */
   drain() {
+    if (this.catching) return; // 送り直しの最中は、新しいイベントをその後まで待たせる
     while (this.outOfOrder.has(this.lastSeq + 1)) {
       const event = this.outOfOrder.get(this.lastSeq + 1);
       this.outOfOrder.delete(this.lastSeq + 1);
       this.lastSeq += 1;
-      try {
-        this.onEvent(event);
-      } catch (err) {
-        console.error("イベントの処理に失敗しました", event, err);
-      }
+      this.deliver(event);
+      if (this.catching) return;
     }
     clearTimeout(this.gapTimer);
     if (this.outOfOrder.size === 0) {
@@ -267,6 +297,15 @@ export class AgentConnection {
       return;
     }
     this.gapTimer = setTimeout(() => this.resolveGap(), GAP_RESYNC_MS);
+  }
+
+  /** イベントを 1 つ渡す (処理の失敗で列を止めない)。 */
+  deliver(event) {
+    try {
+      this.onEvent(event);
+    } catch (err) {
+      console.error("イベントの処理に失敗しました", event, err);
+    }
   }
 
   /** seq の飛びが埋まらない: 1 度は再開を頼み直し、それでも駄目なら (ログが上限で切られた) 先へ進む。 */

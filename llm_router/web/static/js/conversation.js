@@ -130,6 +130,21 @@ export class ConversationView {
     input.focus();
   }
 
+  /** 実行の表示のうち、発言以外 (テキスト、ツールの札、印) を空にする (イベントから描き直す前に)。 */
+  resetRun(runId) {
+    const run = this.runs.get(runId);
+    if (!run) return;
+    for (const block of run.texts.values()) this.batcher.discard(block);
+    run.body.replaceChildren();
+    run.texts.clear();
+    run.chips.clear();
+    run.copy?.remove();
+    run.copy = null;
+    run.hasText = false;
+    run.step = 0;
+    this.setStatus(run, "");
+  }
+
   /** 始まりを見ていない実行 (読み込み直す前から動いていたもの) を、動いているものとして示す。 */
   markRunning(runId) {
     const run = this.ensureRun(runId);

@@ -201,12 +201,24 @@ class ConsoleApp {
     if (runId && !this.activeRunId && !this.endedRuns.has(runId)) this.markRunning(runId);
   }
 
-  /** 始まりを見ていない実行 (読み込み直す前から動いていたもの) を実行中として示す。 */
+  /**
+   * 始まりを見ていない実行 (履歴を読む前から動いていたもの) を実行中として示し、その実行のイベントを始まりから
+   * 送り直してもらう (いま動いているステップと、答えを待つブラウザ側ツールは、履歴には無いため)。
+   * 送り直しが始まれば、その実行の表示 (発言以外) は一度空にして、イベントから描き直す。
+   * @returns {boolean} 送り直しを頼んだか
+   */
   markRunning(runId) {
     this.activeRunId = runId;
+    const replaying = this.connection.catchUp(runId);
+    if (replaying) {
+      this.conversation.resetRun(runId);
+      this.timeline.removeRuns([runId]);
+      this.tools.forgetRuns([runId]);
+    }
     this.conversation.markRunning(runId);
     this.timeline.markRunning(runId);
     this.updateControls();
+    return replaying;
   }
 
   /** サーバーがスレッドを失っていた (再起動など): 実行中だったものは終わったと示し、そのことを知らせる。 */
@@ -266,8 +278,8 @@ class ConsoleApp {
     }
     if (event.type === "run_started") this.activeRunId = event.run_id;
     else if (event.run_id && !RUN_END.has(event.type) && !this.endedRuns.has(event.run_id) && this.activeRunId !== event.run_id) {
-      // 始まりを見ていない実行の続き (読み込み直す前から動いていた)
-      this.markRunning(event.run_id);
+      // 始まりを見ていない実行の続き (読み込み直す前から動いていた)。このイベントも送り直しの中でもう一度来る
+      if (this.markRunning(event.run_id)) return;
     }
     this.conversation.handle(event);
     this.timeline.handle(event);
