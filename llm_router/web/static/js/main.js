@@ -61,6 +61,7 @@ class ConsoleApp {
       onOpen: (summary) => this.openPast(summary.thread_id),
       onDeleted: (threadId) => this.threadDeleted(threadId),
       onRefreshed: () => this.reconcileActiveRun(),
+      knownEnded: (runId) => this.endedRuns.has(runId),
     });
     this.tools = new ClientToolBridge(this.connection, this.runner, this.timeline);
     this.models = new ModelPicker(this.$("model-select"), this.store);
@@ -290,6 +291,7 @@ class ConsoleApp {
     }
     if (event.type === "run_started" || RUN_END.has(event.type)) {
       this.updateControls();
+      this.threads.setActive(this.connection.threadId, this.activeRunId);
       this.threads.refreshSoon();
     }
   }

@@ -55,8 +55,9 @@ export class ThreadListView {
    * @param {(summary: Object) => void} opts.onOpen 行が押された (その会話を開く)
    * @param {(threadId: string) => void} opts.onDeleted スレッドを削除した
    * @param {() => void} [opts.onRefreshed] 最初のページを読み直した
+   * @param {(runId: string) => boolean} [opts.knownEnded] 終わったと分かっている実行か (遅れて届いた一覧の「実行中」を出さない)
    */
-  constructor({ list, more, status, request, onOpen, onDeleted, onRefreshed }) {
+  constructor({ list, more, status, request, onOpen, onDeleted, onRefreshed, knownEnded }) {
     this.list = list;
     this.more = more;
     this.status = status;
@@ -64,6 +65,7 @@ export class ThreadListView {
     this.onOpen = onOpen;
     this.onDeleted = onDeleted;
     this.onRefreshed = onRefreshed || (() => {});
+    this.knownEnded = knownEnded || (() => false);
     /** @type {Map<string, Object>} thread_id → list_threads の 1 件 */
     this.threads = new Map();
     this.order = [];
@@ -83,6 +85,14 @@ export class ThreadListView {
       if (li.dataset.threadId === threadId) li.setAttribute("aria-current", "true");
       else li.removeAttribute("aria-current");
     }
+  }
+
+  /** 開いている会話の実行の始まり・終わりを、読み直しを待たずに行へ映す (「実行中」の印)。 */
+  setActive(threadId, runId) {
+    const t = this.threads.get(threadId);
+    if (!t || (t.active_run_id || null) === (runId || null)) return;
+    this.threads.set(threadId, { ...t, active_run_id: runId || null });
+    if (this.editing !== threadId) this.render();
   }
 
   /** 少し後に最初のページから読み直す (続けて呼ばれたら 1 回にまとめる)。 */
@@ -163,7 +173,7 @@ export class ThreadListView {
     const title = t.title || "(無題)";
     const time = h("time.thread-time", { datetime: date ? date.toISOString() : "", title: absoluteTime(date), text: relativeTime(date) });
     const open = h("button.thread-open", { type: "button", title, onclick: () => this.onOpen(t) },
-      h("span.thread-title", { text: title }), h("span.thread-sub", {}, time, t.active_run_id ? h("span.thread-active", { text: "実行中" }) : null));
+      h("span.thread-title", { text: title }), h("span.thread-sub", {}, time, t.active_run_id && !this.knownEnded(t.active_run_id) ? h("span.thread-active", { text: "実行中" }) : null));
     const rename = h("button.thread-rename.icon-button", { type: "button", "aria-label": `「${title}」の名前を変更`, title: "名前を変更", text: "✎", onclick: () => this.startRename(li, t) });
     const remove = h("button.thread-delete.icon-button", { type: "button", "aria-label": `「${title}」を削除`, title: "削除", text: "✕", onclick: () => this.askDelete(li, t) });
     const li = h("li.thread-item", { dataset: { threadId: t.thread_id } }, open, h("span.thread-actions", {}, rename, remove));
