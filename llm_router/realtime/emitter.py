@@ -34,6 +34,9 @@ from llm_router.store.errors import StoreUnavailable
 
 NAMESPACE = "/agent"
 TITLE_CHARS = 60
+# まとめてコミットしてよいイベント (履歴を変えない差分) と、1 回のまとまりの上限
+BATCHED_EVENTS = frozenset({"text_delta", "reasoning_delta", "tool_call_delta"})
+MAX_BATCH = 64
 
 
 def room_name(thread_id: str) -> str:
@@ -83,8 +86,15 @@ class ThreadEmitter:
         entries: list[HistoryEntry],
         title: str | None = None,
         on_run_end: Callable[[str | None], None] | None = None,
+        defer: Callable[[Callable[[], None]], Any] | None = None,
     ) -> None:
-        """送出口を作る。"""
+        """送出口を作る。
+
+        ``defer`` (eventlet では ``eventlet.spawn_n``) があれば、差分のイベントをすぐにはコミットせず
+        まとまりに溜め、呼んでいるグリーンスレッドがハブへ戻ったとき (上流の次の読み取りが待つとき) に
+        1 回のコミットで書いてから送る。差分以外のイベント・再開・スレッドのイベントは、その前に必ず
+        まとまりを書き出す。どのイベントもコミットより先には送らない。
+        """
         self.thread_id = thread_id
         self.room = room_name(thread_id)
         self._socketio = socketio
@@ -97,6 +107,10 @@ class ThreadEmitter:
         self.pending_end: tuple[str | None, str, dict[str, Any]] | None = None
         # 再入できるロック: rewind は送出のロックの下で履歴を変えてから emit する
         self.lock = threading.RLock()
+        self._defer = defer
+        # まだコミットしていない差分 (seq はまだ無い) と、書き出しで起きた誤り (次の emit で上げる)
+        self._batch: list[dict[str, Any]] = []
+        self._batch_error: StoreUnavailable | None = None
 
     # ------------------------------------------------------------ 送出
 
@@ -106,8 +120,20 @@ class ThreadEmitter:
         Raises:
             StoreUnavailable: ストアが書き込みを拒んだ (終わりのイベント以外)。何も送らず、何も残らない。
         """
+        if self._defer is not None and event_type in BATCHED_EVENTS:
+            self._buffer(event_type, run_id, fields)
+            return
         with self.lock:
             terminal = event_type in RUN_END_EVENTS
+            try:
+                if self._batch_error is not None:
+                    error, self._batch_error = self._batch_error, None
+                    raise error
+                self.flush()
+            except StoreUnavailable:
+                # 書けなかった差分は送られていない。終わりのイベントだけは下で必ず送る
+                if not terminal:
+                    raise
             if not terminal:
                 self.settle()
             # アクティブなランを外すのも送出のロックの下で: 外れた直後に別のソケットが始めたランの
@@ -159,6 +185,52 @@ class ThreadEmitter:
                 self.title = title
             self._socketio.emit(event_type, event, to=self.room, namespace=NAMESPACE)
 
+    def _buffer(self, event_type: str, run_id: str | None, fields: dict[str, Any]) -> None:
+        """差分をまとまりに足す (まとまりの最初ならハブへ戻ったときの書き出しを仕掛ける)。
+
+        Raises:
+            StoreUnavailable: 前の書き出しが拒まれていた (ランはその誤りで終わる)。
+        """
+        with self.lock:
+            if self._batch_error is not None:
+                error, self._batch_error = self._batch_error, None
+                raise error
+            event: dict[str, Any] = {
+                "type": event_type,
+                "thread_id": self.thread_id,
+                "run_id": run_id,
+                "ts": time.time(),
+            }
+            event.update(fields)
+            self._batch.append(event)
+            if len(self._batch) == 1:
+                self._defer(self._flush_later)
+            elif len(self._batch) >= MAX_BATCH:
+                self.flush()
+
+    def _flush_later(self) -> None:
+        """(別のグリーンスレッドで) まとまりを書き出す。拒まれたら次の emit で上げるために取っておく。"""
+        with self.lock:
+            try:
+                self.flush()
+            except StoreUnavailable as exc:
+                self._batch_error = exc
+
+    def flush(self) -> None:
+        """溜まった差分を 1 回でコミットしてから送る (溜まっていなければ何もしない)。
+
+        Raises:
+            StoreUnavailable: ストアが拒んだ (差分はどれも送られず、何も残らない)。
+        """
+        with self.lock:
+            if not self._batch:
+                return
+            batch, self._batch = self._batch, []
+            self.store.commit(self.thread_id, batch)
+            emit = self._socketio.emit
+            for event in batch:
+                emit(event["type"], event, to=self.room, namespace=NAMESPACE)
+
     def settle(self) -> None:
         """書けなかった終わりのイベントがあれば、いま記録する (ストアが書き込みを受け付けるようになった後)。
 
@@ -204,6 +276,7 @@ class ThreadEmitter:
             StoreUnavailable: ストアが拒んだ (エージェントの履歴は控えに戻す)。
         """
         with self.lock:
+            self.flush()
             keep, added = self._history_change(run_id)
             if keep is None:
                 return
@@ -248,6 +321,7 @@ class ThreadEmitter:
         """
         warnings: list[str] = []
         with self.lock:
+            self._flush_quietly()
             self._socketio.server.enter_room(sid, self.room, namespace=NAMESPACE)
             bounds = self.store.bounds(self.thread_id)
             last = bounds.last_seq
@@ -266,6 +340,13 @@ class ThreadEmitter:
             for event in self.store.after(self.thread_id, resume_after_seq):
                 self._socketio.emit(event["type"], event, to=sid, namespace=NAMESPACE)
             return last, warnings
+
+    def _flush_quietly(self) -> None:
+        """(ロックの下で) まとまりを書き出す。拒まれたら誤りを次の emit のために取っておく。"""
+        try:
+            self.flush()
+        except StoreUnavailable as exc:
+            self._batch_error = exc
 
     def detach(self, sid: str) -> None:
         """ソケット ``sid`` をルームから出す。"""

@@ -188,6 +188,12 @@ class ThreadRegistry:
         self._lock = threading.Lock()
         self._sweeper_started = False
         self._closing = False
+        # eventlet では差分をハブへ戻るまでまとめてコミットする (docs/benchmarks.md「ストアの費用」)
+        self._defer = None
+        if settings.config.server.async_mode == "eventlet":
+            import eventlet
+
+            self._defer = eventlet.spawn_n
         try:
             self.recovered = close_orphaned_runs(self.store)
         except StoreUnavailable:
@@ -318,6 +324,7 @@ class ThreadRegistry:
                     entries,
                     stored.title if stored is not None else None,
                     lambda run_id: self._run_end(record, run_id),
+                    self._defer,
                 )
                 self._threads[thread_id] = record
                 # 閉じた結果その主体の表が空になって外れていることがあるので、引き直して足す
@@ -445,16 +452,21 @@ class ThreadRegistry:
                 self.store.mark_run_active(record.id, run_id)
             except StoreUnavailable as exc:
                 raise store_refused(exc) from None
-            self._apply_config(record)
-            run = AgentRun(
-                run_id,
-                record.state,
-                payload.content,
-                self.router,
-                self.tools,
-                record.emitter,
-                self.settings.config.agent,
-            )
+            try:
+                self._apply_config(record)
+                run = AgentRun(
+                    run_id,
+                    record.state,
+                    payload.content,
+                    self.router,
+                    self.tools,
+                    record.emitter,
+                    self.settings.config.agent,
+                )
+            except BaseException:
+                # ランを作れなかった: 記録した開始を閉じる (起動時の回復が interrupted にしないように)
+                self.store.mark_run_ended(record.id, run_id)
+                raise
             record.active, record.active_run_id = run, run_id
             record.run_ids.append(run_id)
             record.last_activity = time.monotonic()
@@ -545,6 +557,7 @@ class ThreadRegistry:
         try:
             if record is not None and record.owner == principal:
                 with record.emitter.lock:
+                    record.emitter.flush()
                     entries = list(record.emitter.entries)
                     last_seq = self.store.bounds(record.id).last_seq
                 client_names = {t.name for t in record.config.client_tools}
