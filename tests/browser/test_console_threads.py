@@ -170,6 +170,11 @@ def test_the_list_pages_with_next_cursor(page, server):
     expect(console.threads()).to_have_count(35)
     expect(more).to_be_hidden()
     expect(console.threads().locator(".thread-title")).to_have_text([f"会話 {i:02d}" for i in reversed(range(35))])
+    # 実行の始まり・終わりで読み直しても、足した分は畳まれない
+    console.send("一覧を読み直させる発言")
+    assert console.wait_run_end() == "finished"
+    expect(console.threads().first.locator(".thread-title")).to_have_text("一覧を読み直させる発言")
+    expect(console.threads()).to_have_count(36)
 
 
 def test_reopen_in_a_fresh_browser_after_a_server_restart(page, fresh_context, openai_fake, store_path):
@@ -427,3 +432,41 @@ def test_a_browser_tool_waiting_for_an_answer_is_asked_again_after_a_reload(page
     expect(console.assistant()).to_contain_text("ツールの結果:")
     expect(console.assistant()).to_contain_text('"confirmed": true')
     expect(page.locator(".msg.assistant")).to_have_count(1)
+
+
+def _sign_in(ctx: Any, srv: ServerProcess, token: str) -> Console:
+    """新しいページでトークンを入れて接続し、スレッドに入るまで待つ。"""
+    pg = _new_page(ctx)
+    pg.goto(srv.url + "/")
+    pg.locator("#auth-token").fill(token)
+    pg.locator("#auth-token").press("Enter")
+    expect(pg.locator("body")).to_have_attribute("data-thread-ready", "true")
+    return Console(pg, srv)
+
+
+def test_each_token_sees_only_its_own_conversations(browser, openai_fake, store_path):
+    """トークン (主体) ごとに一覧が分かれる: 別のトークンのブラウザには出ず、同じトークンの別のブラウザには出る。"""
+    require_chromium()
+    overrides = [f"providers.openai.base_url={openai_fake.base_url}", "agent.model=openai/gpt-4.1-mini"]
+    secrets = {"OPENAI_API_KEY": FAKE_OPENAI_KEY, "LLM_ROUTER_API_TOKENS": "token-alice,token-bob"}
+    contexts = [browser.new_context(locale="ja-JP", timezone_id="Asia/Tokyo") for _ in range(3)]
+    try:
+        with ServerProcess([*overrides, f"store.path={store_path}"], secrets=secrets) as srv:
+            alice = _sign_in(contexts[0], srv, "token-alice")
+            alice.send("アリスの会話")
+            assert alice.wait_run_end() == "finished"
+            expect(alice.threads()).to_have_count(1)
+            bob = _sign_in(contexts[1], srv, "token-bob")
+            expect(bob.page.locator("#thread-list .thread-empty")).to_be_visible()
+            bob.send("ボブの会話")
+            assert bob.wait_run_end() == "finished"
+            expect(bob.threads().locator(".thread-title")).to_have_text(["ボブの会話"])
+            alice_again = _sign_in(contexts[2], srv, "token-alice")
+            expect(alice_again.threads().locator(".thread-title")).to_have_text(["アリスの会話"])
+            alice_again.open_thread("アリスの会話")
+            assert alice_again.user_texts() == ["アリスの会話"]
+            for console in (alice, bob, alice_again):
+                assert console.page.js_errors == []
+    finally:
+        for ctx in contexts:
+            ctx.close()

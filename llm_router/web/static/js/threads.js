@@ -11,6 +11,8 @@
 import { h, setText } from "./dom.js";
 
 const PAGE_SIZE = 30;
+// 読み直すときは、いま出ている件数まで 1 度に読む (「さらに表示」で足した分を畳まないため)。その上限
+const MAX_REFRESH = 100;
 // 実行の開始・終了が続いたときに、読み直しをまとめる時間
 const REFRESH_DEBOUNCE_MS = 150;
 
@@ -101,10 +103,10 @@ export class ThreadListView {
     this.timer = setTimeout(() => this.refresh().catch(() => {}), REFRESH_DEBOUNCE_MS);
   }
 
-  /** 最初のページから読み直す。 */
+  /** 最初のページから読み直す (「さらに表示」で足した分も、上限までは同じ件数を読む)。 */
   async refresh() {
     clearTimeout(this.timer);
-    const ack = await this.load({ limit: PAGE_SIZE });
+    const ack = await this.load({ limit: Math.min(MAX_REFRESH, Math.max(PAGE_SIZE, this.order.length)) });
     if (!ack) return;
     this.threads.clear();
     this.order = [];
