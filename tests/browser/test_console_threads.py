@@ -214,6 +214,8 @@ def test_reopen_in_a_fresh_browser_after_a_server_restart(page, fresh_context, o
         expect(card.locator(".tool-output")).to_have_text("84")
         seq_after_history = fresh.state("connection.lastSeq")
         assert seq_after_history > 0
+        other.locator("details.run").first.locator("summary").click()
+        expect(card).to_be_visible()
         screenshot(other, "console-reopened")
         # 続ける: 新しい実行の seq は続きから、上流には前の発言も届く
         fresh.send("続きの質問です")
@@ -253,6 +255,7 @@ def test_edit_and_regenerate_the_last_message(page, fresh_context, server, opena
     editor = page.locator("textarea.edit-input")
     expect(editor).to_have_value("二つ目の発言")
     editor.fill("二つ目を直した発言")
+    screenshot(page, "console-edit")
     page.locator("button.edit-submit").click()
     expect(page.locator(".msg.assistant").last).to_contain_text("了解しました: 二つ目を直した発言")
     assert console.wait_run_end() == "finished"
