@@ -61,6 +61,7 @@ export class AgentConnection {
       // 接続のたびに最新のトークンを渡す (トークンを入れ直した後の再接続にも効く)
       auth: (cb) => {
         const token = this.getToken();
+        this.attemptToken = token;
         cb(token ? { token } : {});
       },
       reconnectionDelay: 500,
@@ -93,6 +94,12 @@ export class AgentConnection {
   /** 接続が拒否されたとき (トークン違いなら "unauthorized")。 */
   handleConnectError(err) {
     const message = err?.message || "";
+    // トークンを入れたのが、トークンなしの接続の試みの最中だった: 断られたのは前の試みなので、入れたトークンでつなぎ直す
+    const token = this.getToken();
+    if (message === "unauthorized" && token && token !== this.attemptToken) {
+      this.socket.connect();
+      return;
+    }
     if (message === "unauthorized") this.onStatus("unauthorized", "認証が必要です");
     else this.onStatus("reconnecting", "接続できません。再試行中…");
   }
