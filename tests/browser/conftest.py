@@ -158,6 +158,34 @@ class Console:
         """アシスタントの発言のテキスト部分 (ツールの札や状態表示を除く)。"""
         return self.assistant(index).locator(".msg-text").evaluate_all("els => els.map(e => e.textContent).join('')")
 
+    def threads(self) -> Any:
+        """左の一覧の会話の行 (新しい順)。"""
+        return self.page.locator("#thread-list li.thread-item")
+
+    def thread(self, title: str) -> Any:
+        """題名がちょうど ``title`` の一覧の行。"""
+        from playwright.sync_api import expect
+
+        row = self.threads().filter(has=self.page.locator(".thread-title", has_text=title))
+        expect(row).to_have_count(1)
+        return row
+
+    def thread_titles(self) -> list[str]:
+        """一覧の題名を上から順に。"""
+        return self.threads().locator(".thread-title").all_text_contents()
+
+    def open_thread(self, title: str) -> None:
+        """一覧の会話を開き、履歴が描かれてスレッドに入る (start の ack) まで待つ。"""
+        from playwright.sync_api import expect
+
+        self.thread(title).locator("button.thread-open").click()
+        expect(self.page.locator("body")).to_have_attribute("data-history-loaded", "true")
+        expect(self.page.locator("body")).to_have_attribute("data-thread-ready", "true")
+
+    def user_texts(self) -> list[str]:
+        """会話のユーザーの発言の文 (上から順に)。"""
+        return self.page.locator(".msg.user > .msg-text").all_text_contents()
+
     def state(self, expression: str) -> Any:
         """ページのコンソールの状態を読む (例 ``connection.lastSeq``)。"""
         return self.page.evaluate(f"() => window.llmRouterConsole.{expression}")

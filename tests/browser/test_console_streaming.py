@@ -132,15 +132,19 @@ def test_offline_then_online_catches_up(page, context, openai_server):
     assert console.state("conversation.mismatches") == 0
 
 
-def test_reload_replays_the_thread(page, openai_server):
-    """ページを読み込み直しても、同じスレッドの出来事が送り直され、会話とタイムラインが戻る。"""
+def test_reload_redraws_the_thread_from_the_server(page, openai_server):
+    """ページを読み込み直しても、同じスレッドの会話がサーバーの履歴 (get_history) から戻り、タイムラインにも履歴として出る。"""
     console = Console(page, openai_server).open()
     console.send("覚えておいてほしい文")
     assert console.wait_run_end() == "finished"
     before = console.assistant_text()
     console.open()
-    expect(page.locator(".msg.user")).to_have_text("あなた覚えておいてほしい文")
+    expect(page.locator(".msg.user > .msg-text")).to_have_text("覚えておいてほしい文")
     expect(console.assistant().locator(".msg-text")).to_have_text(before)
+    expect(console.run().locator(".badge")).to_have_text("履歴")
+    # 続けて送れば、新しい実行はふつうに流れて完了する
+    console.send("続き")
+    assert console.wait_run_end() == "finished"
     expect(console.run().locator(".badge")).to_have_text("完了")
 
 

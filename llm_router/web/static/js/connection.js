@@ -5,6 +5,8 @@
  * - サーバーのイベントはすべて {type, thread_id, run_id, seq, ts} の封筒を持つ (docs/protocol.md 4 章)。
  *   seq はスレッドごとに 1 から 1 ずつ増えるので、最後に処理した seq を覚えておき、
  *   再接続したら start の resume_after_seq でその続きから送り直してもらう。
+ * - 過去の会話を開くとき (別のブラウザ、読み込み直し、一覧から) は、まず get_history で履歴を受け取り
+ *   (onHistory)、その last_seq の続きから start {resume_after_seq} で生のイベントを受ける。
  * - 届いたイベントは seq で重複を捨て、飛びがあれば埋まるまで待ってから順に渡す。
  *   python-socketio には接続状態の復元が無いので (docs/design.md 1 章)、これはクライアント側の仕事。
  */
@@ -35,14 +37,17 @@ export class AgentConnection {
    * @param {(state: string, detail?: string) => void} opts.onStatus 接続状態の変化
    * @param {(ack: Object, info: {resumed: boolean, lost: boolean}) => void} opts.onStarted start の ack が ok だったとき
    *   (lost: サーバーがこのスレッドのログを失っていた。再起動など)
-   * @param {(err: Error) => void} opts.onStartFailed start が失敗したとき
+   * @param {(err: Error) => void} opts.onStartFailed start (または get_history) が失敗したとき
+   * @param {(ack: Object) => void} opts.onHistory get_history の ack (履歴から会話を描く)
    */
-  constructor({ getToken, onEvent, onStatus, onStarted, onStartFailed }) {
+  constructor({ getToken, onEvent, onStatus, onStarted, onStartFailed, onHistory }) {
     this.getToken = getToken;
     this.onEvent = onEvent;
     this.onStatus = onStatus;
     this.onStarted = onStarted;
     this.onStartFailed = onStartFailed;
+    this.onHistory = onHistory;
+    this.historyPending = false; // 次の start の前に get_history で履歴を読むか
     this.threadId = null;
     this.lastSeq = 0;
     this.knownThread = false; // サーバーにすでにあるかもしれないスレッドか (再読み込み後など)
@@ -60,6 +65,7 @@ export class AgentConnection {
       // 接続のたびに最新のトークンを渡す (トークンを入れ直した後の再接続にも効く)
       auth: (cb) => {
         const token = this.getToken();
+        this.attemptToken = token;
         cb(token ? { token } : {});
       },
       reconnectionDelay: 500,
@@ -92,6 +98,12 @@ export class AgentConnection {
   /** 接続が拒否されたとき (トークン違いなら "unauthorized")。 */
   handleConnectError(err) {
     const message = err?.message || "";
+    // トークンを入れたのが、トークンなしの接続の試みの最中だった: 断られたのは前の試みなので、入れたトークンでつなぎ直す
+    const token = this.getToken();
+    if (message === "unauthorized" && token && token !== this.attemptToken) {
+      this.socket.connect();
+      return;
+    }
     if (message === "unauthorized") this.onStatus("unauthorized", "認証が必要です");
     else this.onStatus("reconnecting", "接続できません。再試行中…");
   }
@@ -102,11 +114,17 @@ export class AgentConnection {
     this.socket.connect();
   }
 
-  /** 使うスレッドを決める (id はクライアントで作る。未知の id なら、サーバーがその id で作る)。 */
+  /**
+   * 使うスレッドを決める (id はクライアントで作る。未知の id なら、サーバーがその id で作る)。
+   * known: サーバーにすでにあるはずのスレッド。次の start の前に get_history で履歴を読む。
+   */
   useThread(threadId, { known = false } = {}) {
     this.threadId = threadId;
     this.lastSeq = 0;
     this.knownThread = known;
+    this.historyPending = known;
+    this.historyLoading = null;
+    this.catching = null;
     this.outOfOrder.clear();
     clearTimeout(this.gapTimer);
   }
@@ -130,11 +148,23 @@ export class AgentConnection {
   /** start を 1 回送り、ack を反映する。 */
   async startOnce(resumed) {
     if (!this.threadId || !this.socket?.connected) return null;
-    const payload = { thread_id: this.threadId, ...this.startParams };
-    // 初めて作るスレッドでは再開するものが無い。それ以外は、見た所の続きから送り直してもらう
-    if (this.lastSeq > 0 || this.knownThread) payload.resume_after_seq = this.lastSeq;
     const threadId = this.threadId;
     try {
+      if (this.historyPending) {
+        // 同時に 2 つの start が来ても (接続と設定の変更など)、履歴は 1 度だけ読んで描く
+        if (this.historyLoading?.threadId !== threadId) {
+          const promise = this.loadHistory().catch((err) => {
+            if (this.historyLoading?.promise === promise) this.historyLoading = null; // 次の接続で読み直す
+            throw err;
+          });
+          this.historyLoading = { threadId, promise };
+        }
+        if (!(await this.historyLoading.promise)) return null;
+      }
+      if (threadId !== this.threadId) return null;
+      const payload = { thread_id: this.threadId, ...this.startParams };
+      // 初めて作るスレッドでは再開するものが無い。それ以外は、見た所の続きから送り直してもらう
+      if (this.lastSeq > 0 || this.knownThread) payload.resume_after_seq = this.lastSeq;
       const ack = await this.request("start", payload);
       if (threadId !== this.threadId) return ack; // 待つ間に別の会話へ切り替わった
       this.knownThread = true;
@@ -150,6 +180,60 @@ export class AgentConnection {
       this.onStartFailed(err);
       throw err;
     }
+  }
+
+  /**
+   * get_history で履歴を受け取り、その last_seq を最後に処理した seq とする (続きは start の再開で受ける)。
+   * サーバーに無いスレッド (unknown_thread: 削除された、メモリのストアで再起動した) は新しいスレッドとして始める。
+   * @returns {Promise<boolean>} start へ進んでよいか (待つ間に別の会話へ切り替わったら false)
+   */
+  async loadHistory() {
+    const threadId = this.threadId;
+    let ack = null;
+    try {
+      ack = await this.request("get_history", { thread_id: threadId });
+    } catch (err) {
+      if (err.code !== "unknown_thread") throw err;
+    }
+    if (threadId !== this.threadId) return false;
+    this.historyPending = false;
+    if (!ack) {
+      this.knownThread = false;
+      this.lastSeq = 0;
+      this.onHistory({ messages: [], last_seq: 0, unknown: true });
+      return true;
+    }
+    this.lastSeq = typeof ack.last_seq === "number" ? ack.last_seq : 0;
+    this.outOfOrder.clear();
+    this.onHistory(ack);
+    return true;
+  }
+
+  /**
+   * 始まりを見ていない実行 (履歴を読んだときにはもう動いていた) を、その始まりから送り直してもらう。
+   * 履歴には終わったステップしか無いので、いま動いているステップ (流れているテキスト、答えを待つブラウザ側ツール) は
+   * イベントからしか描けない。start {resume_after_seq: 0} を送り、最後の seq までのうちその実行のイベントだけを
+   * もう一度 onEvent に渡す (ほかの実行の古いイベントは捨てる)。送り直しが終わる (ack) までは新しいイベントを待たせ、
+   * 順序を保つ。
+   * @returns {boolean} 送り直しを頼んだか (接続していなければ頼めない)
+   */
+  catchUp(runId) {
+    if (this.catching || !this.socket?.connected) return false;
+    const catching = { runId, limit: this.lastSeq, seen: new Set() };
+    this.catching = catching;
+    const payload = { thread_id: this.threadId, ...this.startParams, resume_after_seq: 0 };
+    this.request("start", payload)
+      .catch(() => null)
+      .finally(() => {
+        if (this.catching === catching) this.catching = null;
+        this.drain();
+      });
+    return true;
+  }
+
+  /** 実行 run_id とその後の実行を、モデルに見える履歴から取り除く (編集して答え直す前に)。 */
+  rewind(runId) {
+    return this.request("rewind", { thread_id: this.threadId, run_id: runId });
   }
 
   /** ack 付きでイベントを送る。ok でなければ AckError を投げる。 */
@@ -191,6 +275,15 @@ export class AgentConnection {
     if (!payload || typeof payload !== "object" || payload.thread_id !== this.threadId) return;
     const seq = payload.seq;
     if (typeof seq !== "number") return;
+    const catching = this.catching;
+    if (catching && seq <= catching.limit) {
+      // 始まりから送り直してもらっている実行のイベントだけを、もう一度渡す (1 回ずつ)
+      if (payload.run_id === catching.runId && !catching.seen.has(seq)) {
+        catching.seen.add(seq);
+        this.deliver({ ...payload, type: payload.type || name });
+      }
+      return;
+    }
     if (seq <= this.lastSeq || this.outOfOrder.has(seq)) {
       this.duplicates += 1;
       return;
@@ -201,15 +294,13 @@ export class AgentConnection {
 
   /** 次の seq が揃っている限り順に渡す。飛びが残れば、しばらく待って再開を頼み直す。 */
   drain() {
+    if (this.catching) return; // 送り直しの最中は、新しいイベントをその後まで待たせる
     while (this.outOfOrder.has(this.lastSeq + 1)) {
       const event = this.outOfOrder.get(this.lastSeq + 1);
       this.outOfOrder.delete(this.lastSeq + 1);
       this.lastSeq += 1;
-      try {
-        this.onEvent(event);
-      } catch (err) {
-        console.error("イベントの処理に失敗しました", event, err);
-      }
+      this.deliver(event);
+      if (this.catching) return;
     }
     clearTimeout(this.gapTimer);
     if (this.outOfOrder.size === 0) {
@@ -217,6 +308,15 @@ export class AgentConnection {
       return;
     }
     this.gapTimer = setTimeout(() => this.resolveGap(), GAP_RESYNC_MS);
+  }
+
+  /** イベントを 1 つ渡す (処理の失敗で列を止めない)。 */
+  deliver(event) {
+    try {
+      this.onEvent(event);
+    } catch (err) {
+      console.error("イベントの処理に失敗しました", event, err);
+    }
   }
 
   /** seq の飛びが埋まらない: 1 度は再開を頼み直し、それでも駄目なら (ログが上限で切られた) 先へ進む。 */

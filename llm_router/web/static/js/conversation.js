@@ -6,8 +6,10 @@
  * step_reset で無効になった部分は消し、停止・エラーはその位置に印を付ける。
  * 巻き戻された実行 (run_error の rolled_back: true) の発言には印と「再送信」ボタンを付ける
  * (押すと onResend(text) が呼ばれ、同じ文を新しい実行として送る)。
+ * 最後のユーザー発言には「編集」ボタンを付ける (直した文で onEdit(runId, text) を呼ぶ: rewind して送り直す)。
+ * 読み込み直した会話は、サーバーの get_history の messages から描く (renderHistory)。
  */
-import { h, setText } from "./dom.js";
+import { contentText, h, setText } from "./dom.js";
 import { renderMarkdown } from "./markdown.js";
 
 const FINISH_NOTES = {
@@ -35,6 +37,8 @@ export class ConversationView {
     this.mismatches = 0;
     /** @type {((text: string) => void) | null} 巻き戻された発言の「再送信」で呼ぶ関数 (main.js が設定する) */
     this.onResend = null;
+    /** @type {((runId: string, text: string) => Promise<void>) | null} 最後の発言の「編集」で呼ぶ関数 (main.js が設定する) */
+    this.onEdit = null;
     container.addEventListener("scroll", () => {
       this.stick = container.scrollHeight - container.scrollTop - container.clientHeight < 48;
     });
@@ -58,10 +62,162 @@ export class ConversationView {
   addUserMessage(runId, text) {
     const run = this.ensureRun(runId);
     if (run.user) return;
+    run.userText = text;
     run.user = h("div.msg.user", { dataset: { runId } }, h("div.msg-role", { text: "あなた" }), h("div.msg-text", { text }));
     this.container.insertBefore(run.user, run.assistant);
     this.stick = true;
+    this.markEditable();
     this.batcher.schedule();
+  }
+
+  /** 「編集」ボタンを、最後のユーザー発言 (巻き戻されていないもの) にだけ付ける。 */
+  markEditable() {
+    const runs = [...this.runs.values()].filter((r) => r.user);
+    const last = runs[runs.length - 1];
+    for (const run of runs) {
+      const editable = run === last && !run.user.classList.contains("rolled-back");
+      if (editable && !run.edit) {
+        run.edit = h("button.edit-button", { type: "button", text: "編集", "aria-label": "この発言を直して、ここから答え直させる", onclick: () => this.startEdit(run) });
+        run.user.appendChild(run.edit);
+      } else if (!editable && run.edit) {
+        run.edit.remove();
+        run.edit = null;
+      }
+    }
+  }
+
+  /** 発言の編集: 文を入力欄にし、「送信して答え直す」で onEdit を呼ぶ。Esc か「やめる」で元に戻す。 */
+  startEdit(run) {
+    if (!run.user || run.editor) return;
+    const runId = run.user.dataset.runId;
+    const input = h("textarea.edit-input", { rows: "3", "aria-label": "発言を編集" });
+    input.value = run.userText || "";
+    const submit = h("button.button.primary.small.edit-submit", { type: "button", text: "送信して答え直す" });
+    const cancel = h("button.button.ghost.small.edit-cancel", { type: "button", text: "やめる" });
+    const error = h("div.edit-error", { role: "alert" });
+    const close = () => {
+      run.editor?.remove();
+      run.editor = null;
+      run.user.classList.remove("editing");
+    };
+    const send = async () => {
+      const text = input.value.trim();
+      if (!text || !this.onEdit) return;
+      submit.disabled = true;
+      try {
+        await this.onEdit(runId, text);
+        close();
+      } catch (err) {
+        submit.disabled = false;
+        setText(error, `答え直せませんでした: ${err.message} (${err.code || "error"})`);
+      }
+    };
+    input.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && !e.shiftKey && !e.isComposing && e.keyCode !== 229) {
+        e.preventDefault();
+        send();
+      } else if (e.key === "Escape") {
+        e.preventDefault();
+        e.stopPropagation();
+        close();
+      }
+    });
+    submit.addEventListener("click", send);
+    cancel.addEventListener("click", close);
+    run.editor = h("div.edit-box", {}, input, h("div.edit-buttons", {}, submit, cancel), error);
+    run.user.classList.add("editing");
+    run.user.appendChild(run.editor);
+    input.focus();
+  }
+
+  /** 実行の表示のうち、発言以外 (テキスト、ツールの札、印) を空にする (イベントから描き直す前に)。 */
+  resetRun(runId) {
+    const run = this.runs.get(runId);
+    if (!run) return;
+    for (const block of run.texts.values()) this.batcher.discard(block);
+    run.body.replaceChildren();
+    run.texts.clear();
+    run.chips.clear();
+    run.copy?.remove();
+    run.copy = null;
+    run.hasText = false;
+    run.step = 0;
+    this.setStatus(run, "");
+  }
+
+  /** 始まりを見ていない実行 (読み込み直す前から動いていたもの) を、動いているものとして示す。 */
+  markRunning(runId) {
+    const run = this.ensureRun(runId);
+    run.started = true;
+    run.assistant.hidden = false;
+    run.assistant.setAttribute("aria-busy", "true");
+    if (!run.status.textContent) this.setStatus(run, "実行中です…");
+    this.batcher.schedule();
+  }
+
+  /** 巻き戻しで消えた実行を会話から取り除く (rewind の ack、thread_rewound のどちらからでも。2 度目は何もしない)。 */
+  removeRuns(runIds) {
+    for (const runId of runIds || []) this.removeRun(runId);
+  }
+
+  /**
+   * サーバーの履歴 (get_history の messages) から会話を描く。
+   * user → 発言、assistant → テキストとツールの札 (interrupted なら止まった印)、tool → 札の成否。
+   * @param {Object[]} messages
+   * @param {string|null} activeRunId まだ動いている実行 (終わりの印を付けない)
+   */
+  renderHistory(messages, activeRunId = null) {
+    const seen = [];
+    for (const m of messages || []) {
+      const runId = m.run_id || `history_${m.message_id || seen.length}`;
+      if (!seen.includes(runId)) seen.push(runId);
+      if (m.role === "user") {
+        this.addUserMessage(runId, contentText(m.content));
+        continue;
+      }
+      const run = this.ensureRun(runId);
+      run.started = true;
+      run.assistant.hidden = false;
+      if (m.role === "assistant") this.historyAssistant(run, m);
+      else if (m.role === "tool") {
+        const chip = run.chips.get(m.tool_call_id);
+        if (chip) chip.dataset.state = m.is_error ? "error" : "done";
+      }
+    }
+    for (const runId of seen) {
+      const run = this.runs.get(runId);
+      if (runId === activeRunId) {
+        run.started = true;
+        run.assistant.hidden = false;
+        run.assistant.setAttribute("aria-busy", "true");
+        this.setStatus(run, "実行中です…");
+        continue;
+      }
+      if (run.assistant.hidden && !run.body.childElementCount) continue;
+      this.finish(run);
+      if (run.body.childElementCount === 0) run.assistant.hidden = true;
+    }
+    this.stick = true;
+    this.batcher.schedule();
+  }
+
+  /** 履歴のアシスタントのメッセージ 1 つ (テキスト、ツール呼び出し、中断の印)。 */
+  historyAssistant(run, m) {
+    const text = contentText(m.content);
+    if (text) {
+      const block = this.textBlock(run, m.message_id || `history_${run.texts.size}`);
+      block.rawText = text;
+      block.replaceChildren(...renderMarkdown(text));
+      block.classList.add("md");
+      run.hasText = true;
+    }
+    for (const call of m.tool_calls || []) {
+      this.on_tool_call_started({ ...call, type: "tool_call_started" }, run);
+    }
+    if (m.interrupted && !run.assistant.querySelector(".msg-stopped")) {
+      run.body.appendChild(h("div.msg-stopped", { text: "■ 中断されました — 出力はここまでです" }));
+    }
+    this.setStatus(run, "", "done");
   }
 
   /** 実行がサーバーで始まった (run_started を受け取った) か。 */
@@ -75,8 +231,10 @@ export class ConversationView {
     if (!run) return;
     run.user?.remove();
     run.assistant.remove();
+    for (const block of run.texts.values()) this.batcher.discard(block);
     this.runs.delete(runId);
     if (this.runs.size === 0) this.emptyState.hidden = false;
+    this.markEditable();
   }
 
   /** 実行の表示を作る (無ければ)。 */
@@ -107,6 +265,8 @@ export class ConversationView {
 
   /** run_started: アシスタントの枠を出し、考え中の表示にする。 */
   on_run_started(event, run) {
+    // 実行を始めた発言はサーバーが run_started に載せる (別のタブ・読み込み直しでも見える。送ったタブでは同じ実行 id なので 2 度出ない)
+    if (event.message) this.addUserMessage(event.run_id, contentText(event.message.content));
     run.started = true;
     run.assistant.hidden = false;
     run.assistant.setAttribute("aria-busy", "true");
@@ -257,8 +417,9 @@ export class ConversationView {
   /** 巻き戻された発言: モデルの履歴に残っていないことを示し、同じ文を送り直すボタンを付ける。 */
   markRolledBack(run) {
     if (!run.user || run.resend) return;
-    const text = run.user.querySelector(".msg-text")?.textContent || "";
+    const text = run.userText || run.user.querySelector(".msg-text")?.textContent || "";
     run.user.classList.add("rolled-back");
+    this.markEditable();
     run.resend = h("button.resend-button", {
       type: "button",
       text: "再送信",

@@ -45,6 +45,13 @@ export function setText(el, text) {
   el.textContent = text == null ? "" : String(text);
 }
 
+/** メッセージの content (文字列、または部品の配列) の文字の部分。 */
+export function contentText(content) {
+  if (typeof content === "string") return content;
+  if (!Array.isArray(content)) return content == null ? "" : String(content);
+  return content.map((p) => (typeof p === "string" ? p : typeof p?.text === "string" ? p.text : "")).join("");
+}
+
 /** 任意の値を読みやすい文字列にする (JSON は 2 字下げ、文字列はそのまま)。 */
 export function pretty(value) {
   if (typeof value === "string") return value;

@@ -1,10 +1,11 @@
 /**
  * エージェントコンソールの入口: 画面の部品をつなぎ、サーバーのイベントを各ビューに配る。
  *
- * 流れ: /api/info を読む → /agent に接続 → start (ブラウザ側ツールを登録) → user_message で実行 →
- * イベントを会話ビュー・タイムライン・ブラウザ側ツールに配る。Esc / 停止ボタンで cancel。
+ * 流れ: /api/info を読む → /agent に接続 → (過去の会話なら get_history で描く) → start (ブラウザ側ツールを登録)
+ * → user_message で実行 → イベントを会話ビュー・タイムライン・ブラウザ側ツールに配る。Esc / 停止ボタンで cancel。
+ * 左の一覧 (list_threads) から過去の会話を開き、名前の変更・削除ができる。最後の発言は編集して答え直せる (rewind)。
  */
-import { AgentConnection, RUN_END_EVENTS } from "./connection.js";
+import { AckError, AgentConnection, RUN_END_EVENTS } from "./connection.js";
 import { ClientToolRunner, clientToolDefinitions, trackSelection } from "./client_tools.js";
 import { ConfirmDialog } from "./confirm_dialog.js";
 import { ConversationView } from "./conversation.js";
@@ -12,6 +13,7 @@ import { h, newId, setText } from "./dom.js";
 import { FrameBatcher } from "./frame_batcher.js";
 import { ModelPicker } from "./model_picker.js";
 import { SessionStore } from "./session_store.js";
+import { ThreadListView } from "./threads.js";
 import { TimelineView } from "./timeline.js";
 import { ClientToolBridge } from "./tool_bridge.js";
 
@@ -33,10 +35,13 @@ class ConsoleApp {
     this.batcher = new FrameBatcher();
     this.conversation = new ConversationView(this.$("messages"), this.batcher);
     this.conversation.onResend = (text) => this.resend(text);
+    this.conversation.onEdit = (runId, text) => this.editAndRegenerate(runId, text);
     this.timeline = new TimelineView(this.$("timeline"), this.batcher);
     this.dialog = new ConfirmDialog(this.$("confirm-dialog"));
     this.runner = new ClientToolRunner({ dialog: this.dialog });
     this.activeRunId = null;
+    this.ownRuns = new Set(); // このタブが送って始めた実行 (会話を離れるときに止めるのはこれだけ)
+    this.endedRuns = new Set(); // 終わりのイベントを見た実行
     this.connected = false;
     this.info = null;
     this.connection = new AgentConnection({
@@ -45,6 +50,17 @@ class ConsoleApp {
       onStatus: (state, text) => this.showStatus(state, text),
       onStarted: (ack, opts) => this.started(ack, opts),
       onStartFailed: (err) => this.startFailed(err),
+      onHistory: (ack) => this.showHistory(ack),
+    });
+    this.threads = new ThreadListView({
+      list: this.$("thread-list"),
+      more: this.$("thread-more"),
+      status: this.$("thread-status"),
+      request: (event, payload) => this.connection.request(event, payload),
+      onOpen: (summary) => this.openPast(summary.thread_id),
+      onDeleted: (threadId) => this.threadDeleted(threadId),
+      onRefreshed: () => this.reconcileActiveRun(),
+      knownEnded: (runId) => this.endedRuns.has(runId),
     });
     this.tools = new ClientToolBridge(this.connection, this.runner, this.timeline);
     this.models = new ModelPicker(this.$("model-select"), this.store);
@@ -98,24 +114,37 @@ class ConsoleApp {
     this.renderToolsList();
   }
 
-  /** スレッドを使い始める (id が無ければ新しく作る)。再読み込みなら、これまでの出来事を送り直してもらう。 */
+  /**
+   * スレッドを使い始める (id が無ければ新しく作る)。サーバーにあるはずのスレッド (読み込み直し、一覧から開いた) は、
+   * get_history で履歴を描いてから、その続きのイベントを受ける。そのとき start で送るのはブラウザ側ツールだけ
+   * (スレッドのモデル・システムプロンプト・設定はサーバーにあるものをそのまま使う)。
+   */
   openThread(threadId) {
     const known = Boolean(threadId);
     const id = threadId || newId("thread");
     this.store.set("thread_id", id);
+    this.attached = known;
     this.connection.useThread(id, { known });
-    this.connection.startParams = this.startParams();
+    this.connection.startParams = known ? { tools: clientToolDefinitions() } : this.startParams();
+    this.threads.setCurrent(id);
+    document.body.dataset.threadReady = "false";
+    document.body.dataset.historyLoaded = "false";
   }
 
-  /** start で送る内容 (モデル、ブラウザ側ツール、設定)。 */
-  startParams() {
+  /**
+   * start で送る内容 (モデル、ブラウザ側ツール、設定)。
+   * システムプロンプトは入っているときだけ送る (空のまま送るとスレッドのものを消してしまう)。
+   * 詳細設定の「適用」(explicitSystem) では空でも送り、消せるようにする。
+   */
+  startParams({ explicitSystem = false } = {}) {
     const settings = { reasoning: this.$("reasoning-select").value };
     const temperature = this.store.get("temperature");
     const maxSteps = this.store.get("max_steps");
     if (temperature) settings.temperature = Number(temperature);
     if (maxSteps) settings.max_steps = Number(maxSteps);
-    // system は毎回送る (空文字でシステムプロンプトを消せる。省くと前のものが引き継がれる)
-    const params = { tools: clientToolDefinitions(), system: this.store.get("system") || "", settings };
+    const params = { tools: clientToolDefinitions(), settings };
+    const system = this.store.get("system") || "";
+    if (system || explicitSystem) params.system = system;
     // 「自動」でもサーバーの既定を明示する (start で model を省くと、スレッドの前のモデルが引き継がれるため)
     const model = this.models.value() || this.info?.default_model;
     if (model) params.model = model;
@@ -124,6 +153,7 @@ class ConsoleApp {
 
   /** 設定 (モデル・思考) を変えたら、同じスレッドに入り直して以降の実行に効かせる。 */
   restart() {
+    this.attached = false;
     this.connection.startParams = this.startParams();
     this.connection.start({ resumed: true }).catch(() => {});
   }
@@ -139,12 +169,56 @@ class ConsoleApp {
     this.$("demo-reason-nokey").hidden = !this.info?.demo;
     this.$("demo-reason-chosen").hidden = Boolean(this.info?.demo);
     setText(this.$("demo-model-name"), model);
-    if (!this.models.value()) this.models.showActive(model);
+    if (this.attached) this.models.showThreadModel(model);
+    else if (!this.models.value()) this.models.showActive(model);
     if (!lost) this.showWarnings(ack.warnings || []);
     if (Array.isArray(ack.tools)) this.renderToolsList(ack.tools);
     this.tools.synced(resumed);
     this.updateControls();
     document.body.dataset.threadReady = "true";
+    // 一覧はここで読み直す (start の後なので、一覧が「実行中」と言う実行の終わりは、もう届くか再開で送られてくる)
+    this.threads.refreshSoon();
+  }
+
+  /**
+   * 過去の会話の履歴 (get_history の ack) を描く。ユーザーの発言もサーバーの履歴から出す (このタブは何も覚えていない)。
+   * まだ動いている実行は、続きのイベントか、start の後に読む一覧の active_run_id で分かる。
+   */
+  showHistory(ack) {
+    this.conversation.clear();
+    this.timeline.clear();
+    const messages = Array.isArray(ack.messages) ? ack.messages : [];
+    this.conversation.renderHistory(messages);
+    this.timeline.addPastRuns(messages);
+    document.body.dataset.historyLoaded = "true";
+    this.updateControls();
+  }
+
+  /** 一覧を読み直した: 開いている会話で、この画面がまだ知らない実行が動いていれば、実行中として示す。 */
+  reconcileActiveRun() {
+    const summary = this.threads.get(this.connection.threadId);
+    const runId = summary?.active_run_id;
+    if (runId && !this.activeRunId && !this.endedRuns.has(runId)) this.markRunning(runId);
+  }
+
+  /**
+   * 始まりを見ていない実行 (履歴を読む前から動いていたもの) を実行中として示し、その実行のイベントを始まりから
+   * 送り直してもらう (いま動いているステップと、答えを待つブラウザ側ツールは、履歴には無いため)。
+   * 送り直しが始まれば、その実行の表示 (発言以外) は一度空にして、イベントから描き直す。
+   * @returns {boolean} 送り直しを頼んだか
+   */
+  markRunning(runId) {
+    this.activeRunId = runId;
+    const replaying = this.connection.catchUp(runId);
+    if (replaying) {
+      this.conversation.resetRun(runId);
+      this.timeline.removeRuns([runId]);
+      this.tools.forgetRuns([runId]);
+    }
+    this.conversation.markRunning(runId);
+    this.timeline.markRunning(runId);
+    this.updateControls();
+    return replaying;
   }
 
   /** サーバーがスレッドを失っていた (再起動など): 実行中だったものは終わったと示し、そのことを知らせる。 */
@@ -196,16 +270,52 @@ class ConsoleApp {
 
   /** サーバーのイベント (seq 順、重複なし) を各部品に配る。 */
   dispatch(event) {
-    if (event.type === "run_started") {
-      const text = this.store.userMessage(this.connection.threadId, event.run_id);
-      if (text) this.conversation.addUserMessage(event.run_id, text);
-      this.activeRunId = event.run_id;
+    if (event.type === "thread_rewound") {
+      // 別のタブの「編集」、または再開で送り直された巻き戻し: 消えた実行を画面からも外す
+      this.applyRewind(event.removed_runs);
+      this.threads.refreshSoon();
+      return;
+    }
+    if (event.type === "run_started") this.activeRunId = event.run_id;
+    else if (event.run_id && !RUN_END_EVENTS.has(event.type) && !this.endedRuns.has(event.run_id) && this.activeRunId !== event.run_id) {
+      // 始まりを見ていない実行の続き (読み込み直す前から動いていた)。このイベントも送り直しの中でもう一度来る
+      if (this.markRunning(event.run_id)) return;
     }
     this.conversation.handle(event);
     this.timeline.handle(event);
     this.tools.handle(event);
-    if (RUN_END_EVENTS.has(event.type) && event.run_id === this.activeRunId) this.activeRunId = null;
-    if (event.type === "run_started" || RUN_END_EVENTS.has(event.type)) this.updateControls();
+    if (RUN_END_EVENTS.has(event.type)) {
+      this.endedRuns.add(event.run_id);
+      if (event.run_id === this.activeRunId) this.activeRunId = null;
+    }
+    if (event.type === "run_started" || RUN_END_EVENTS.has(event.type)) {
+      this.updateControls();
+      this.threads.setActive(this.connection.threadId, this.activeRunId);
+      this.threads.refreshSoon();
+    }
+  }
+
+  /** 巻き戻された実行を会話・タイムライン・ブラウザ側ツールから外す (何度呼んでもよい)。 */
+  applyRewind(runIds) {
+    const removed = Array.isArray(runIds) ? runIds : [];
+    this.conversation.removeRuns(removed);
+    this.timeline.removeRuns(removed);
+    this.tools.forgetRuns(removed);
+    if (removed.includes(this.activeRunId)) this.activeRunId = null;
+    this.updateControls();
+  }
+
+  /**
+   * 最後の発言の「編集」: rewind でその実行から後を履歴から外し、直した文を新しい実行として送る。
+   * 失敗したら AckError を投げる (編集欄にその理由が出る)。
+   */
+  async editAndRegenerate(runId, text) {
+    if (this.activeRunId) throw new AckError({ code: "run_in_progress", message: "実行中は編集できません" });
+    if (!this.connected) throw new AckError({ code: "disconnected", message: "接続されていません" });
+    await this.connection.ready();
+    const ack = await this.connection.rewind(runId);
+    this.applyRewind(Array.isArray(ack.removed_runs) ? ack.removed_runs : [runId]);
+    await this.send(text);
   }
 
   /** 入力欄: Enter で送信、Shift+Enter で改行 (日本語入力の変換中の Enter は送信しない)。 */
@@ -243,6 +353,10 @@ class ConsoleApp {
       this.restart();
     });
     this.$("new-thread").addEventListener("click", () => this.newConversation());
+    // 別のタブで話した・名前を変えた会話も、このタブに戻ってきたら一覧に出す
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible" && this.connected) this.threads.refreshSoon();
+    });
     this.$("settings-form").addEventListener("submit", (e) => {
       e.preventDefault();
       this.applySettings();
@@ -269,7 +383,8 @@ class ConsoleApp {
     const keys = { system: "system-prompt", temperature: "temperature", max_steps: "max-steps" };
     const previous = Object.fromEntries(Object.keys(keys).map((k) => [k, this.store.get(k)]));
     for (const [key, id] of Object.entries(keys)) this.store.set(key, this.$(id).value.trim());
-    this.connection.startParams = this.startParams();
+    this.attached = false;
+    this.connection.startParams = this.startParams({ explicitSystem: true });
     const status = this.$("settings-status");
     try {
       await this.connection.start({ resumed: true });
@@ -282,16 +397,17 @@ class ConsoleApp {
     }
   }
 
-  /** メッセージを送る (実行中は送らない)。 */
-  async send() {
+  /** メッセージを送る (実行中は送らない)。text を渡せばそれを、無ければ入力欄の文を送る。 */
+  async send(textArg) {
     const prompt = this.$("prompt");
-    const text = prompt.value.trim();
+    const fromPrompt = textArg === undefined;
+    const text = (fromPrompt ? prompt.value : textArg).trim();
     if (!text || this.activeRunId || !this.connected) return;
     const runId = newId("run");
     this.activeRunId = runId;
-    this.store.addUserMessage(this.connection.threadId, runId, text);
+    this.ownRuns.add(runId);
     this.conversation.addUserMessage(runId, text);
-    prompt.value = "";
+    if (fromPrompt) prompt.value = "";
     this.updateControls();
     try {
       await this.connection.ready();
@@ -337,20 +453,45 @@ class ConsoleApp {
     }
   }
 
-  /** 新しい会話 (新しいスレッド)。 */
-  newConversation() {
-    // 前の会話で動いている実行は止める (そのイベントはもう表示しないので、生成を続けさせない)
-    if (this.activeRunId) this.connection.cancel(this.activeRunId, "now").catch(() => {});
+  /** いまの会話を離れる: このタブが始めた実行は止め (そのブラウザ側ツールに答える人がいなくなるので)、画面を空にする。 */
+  leaveThread() {
+    if (this.activeRunId && this.ownRuns.has(this.activeRunId)) this.connection.cancel(this.activeRunId, "now").catch(() => {});
     this.runner.abortAll();
     this.tools.reset();
     this.conversation.clear();
     this.timeline.clear();
     this.activeRunId = null;
+    this.endedRuns.clear();
+    this.$("warnings-banner").hidden = true;
+  }
+
+  /** 新しい会話 (新しいスレッド)。 */
+  newConversation() {
+    this.leaveThread();
     this.store.set("thread_id", "");
     this.openThread(null);
     this.connection.start().catch(() => {});
     this.updateControls();
     this.$("prompt").focus();
+  }
+
+  /**
+   * 一覧から過去の会話を開く: 履歴を get_history で描き、続きのイベントを受ける。
+   * 詳細設定の欄は前の会話のものなので空にする (開いた会話の設定はサーバーにある)。
+   */
+  openPast(threadId) {
+    if (!threadId || threadId === this.connection.threadId) return;
+    this.leaveThread();
+    for (const key of ["system", "temperature", "max_steps"]) this.store.set(key, "");
+    this.loadSettings();
+    this.openThread(threadId);
+    this.connection.start().catch(() => {});
+    this.updateControls();
+  }
+
+  /** 一覧から会話を削除した: それが開いている会話なら、新しい会話に移る。 */
+  threadDeleted(threadId) {
+    if (threadId === this.connection.threadId) this.newConversation();
   }
 
   /** 送信・停止ボタンの有効 / 無効。 */

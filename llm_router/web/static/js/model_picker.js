@@ -56,6 +56,17 @@ export class ModelPicker {
     if (this.auto && model) this.auto.textContent = `自動 (${model})`;
   }
 
+  /**
+   * 開いた過去の会話のモデルを欄に出す (選べるモデルならそれを選ぶ。覚えはしない: タブの選択は変えない)。
+   * 一覧に無いモデルなら「自動」の表示にそのモデルを添える。
+   */
+  showThreadModel(model) {
+    if (!model) return;
+    const option = [...this.select.options].find((o) => o.value === model && !o.disabled);
+    this.select.value = option ? model : "";
+    if (!option) this.showActive(model);
+  }
+
   /** モデルがデモ・プロバイダのものか。 */
   isDemo(model) {
     if (!model) return false;

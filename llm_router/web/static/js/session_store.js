@@ -1,12 +1,11 @@
 /**
- * タブごとの保存 (sessionStorage): スレッド id、接続トークン、選んだモデル、ユーザーの発言。
+ * タブごとの保存 (sessionStorage): 開いていたスレッドの id、接続トークン、選んだモデルと設定。
  *
  * 接続トークンは sessionStorage にだけ置く (タブを閉じれば消え、他のタブとも共有しない)。
- * サーバーのイベントにはユーザーの発言が含まれないので、再読み込み後に会話を描き直せるよう
- * 発言だけはここに実行 id ごとに残す (スレッドごとに最新の一定数まで)。
+ * 会話の中身 (ユーザーの発言を含む) はここに置かない: サーバーが持つもの (get_history、run_started の message)
+ * から描く。ここが覚えるのは「どのスレッドを開いていたか」だけ。
  */
 const PREFIX = "llm_router.console.";
-const MAX_MESSAGES = 200;
 
 /** sessionStorage の薄い包み。保存できない環境 (プライベートモードなど) では黙って記憶だけにする。 */
 export class SessionStore {
@@ -43,28 +42,5 @@ export class SessionStore {
   /** 接続トークンを保存する。 */
   setToken(token) {
     this.set("token", token);
-  }
-
-  /** スレッドのユーザー発言 (実行 id → 文) を読む。 */
-  messages(threadId) {
-    try {
-      return JSON.parse(this.get(`messages.${threadId}`) || "{}");
-    } catch {
-      return {};
-    }
-  }
-
-  /** 実行 id に対応するユーザー発言。 */
-  userMessage(threadId, runId) {
-    return this.messages(threadId)[runId] || null;
-  }
-
-  /** ユーザー発言を残す。 */
-  addUserMessage(threadId, runId, text) {
-    const all = this.messages(threadId);
-    all[runId] = text;
-    const keys = Object.keys(all);
-    for (const old of keys.slice(0, Math.max(0, keys.length - MAX_MESSAGES))) delete all[old];
-    this.set(`messages.${threadId}`, JSON.stringify(all));
   }
 }

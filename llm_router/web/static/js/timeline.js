@@ -6,11 +6,13 @@
  * 文脈の切り詰め (context_trimmed: そのリクエストから外した古いメッセージの数)、エラー (巻き戻しの有無)、停止。
  * 実行もステップも <details> で折りたためる。新しい実行が始まると前の実行を、ステップは直近 3 つを残して自動で畳む。
  * 頻繁に来るデルタは FrameBatcher で 1 フレームに 1 回だけ DOM に書く。
+ * 読み込み直した会話の過去の実行は、サーバーの履歴 (get_history) から「履歴」として畳んで並べる
+ * (履歴にはイベントの細部が無いので、テキストの長さとツール呼び出しの引数・結果だけ)。
  */
-import { formatDuration, formatUsage, h, pretty, setText } from "./dom.js";
+import { contentText, formatDuration, formatUsage, h, pretty, setText } from "./dom.js";
 
 const EXECUTOR = { client: "ブラウザ", server: "サーバー" };
-const RUN_STATE = { running: "実行中", finished: "完了", error: "エラー", cancelled: "停止" };
+const RUN_STATE = { running: "実行中", finished: "完了", error: "エラー", cancelled: "停止", past: "履歴" };
 // タイムラインのテキストの行に出す冒頭の文字数
 const PREVIEW_CHARS = 80;
 const PHASES = { before_output: "出力の前", mid_stream: "出力の途中", tool: "ツールの実行中" };
@@ -48,6 +50,68 @@ export class TimelineView {
     this.count = 0;
   }
 
+  /** 始まりを見ていない実行 (読み込み直す前から動いていたもの) を、実行中として示す。 */
+  markRunning(runId) {
+    const run = this.ensureRun({ run_id: runId, ts: null });
+    this.setRunState(run, "running", null);
+  }
+
+  /** 巻き戻しで消えた実行を取り除く (何度呼んでもよい)。 */
+  removeRuns(runIds) {
+    for (const runId of runIds || []) {
+      const run = this.runs.get(runId);
+      if (!run) continue;
+      for (const r of run.reasoning.values()) this.batcher.discard(r.text);
+      for (const t of run.tools.values()) this.batcher.discard(t.args);
+      run.el.remove();
+      this.runs.delete(runId);
+    }
+  }
+
+  /**
+   * 履歴 (get_history の messages) の実行を「履歴」として畳んで並べる。
+   * @param {Object[]} messages
+   * @param {string|null} activeRunId まだ動いている実行 (続きのイベントがここに足される)
+   */
+  addPastRuns(messages, activeRunId = null) {
+    const byRun = new Map();
+    for (const m of messages || []) {
+      if (!m.run_id) continue;
+      if (!byRun.has(m.run_id)) byRun.set(m.run_id, []);
+      byRun.get(m.run_id).push(m);
+    }
+    for (const [runId, items] of byRun) {
+      const ts = typeof items[0].created_at === "number" ? items[0].created_at : null;
+      const run = this.ensureRun({ run_id: runId, ts });
+      run.el.open = false;
+      for (const m of items) {
+        if (m.role === "assistant") this.pastAssistant(run, m);
+        else if (m.role === "tool") this.pastToolResult(run, m);
+      }
+      if (runId !== activeRunId) this.closeOpen(run, "結果なし");
+      this.setRunState(run, runId === activeRunId ? "running" : "past", null);
+      if (items.some((m) => m.interrupted)) this.addItem(run, { ts: null }, "cancel", h("span.item-label", { text: "■ 中断" }), "この実行は途中で終わっています");
+    }
+  }
+
+  /** 履歴のアシスタントのメッセージ: 1 ステップとして数え、テキストの長さとツール呼び出しを出す。 */
+  pastAssistant(run, m) {
+    run.stepCount += 1;
+    const text = contentText(m.content);
+    if (text) this.addItem(run, { ts: null }, "text", h("span.item-label", { text: "テキスト" }), h("span.text-count", { text: `${text.length.toLocaleString("ja-JP")} 文字` }), h("div.text-preview", { text: preview(text, text.length) }));
+    for (const call of m.tool_calls || []) {
+      this.on_tool_call_started({ ...call, ts: null }, run);
+      this.on_tool_call_ready({ ...call, ts: null }, run);
+    }
+  }
+
+  /** 履歴のツールの結果。 */
+  pastToolResult(run, m) {
+    const t = run.tools.get(m.tool_call_id);
+    if (!t) return;
+    this.on_tool_result({ tool_call_id: m.tool_call_id, result: m.content, is_error: Boolean(m.is_error), executor: null, ts: null }, run);
+  }
+
   /** すべての実行とステップを開く / 畳む。 */
   setAllOpen(open) {
     for (const el of this.container.querySelectorAll("details.run, details.step")) el.open = open;
@@ -82,7 +146,7 @@ export class TimelineView {
   /** 実行の開始からの経過 (+1.23 秒) を付けた 1 行を、いまのステップ (無ければ実行) に足す。 */
   addItem(run, event, kind, ...children) {
     const at = typeof event.ts === "number" && run.t0 ? `+${formatDuration((event.ts - run.t0) * 1000) || "0 ms"}` : "";
-    const item = h(`div.item.item-${kind}`, { dataset: { seq: String(event.seq) } }, h("span.item-time", { text: at }), h("div.item-main", {}, ...children));
+    const item = h(`div.item.item-${kind}`, { dataset: { seq: String(event.seq ?? "") } }, h("span.item-time", { text: at }), h("div.item-main", {}, ...children));
     // 実行全体の始まりと終わりは実行の直下に、それ以外は起きたステップの中に置く
     // context_trimmed はステップの前に届くので、そのステップの枠の前 (実行の直下) に置く
     const runLevel = kind === "run" || kind === "end" || kind === "trim";

@@ -62,6 +62,11 @@ export class ClientToolBridge {
     this.isSynced = false;
   }
 
+  /** 巻き戻しで消えた実行の呼び出しを忘れる (動いていれば取り下げる)。 */
+  forgetRuns(runIds) {
+    for (const [id, call] of this.calls) if (runIds.includes(call.event.run_id)) this.settle(id);
+  }
+
   /** すべて忘れる (新しい会話)。 */
   reset() {
     this.calls.clear();
