@@ -164,6 +164,8 @@ class ServerJob:
         self.started = time.monotonic()
         self._lock = threading.Lock()
         self._recorded = False
+        # 結果を記録しようとして起きた例外 (実行のスレッドが run_tools の最後に上げ直す)
+        self.failure: Exception | None = None
         self._link = ctx.token.add_callback(self._on_run_cancel)
 
     def _on_run_cancel(self) -> None:
@@ -201,9 +203,15 @@ class ServerJob:
                 "server tool %s failed: %s", self.call.name, type(exc).__name__, exc_info=not _is_tool_error(exc)
             )
             value, is_error = str(exc) or type(exc).__name__, True
-        self.finish(value, is_error)
-        self.ctx.token.remove_callback(self._link)
-        self.done.set()
+        try:
+            self.finish(value, is_error)
+        except Exception as exc:
+            # 結果のイベントを記録できなかった (ストアが書き込みを拒んだなど): 待っている実行のスレッドで上げ直し、
+            # ランをその誤り (store_unavailable) で終える (ツールの時間切れまで待たせない)
+            self.failure = exc
+        finally:
+            self.ctx.token.remove_callback(self._link)
+            self.done.set()
 
     def finish(self, value: Any, is_error: bool) -> bool:
         """結果を 1 回だけ記録する (2 回目以降は偽)。"""
@@ -244,6 +252,9 @@ def run_tools(ctx: RunContext, message: Message) -> bool:
         job.start()
     # AG-UI の実行 (end_on_client_tools) はクライアント側ツールを待たない: サーバー側ツールだけを終わらせる
     _await_all(ctx, [] if ctx.end_on_client_tools else waits, jobs)
+    for job in jobs:
+        if job.failure is not None:
+            raise job.failure
     return not ctx.token.cancelled
 
 

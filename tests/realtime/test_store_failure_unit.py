@@ -101,3 +101,58 @@ def test_a_refused_write_ends_the_run_with_store_unavailable_and_leaves_nothing_
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
+
+
+def test_a_server_tool_result_that_cannot_be_recorded_ends_the_run_at_once(tmp_path):
+    """サーバー側ツールの結果を書けないとき: ツールの時間切れを待たずに store_unavailable で終わる。"""
+    import threading
+
+    path = tmp_path / "store.sqlite3"
+    settings = load_settings(
+        [
+            "server.async_mode=threading",
+            f"store.path={path}",
+            "providers.demo.stream_delay_s=0",
+            "agent.server_tool_timeout_s=600",
+        ],
+        env_file=None,
+        environ={},
+    )
+    app, socketio = create_app(settings)
+    services = app.extensions["llm_router"]
+    registry, store = services.registry, services.registry.store
+    entered, gate = threading.Event(), threading.Event()
+
+    def slow_calculator(expression: str) -> str:
+        """ストアが書けなくなるまで待ってから答える calculator。"""
+        entered.set()
+        gate.wait(30)
+        return "84"
+
+    services.tools.get("calculator").func = slow_calculator
+    client = socketio.test_client(app, namespace=NS)
+    events: list[dict] = []
+    try:
+        assert _call(client, "start", {"thread_id": "sf-2"})["ok"]
+        run = _call(client, "user_message", {"thread_id": "sf-2", "content": "12*(3+4) は?"})
+        assert run["ok"], run
+        assert entered.wait(10), "the demo model did not call calculator"
+        _refuse_writes(store, True)
+        try:
+            gate.set()
+            end = wait_until(
+                lambda: next((e for e in _received(client, events) if e.get("type") == "run_error"), None), timeout=10
+            )
+            assert end["run_id"] == run["run_id"] and end["error"]["code"] == "store_unavailable", end
+        finally:
+            _refuse_writes(store, False)
+        second = _call(client, "user_message", {"thread_id": "sf-2", "content": "こんにちは"})
+        assert second["ok"], second
+        wait_until(lambda: any(e.get("type") == "run_finished" for e in _received(client, events)), timeout=10)
+        log = store.after("sf-2", 0)
+        assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
+    finally:
+        gate.set()
+        client.disconnect(namespace=NS)
+        registry.shutdown(2)
+        registry.close()
