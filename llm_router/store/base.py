@@ -200,10 +200,16 @@ class ThreadStore(Protocol):
 
 
 @runtime_checkable
-class Store(ThreadStore, EventLog, Protocol):
-    """バックエンドが実装するもの全部。"""
+class Committer(Protocol):
+    """:meth:`commit` を持つもの: ストアと、まとめて書く窓口 (:class:`~llm_router.store.group.GroupCommitter`)。
 
-    backend: str
+    実装するのは :meth:`commit_batch` だけでよい。:meth:`commit` の既定の実装は、引数を 1 つの
+    :class:`CommitItem` にして :meth:`commit_batch` で書き、項目の誤りをそのまま投げる。
+    """
+
+    def commit_batch(self, items: Sequence[CommitItem]) -> None:
+        """いくつもの項目をまとめて書く (グループコミット)。各項目は全部か何もなしで、結果は項目に入る。"""
+        ...
 
     def commit(
         self,
@@ -216,12 +222,31 @@ class Store(ThreadStore, EventLog, Protocol):
         run_ended: str | None = None,
         now: float | None = None,
     ) -> list[dict[str, Any]]:
-        """イベントの追加・履歴の変更・題名・ランの開始/終了を 1 つのトランザクションで行う。"""
-        ...
+        """イベントの追加・履歴の変更・題名・ランの開始/終了を 1 つのトランザクションで行う。
 
-    def commit_batch(self, items: Sequence[CommitItem]) -> None:
-        """いくつもの項目をまとめて書く (グループコミット)。各項目は全部か何もなしで、結果は項目に入る。"""
-        ...
+        返ったときには全部が保存され、各イベントに ``seq`` が入っている。誤りは何も書かずに投げる。
+        """
+        check_title(title)
+        item = CommitItem(thread_id, events, history, title, run_started, run_ended, now)
+        self.commit_batch([item])
+        if item.error is not None:
+            raise item.error
+        return item.result
+
+
+@runtime_checkable
+class Store(ThreadStore, EventLog, Committer, Protocol):
+    """バックエンドが実装するもの全部。
+
+    バックエンドはこのクラスを継ぎ、:meth:`append` と :meth:`~Committer.commit` の既定の実装を使う
+    (どちらも :meth:`~Committer.commit_batch` の上に立つ)。
+    """
+
+    backend: str
+
+    def append(self, thread_id: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """イベントを足す (:meth:`~Committer.commit` の短縮)。"""
+        return self.commit(thread_id, events)
 
     def close(self) -> None:
         """接続を閉じる。"""

@@ -34,6 +34,7 @@ from llm_router.store.base import (
     HistoryChange,
     LogBounds,
     LogLimits,
+    Store,
     ThreadPage,
     ThreadSummary,
     check_limit,
@@ -103,7 +104,7 @@ CREATE TABLE events (thread_id TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT 
 """
 
 
-class SqliteStore:
+class SqliteStore(Store):
     """SQLite のストア。
 
     Args:
@@ -393,29 +394,6 @@ class SqliteStore:
             return deleted
 
     # ------------------------------------------------------------ イベントと履歴
-
-    def append(self, thread_id: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """イベントを足す (:meth:`commit` の短縮)。"""
-        return self.commit(thread_id, events)
-
-    def commit(
-        self,
-        thread_id: str,
-        events: Sequence[dict[str, Any]] = (),
-        *,
-        history: HistoryChange | None = None,
-        title: str | None = None,
-        run_started: str | None = None,
-        run_ended: str | None = None,
-        now: float | None = None,
-    ) -> list[dict[str, Any]]:
-        """イベント・履歴・題名・ランの記録を 1 トランザクションで書く。返ってから ``event["seq"]`` が入る。"""
-        check_title(title)
-        item = CommitItem(thread_id, events, history, title, run_started, run_ended, now)
-        self.commit_batch([item])
-        if item.error is not None:
-            raise item.error
-        return item.result
 
     def commit_batch(self, items: Sequence[CommitItem]) -> None:
         """いくつもの :class:`CommitItem` (別のスレッドのものでもよい) を 1 トランザクションで書く (グループコミット)。
