@@ -95,6 +95,23 @@ class ThreadPage:
     threads: list[ThreadSummary]
     next_cursor: str | None
 
+    @staticmethod
+    def start(limit: Any, before: str | None) -> tuple[float, str] | None:
+        """``list_threads`` の引数を確かめ、``before`` の位置 ``(updated_at, thread_id)`` (無ければ ``None``) を返す。
+
+        Raises:
+            ValueError: ``limit`` が範囲外、``before`` が壊れているとき (その引数を名指し)。
+        """
+        check_limit(limit)
+        return decode_cursor(before) if before is not None else None
+
+    @classmethod
+    def of(cls, summaries: Sequence[ThreadSummary], limit: int) -> ThreadPage:
+        """新しい順に ``limit + 1`` 件まで読んだ要約から 1 ページを作る (超えた分があれば最後の 1 件が続きの位置)。"""
+        page = list(summaries[:limit])
+        more = len(summaries) > limit
+        return cls(page, encode_cursor(page[-1].updated_at, page[-1].thread_id) if more else None)
+
 
 @dataclass(frozen=True)
 class LogBounds:

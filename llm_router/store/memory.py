@@ -24,10 +24,7 @@ from llm_router.store.base import (
     Store,
     ThreadPage,
     ThreadSummary,
-    check_limit,
     check_title,
-    decode_cursor,
-    encode_cursor,
     encode_event,
     head_to_drop,
 )
@@ -107,8 +104,7 @@ class MemoryStore(Store):
 
     def list_threads(self, owner: str, limit: int = DEFAULT_LIST_LIMIT, before: str | None = None) -> ThreadPage:
         """所有者のスレッドを ``(updated_at, thread_id)`` の降順で。"""
-        check_limit(limit)
-        bound = decode_cursor(before) if before is not None else None
+        bound = ThreadPage.start(limit, before)
         with self._lock:
             rows = [
                 (t.updated_at, tid, t)
@@ -116,18 +112,13 @@ class MemoryStore(Store):
                 if t.owner == owner and (bound is None or (t.updated_at, tid) < bound)
             ]
             rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
-            page = rows[: limit + 1]
             summaries = [
                 ThreadSummary(
                     tid, t.title, t.config.get("model"), t.created_at, t.updated_at, t.last_seq, self._active_id(t)
                 )
-                for _, tid, t in page[:limit]
+                for _, tid, t in rows[: limit + 1]
             ]
-        cursor = None
-        if len(page) > limit:
-            last = summaries[-1]
-            cursor = encode_cursor(last.updated_at, last.thread_id)
-        return ThreadPage(summaries, cursor)
+        return ThreadPage.of(summaries, limit)
 
     @staticmethod
     def _active_id(t: _Thread) -> str | None:

@@ -37,10 +37,7 @@ from llm_router.store.base import (
     Store,
     ThreadPage,
     ThreadSummary,
-    check_limit,
     check_title,
-    decode_cursor,
-    encode_cursor,
     encode_event,
     head_to_drop,
 )
@@ -328,7 +325,7 @@ class SqliteStore(Store):
 
     def list_threads(self, owner: str, limit: int = DEFAULT_LIST_LIMIT, before: str | None = None) -> ThreadPage:
         """所有者のスレッドを ``(updated_at, thread_id)`` の降順で (索引 ``threads_by_owner``)。"""
-        check_limit(limit)
+        bound = ThreadPage.start(limit, before)
         sql = (
             "SELECT t.thread_id, t.title, t.config, t.created_at, t.updated_at, "
             "max(t.last_seq, coalesce((SELECT max(e.seq) FROM events e WHERE e.thread_id = t.thread_id), 0)), "
@@ -337,8 +334,8 @@ class SqliteStore(Store):
             "FROM threads t WHERE t.owner = ?"
         )
         params: list[Any] = [owner]
-        if before is not None:
-            updated_at, thread_id = decode_cursor(before)
+        if bound is not None:
+            updated_at, thread_id = bound
             sql += " AND (t.updated_at < ? OR (t.updated_at = ? AND t.thread_id < ?))"
             params += [updated_at, updated_at, thread_id]
         sql += " ORDER BY t.updated_at DESC, t.thread_id DESC LIMIT ?"
@@ -346,12 +343,9 @@ class SqliteStore(Store):
         rows = self._read(sql, params)
         summaries = [
             ThreadSummary(tid, title, json.loads(config).get("model"), created, updated, last_seq, active)
-            for tid, title, config, created, updated, last_seq, active in rows[:limit]
+            for tid, title, config, created, updated, last_seq, active in rows
         ]
-        cursor = None
-        if len(rows) > limit:
-            cursor = encode_cursor(summaries[-1].updated_at, summaries[-1].thread_id)
-        return ThreadPage(summaries, cursor)
+        return ThreadPage.of(summaries, limit)
 
     def update_thread(
         self, thread_id: str, *, title: str | None = None, config: StoredThread | None = None, now: float | None = None
