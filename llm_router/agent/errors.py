@@ -31,26 +31,22 @@ RUN_ERROR_CODES = frozenset(
 )
 
 
+def _error_object(
+    code: str, message: str, phase: str, *, provider: str | None = None, retryable: bool = False
+) -> dict[str, Any]:
+    """``run_error.error`` の形の dict (プロバイダが不明なら ``None``)。"""
+    return {"code": code, "message": message, "provider": provider or None, "retryable": retryable, "phase": phase}
+
+
 def interrupted_error(phase: str) -> dict[str, Any]:
     """サーバーが落ちて途中で切れたランの ``run_error.error`` (起動時の回復が書く。再試行してよい)。"""
-    return {
-        "code": "interrupted",
-        "message": "the server stopped while this run was active (サーバーの停止でランが中断されました)",
-        "provider": None,
-        "retryable": True,
-        "phase": phase,
-    }
+    message = "the server stopped while this run was active (サーバーの停止でランが中断されました)"
+    return _error_object("interrupted", message, phase, retryable=True)
 
 
 def unexpected_end_error(phase: str) -> dict[str, Any]:
     """終わりのイベントを出さずにループが終わったランの ``run_error.error`` (``internal``)。"""
-    return {
-        "code": "internal",
-        "message": "the run ended unexpectedly",
-        "provider": None,
-        "retryable": False,
-        "phase": phase,
-    }
+    return _error_object("internal", "the run ended unexpectedly", phase)
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -84,5 +80,4 @@ def error_payload(
         code, message = "internal", f"internal error ({type(exc).__name__}); see the server log (内部エラー)"
     if code not in RUN_ERROR_CODES:
         code = "internal"
-    message = redact(message, secrets)
-    return {"code": code, "message": message, "provider": provider or None, "retryable": retryable, "phase": phase}
+    return _error_object(code, redact(message, secrets), phase, provider=provider, retryable=retryable)

@@ -21,6 +21,7 @@ from llm_router.mcp.errors import McpError, McpUnavailable
 from llm_router.mcp.http import HttpTransport
 from llm_router.mcp.session import JsonRpcSession
 from llm_router.mcp.stdio import StdioTransport, child_environment
+from llm_router.mcp.transport import Transport
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 class Connection:
     """生きている接続 1 本: トランスポート、セッション、取り決めた版、サーバーの名乗り。"""
 
-    transport: Any
+    transport: Transport
     session: JsonRpcSession
     protocol_version: str
     server_info: dict[str, Any]
@@ -137,7 +138,9 @@ class McpServer:
             transport.close(self._config.shutdown_timeout_s)
             raise
 
-    def _transport(self, on_message: Callable[[Any], None], on_closed: Callable[[str], None], holder: dict) -> Any:
+    def _transport(
+        self, on_message: Callable[[Any], None], on_closed: Callable[[str], None], holder: dict
+    ) -> Transport:
         """設定のトランスポートを作る (stdio は起動の直前にもう一度許可リストを確かめる)。"""
         spec = self.spec
         if spec.transport == "stdio":
@@ -166,7 +169,7 @@ class McpServer:
             self._config.max_message_bytes,
         )
 
-    def _handshake(self, transport: Any, session: JsonRpcSession) -> Connection:
+    def _handshake(self, transport: Transport, session: JsonRpcSession) -> Connection:
         """``initialize`` と ``notifications/initialized``。答えた版が受け入れられなければ失敗。"""
         params = {
             "protocolVersion": self._config.protocol_version,

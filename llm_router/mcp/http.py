@@ -30,6 +30,7 @@ import urllib3
 from llm_router.core.clients.base_client import _shutdown, _socket_of
 from llm_router.core.clients.stream_readers import SSEDecoder
 from llm_router.mcp.errors import McpUnavailable
+from llm_router.mcp.transport import Transport
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ ACCEPT = "application/json, text/event-stream"
 CHUNK = 65536
 
 
-class HttpTransport:
+class HttpTransport(Transport):
     """1 つの MCP エンドポイント (URL) とのやりとり。
 
     Args:
@@ -69,26 +70,18 @@ class HttpTransport:
         max_message_bytes: int = 16777216,
     ) -> None:
         """設定を受け取る。"""
-        self.name = name
+        super().__init__(name, on_message, on_closed, max_message_bytes)
         self._url = url
         self._headers = dict(headers)
-        self._on_message = on_message
         self._on_failure = on_failure
-        self._on_closed = on_closed
         self._expects = expects
         self._connect_timeout = connect_timeout_s
         self._request_timeout = request_timeout_s
-        self._max_message = max_message_bytes
         self._http = requests.Session()
         self._lock = threading.Lock()
         self._streams: dict[int, requests.Response] = {}
         self._listener: requests.Response | None = None
         self.session_id: str | None = None
-        self.protocol_version: str | None = None
-        self.pid = None
-
-    def open(self) -> None:
-        """HTTP では接続は要求ごと: 何もしない。"""
 
     def headers(self) -> dict[str, str]:
         """この要求に付けるヘッダ (設定のもの、Accept、セッション ID、プロトコルの版)。"""

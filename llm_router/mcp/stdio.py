@@ -17,11 +17,12 @@ from collections.abc import Callable
 from typing import Any
 
 from llm_router.mcp.errors import McpUnavailable
+from llm_router.mcp.transport import Transport
 
 logger = logging.getLogger(__name__)
 
 
-class StdioTransport:
+class StdioTransport(Transport):
     """子プロセス 1 つとのパイプ。
 
     Args:
@@ -47,17 +48,13 @@ class StdioTransport:
         max_message_bytes: int = 16777216,
     ) -> None:
         """設定を受け取る (まだ起動しない)。"""
-        self.name = name
+        super().__init__(name, on_message, on_closed, max_message_bytes)
         self._command = command
         self._env = env
         self._cwd = cwd
-        self._on_message = on_message
-        self._on_closed = on_closed
         self._max_stderr = max_stderr_line_chars
-        self._max_message = max_message_bytes
         self._write_lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
-        self.protocol_version: str | None = None
 
     @property
     def pid(self) -> int | None:
@@ -104,12 +101,6 @@ class StdioTransport:
                 process.stdin.flush()
         except (OSError, ValueError) as exc:
             raise McpUnavailable(f"MCP server '{self.name}' is not accepting input ({type(exc).__name__})") from None
-
-    def listen(self) -> None:
-        """stdio では何もしない (通知も同じ標準出力で来る)。"""
-
-    def abandon(self, request_id: int) -> None:
-        """stdio では何もしない (応答は同じパイプで来て、遅れたものはセッションが捨てる)。"""
 
     def _read_stdout(self) -> None:
         """標準出力を 1 行ずつ JSON として読み、終わったら子の終了コードを理由にして閉じる。"""

@@ -29,7 +29,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -134,25 +134,19 @@ def current_generation(root: Path) -> str | None:
 # ---------------------------------------------------------------- ストア
 
 
+@dataclass(eq=False, repr=False)
 class VectorStore:
-    """メモリ上 (または memory map) のストア 1 世代分。書き換えは新しいインスタンスを返す。"""
+    """メモリ上 (または memory map) のストア 1 世代分。書き換えは新しいインスタンスを返す。
 
-    def __init__(
-        self,
-        manifest: StoreManifest,
-        vectors: np.ndarray,
-        chunks: list[Chunk],
-        sources: dict[str, SourceRecord],
-        lexical: LexicalIndex,
-        generation: str | None = None,
-    ) -> None:
-        """各部分を受け取る (形が合っていることは :meth:`load` が確かめる)。"""
-        self.manifest = manifest
-        self.vectors = vectors
-        self.chunks = chunks
-        self.sources = sources
-        self.lexical = lexical
-        self.generation = generation
+    各部分の形が合っていることは :meth:`load` が確かめる。
+    """
+
+    manifest: StoreManifest
+    vectors: np.ndarray
+    chunks: list[Chunk]
+    sources: dict[str, SourceRecord]
+    lexical: LexicalIndex
+    generation: str | None = None
 
     @classmethod
     def empty(cls, model: str, dimension: int, semantic: bool = True) -> VectorStore:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from llm_router.core.schemas.common import Message
@@ -53,6 +53,18 @@ def content_to_wire(content: Any) -> Any:
     if isinstance(content, str):
         return content
     return [part_to_dict(part) for part in content]
+
+
+def run_event(event_type: str, thread_id: str, run_id: str | None, fields: dict[str, Any]) -> dict[str, Any]:
+    """ストアへ書くイベントの dict: 封筒 (``type``・``thread_id``・``run_id``・``ts``) とフィールド (``seq`` はストアが入れる)。"""
+    return {"type": event_type, "thread_id": thread_id, "run_id": run_id, "ts": time.time(), **fields}
+
+
+def rollback_point(entries: Sequence[HistoryEntry], run_id: str | None) -> tuple[bool, int | None]:
+    """失敗したランの巻き戻し: ``(完了したステップが無い, そのランの最初の項目の位置)``。"""
+    first = next((i for i, e in enumerate(entries) if e.run_id == run_id), None)
+    completed = any(e.run_id == run_id and e.message.role == "assistant" and not e.message.interrupted for e in entries)
+    return not completed, first
 
 
 def title_from(message: Message) -> str | None:
@@ -125,9 +137,7 @@ class ThreadEmitter:
         with self.lock:
             terminal = event_type in RUN_END_EVENTS
             try:
-                if self._batch_error is not None:
-                    error, self._batch_error = self._batch_error, None
-                    raise error
+                self._raise_batch_error()
                 self.flush()
             except StoreUnavailable:
                 # 書けなかった差分は送られていない。終わりのイベントだけは下で必ず送る
@@ -139,13 +149,7 @@ class ThreadEmitter:
             # run_started は、このロックを待つので必ずこの終わりのイベントより後の seq になる
             if terminal and self._on_run_end is not None:
                 self._on_run_end(run_id)
-            event: dict[str, Any] = {
-                "type": event_type,
-                "thread_id": self.thread_id,
-                "run_id": run_id,
-                "ts": time.time(),
-            }
-            event.update(fields)
+            event = run_event(event_type, self.thread_id, run_id, fields)
             keep, added = self._history_change(run_id)
             change = None if keep is None else HistoryChange(None if keep >= len(self.entries) else keep, added)
             title = None
@@ -191,21 +195,19 @@ class ThreadEmitter:
             StoreUnavailable: 前の書き出しが拒まれていた (ランはその誤りで終わる)。
         """
         with self.lock:
-            if self._batch_error is not None:
-                error, self._batch_error = self._batch_error, None
-                raise error
-            event: dict[str, Any] = {
-                "type": event_type,
-                "thread_id": self.thread_id,
-                "run_id": run_id,
-                "ts": time.time(),
-            }
-            event.update(fields)
+            self._raise_batch_error()
+            event = run_event(event_type, self.thread_id, run_id, fields)
             self._batch.append(event)
             if len(self._batch) == 1:
                 self._defer(self._flush_later)
             elif len(self._batch) >= MAX_BATCH:
                 self.flush()
+
+    def _raise_batch_error(self) -> None:
+        """(ロックの下で) 前の書き出しが拒まれていたら、その誤りを一度だけ上げる。"""
+        if self._batch_error is not None:
+            error, self._batch_error = self._batch_error, None
+            raise error
 
     def _flush_later(self) -> None:
         """(別のグリーンスレッドで) まとまりを書き出す。拒まれたら次の emit で上げるために取っておく。"""
@@ -245,13 +247,7 @@ class ThreadEmitter:
             run_id, event_type, fields = self.pending_end
             rolled_back, first = self._rollback_point(run_id)
             keep = first if (event_type == "run_error" and rolled_back and first is not None) else None
-            event: dict[str, Any] = {
-                "type": event_type,
-                "thread_id": self.thread_id,
-                "run_id": run_id,
-                "ts": time.time(),
-            }
-            event.update(fields)
+            event = run_event(event_type, self.thread_id, run_id, fields)
             change = None if keep is None else HistoryChange(keep, [])
             self.store.commit(self.thread_id, [event], history=change, run_ended=run_id)
             self.pending_end = None
@@ -261,12 +257,8 @@ class ThreadEmitter:
             self._socketio.emit(event_type, event, to=self.room, namespace=NAMESPACE)
 
     def _rollback_point(self, run_id: str | None) -> tuple[bool, int | None]:
-        """失敗したランの巻き戻し: ``(完了したステップが無い, そのランの最初の項目の位置)``。"""
-        first = next((i for i, e in enumerate(self.entries) if e.run_id == run_id), None)
-        completed = any(
-            e.run_id == run_id and e.message.role == "assistant" and not e.message.interrupted for e in self.entries
-        )
-        return not completed, first
+        """失敗したランの巻き戻し (:func:`rollback_point` を控えの履歴に当てる)。"""
+        return rollback_point(self.entries, run_id)
 
     def sync_history(self, run_id: str | None) -> None:
         """(ステップの確定で) 履歴の変更だけをストアへコミットする。変わっていなければ何もしない。

@@ -9,12 +9,12 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from llm_router.agent.errors import interrupted_error
 from llm_router.core.schemas.common import Usage
 from llm_router.core.schemas.events import RunError
+from llm_router.realtime.emitter import rollback_point, run_event
 from llm_router.store.base import HistoryChange, Store
 
 logger = logging.getLogger(__name__)
@@ -61,15 +61,10 @@ def close_orphaned_runs(store: Store) -> list[str]:
         thread = store.load_thread(run.thread_id)
         if thread is None:
             continue
-        history = thread.history
-        first = next((i for i, e in enumerate(history) if e.run_id == run.run_id), None)
-        completed = any(
-            e.run_id == run.run_id and e.message.role == "assistant" and not e.message.interrupted for e in history
-        )
-        rolled_back = not completed
+        rolled_back, first = rollback_point(thread.history, run.run_id)
         change = HistoryChange(truncate_to=first) if rolled_back and first is not None else None
-        event = {"type": "run_error", "thread_id": run.thread_id, "run_id": run.run_id, "ts": time.time()}
-        event.update(RunError(interrupted_error(interrupted_phase(events, run.run_id)), Usage(), rolled_back).fields())
+        error = RunError(interrupted_error(interrupted_phase(events, run.run_id)), Usage(), rolled_back)
+        event = run_event("run_error", run.thread_id, run.run_id, error.fields())
         store.commit(run.thread_id, [event], history=change, run_ended=run.run_id)
         logger.warning("run %s of thread %s was cut by a server stop: closed as interrupted", run.run_id, run.thread_id)
         closed.append(run.run_id)

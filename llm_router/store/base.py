@@ -95,6 +95,23 @@ class ThreadPage:
     threads: list[ThreadSummary]
     next_cursor: str | None
 
+    @staticmethod
+    def start(limit: Any, before: str | None) -> tuple[float, str] | None:
+        """``list_threads`` の引数を確かめ、``before`` の位置 ``(updated_at, thread_id)`` (無ければ ``None``) を返す。
+
+        Raises:
+            ValueError: ``limit`` が範囲外、``before`` が壊れているとき (その引数を名指し)。
+        """
+        check_limit(limit)
+        return decode_cursor(before) if before is not None else None
+
+    @classmethod
+    def of(cls, summaries: Sequence[ThreadSummary], limit: int) -> ThreadPage:
+        """新しい順に ``limit + 1`` 件まで読んだ要約から 1 ページを作る (超えた分があれば最後の 1 件が続きの位置)。"""
+        page = list(summaries[:limit])
+        more = len(summaries) > limit
+        return cls(page, encode_cursor(page[-1].updated_at, page[-1].thread_id) if more else None)
+
 
 @dataclass(frozen=True)
 class LogBounds:
@@ -200,10 +217,16 @@ class ThreadStore(Protocol):
 
 
 @runtime_checkable
-class Store(ThreadStore, EventLog, Protocol):
-    """バックエンドが実装するもの全部。"""
+class Committer(Protocol):
+    """:meth:`commit` を持つもの: ストアと、まとめて書く窓口 (:class:`~llm_router.store.group.GroupCommitter`)。
 
-    backend: str
+    実装するのは :meth:`commit_batch` だけでよい。:meth:`commit` の既定の実装は、引数を 1 つの
+    :class:`CommitItem` にして :meth:`commit_batch` で書き、項目の誤りをそのまま投げる。
+    """
+
+    def commit_batch(self, items: Sequence[CommitItem]) -> None:
+        """いくつもの項目をまとめて書く (グループコミット)。各項目は全部か何もなしで、結果は項目に入る。"""
+        ...
 
     def commit(
         self,
@@ -216,12 +239,31 @@ class Store(ThreadStore, EventLog, Protocol):
         run_ended: str | None = None,
         now: float | None = None,
     ) -> list[dict[str, Any]]:
-        """イベントの追加・履歴の変更・題名・ランの開始/終了を 1 つのトランザクションで行う。"""
-        ...
+        """イベントの追加・履歴の変更・題名・ランの開始/終了を 1 つのトランザクションで行う。
 
-    def commit_batch(self, items: Sequence[CommitItem]) -> None:
-        """いくつもの項目をまとめて書く (グループコミット)。各項目は全部か何もなしで、結果は項目に入る。"""
-        ...
+        返ったときには全部が保存され、各イベントに ``seq`` が入っている。誤りは何も書かずに投げる。
+        """
+        check_title(title)
+        item = CommitItem(thread_id, events, history, title, run_started, run_ended, now)
+        self.commit_batch([item])
+        if item.error is not None:
+            raise item.error
+        return item.result
+
+
+@runtime_checkable
+class Store(ThreadStore, EventLog, Committer, Protocol):
+    """バックエンドが実装するもの全部。
+
+    バックエンドはこのクラスを継ぎ、:meth:`append` と :meth:`~Committer.commit` の既定の実装を使う
+    (どちらも :meth:`~Committer.commit_batch` の上に立つ)。
+    """
+
+    backend: str
+
+    def append(self, thread_id: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """イベントを足す (:meth:`~Committer.commit` の短縮)。"""
+        return self.commit(thread_id, events)
 
     def close(self) -> None:
         """接続を閉じる。"""

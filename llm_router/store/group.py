@@ -20,9 +20,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
-from llm_router.store.base import CommitItem, HistoryChange, Store
+from llm_router.store.base import CommitItem, Committer, Store
 
 
 def _yield_once() -> None:
@@ -42,8 +41,8 @@ class _Waiting:
         self.lead = False
 
 
-class GroupCommitter:
-    """:meth:`Store.commit` と同じ形の ``commit`` を、まとめて書く窓口。
+class GroupCommitter(Committer):
+    """:meth:`Store.commit` と同じ形の ``commit`` (:class:`~llm_router.store.base.Committer`) を、まとめて書く窓口。
 
     Args:
         store: 書き込み先のストア (``commit_batch`` を持つもの)。
@@ -62,30 +61,23 @@ class GroupCommitter:
         self.batches = 0
         self.items = 0
 
-    def commit(
-        self,
-        thread_id: str,
-        events: Sequence[dict[str, Any]] = (),
-        *,
-        history: HistoryChange | None = None,
-        title: str | None = None,
-        run_started: str | None = None,
-        run_ended: str | None = None,
-        now: float | None = None,
-    ) -> list[dict[str, Any]]:
-        """項目を書き、コミットされたら ``seq`` の入ったイベントを返す (誤りはそのまま投げる)。"""
-        me = _Waiting(CommitItem(thread_id, events, history, title, run_started, run_ended, now))
+    def commit_batch(self, items: Sequence[CommitItem]) -> None:
+        """項目を待ち行列に足し、全部がコミットされる (か誤りが入る) まで待つ。
+
+        :meth:`~llm_router.store.base.Committer.commit` はこれを 1 項目で呼ぶ。リーダーがいなければ先頭の項目の
+        呼び出しがリーダーになり、後の項目はリーダーが書くのを待つ (リーダーを任されたらその項目で書く)。
+        """
+        waiting = [_Waiting(item) for item in items]
         with self._lock:
-            self._queue.append(me)
-            lead = not self._leading
-            self._leading = True
-        if not lead:
-            me.done.wait()
-        if lead or me.lead:
-            self._lead(me)
-        if me.item.error is not None:
-            raise me.item.error
-        return me.item.result
+            self._queue.extend(waiting)
+            lead = not self._leading and bool(waiting)
+            self._leading = self._leading or lead
+        for i, me in enumerate(waiting):
+            first_leader = lead and i == 0
+            if not first_leader:
+                me.done.wait()
+            if first_leader or me.lead:
+                self._lead(me)
 
     def _lead(self, me: _Waiting) -> None:
         """リーダーとして 1 まとまりを書き、次のリーダーを決める (``me`` は常に待ち行列の先頭)。"""

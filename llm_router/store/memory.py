@@ -19,15 +19,12 @@ from llm_router.store.base import (
     DEFAULT_LIST_LIMIT,
     ActiveRun,
     CommitItem,
-    HistoryChange,
     LogBounds,
     LogLimits,
+    Store,
     ThreadPage,
     ThreadSummary,
-    check_limit,
     check_title,
-    decode_cursor,
-    encode_cursor,
     encode_event,
     head_to_drop,
 )
@@ -51,7 +48,7 @@ class _Thread:
     lease: tuple[str, str, float] | None = None
 
 
-class MemoryStore:
+class MemoryStore(Store):
     """メモリ上のストア。
 
     Args:
@@ -107,8 +104,7 @@ class MemoryStore:
 
     def list_threads(self, owner: str, limit: int = DEFAULT_LIST_LIMIT, before: str | None = None) -> ThreadPage:
         """所有者のスレッドを ``(updated_at, thread_id)`` の降順で。"""
-        check_limit(limit)
-        bound = decode_cursor(before) if before is not None else None
+        bound = ThreadPage.start(limit, before)
         with self._lock:
             rows = [
                 (t.updated_at, tid, t)
@@ -116,18 +112,13 @@ class MemoryStore:
                 if t.owner == owner and (bound is None or (t.updated_at, tid) < bound)
             ]
             rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
-            page = rows[: limit + 1]
             summaries = [
                 ThreadSummary(
                     tid, t.title, t.config.get("model"), t.created_at, t.updated_at, t.last_seq, self._active_id(t)
                 )
-                for _, tid, t in page[:limit]
+                for _, tid, t in rows[: limit + 1]
             ]
-        cursor = None
-        if len(page) > limit:
-            last = summaries[-1]
-            cursor = encode_cursor(last.updated_at, last.thread_id)
-        return ThreadPage(summaries, cursor)
+        return ThreadPage.of(summaries, limit)
 
     @staticmethod
     def _active_id(t: _Thread) -> str | None:
@@ -156,27 +147,22 @@ class MemoryStore:
 
     # ------------------------------------------------------------ イベントと履歴
 
-    def append(self, thread_id: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """イベントを足す (:meth:`commit` の短縮)。"""
-        return self.commit(thread_id, events)
+    def commit_batch(self, items: Sequence[CommitItem]) -> None:
+        """項目ごとに :meth:`_commit_item` する (メモリではまとめても得が無い)。"""
+        for item in items:
+            try:
+                self._commit_item(item)
+            except Exception as exc:
+                item.error = exc
 
-    def commit(
-        self,
-        thread_id: str,
-        events: Sequence[dict[str, Any]] = (),
-        *,
-        history: HistoryChange | None = None,
-        title: str | None = None,
-        run_started: str | None = None,
-        run_ended: str | None = None,
-        now: float | None = None,
-    ) -> list[dict[str, Any]]:
-        """全部を検査・符号化してから、ロックの下で一度に反映する。"""
-        check_title(title)
-        now = self._clock() if now is None else now
+    def _commit_item(self, item: CommitItem) -> None:
+        """1 項目を、全部を検査・符号化してから、ロックの下で一度に反映する (結果は ``item.result``)。"""
+        history, events = item.history, item.events
+        check_title(item.title)
+        now = self._clock() if item.now is None else item.now
         entries = [e.to_dict() for e in history.append] if history is not None else []
         with self._lock:
-            t = self._get(thread_id)
+            t = self._get(item.thread_id)
             if history is not None and history.truncate_to is not None:
                 if not 0 <= history.truncate_to <= len(t.history):
                     raise ValueError(f"truncate_to: {history.truncate_to} is outside the history (0..{len(t.history)})")
@@ -198,33 +184,17 @@ class MemoryStore:
                     del t.history[history.truncate_to :]
                 t.history.extend(entries)
                 t.updated_at = now
-            if title is not None:
-                t.title = title
+            if item.title is not None:
+                t.title = item.title
                 t.updated_at = now
-            if run_started is not None:
-                t.runs[run_started] = [now, None]
-            if run_ended is not None and run_ended in t.runs:
-                t.runs[run_ended][1] = now
-                if t.lease is not None and t.lease[0] == run_ended:
+            if item.run_started is not None:
+                t.runs[item.run_started] = [now, None]
+            if item.run_ended is not None and item.run_ended in t.runs:
+                t.runs[item.run_ended][1] = now
+                if t.lease is not None and t.lease[0] == item.run_ended:
                     t.lease = None
             self._trim(t, now)
-        return list(events)
-
-    def commit_batch(self, items: Sequence[CommitItem]) -> None:
-        """項目ごとに :meth:`commit` する (メモリではまとめても得が無い)。"""
-        for item in items:
-            try:
-                item.result = self.commit(
-                    item.thread_id,
-                    item.events,
-                    history=item.history,
-                    title=item.title,
-                    run_started=item.run_started,
-                    run_ended=item.run_ended,
-                    now=item.now,
-                )
-            except Exception as exc:
-                item.error = exc
+        item.result = list(events)
 
     def _trim(self, t: _Thread, now: float) -> int:
         """(ロックの下で) 上限を超えた先頭を捨てる。"""

@@ -34,12 +34,10 @@ from llm_router.store.base import (
     HistoryChange,
     LogBounds,
     LogLimits,
+    Store,
     ThreadPage,
     ThreadSummary,
-    check_limit,
     check_title,
-    decode_cursor,
-    encode_cursor,
     encode_event,
     head_to_drop,
 )
@@ -103,7 +101,7 @@ CREATE TABLE events (thread_id TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT 
 """
 
 
-class SqliteStore:
+class SqliteStore(Store):
     """SQLite のストア。
 
     Args:
@@ -327,7 +325,7 @@ class SqliteStore:
 
     def list_threads(self, owner: str, limit: int = DEFAULT_LIST_LIMIT, before: str | None = None) -> ThreadPage:
         """所有者のスレッドを ``(updated_at, thread_id)`` の降順で (索引 ``threads_by_owner``)。"""
-        check_limit(limit)
+        bound = ThreadPage.start(limit, before)
         sql = (
             "SELECT t.thread_id, t.title, t.config, t.created_at, t.updated_at, "
             "max(t.last_seq, coalesce((SELECT max(e.seq) FROM events e WHERE e.thread_id = t.thread_id), 0)), "
@@ -336,8 +334,8 @@ class SqliteStore:
             "FROM threads t WHERE t.owner = ?"
         )
         params: list[Any] = [owner]
-        if before is not None:
-            updated_at, thread_id = decode_cursor(before)
+        if bound is not None:
+            updated_at, thread_id = bound
             sql += " AND (t.updated_at < ? OR (t.updated_at = ? AND t.thread_id < ?))"
             params += [updated_at, updated_at, thread_id]
         sql += " ORDER BY t.updated_at DESC, t.thread_id DESC LIMIT ?"
@@ -345,12 +343,9 @@ class SqliteStore:
         rows = self._read(sql, params)
         summaries = [
             ThreadSummary(tid, title, json.loads(config).get("model"), created, updated, last_seq, active)
-            for tid, title, config, created, updated, last_seq, active in rows[:limit]
+            for tid, title, config, created, updated, last_seq, active in rows
         ]
-        cursor = None
-        if len(rows) > limit:
-            cursor = encode_cursor(summaries[-1].updated_at, summaries[-1].thread_id)
-        return ThreadPage(summaries, cursor)
+        return ThreadPage.of(summaries, limit)
 
     def update_thread(
         self, thread_id: str, *, title: str | None = None, config: StoredThread | None = None, now: float | None = None
@@ -393,29 +388,6 @@ class SqliteStore:
             return deleted
 
     # ------------------------------------------------------------ イベントと履歴
-
-    def append(self, thread_id: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """イベントを足す (:meth:`commit` の短縮)。"""
-        return self.commit(thread_id, events)
-
-    def commit(
-        self,
-        thread_id: str,
-        events: Sequence[dict[str, Any]] = (),
-        *,
-        history: HistoryChange | None = None,
-        title: str | None = None,
-        run_started: str | None = None,
-        run_ended: str | None = None,
-        now: float | None = None,
-    ) -> list[dict[str, Any]]:
-        """イベント・履歴・題名・ランの記録を 1 トランザクションで書く。返ってから ``event["seq"]`` が入る。"""
-        check_title(title)
-        item = CommitItem(thread_id, events, history, title, run_started, run_ended, now)
-        self.commit_batch([item])
-        if item.error is not None:
-            raise item.error
-        return item.result
 
     def commit_batch(self, items: Sequence[CommitItem]) -> None:
         """いくつもの :class:`CommitItem` (別のスレッドのものでもよい) を 1 トランザクションで書く (グループコミット)。

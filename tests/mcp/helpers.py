@@ -36,10 +36,12 @@ def settings_with(servers: dict[str, McpServerConfig], environ: dict[str, str] |
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
-    """サーバーが書いた記録 (JSON Lines)。"""
+    """サーバーが書いた記録 (JSON Lines)。書きかけの最後の行 (改行がまだ無い) は次の読みまで待つ。"""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    text = path.read_text(encoding="utf-8")
+    complete = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 def received(path: Path, method: str) -> list[dict[str, Any]]:

@@ -110,3 +110,23 @@ def test_group_commit_under_eventlet_green_threads(tmp_path):
     assert all(seqs == list(range(1, 26)) for seqs in result["seqs"].values()) and len(result["seqs"]) == 40
     assert result["items"] == 1000
     assert result["batches"] <= 100, f"green threads ready at once share a transaction ({result['batches']} batches)"
+
+
+def test_group_committer_commit_batch_writes_every_item(tmp_path):
+    """窓口の ``commit_batch``: まとまりの上限を超える項目も全部書かれ、悪い項目だけが誤りになる。"""
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    committer = GroupCommitter(store, max_batch=2)
+    store.create_thread(sample_thread("thr_a"))
+    store.create_thread(sample_thread("thr_b"))
+    items = [
+        CommitItem("thr_a", [event(), event()]),
+        CommitItem("ghost", [event()]),
+        CommitItem("thr_b", [event()]),
+        CommitItem("thr_a", [event()]),
+    ]
+    committer.commit_batch(items)
+    assert [e["seq"] for e in items[0].result] == [1, 2] and items[0].error is None
+    assert isinstance(items[1].error, UnknownThread)
+    assert [e["seq"] for e in items[2].result] == [1] and [e["seq"] for e in items[3].result] == [3]
+    assert [e["seq"] for e in store.after("thr_a", 0)] == [1, 2, 3]
+    assert committer.items == 4 and committer.batches == 2

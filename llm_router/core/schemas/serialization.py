@@ -112,6 +112,11 @@ def _list(data: dict[str, Any], key: str, path: str) -> list[Any]:
     return value
 
 
+def _set_fields(obj: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """``obj`` の属性 ``names`` のうち ``None`` でないものの dict (省略できる欄は、値がある時だけ書く)。"""
+    return {name: getattr(obj, name) for name in names if getattr(obj, name) is not None}
+
+
 # ---------------------------------------------------------------- パーツ
 
 
@@ -120,12 +125,7 @@ def part_to_dict(part: ContentPart) -> dict[str, Any]:
     if isinstance(part, TextPart):
         return {"type": "text", "text": part.text}
     if isinstance(part, ImagePart):
-        out: dict[str, Any] = {"type": "image"}
-        for name in ("url", "data", "mime_type"):
-            value = getattr(part, name)
-            if value is not None:
-                out[name] = value
-        return out
+        return {"type": "image", **_set_fields(part, ("url", "data", "mime_type"))}
     raise TypeError(f"unknown content part {type(part).__name__}")
 
 
@@ -147,12 +147,7 @@ def part_from_dict(data: Any, path: str = "part") -> ContentPart:
 
 def reasoning_to_dict(part: ReasoningPart) -> dict[str, Any]:
     """推論パーツを dict にする (署名と ``redacted_data`` も含む)。"""
-    out: dict[str, Any] = {"text": part.text}
-    if part.signature is not None:
-        out["signature"] = part.signature
-    if part.redacted_data is not None:
-        out["redacted_data"] = part.redacted_data
-    return out
+    return {"text": part.text, **_set_fields(part, ("signature", "redacted_data"))}
 
 
 def reasoning_from_dict(data: Any, path: str = "reasoning") -> ReasoningPart:
@@ -167,12 +162,8 @@ def reasoning_from_dict(data: Any, path: str = "reasoning") -> ReasoningPart:
 
 def tool_call_to_dict(call: ToolCall) -> dict[str, Any]:
     """ツール呼び出しを dict にする。"""
-    out: dict[str, Any] = {"id": call.id, "name": call.name, "arguments": encode_value(call.arguments)}
-    if call.raw_arguments is not None:
-        out["raw_arguments"] = call.raw_arguments
-    if call.parse_error is not None:
-        out["parse_error"] = call.parse_error
-    return out
+    out = {"id": call.id, "name": call.name, "arguments": encode_value(call.arguments)}
+    return {**out, **_set_fields(call, ("raw_arguments", "parse_error"))}
 
 
 def tool_call_from_dict(data: Any, path: str = "tool_call") -> ToolCall:

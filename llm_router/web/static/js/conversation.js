@@ -9,7 +9,7 @@
  * 最後のユーザー発言には「編集」ボタンを付ける (直した文で onEdit(runId, text) を呼ぶ: rewind して送り直す)。
  * 読み込み直した会話は、サーバーの get_history の messages から描く (renderHistory)。
  */
-import { contentText, h, setText } from "./dom.js";
+import { bindEnterKeys, contentText, h, setText } from "./dom.js";
 import { renderMarkdown } from "./markdown.js";
 
 const FINISH_NOTES = {
@@ -112,16 +112,7 @@ export class ConversationView {
         setText(error, `答え直せませんでした: ${err.message} (${err.code || "error"})`);
       }
     };
-    input.addEventListener("keydown", (e) => {
-      if (e.key === "Enter" && !e.shiftKey && !e.isComposing && e.keyCode !== 229) {
-        e.preventDefault();
-        send();
-      } else if (e.key === "Escape") {
-        e.preventDefault();
-        e.stopPropagation();
-        close();
-      }
-    });
+    bindEnterKeys(input, { onSubmit: send, onCancel: close, shiftNewline: true });
     submit.addEventListener("click", send);
     cancel.addEventListener("click", close);
     run.editor = h("div.edit-box", {}, input, h("div.edit-buttons", {}, submit, cancel), error);

@@ -40,6 +40,27 @@ export function appendChild(el, child) {
   el.appendChild(typeof child === "string" || typeof child === "number" ? document.createTextNode(String(child)) : child);
 }
 
+/**
+ * 入力欄のキー: Enter で確定、(onCancel があれば) Escape で取り消し。日本語入力の変換を確定する Enter は確定にしない。
+ * @param {HTMLElement} input 入力欄
+ * @param {Object} opts
+ * @param {() => void} opts.onSubmit Enter が押された
+ * @param {() => void} [opts.onCancel] Escape が押された (外側へは伝えない)
+ * @param {boolean} [opts.shiftNewline] 真なら Shift+Enter は改行 (確定しない)
+ */
+export function bindEnterKeys(input, { onSubmit, onCancel, shiftNewline = false }) {
+  input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !(shiftNewline && e.shiftKey) && !e.isComposing && e.keyCode !== 229) {
+      e.preventDefault();
+      onSubmit();
+    } else if (e.key === "Escape" && onCancel) {
+      e.preventDefault();
+      e.stopPropagation();
+      onCancel();
+    }
+  });
+}
+
 /** 要素の中身を文字列で置き換える (HTML として解釈しない)。 */
 export function setText(el, text) {
   el.textContent = text == null ? "" : String(text);

@@ -9,7 +9,7 @@ import { AckError, AgentConnection, RUN_END_EVENTS } from "./connection.js";
 import { ClientToolRunner, clientToolDefinitions, trackSelection } from "./client_tools.js";
 import { ConfirmDialog } from "./confirm_dialog.js";
 import { ConversationView } from "./conversation.js";
-import { h, newId, setText } from "./dom.js";
+import { bindEnterKeys, h, newId, setText } from "./dom.js";
 import { FrameBatcher } from "./frame_batcher.js";
 import { ModelPicker } from "./model_picker.js";
 import { SessionStore } from "./session_store.js";
@@ -321,12 +321,7 @@ class ConsoleApp {
   /** 入力欄: Enter で送信、Shift+Enter で改行 (日本語入力の変換中の Enter は送信しない)。 */
   bindComposer() {
     const prompt = this.$("prompt");
-    prompt.addEventListener("keydown", (e) => {
-      if (e.key === "Enter" && !e.shiftKey && !e.isComposing && e.keyCode !== 229) {
-        e.preventDefault();
-        this.send();
-      }
-    });
+    bindEnterKeys(prompt, { onSubmit: () => this.send(), shiftNewline: true });
     this.$("composer").addEventListener("submit", (e) => {
       e.preventDefault();
       this.send();

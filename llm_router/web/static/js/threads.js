@@ -8,7 +8,7 @@
  * - 「削除」は行の中で確かめてから delete_thread (window.confirm は使わない。既定のフォーカスは「やめる」)。
  * - 中身の無いスレッド (seq が 0 で題名も無い: 開いただけの新しい会話) は出さない。
  */
-import { h, setText } from "./dom.js";
+import { bindEnterKeys, h, setText } from "./dom.js";
 
 const PAGE_SIZE = 30;
 // 読み直すときは、いま出ている件数まで 1 度に読む (「さらに表示」で足した分を畳まないため)。その上限
@@ -211,16 +211,7 @@ export class ThreadListView {
       }
     };
     input.addEventListener("input", () => input.setCustomValidity(""));
-    input.addEventListener("keydown", (e) => {
-      if (e.key === "Enter" && !e.isComposing && e.keyCode !== 229) {
-        e.preventDefault();
-        submit();
-      } else if (e.key === "Escape") {
-        e.preventDefault();
-        e.stopPropagation();
-        done();
-      }
-    });
+    bindEnterKeys(input, { onSubmit: submit, onCancel: done });
     save.addEventListener("click", submit);
     cancel.addEventListener("click", done);
     li.replaceChildren(h("form.thread-rename-form", { onsubmit: (e) => e.preventDefault() }, input, h("span.thread-edit-buttons", {}, save, cancel)));
