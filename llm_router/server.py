@@ -153,6 +153,7 @@ def _install_shutdown(socketio: Any, services: Services) -> None:
         try:
             services.registry.shutdown(SHUTDOWN_TIMEOUT_S)
             socketio.sleep(FLUSH_S)
+            services.registry.close()
         finally:
             logger.info("llm_router stopped")
             logging.shutdown()

@@ -104,6 +104,7 @@ class RunContext:
             if self.events.closed:
                 return False
             self.commit_progress(missing_result)
+            self.events.sync_history()
             return True
 
     def commit_progress(self, missing_result: str) -> None:

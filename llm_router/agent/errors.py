@@ -25,8 +25,32 @@ RUN_ERROR_CODES = frozenset(
         "provider_stream_broken",
         "timeout",
         "internal",
+        "store_unavailable",
+        "interrupted",
     }
 )
+
+
+def interrupted_error(phase: str) -> dict[str, Any]:
+    """サーバーが落ちて途中で切れたランの ``run_error.error`` (起動時の回復が書く。再試行してよい)。"""
+    return {
+        "code": "interrupted",
+        "message": "the server stopped while this run was active (サーバーの停止でランが中断されました)",
+        "provider": None,
+        "retryable": True,
+        "phase": phase,
+    }
+
+
+def unexpected_end_error(phase: str) -> dict[str, Any]:
+    """終わりのイベントを出さずにループが終わったランの ``run_error.error`` (``internal``)。"""
+    return {
+        "code": "internal",
+        "message": "the run ended unexpectedly",
+        "provider": None,
+        "retryable": False,
+        "phase": phase,
+    }
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -21,6 +21,11 @@ from llm_router.core.schemas.common import Usage
 TERMINAL_EVENTS = ("run_finished", "run_error", "run_cancelled")
 
 
+def run_error_fields(error: dict[str, Any], usage: Usage, rolled_back: bool = False) -> dict[str, Any]:
+    """``run_error`` のフィールド (封筒を除く)。このイベントの形を書く唯一の場所 (起動時の回復もこれを使う)。"""
+    return {"error": error, "usage": usage.to_dict(), "rolled_back": rolled_back}
+
+
 class RunEvents:
     """1 回の実行のイベント送出 (終わりのイベントの後は何も送らない)。"""
 
@@ -56,6 +61,17 @@ class RunEvents:
             self._sink.emit(event_type, self.run_id, redact_value(fields, self._secrets))
             self.closed = True
             return True
+
+    def sync_history(self) -> None:
+        """履歴が変わった (ステップが完了した) ことをシンクに伝える。
+
+        シンクが ``sync_history(run_id)`` を持てば呼ぶ (リアルタイム層はここで履歴をストアへ書く)。
+        持たなければ何もしない (次のイベントと一緒に書かれる)。
+        """
+        with self.lock:
+            hook = getattr(self._sink, "sync_history", None)
+            if hook is not None and not self.closed:
+                hook(self.run_id)
 
     # ------------------------------------------------------------ 実行とステップ
 
@@ -165,7 +181,7 @@ class RunEvents:
 
         ``rolled_back`` は、完了したステップが 1 つも無かったのでユーザーメッセージを履歴から外したこと。
         """
-        return self.finish("run_error", {"error": error, "usage": usage.to_dict(), "rolled_back": rolled_back})
+        return self.finish("run_error", run_error_fields(error, usage, rolled_back))
 
     def run_cancelled(self, reason: str, usage: Usage) -> bool:
         """``run_cancelled`` を送る (usage はそこまでに消費した分)。"""

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from llm_router.agent.context import RunContext, logger
-from llm_router.agent.errors import error_payload
+from llm_router.agent.errors import error_payload, unexpected_end_error
 from llm_router.agent.events import RunEvents
 from llm_router.agent.sink import EventSink
 from llm_router.agent.steps import Cancelled, Continue, Failed, Finished, Outcome, run_step
@@ -105,6 +105,11 @@ class AgentRun:
         # 上流のソケットを閉じ、待ちをほどく (ロックの外で: コールバックが別のロックを取ってもよいように)
         self.ctx.token.cancel(reason)
         return True
+
+    def ensure_ended(self) -> None:
+        """終わりのイベントがまだ出ていなければ ``run_error`` (``internal``) で閉じる (登録簿の最後の守り)。"""
+        phase = "tool" if self.ctx.progress.assistant else "before_output"
+        self._end(Failed(unexpected_end_error(phase)))
 
     # ------------------------------------------------------------ ループ
 

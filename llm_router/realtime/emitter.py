@@ -1,11 +1,19 @@
-"""スレッドのイベント送出: ``seq`` を付ける唯一の場所。ログへの追加とスレッドのルームへの送信を同じロックの下で行う。
+"""スレッドのイベント送出 (先書き): イベントをストアにコミットしてから、スレッドのルームへ送る。
 
-エージェントループの ``EventSink`` を満たす (``emit(event_type, run_id, fields)``)。
-1 イベントあたりの処理は、封筒の dict を 1 つ作る・deque に足す (バイト数の上限のためにそのイベントだけを
-JSON にして長さを測る)・Socket.IO の送信キューに積む、だけ (履歴の JSON 化も INFO ログもしない)。Socket.IO の ``emit`` はソケットの送信キューに
-積むだけでネットワーク I/O を待たないので、ロックを持ったまま呼んでよい。
+エージェントループの ``EventSink`` を満たす (``emit(event_type, run_id, fields)``)。流れ (図は README.md):
 
-再開 (:meth:`ThreadEmitter.attach`) も同じロックの下で「ルームへの参加」と「ログの再送」を行うので、
+1. スレッドの送出のロックを取る (コミットから送信までずっと持つ: 送る順は必ず ``seq`` の順)。
+2. 封筒 (``type`` / ``thread_id`` / ``run_id`` / ``ts``) を付ける。``seq`` はストアのログが配る。
+3. エージェントの履歴 (``ThreadState.history``、メッセージのリスト) と、ストアに書いた履歴の控え
+   (``entries``) を比べ、違えば :class:`~llm_router.store.base.HistoryChange` (ある位置から後ろを消す + 足す) を作る。
+   ユーザーメッセージは ``run_started`` と、完了したステップは ``sync_history`` (ステップの確定) と、
+   中断されたテキストと巻き戻しは終わりのイベントと、同じトランザクションに入る。
+4. ``store.commit`` が返ったら (全部が保存されている) ルームへ送る。例外ならストアには何も残っていない:
+   何も送らず、エージェントの履歴を控え (= ストアの中身) に戻して、例外を上げる (ランは ``store_unavailable``
+   で終わる)。終わりのイベントさえ書けないときは、``seq: null`` の記録されない通知として送る
+   (そのランは次の起動で ``interrupted`` として閉じられる)。
+
+再開 (:meth:`ThreadEmitter.attach`) も同じロックの下で「ルームへの参加」と「ストアのログの再送」を行うので、
 再送とライブのイベントの間に抜けも重複も生じない。
 """
 
@@ -13,18 +21,42 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
-from llm_router.realtime.event_log import EventLog
+from llm_router.core.schemas.common import Message
+from llm_router.core.schemas.serialization import part_to_dict
+from llm_router.core.schemas.thread_record import HistoryEntry
 from llm_router.realtime.schemas import RUN_END_EVENTS
+from llm_router.store.base import HistoryChange, Store
+from llm_router.store.errors import StoreUnavailable
 
 NAMESPACE = "/agent"
+TITLE_CHARS = 60
 
 
 def room_name(thread_id: str) -> str:
     """スレッドのルーム名。"""
     return "thread:" + thread_id
+
+
+def new_message_id() -> str:
+    """履歴の 1 件の ID。"""
+    return "msg_" + uuid.uuid4().hex[:20]
+
+
+def content_to_wire(content: Any) -> Any:
+    """メッセージの ``content`` をプロトコルの形 (文字列か、パーツの dict のリスト) にする。"""
+    if isinstance(content, str):
+        return content
+    return [part_to_dict(part) for part in content]
+
+
+def title_from(message: Message) -> str | None:
+    """最初のユーザーメッセージから題名を作る (テキストの先頭 60 文字。テキストが無ければ ``None``)。"""
+    text = " ".join(message.text().split())
+    return text[:TITLE_CHARS] or None
 
 
 class ThreadEmitter:
@@ -33,7 +65,10 @@ class ThreadEmitter:
     Args:
         thread_id: スレッド ID。
         socketio: Flask-SocketIO の ``SocketIO`` (``emit`` と ``server.enter_room`` を使う)。
-        log: このスレッドのイベントログ。
+        store: スレッドとイベントログのストア。
+        history: エージェントの履歴のリスト (``ThreadState.history``。同じオブジェクトを使い続ける)。
+        entries: ストアにある履歴の控え (``history`` と同じ順)。
+        title: ストアにある題名 (``None`` なら最初のユーザーメッセージから付ける)。
         on_run_end: ラン終了イベントを送る直前に、送出のロックの下で呼ぶ関数 (登録簿がアクティブなランを外す)。
             送る前に外すので、``run_finished`` を受け取ったクライアントがすぐ次の ``user_message`` を
             送っても ``run_in_progress`` にならない。
@@ -43,37 +78,124 @@ class ThreadEmitter:
         self,
         thread_id: str,
         socketio: Any,
-        log: EventLog,
+        store: Store,
+        history: list[Message],
+        entries: list[HistoryEntry],
+        title: str | None = None,
         on_run_end: Callable[[str | None], None] | None = None,
     ) -> None:
         """送出口を作る。"""
         self.thread_id = thread_id
         self.room = room_name(thread_id)
         self._socketio = socketio
-        self.log = log
+        self.store = store
+        self.history = history
+        self.entries = entries
+        self.title = title
         self._on_run_end = on_run_end
-        self.lock = threading.Lock()
+        # 再入できるロック: rewind は送出のロックの下で履歴を変えてから emit する
+        self.lock = threading.RLock()
+
+    # ------------------------------------------------------------ 送出
 
     def emit(self, event_type: str, run_id: str | None, fields: dict[str, Any]) -> None:
-        """封筒 (``type`` / ``thread_id`` / ``run_id`` / ``seq`` / ``ts``) を付け、ログに足し、ルームへ送る。"""
+        """封筒を付け、履歴の変更と一緒にストアへコミットしてから、ルームへ送る。
+
+        Raises:
+            StoreUnavailable: ストアが書き込みを拒んだ (終わりのイベント以外)。何も送らず、何も残らない。
+        """
         with self.lock:
+            terminal = event_type in RUN_END_EVENTS
             # アクティブなランを外すのも送出のロックの下で: 外れた直後に別のソケットが始めたランの
             # run_started は、このロックを待つので必ずこの終わりのイベントより後の seq になる
-            if event_type in RUN_END_EVENTS and self._on_run_end is not None:
+            if terminal and self._on_run_end is not None:
                 self._on_run_end(run_id)
-            event = {
+            event: dict[str, Any] = {
                 "type": event_type,
                 "thread_id": self.thread_id,
                 "run_id": run_id,
-                "seq": self.log.last_seq + 1,
                 "ts": time.time(),
             }
             event.update(fields)
-            self.log.append(event)
+            keep, added = self._history_change(run_id)
+            change = None if keep is None else HistoryChange(None if keep >= len(self.entries) else keep, added)
+            title = None
+            if event_type == "run_started":
+                user = next((e for e in reversed(added) if e.message.role == "user"), None)
+                if user is not None:
+                    event["message"] = {"message_id": user.message_id, "content": content_to_wire(user.message.content)}
+                    if self.title is None:
+                        title = title_from(user.message)
+            try:
+                self.store.commit(
+                    self.thread_id,
+                    [event],
+                    history=change,
+                    title=title,
+                    run_ended=run_id if terminal else None,
+                )
+            except StoreUnavailable:
+                self._restore_history()
+                if not terminal:
+                    raise
+                # 終わりのイベントさえ書けない: 記録されない通知として送り、ランを閉じる
+                event["seq"] = None
+                if event_type == "run_error":
+                    event["rolled_back"] = not any(e.run_id == run_id for e in self.entries)
+                self._socketio.emit(event_type, event, to=self.room, namespace=NAMESPACE)
+                return
+            if keep is not None:
+                del self.entries[keep:]
+                self.entries.extend(added)
+            if title is not None:
+                self.title = title
             self._socketio.emit(event_type, event, to=self.room, namespace=NAMESPACE)
 
+    def sync_history(self, run_id: str | None) -> None:
+        """(ステップの確定で) 履歴の変更だけをストアへコミットする。変わっていなければ何もしない。
+
+        Raises:
+            StoreUnavailable: ストアが拒んだ (エージェントの履歴は控えに戻す)。
+        """
+        with self.lock:
+            keep, added = self._history_change(run_id)
+            if keep is None:
+                return
+            change = HistoryChange(None if keep >= len(self.entries) else keep, added)
+            try:
+                self.store.commit(self.thread_id, (), history=change)
+            except StoreUnavailable:
+                self._restore_history()
+                raise
+            del self.entries[keep:]
+            self.entries.extend(added)
+
+    def _history_change(self, run_id: str | None) -> tuple[int | None, list[HistoryEntry]]:
+        """エージェントの履歴と控えの違い: ``(残す件数, 足す項目)``。同じなら ``(None, [])``。
+
+        履歴は末尾でしか変わらない (足す・後ろを消す) ので、長さと最後の要素が同じなら同じとみなす (O(1))。
+        """
+        history, entries = self.history, self.entries
+        n, m = len(history), len(entries)
+        if n == m and (n == 0 or history[-1] is entries[-1].message):
+            return None, []
+        keep = 0
+        for message, entry in zip(history, entries, strict=False):
+            if message is not entry.message:
+                break
+            keep += 1
+        now = time.time()
+        added = [HistoryEntry(message, new_message_id(), run_id, now) for message in history[keep:]]
+        return keep, added
+
+    def _restore_history(self) -> None:
+        """エージェントの履歴をストアの中身 (控え) に戻す (書けなかった変更を忘れる)。"""
+        self.history[:] = [entry.message for entry in self.entries]
+
+    # ------------------------------------------------------------ 再開
+
     def attach(self, sid: str, resume_after_seq: int | None) -> tuple[int, list[str]]:
-        """ソケット ``sid`` をルームに入れ、必要ならログを再送する。``(last_seq, 警告)`` を返す。
+        """ソケット ``sid`` をルームに入れ、必要ならストアのログを再送する。``(last_seq, 警告)`` を返す。
 
         ルームへの参加と再送はイベントの送出と同じロックの下で行う: 再送の最後の ``seq`` の次の
         イベントから、ルーム経由のライブのイベントが続く。
@@ -81,7 +203,8 @@ class ThreadEmitter:
         warnings: list[str] = []
         with self.lock:
             self._socketio.server.enter_room(sid, self.room, namespace=NAMESPACE)
-            last = self.log.last_seq
+            bounds = self.store.bounds(self.thread_id)
+            last = bounds.last_seq
             if resume_after_seq is None:
                 return last, warnings
             if resume_after_seq > last:
@@ -89,12 +212,12 @@ class ThreadEmitter:
                     f"resume_after_seq {resume_after_seq} is ahead of this thread's last seq {last}; nothing to replay"
                 )
                 return last, warnings
-            if self.log.missing_before(resume_after_seq):
+            if bounds.missing_before(resume_after_seq):
                 warnings.append(
-                    f"events {resume_after_seq + 1}..{self.log.first_seq - 1} are no longer kept "
-                    f"(server.event_log_max_events / event_log_max_age_s); replaying from {self.log.first_seq}"
+                    f"events {resume_after_seq + 1}..{bounds.first_seq - 1} are no longer kept "
+                    f"(server.event_log_max_events / event_log_max_age_s); replaying from {bounds.first_seq}"
                 )
-            for event in self.log.after(resume_after_seq):
+            for event in self.store.after(self.thread_id, resume_after_seq):
                 self._socketio.emit(event["type"], event, to=sid, namespace=NAMESPACE)
             return last, warnings
 

@@ -17,6 +17,8 @@ NOT_AWAITING = "not_awaiting"
 PAYLOAD_TOO_LARGE = "payload_too_large"
 RATE_LIMITED = "rate_limited"
 LIMIT_REACHED = "limit_reached"
+UNKNOWN_RUN = "unknown_run"
+STORE_UNAVAILABLE = "store_unavailable"
 INTERNAL = "internal"
 
 # ack に現れるエラーコード (run_error の中のコードは core.schemas.errors の各例外の ``code``)
@@ -32,6 +34,8 @@ ACK_ERROR_CODES = (
     PAYLOAD_TOO_LARGE,
     RATE_LIMITED,
     LIMIT_REACHED,
+    UNKNOWN_RUN,
+    STORE_UNAVAILABLE,
     INTERNAL,
 )
 

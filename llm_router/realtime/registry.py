@@ -23,48 +23,96 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from llm_router.core.schemas.thread_record import HistoryEntry, StoredThread
 from llm_router.realtime.emitter import NAMESPACE, ThreadEmitter
-from llm_router.realtime.event_log import EventLog
+from llm_router.realtime.recovery import close_orphaned_runs
 from llm_router.realtime.schemas import (
     FORBIDDEN,
     LIMIT_REACHED,
     NO_ACTIVE_RUN,
     NOT_AWAITING,
     RUN_IN_PROGRESS,
+    STORE_UNAVAILABLE,
+    UNKNOWN_RUN,
     UNKNOWN_THREAD,
     UNKNOWN_TOOL_CALL,
     CancelPayload,
+    ListThreadsPayload,
     ProtocolError,
+    RewindPayload,
     StartPayload,
+    ThreadRefPayload,
     ToolResultPayload,
+    UpdateThreadPayload,
     UserMessagePayload,
     cancel_ack,
     invalid,
+    parse_settings,
     start_ack,
     tool_result_ack,
     user_message_ack,
 )
 from llm_router.realtime.thread_config import ThreadConfig, ThreadConfigBuilder
+from llm_router.store.base import Store
+from llm_router.store.errors import StoreUnavailable
+
+if TYPE_CHECKING:
+    from llm_router.agent.thread_state import ThreadState
 
 logger = logging.getLogger(__name__)
 
 RUN_IDS_KEPT = 256
 
 
+class RunHandle(Protocol):
+    """登録簿がランに求めるもの (いまはプロセス内の ``AgentRun``。後で別のプロセスのランの代理も置ける)。"""
+
+    @property
+    def done(self) -> bool:
+        """終わりのイベントを送り終えていれば真。"""
+        ...
+
+    @property
+    def pending_client_calls(self) -> list[str]:
+        """クライアントの答えを待っているツール呼び出しの ID。"""
+        ...
+
+    def cancel(self, mode: str = "now", reason: str = "client") -> bool:
+        """取り消す。まだ終わっていないランに受け付けたら真。"""
+        ...
+
+    def submit_tool_result(self, tool_call_id: str, result: Any, is_error: bool = False) -> str | None:
+        """クライアント側ツールの答え。``None`` (受理)、``unknown_tool_call``、``not_awaiting`` のどれか。"""
+        ...
+
+    def run(self) -> None:
+        """実行する (ブロックする)。"""
+        ...
+
+    def ensure_ended(self) -> None:
+        """終わりのイベントがまだなら ``run_error`` で閉じる。"""
+        ...
+
+
+def store_refused(exc: StoreUnavailable) -> ProtocolError:
+    """ストアの拒否を ack の ``store_unavailable`` にする。"""
+    return ProtocolError(STORE_UNAVAILABLE, f"the thread store refused the write: {exc.message}")
+
+
 @dataclass
 class ThreadRecord:
-    """登録簿の 1 スレッド。``lock`` の下で読み書きする。"""
+    """登録簿の 1 スレッド (プロセスの中のものだけ: ソケット、動いているラン、ロック、送出口)。``lock`` の下で読み書きする。"""
 
     id: str
     owner: str
     config: ThreadConfig
-    state: Any
+    state: ThreadState
     emitter: ThreadEmitter | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     sids: set[str] = field(default_factory=set)
-    active: Any = None
+    active: RunHandle | None = None
     active_run_id: str | None = None
     run_ids: deque[str] = field(default_factory=lambda: deque(maxlen=RUN_IDS_KEPT))
     last_activity: float = field(default_factory=time.monotonic)
@@ -81,45 +129,113 @@ class ThreadRecord:
             return False
 
 
+def stored_from_config(thread_id: str, owner: str, config: ThreadConfig) -> StoredThread:
+    """スレッドの設定をストアの形にする (履歴は含めない)。"""
+    return StoredThread(
+        thread_id=thread_id,
+        owner=owner,
+        model=config.model,
+        system=config.system,
+        client_tools=list(config.client_tools),
+        server_tools=list(config.server_tools),
+        settings=config.settings.to_dict(),
+    )
+
+
+def config_from_stored(stored: StoredThread, enabled_server_tools: list[str]) -> ThreadConfig:
+    """ストアのスレッドから設定を戻す (いま有効でないサーバー側ツールは外す)。"""
+    enabled = set(enabled_server_tools)
+    server_tools = enabled_server_tools if stored.server_tools is None else stored.server_tools
+    return ThreadConfig(
+        model=stored.model or "",
+        system=stored.system,
+        client_tools=list(stored.client_tools),
+        server_tools=[name for name in server_tools if name in enabled],
+        settings=parse_settings(stored.settings or {}),
+    )
+
+
 class ThreadRegistry:
     """全スレッドの登録簿。各メソッドは成功の ack を返すか :class:`ProtocolError` を投げる。
+
+    スレッド・履歴・設定・題名・時刻・イベントログはストア (``store.backend``) にあり、登録簿が持つのは
+    プロセスの中のもの (ソケット、動いているラン、ロック、送出口) だけ。ストアにあってまだ開かれていない
+    スレッドは、``start`` (や履歴・スレッドのイベント) のときにストアから読み込む。
 
     Args:
         settings: アプリの ``Settings``。
         socketio: Flask-SocketIO の ``SocketIO``。
         router: ``ModelRouter``。
         tools: サーバー側ツールの ``ToolRegistry``。
+        store: ストア (省略すると ``open_store(settings)`` で開く)。開いたらすぐ起動時の回復を行う。
     """
 
-    def __init__(self, settings: Any, socketio: Any, router: Any, tools: Any) -> None:
-        """依存を受け取る。"""
+    def __init__(self, settings: Any, socketio: Any, router: Any, tools: Any, store: Store | None = None) -> None:
+        """依存を受け取り、ストアを開いて、前のプロセスが残したランを ``interrupted`` で閉じる。"""
+        from llm_router.store.factory import open_store
+
         self.settings = settings
         self.socketio = socketio
         self.router = router
         self.tools = tools
+        self.store: Store = store if store is not None else open_store(settings)
         self.config_builder = ThreadConfigBuilder(router, tools, settings)
         self._threads: dict[str, ThreadRecord] = {}
         self._sid_threads: dict[str, set[str]] = {}
-        # 主体 → その主体のスレッド ID (作った順)。主体 → 動いているランの数。どちらも登録簿のロックの下で
+        # 主体 → その主体のスレッド ID (開いた順)。主体 → 動いているランの数。どちらも登録簿のロックの下で
         self._owned: dict[str, dict[str, None]] = {}
         self._active_runs: dict[str, int] = {}
         self._lock = threading.Lock()
         self._sweeper_started = False
         self._closing = False
+        try:
+            self.recovered = close_orphaned_runs(self.store)
+        except StoreUnavailable:
+            # 読み取り専用のファイルなど: 読めるものは使えるようにし、書けないことはランの開始で伝える
+            logger.exception("could not close the runs left by the previous process (store refuses writes)")
+            self.recovered = []
 
     # ------------------------------------------------------------ 参照
 
     def get(self, thread_id: str, principal: str) -> ThreadRecord:
-        """スレッドを引き、主体が所有者であることを確かめる。"""
+        """開いているスレッドを引き、主体が所有者であることを確かめる。"""
         record = self._threads.get(thread_id)
         if record is None:
+            owner = self._stored_owner(thread_id)
+            if owner is not None and owner != principal:
+                raise ProtocolError(FORBIDDEN, f"thread '{thread_id}' belongs to another principal")
             raise ProtocolError(UNKNOWN_THREAD, f"unknown thread '{thread_id}' (send 'start' first)")
         if record.owner != principal:
             raise ProtocolError(FORBIDDEN, f"thread '{thread_id}' belongs to another principal")
         return record
 
+    def _stored_owner(self, thread_id: str) -> str | None:
+        """ストアにあるスレッドの所有者 (無ければ ``None``)。"""
+        try:
+            return self.store.thread_owner(thread_id)
+        except StoreUnavailable as exc:
+            raise store_refused(exc) from None
+
+    def _open(self, thread_id: str, principal: str) -> ThreadRecord:
+        """スレッドを開く (開いていなければストアから読み込む)。無ければ ``unknown_thread``。"""
+        record = self._threads.get(thread_id)
+        if record is None:
+            try:
+                stored = self.store.load_thread(thread_id)
+            except StoreUnavailable as exc:
+                raise store_refused(exc) from None
+            if stored is None:
+                raise ProtocolError(UNKNOWN_THREAD, f"unknown thread '{thread_id}'")
+            if stored.owner != principal:
+                raise ProtocolError(FORBIDDEN, f"thread '{thread_id}' belongs to another principal")
+            config = config_from_stored(stored, self.config_builder.enabled_server_tools())
+            record = self._create_or_get(thread_id, principal, config, stored)
+        if record.owner != principal:
+            raise ProtocolError(FORBIDDEN, f"thread '{thread_id}' belongs to another principal")
+        return record
+
     def __len__(self) -> int:
-        """スレッドの数。"""
+        """開いているスレッドの数。"""
         return len(self._threads)
 
     # ------------------------------------------------------------ start
@@ -129,30 +245,61 @@ class ThreadRegistry:
         self._start_sweeper()
         thread_id = payload.thread_id or "thr_" + uuid.uuid4().hex[:20]
         existing = self._threads.get(thread_id)
-        if existing is not None and existing.owner != principal:
+        stored = None
+        if existing is None:
+            try:
+                stored = self.store.load_thread(thread_id)
+            except StoreUnavailable as exc:
+                raise store_refused(exc) from None
+        owner = existing.owner if existing is not None else (stored.owner if stored is not None else None)
+        if owner is not None and owner != principal:
             raise ProtocolError(FORBIDDEN, f"thread '{thread_id}' belongs to another principal")
-        config, warnings = self.config_builder.build(payload, existing.config if existing else None)
+        current = existing.config if existing is not None else None
+        if current is None and stored is not None:
+            current = config_from_stored(stored, self.config_builder.enabled_server_tools())
+        config, warnings = self.config_builder.build(payload, current)
+        if stored is None and existing is None:
+            try:
+                self.store.create_thread(stored_from_config(thread_id, principal, config))
+            except StoreUnavailable as exc:
+                raise store_refused(exc) from None
+            except Exception:
+                # 同時の start が先に作った (ThreadExists): 所有者は下で確かめる
+                if self._stored_owner(thread_id) is None:
+                    raise
+            stored = StoredThread(thread_id=thread_id, owner=principal)
+        elif current != config:
+            try:
+                self.store.update_thread(thread_id, config=stored_from_config(thread_id, principal, config))
+            except StoreUnavailable as exc:
+                raise store_refused(exc) from None
         with self._lock:
             self._sid_threads.setdefault(sid, set()).add(thread_id)
         while True:
-            record = self._create_or_get(thread_id, principal, config)
+            record = self._create_or_get(thread_id, principal, config, stored)
             with record.lock:
                 record.config = config
                 record.sids.add(sid)
                 record.detached_at = None
                 record.last_activity = time.monotonic()
-            # 見回りや上限で消されるのは、スレッドのロックの下でソケットが無いと確かめたものだけ。
-            # ソケットを足す前に消されていたら、新しく作り直す
+            # 見回りや上限で閉じられるのは、スレッドのロックの下でソケットが無いと確かめたものだけ。
+            # ソケットを足す前に閉じられていたら、開き直す
             if self._threads.get(thread_id) is record:
                 break
-        last_seq, resume_warnings = record.emitter.attach(sid, payload.resume_after_seq)
+            stored = self.store.load_thread(thread_id)
+        try:
+            last_seq, resume_warnings = record.emitter.attach(sid, payload.resume_after_seq)
+        except StoreUnavailable as exc:
+            raise store_refused(exc) from None
         if not self.socketio.server.manager.is_connected(sid, NAMESPACE):
             # ハンドラは並行に動くので、このソケットの切断処理が先に終わっていることがある: その分を片付ける
             self.disconnect(sid)
         return start_ack(thread_id, config.model, config.tool_summary(), last_seq, warnings + resume_warnings)
 
-    def _create_or_get(self, thread_id: str, principal: str, config: ThreadConfig) -> ThreadRecord:
-        """スレッドを作る (同時に作られていればそれを使い、所有者を確かめる)。"""
+    def _create_or_get(
+        self, thread_id: str, principal: str, config: ThreadConfig, stored: StoredThread | None
+    ) -> ThreadRecord:
+        """開いているスレッドを返すか、ストアの中身 (``stored``) から開く。所有者を確かめる。"""
         from llm_router.agent import ThreadState
 
         with self._lock:
@@ -160,28 +307,32 @@ class ThreadRegistry:
             if record is None:
                 owned = self._owned.setdefault(principal, {})
                 self._make_room(principal, owned)
-                record = ThreadRecord(thread_id, principal, config, ThreadState(thread_id=thread_id))
-                server = self.settings.config.server
-                log = EventLog(
-                    server.event_log_max_events,
-                    server.event_log_max_age_s,
-                    max_bytes=server.event_log_max_bytes,
-                )
+                entries: list[HistoryEntry] = list(stored.history) if stored is not None else []
+                state = ThreadState(thread_id=thread_id, history=[e.message for e in entries])
+                record = ThreadRecord(thread_id, principal, config, state)
                 record.emitter = ThreadEmitter(
-                    thread_id, self.socketio, log, lambda run_id: self._run_end(record, run_id)
+                    thread_id,
+                    self.socketio,
+                    self.store,
+                    state.history,
+                    entries,
+                    stored.title if stored is not None else None,
+                    lambda run_id: self._run_end(record, run_id),
                 )
                 self._threads[thread_id] = record
-                # 消した結果その主体の表が空になって外れていることがあるので、引き直して足す
+                # 閉じた結果その主体の表が空になって外れていることがあるので、引き直して足す
                 self._owned.setdefault(principal, {})[thread_id] = None
         if record.owner != principal:
             raise ProtocolError(FORBIDDEN, f"thread '{thread_id}' belongs to another principal")
         return record
 
     def _make_room(self, principal: str, owned: dict[str, None]) -> None:
-        """(登録簿のロックの下で) 主体のスレッドが上限に達していれば、ソケットもランも無い最古のスレッドを消す。
+        """(登録簿のロックの下で) 主体の開いているスレッドが上限なら、ソケットもランも無い最古のものを閉じる。
+
+        閉じたスレッドはストアに残り、次の ``start`` でまた開ける。
 
         Raises:
-            ProtocolError: ``limit_reached`` (消せるスレッドが無い)。
+            ProtocolError: ``limit_reached`` (閉じられるスレッドが無い)。
         """
         limit = self.settings.config.server.max_threads_per_principal
         if limit <= 0 or len(owned) < limit:
@@ -203,16 +354,17 @@ class ThreadRegistry:
                 f"this principal already has {len(owned)} threads in use (server.max_threads_per_principal = {limit})",
             )
 
-    def _forget(self, thread_id: str) -> bool:
-        """(登録簿のロックの下で) ソケットもランも無いスレッドを登録簿から消す。消したら真。
+    def _forget(self, thread_id: str, force: bool = False) -> bool:
+        """(登録簿のロックの下で) ソケットもランも無いスレッドをプロセスから外す (ストアには残る)。外したら真。
 
-        確かめるのと消すのを同じスレッドのロックの下で行うので、同時の ``start`` がソケットを足したスレッドは消さない。
+        確かめるのと外すのを同じスレッドのロックの下で行うので、同時の ``start`` がソケットを足したスレッドは
+        外さない (``force`` は ``delete_thread``: ソケットがあっても外す。ランがあれば外さない)。
         """
         record = self._threads.get(thread_id)
         if record is None:
             return False
         with record.lock:
-            if record.sids or record.active is not None:
+            if (record.sids and not force) or record.active is not None:
                 return False
             del self._threads[thread_id]
         owned = self._owned.get(record.owner, {})
@@ -260,6 +412,11 @@ class ThreadRegistry:
             run_id = payload.run_id or "run_" + uuid.uuid4().hex[:20]
             if run_id in record.run_ids:
                 raise invalid(f"run_id: '{run_id}' was already used in this thread")
+        try:
+            if payload.run_id is not None and self.store.has_run(record.id, run_id):
+                raise invalid(f"run_id: '{run_id}' was already used in this thread")
+        except StoreUnavailable as exc:
+            raise store_refused(exc) from None
         # 主体のランの枠を先に取る (登録簿のロックはスレッドのロックの外で)。このスレッドで先を越されたら返す
         self._reserve_run(principal)
         try:
@@ -270,15 +427,23 @@ class ThreadRegistry:
         self.socketio.start_background_task(self._execute, record, run, run_id)
         return user_message_ack(run_id)
 
-    def _begin_run(self, record: ThreadRecord, payload: UserMessagePayload, run_id: str) -> Any:
-        """(枠を取った後) スレッドのロックの下で、もう一度確かめてからランを作ってアクティブにし、返す。"""
+    def _begin_run(self, record: ThreadRecord, payload: UserMessagePayload, run_id: str) -> RunHandle:
+        """(枠を取った後) もう一度確かめ、ランの開始をストアに記録してからランを作ってアクティブにし、返す。
+
+        ランの開始の記録は本物の書き込みなので、ストアが書き込みを拒んでいればここで ``store_unavailable``
+        になり、何も始まらない。
+        """
         from llm_router.agent import AgentRun
 
-        with record.lock:
+        with record.emitter.lock, record.lock:
             if record.active is not None:
                 raise ProtocolError(RUN_IN_PROGRESS, f"run '{record.active_run_id}' is still active in this thread")
             if run_id in record.run_ids:
                 raise invalid(f"run_id: '{run_id}' was already used in this thread")
+            try:
+                self.store.mark_run_active(record.id, run_id)
+            except StoreUnavailable as exc:
+                raise store_refused(exc) from None
             self._apply_config(record)
             run = AgentRun(
                 run_id,
@@ -306,36 +471,26 @@ class ThreadRegistry:
         state.server_tools = list(config.server_tools)
         state.settings = RunSettings.from_dict(config.settings.to_dict())
 
-    def _execute(self, record: ThreadRecord, run: Any, run_id: str) -> None:
-        """バックグラウンドでランを実行する。終わりのイベントが出ずに終わったら ``run_error`` で閉じる。"""
+    def _execute(self, record: ThreadRecord, run: RunHandle, run_id: str) -> None:
+        """バックグラウンドでランを実行する。終わりのイベントが出ずに終わったら、ラン自身に ``run_error`` で閉じさせる。"""
         try:
             run.run()
         except Exception:
             logger.exception("run %s of thread %s raised", run_id, record.id)
         with record.lock:
-            dangling = record.active_run_id == run_id or not getattr(run, "done", True)
+            dangling = record.active_run_id == run_id or not run.done
         if dangling:
-            error = {
-                "code": "internal",
-                "message": "the run ended unexpectedly",
-                "provider": None,
-                "retryable": False,
-                "phase": "before_output",
-            }
-            usage = {"input_tokens": 0, "output_tokens": 0, "reasoning_tokens": 0}
             try:
-                record.emitter.emit(
-                    "run_error",
-                    run_id,
-                    {"error": error, "usage": usage, "rolled_back": bool(getattr(run, "rolled_back", False))},
-                )
+                run.ensure_ended()
+            except Exception:
+                logger.exception("run %s of thread %s could not be closed", run_id, record.id)
             finally:
                 # 送出まで失敗しても、スレッドを run_in_progress のまま残さない
                 self._run_end(record, run_id)
 
     # ------------------------------------------------------------ tool_result / cancel
 
-    def _active_run(self, record: ThreadRecord, run_id: str | None) -> Any:
+    def _active_run(self, record: ThreadRecord, run_id: str | None) -> RunHandle | None:
         """対象のアクティブなランを返す (無ければ ``None``)。"""
         with record.lock:
             if record.active is None or (run_id is not None and run_id != record.active_run_id):
@@ -368,6 +523,110 @@ class ThreadRegistry:
         if run is None:
             return cancel_ack(False)
         return cancel_ack(bool(run.cancel(mode=payload.mode, reason="client")))
+
+    # ------------------------------------------------------------ スレッドのイベント (1.1)
+
+    def list_threads(self, sid: str, principal: str, payload: ListThreadsPayload) -> dict[str, Any]:
+        """主体のスレッドを ``updated_at`` の新しい順に返す。"""
+        try:
+            page = self.store.list_threads(principal, payload.limit, payload.before)
+        except ValueError as exc:
+            raise invalid(str(exc)) from None
+        except StoreUnavailable as exc:
+            raise store_refused(exc) from None
+        return {"ok": True, "threads": [t.to_dict() for t in page.threads], "next_cursor": page.next_cursor}
+
+    def get_history(self, sid: str, principal: str, payload: ThreadRefPayload) -> dict[str, Any]:
+        """フロントエンドが会話を描き直すための履歴 (署名やプロバイダのデータは含めない)。"""
+        from llm_router.realtime.history_view import history_messages
+
+        record = self._threads.get(payload.thread_id)
+        try:
+            if record is not None and record.owner == principal:
+                with record.emitter.lock:
+                    entries = list(record.emitter.entries)
+                    last_seq = self.store.bounds(record.id).last_seq
+                client_names = {t.name for t in record.config.client_tools}
+            else:
+                stored = self.store.load_thread(payload.thread_id)
+                if stored is None:
+                    raise ProtocolError(UNKNOWN_THREAD, f"unknown thread '{payload.thread_id}'")
+                if stored.owner != principal:
+                    raise ProtocolError(FORBIDDEN, f"thread '{payload.thread_id}' belongs to another principal")
+                entries = stored.history
+                last_seq = self.store.bounds(stored.thread_id).last_seq
+                client_names = {t.name for t in stored.client_tools}
+        except StoreUnavailable as exc:
+            raise store_refused(exc) from None
+        return {"ok": True, "messages": history_messages(entries, client_names), "last_seq": last_seq}
+
+    def rewind(self, sid: str, principal: str, payload: RewindPayload) -> dict[str, Any]:
+        """そのランと後のすべてのランを履歴から外し、``thread_rewound`` をスレッドの全ソケットへ送る。"""
+        record = self._open(payload.thread_id, principal)
+        emitter = record.emitter
+        with emitter.lock:
+            with record.lock:
+                if record.active is not None:
+                    raise ProtocolError(RUN_IN_PROGRESS, f"run '{record.active_run_id}' is still active in this thread")
+            entries = emitter.entries
+            first = next((i for i, e in enumerate(entries) if e.run_id == payload.run_id), None)
+            if first is None:
+                try:
+                    known = self.store.has_run(record.id, payload.run_id)
+                except StoreUnavailable as exc:
+                    raise store_refused(exc) from None
+                if not known:
+                    raise ProtocolError(UNKNOWN_RUN, f"run_id: this thread has no run '{payload.run_id}'")
+                removed = [payload.run_id]
+            else:
+                removed = []
+                for entry in entries[first:]:
+                    if entry.run_id is not None and entry.run_id not in removed:
+                        removed.append(entry.run_id)
+                del record.state.history[first:]
+            try:
+                emitter.emit("thread_rewound", payload.run_id, {"removed_runs": removed})
+            except StoreUnavailable as exc:
+                raise store_refused(exc) from None
+        return {"ok": True, "removed_runs": removed}
+
+    def update_thread(self, sid: str, principal: str, payload: UpdateThreadPayload) -> dict[str, Any]:
+        """題名を変える。"""
+        record = self._open(payload.thread_id, principal)
+        with record.emitter.lock:
+            try:
+                self.store.update_thread(record.id, title=payload.title)
+            except StoreUnavailable as exc:
+                raise store_refused(exc) from None
+            record.emitter.title = payload.title
+        return {"ok": True, "thread_id": record.id, "title": payload.title}
+
+    def delete_thread(self, sid: str, principal: str, payload: ThreadRefPayload) -> dict[str, Any]:
+        """スレッドを消す (ランが動いていれば ``run_in_progress``)。ストアからも、プロセスからも。"""
+        record = self._open(payload.thread_id, principal)
+        with record.emitter.lock:
+            with self._lock:
+                with record.lock:
+                    if record.active is not None:
+                        raise ProtocolError(
+                            RUN_IN_PROGRESS, f"run '{record.active_run_id}' is still active in this thread"
+                        )
+                    sids = set(record.sids)
+                    record.sids.clear()
+                try:
+                    self.store.delete_thread(record.id)
+                except StoreUnavailable as exc:
+                    record.sids.update(sids)
+                    raise store_refused(exc) from None
+                self._forget(record.id, force=True)
+                for other in sids:
+                    self._sid_threads.get(other, set()).discard(record.id)
+            for other in sids:
+                try:
+                    record.emitter.detach(other)
+                except Exception:
+                    logger.debug("socket %s already left the room", other)
+        return {"ok": True, "thread_id": record.id}
 
     # ------------------------------------------------------------ 切断と終了
 
@@ -429,7 +688,11 @@ class ThreadRegistry:
             return [tid for tid in stale if self._forget(tid)]
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        """全ランを ``shutdown`` でキャンセルし、終わるまで (最大 ``timeout`` 秒) 待つ。"""
+        """全ランを ``shutdown`` でキャンセルし、終わるまで (最大 ``timeout`` 秒) 待つ。
+
+        ``run_cancelled`` (reason ``shutdown``) はほかのイベントと同じくストアに書いてから送るので、
+        この関数が返ったときにはログに入っている。
+        """
         self._closing = True
         runs = [r.active for r in list(self._threads.values()) if r.active is not None]
         for run in runs:
@@ -438,5 +701,12 @@ class ThreadRegistry:
             except Exception:
                 logger.exception("cancel at shutdown failed")
         deadline = time.monotonic() + timeout
-        while any(not getattr(run, "done", True) for run in runs) and time.monotonic() < deadline:
+        while any(not run.done for run in runs) and time.monotonic() < deadline:
             self.socketio.sleep(0.02)
+
+    def close(self) -> None:
+        """ストアを閉じる (:meth:`shutdown` の後、プロセスの終わりに)。"""
+        try:
+            self.store.close()
+        except Exception:
+            logger.exception("closing the store failed")

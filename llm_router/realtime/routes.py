@@ -1,4 +1,5 @@
-"""Socket.IO の ``/agent`` 名前空間: ``start`` / ``user_message`` / ``tool_result`` / ``cancel`` のハンドラ。
+"""Socket.IO の ``/agent`` 名前空間: ``start`` / ``user_message`` / ``tool_result`` / ``cancel`` と、
+スレッドのイベント ``list_threads`` / ``get_history`` / ``rewind`` / ``update_thread`` / ``delete_thread`` のハンドラ。
 
 各ハンドラは「検証 → 認可 → 登録簿の呼び出し → ack を返す」だけ (python-socketio のクラス型名前空間に倣い、
 ``on_<event>`` の戻り値が ack になる)。例外をプロトコルのエラーコードに変えるのは :meth:`AgentNamespace._handle`
@@ -23,16 +24,22 @@ from llm_router.realtime.schemas import (
     CLIENT_EVENTS,
     INTERNAL,
     RATE_LIMITED,
+    STORE_UNAVAILABLE,
     UNAUTHORIZED,
     ProtocolError,
     check_size,
     invalid,
     parse_cancel,
+    parse_list_threads,
+    parse_rewind,
     parse_start,
+    parse_thread_ref,
     parse_tool_result,
+    parse_update_thread,
     parse_user_message,
     single_payload,
 )
+from llm_router.store.errors import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 NAMESPACE = "/agent"
@@ -105,10 +112,37 @@ class AgentNamespace(Namespace):
         """``cancel``: ランのキャンセル (冪等)。"""
         return self._handle(args, lambda sid, who, p: self.registry.cancel(sid, who, parse_cancel(p)))
 
+    def on_list_threads(self, *args: Any) -> dict[str, Any]:
+        """``list_threads``: 自分のスレッドの一覧 (新しい順)。"""
+        return self._handle(
+            args, lambda sid, who, p: self.registry.list_threads(sid, who, parse_list_threads(p)), optional=True
+        )
+
+    def on_get_history(self, *args: Any) -> dict[str, Any]:
+        """``get_history``: 会話を描き直すための履歴。"""
+        return self._handle(args, lambda sid, who, p: self.registry.get_history(sid, who, parse_thread_ref(p)))
+
+    def on_rewind(self, *args: Any) -> dict[str, Any]:
+        """``rewind``: あるランから後を履歴から外す。"""
+        return self._handle(args, lambda sid, who, p: self.registry.rewind(sid, who, parse_rewind(p)))
+
+    def on_update_thread(self, *args: Any) -> dict[str, Any]:
+        """``update_thread``: 題名を変える。"""
+        return self._handle(args, lambda sid, who, p: self.registry.update_thread(sid, who, parse_update_thread(p)))
+
+    def on_delete_thread(self, *args: Any) -> dict[str, Any]:
+        """``delete_thread``: スレッドを消す。"""
+        return self._handle(args, lambda sid, who, p: self.registry.delete_thread(sid, who, parse_thread_ref(p)))
+
     # ------------------------------------------------------------ 共通の処理
 
-    def _handle(self, args: tuple[Any, ...], action: Callable[[str, str, Any], dict[str, Any]]) -> dict[str, Any]:
-        """認可・レート制限・大きさ・形の検査の後に ``action`` を呼び、例外をエラーの ack に変える (唯一の場所)。"""
+    def _handle(
+        self, args: tuple[Any, ...], action: Callable[[str, str, Any], dict[str, Any]], optional: bool = False
+    ) -> dict[str, Any]:
+        """認可・レート制限・大きさ・形の検査の後に ``action`` を呼び、例外をエラーの ack に変える (唯一の場所)。
+
+        ``optional`` のイベント (``list_threads``) はペイロードを省いてよい (空のオブジェクトと同じ)。
+        """
         sid = request.sid
         try:
             principal = self._principals.get(sid)
@@ -117,9 +151,13 @@ class AgentNamespace(Namespace):
             if not self.rate_limiter.allow(principal):
                 raise ProtocolError(RATE_LIMITED, "too many events; slow down (server.rate_limit_per_minute)")
             check_size(args, self.max_payload_bytes)
-            return redact_value(action(sid, principal, single_payload(args)), self._secrets)
+            payload = {} if optional and not args else single_payload(args)
+            return redact_value(action(sid, principal, payload), self._secrets)
         except ProtocolError as exc:
             return redact_value(exc.to_ack(), self._secrets)
+        except StoreUnavailable as exc:
+            error = ProtocolError(STORE_UNAVAILABLE, f"the thread store refused the write: {exc.message}")
+            return redact_value(error.to_ack(), self._secrets)
         except Exception:
             logger.exception("unexpected error in a %s handler", request.event.get("message") if request else "?")
             return ProtocolError(INTERNAL, "internal server error").to_ack()

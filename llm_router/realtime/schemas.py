@@ -33,7 +33,9 @@ from llm_router.realtime.protocol_errors import (
     PAYLOAD_TOO_LARGE,
     RATE_LIMITED,
     RUN_IN_PROGRESS,
+    STORE_UNAVAILABLE,
     UNAUTHORIZED,
+    UNKNOWN_RUN,
     UNKNOWN_THREAD,
     UNKNOWN_TOOL_CALL,
     ProtocolError,
@@ -57,11 +59,22 @@ from llm_router.realtime.validators import (
 
 # ---------------------------------------------------------------- イベント
 
-CLIENT_EVENTS = ("start", "user_message", "tool_result", "cancel")
+CLIENT_EVENTS = (
+    "start",
+    "user_message",
+    "tool_result",
+    "cancel",
+    "list_threads",
+    "get_history",
+    "rewind",
+    "update_thread",
+    "delete_thread",
+)
+PROTOCOL_VERSION = "1.1"
 
 # サーバー -> クライアントのイベント名と、封筒以外のフィールド (PROTOCOL.md の表と同じ順)
 SERVER_EVENTS: dict[str, tuple[str, ...]] = {
-    "run_started": ("model", "max_steps"),
+    "run_started": ("model", "max_steps", "message"),
     "context_trimmed": ("step", "dropped_messages", "estimated_tokens"),
     "step_started": ("step", "model"),
     "text_started": ("message_id",),
@@ -80,6 +93,7 @@ SERVER_EVENTS: dict[str, tuple[str, ...]] = {
     "run_finished": ("finish_reason", "usage", "text"),
     "run_error": ("error", "usage", "rolled_back"),
     "run_cancelled": ("reason", "usage"),
+    "thread_rewound": ("removed_runs",),
 }
 ENVELOPE_FIELDS = ("type", "thread_id", "run_id", "seq", "ts")
 RUN_END_EVENTS = ("run_finished", "run_error", "run_cancelled")
@@ -90,6 +104,10 @@ CANCEL_MODES = ("now", "after_step")
 MAX_STEPS_CAP = 64
 MAX_TOKENS_CAP = 1_000_000
 MAX_MODEL_SPEC_CHARS = 200
+MAX_TITLE_CHARS = 200
+MAX_CURSOR_CHARS = 512
+DEFAULT_LIST_LIMIT = 50
+MAX_LIST_LIMIT = 200
 
 
 # ---------------------------------------------------------------- 検証済みのペイロード
@@ -159,6 +177,37 @@ class CancelPayload:
     thread_id: str
     run_id: str | None = None
     mode: str = "now"
+
+
+@dataclass
+class ListThreadsPayload:
+    """``list_threads`` の検証済みペイロード。"""
+
+    limit: int = DEFAULT_LIST_LIMIT
+    before: str | None = None
+
+
+@dataclass
+class ThreadRefPayload:
+    """``get_history`` / ``delete_thread`` の検証済みペイロード (スレッド ID だけ)。"""
+
+    thread_id: str
+
+
+@dataclass
+class RewindPayload:
+    """``rewind`` の検証済みペイロード。"""
+
+    thread_id: str
+    run_id: str
+
+
+@dataclass
+class UpdateThreadPayload:
+    """``update_thread`` の検証済みペイロード。"""
+
+    thread_id: str
+    title: str
 
 
 # ---------------------------------------------------------------- 各イベントのペイロード
@@ -336,6 +385,40 @@ def parse_cancel(payload: Any) -> CancelPayload:
     )
 
 
+def parse_list_threads(payload: Any) -> ListThreadsPayload:
+    """``list_threads`` を検証する (``limit`` は 1..200、``before`` は前のページの ``next_cursor``)。"""
+    fields = FieldSet(("limit", "before")).check({} if payload is None else payload)
+    out = ListThreadsPayload()
+    if "limit" in fields:
+        out.limit = as_integer(fields["limit"], "limit", 1, MAX_LIST_LIMIT)
+    if "before" in fields:
+        out.before = as_string(fields["before"], "before", non_empty=True, max_chars=MAX_CURSOR_CHARS)
+    return out
+
+
+def parse_thread_ref(payload: Any) -> ThreadRefPayload:
+    """``get_history`` / ``delete_thread`` を検証する。"""
+    fields = FieldSet(("thread_id",), required=("thread_id",)).check(payload)
+    return ThreadRefPayload(thread_id=parse_id(fields["thread_id"], "thread_id"))
+
+
+def parse_rewind(payload: Any) -> RewindPayload:
+    """``rewind`` を検証する。"""
+    fields = FieldSet(("thread_id", "run_id"), required=("thread_id", "run_id")).check(payload)
+    return RewindPayload(
+        thread_id=parse_id(fields["thread_id"], "thread_id"), run_id=parse_id(fields["run_id"], "run_id")
+    )
+
+
+def parse_update_thread(payload: Any) -> UpdateThreadPayload:
+    """``update_thread`` を検証する (``title`` は空でない 200 文字までの文字列。前後の空白は除く)。"""
+    fields = FieldSet(("thread_id", "title"), required=("thread_id", "title")).check(payload)
+    title = as_string(fields["title"], "title", non_empty=True, max_chars=MAX_TITLE_CHARS).strip()
+    if not title:
+        raise invalid("title: must not be blank")
+    return UpdateThreadPayload(thread_id=parse_id(fields["thread_id"], "thread_id"), title=title)
+
+
 # ---------------------------------------------------------------- 成功の ack
 
 
@@ -350,6 +433,7 @@ def start_ack(
         "tools": tools,
         "last_seq": last_seq,
         "warnings": warnings,
+        "protocol": PROTOCOL_VERSION,
     }
 
 
@@ -381,19 +465,26 @@ __all__ = [
     "NOT_AWAITING",
     "NO_ACTIVE_RUN",
     "PAYLOAD_TOO_LARGE",
+    "PROTOCOL_VERSION",
     "RATE_LIMITED",
     "RUN_END_EVENTS",
     "RUN_ERROR_CODES",
     "RUN_IN_PROGRESS",
     "SERVER_EVENTS",
+    "STORE_UNAVAILABLE",
     "UNAUTHORIZED",
+    "UNKNOWN_RUN",
     "UNKNOWN_THREAD",
     "UNKNOWN_TOOL_CALL",
     "CancelPayload",
+    "ListThreadsPayload",
     "ProtocolError",
+    "RewindPayload",
     "RunSettings",
     "StartPayload",
+    "ThreadRefPayload",
     "ToolResultPayload",
+    "UpdateThreadPayload",
     "UserMessagePayload",
     "cancel_ack",
     "check_size",
@@ -401,10 +492,14 @@ __all__ = [
     "parse_cancel",
     "parse_content",
     "parse_id",
+    "parse_list_threads",
+    "parse_rewind",
     "parse_settings",
     "parse_start",
+    "parse_thread_ref",
     "parse_tool_choice",
     "parse_tool_result",
+    "parse_update_thread",
     "parse_user_message",
     "payload_size",
     "single_payload",

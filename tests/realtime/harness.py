@@ -86,11 +86,14 @@ class ServerProcess:
     ) -> None:
         """起動条件を覚える (起動は :meth:`start`)。"""
         self.overrides = list(overrides)
+        self._tmp = tempfile.TemporaryDirectory(prefix="llm_router_srv_")
+        if not any(o.startswith(("store.path=", "store.backend=")) for o in self.overrides):
+            # テストのサーバーはリポジトリの data/ に決して書かない: 一時フォルダのストア
+            self.overrides.append(f"store.path={Path(self._tmp.name) / 'store.sqlite3'}")
         if async_mode:
             self.overrides.append(f"server.async_mode={async_mode}")
         self.secrets = dict(secrets or {})
         self.extra_env = dict(env or {})
-        self._tmp = tempfile.TemporaryDirectory(prefix="llm_router_srv_")
         self.log_dir = Path(log_dir) if log_dir else Path(self._tmp.name)
         self.log_path = self.log_dir / "server.log"
         self.env_file = Path(self._tmp.name) / "test.env"

@@ -1,11 +1,20 @@
-"""``ThreadEmitter`` の単体テスト: seq の付与、ログ、ルームへの送信、再開の再送と警告 (偽の SocketIO で)。"""
+"""``ThreadEmitter`` の単体テスト: seq の付与 (ストアのログ)、ルームへの送信、再開の再送と警告 (偽の SocketIO と memory のストアで)。"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from llm_router.core.schemas.thread_record import StoredThread
 from llm_router.realtime.emitter import ThreadEmitter, room_name
-from llm_router.realtime.event_log import EventLog
+from llm_router.store.base import LogLimits
+from llm_router.store.memory import MemoryStore
+
+
+def memory_store(thread_id: str = "t1", max_events: int = 100) -> MemoryStore:
+    """スレッドを 1 つ作った memory のストア。"""
+    store = MemoryStore(LogLimits(max_events=max_events, max_age_s=3600))
+    store.create_thread(StoredThread(thread_id=thread_id, owner="alice"))
+    return store
 
 
 class FakeServer:
@@ -41,7 +50,8 @@ def _emitter(max_events: int = 100) -> tuple[ThreadEmitter, FakeSocketIO, list[s
     """偽の SocketIO に向けた送出口と、ラン終了の通知の記録。"""
     sio = FakeSocketIO()
     ended: list[str | None] = []
-    return ThreadEmitter("t1", sio, EventLog(max_events, 3600), ended.append), sio, ended
+    store = memory_store(max_events=max_events)
+    return ThreadEmitter("t1", sio, store, [], [], None, ended.append), sio, ended
 
 
 def test_emit_stamps_the_envelope_logs_and_sends_to_the_room():
@@ -58,7 +68,7 @@ def test_emit_stamps_the_envelope_logs_and_sends_to_the_room():
         "seq": 1,
     }
     assert isinstance(event["ts"], float) and event["model"] == "demo/scripted"
-    assert second["seq"] == 2 and ended == ["r1"] and emitter.log.last_seq == 2
+    assert second["seq"] == 2 and ended == ["r1"] and emitter.store.bounds("t1").last_seq == 2
 
 
 def test_attach_replays_after_the_given_seq_to_that_socket_only():

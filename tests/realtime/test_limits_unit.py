@@ -24,6 +24,7 @@ def app_and_socketio():
     settings = load_settings(
         [
             "server.async_mode=threading",
+            "store.backend=memory",
             "server.max_threads_per_principal=2",
             "server.max_active_runs_per_principal=1",
             "providers.demo.stream_delay_s=0",
@@ -101,7 +102,9 @@ def test_active_run_cap_refuses_with_limit_reached_until_a_run_ends(app_and_sock
 def test_thread_cap_of_one_keeps_counting_after_an_eviction():
     """上限 1: 空いた最古を消して作った後も数え続ける (消した直後の 3 つ目の start は limit_reached)。"""
     settings = load_settings(
-        ["server.async_mode=threading", "server.max_threads_per_principal=1"], env_file=None, environ={}
+        ["server.async_mode=threading", "store.backend=memory", "server.max_threads_per_principal=1"],
+        env_file=None,
+        environ={},
     )
     app, socketio = create_app(settings)
     registry = app.extensions["llm_router"].registry

@@ -15,7 +15,7 @@ from llm_router.server import create_app
 @pytest.fixture
 def app_and_socketio():
     """キー無し (demo) の設定で、threading モードのアプリを作る。"""
-    settings = load_settings(["server.async_mode=threading"], env_file=None, environ={})
+    settings = load_settings(["server.async_mode=threading", "store.backend=memory"], env_file=None, environ={})
     return create_app(settings)
 
 
@@ -40,7 +40,8 @@ def test_start_and_cancel_acks_in_process(app_and_socketio):
     app, socketio = app_and_socketio
     client = socketio.test_client(app, namespace="/agent")
     ack = client.emit("start", {"thread_id": "unit-1"}, namespace="/agent", callback=True)
-    assert set(ack) == {"ok", "thread_id", "model", "tools", "last_seq", "warnings"}
+    assert set(ack) == {"ok", "thread_id", "model", "tools", "last_seq", "warnings", "protocol"}
+    assert ack["protocol"] == "1.1"
     assert ack["model"].startswith("demo/") and ack["thread_id"] == "unit-1"
     cancel = client.emit("cancel", {"thread_id": "unit-1"}, namespace="/agent", callback=True)
     assert cancel == {"ok": True, "cancelled": False}
@@ -50,7 +51,9 @@ def test_start_and_cancel_acks_in_process(app_and_socketio):
 def test_connection_is_refused_without_a_token_when_tokens_are_set():
     """トークンが設定されていれば、トークン無しの接続は拒否される。"""
     settings = load_settings(
-        ["server.async_mode=threading"], env_file=None, environ={"LLM_ROUTER_API_TOKENS": "unit-token-1234"}
+        ["server.async_mode=threading", "store.backend=memory"],
+        env_file=None,
+        environ={"LLM_ROUTER_API_TOKENS": "unit-token-1234"},
     )
     app, socketio = create_app(settings)
     refused = socketio.test_client(app, namespace="/agent")
@@ -65,7 +68,12 @@ def test_idle_threads_without_sockets_are_swept_by_the_timer():
     from tests.realtime.harness import wait_until
 
     settings = load_settings(
-        ["server.async_mode=threading", "server.thread_idle_ttl_s=0", "server.thread_sweep_interval_s=0.05"],
+        [
+            "server.async_mode=threading",
+            "store.backend=memory",
+            "server.thread_idle_ttl_s=0",
+            "server.thread_sweep_interval_s=0.05",
+        ],
         env_file=None,
         environ={},
     )
@@ -91,7 +99,9 @@ def test_ack_strings_are_redacted_like_events(monkeypatch):
     from llm_router.realtime.protocol_errors import ProtocolError
 
     key = "sk-unit-ack-SECRET-42424242"
-    settings = load_settings(["server.async_mode=threading"], env_file=None, environ={"OPENAI_API_KEY": key})
+    settings = load_settings(
+        ["server.async_mode=threading", "store.backend=memory"], env_file=None, environ={"OPENAI_API_KEY": key}
+    )
     app, socketio = create_app(settings)
     registry = app.extensions["llm_router"].registry
 

@@ -8,9 +8,8 @@
 import threading
 
 from llm_router.realtime.emitter import ThreadEmitter
-from llm_router.realtime.event_log import EventLog
 from llm_router.realtime.registry import ThreadRecord
-from tests.realtime.test_emitter_unit import FakeSocketIO
+from tests.realtime.test_emitter_unit import FakeSocketIO, memory_store
 
 
 def test_a_run_started_right_after_run_end_gets_a_later_seq_than_run_finished():
@@ -18,7 +17,7 @@ def test_a_run_started_right_after_run_end_gets_a_later_seq_than_run_finished():
     sio = FakeSocketIO()
     record = ThreadRecord("t1", "alice", config=None, state=None)
     record.active, record.active_run_id = object(), "r1"
-    emitter = ThreadEmitter("t1", sio, EventLog(100, 3600))
+    emitter = ThreadEmitter("t1", sio, memory_store(), [], [])
     record.emitter = emitter
     about_to_emit = threading.Event()
     emitted = threading.Event()
@@ -36,7 +35,7 @@ def test_a_run_started_right_after_run_end_gets_a_later_seq_than_run_finished():
         other = threading.Thread(target=second_socket)
         other.start()
         assert about_to_emit.wait(5)
-        if not emitter.lock.locked():
+        if lock_is_free(emitter.lock):
             # ロックが空いていれば、2 つ目の送出はここで先に終わる (旧い実装の窓)
             assert emitted.wait(5)
         threads.append(other)
@@ -48,4 +47,21 @@ def test_a_run_started_right_after_run_end_gets_a_later_seq_than_run_finished():
         t.join(5)
     order = [(name, data["seq"]) for name, data, _ in sio.sent]
     assert order == [("run_finished", 1), ("run_started", 2)], order
-    assert [e["seq"] for e in emitter.log.after(0)] == [1, 2]
+    assert [e["seq"] for e in emitter.store.after("t1", 0)] == [1, 2]
+
+
+def lock_is_free(lock) -> bool:
+    """別のスレッドから見て ``lock`` が空いていれば真 (再入できるロックでも正しく分かる)。"""
+    result: list[bool] = []
+
+    def probe() -> None:
+        """取れるかを試し、取れたら放す。"""
+        got = lock.acquire(blocking=False)
+        if got:
+            lock.release()
+        result.append(got)
+
+    t = threading.Thread(target=probe)
+    t.start()
+    t.join(5)
+    return result[0]
