@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from llm_router.core.schemas.thread_record import HistoryEntry, StoredThread
@@ -188,12 +188,88 @@ class ThreadRegistry:
         self._lock = threading.Lock()
         self._sweeper_started = False
         self._closing = False
+        # 複数のプロセス (store.backend=redis) のときだけ: リース・コマンド・配送・持ち主を失ったランの検査
+        self.cluster = self._make_cluster() if getattr(self.store, "backend", None) == "redis" else None
         try:
-            self.recovered = close_orphaned_runs(self.store)
+            self.recovered = close_orphaned_runs(self.store, self.cluster.is_orphan if self.cluster else None)
         except StoreUnavailable:
             # 読み取り専用のファイルなど: 読めるものは使えるようにし、書けないことはランの開始で伝える
             logger.exception("could not close the runs left by the previous process (store refuses writes)")
             self.recovered = []
+
+    # ------------------------------------------------------------ 複数のプロセス (redis)
+
+    def _make_cluster(self) -> Any:
+        """このプロセスの :class:`~llm_router.realtime.cluster.ClusterRuntime` を作って動かす。"""
+        from llm_router.realtime.cluster import ClusterRuntime
+        from llm_router.realtime.recovery import close_run
+
+        cluster = ClusterRuntime(
+            self.settings,
+            self.store,
+            handler=self._command,
+            deliver=self._deliver_logged,
+            on_lost=self._lease_lost,
+            on_orphan=lambda run: close_run(self.store, run),
+        )
+        cluster.start()
+        return cluster
+
+    def _command(self, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """(ランの持ち主の側で) 別のプロセスのソケットからのコマンドを処理し、ack を返す。"""
+        principal = payload.pop("principal", "")
+        payload.pop("forwarded", None)
+        try:
+            if kind == "tool_result":
+                return self.tool_result(None, principal, ToolResultPayload(**payload), forwarded=True)
+            if kind == "cancel":
+                return self.cancel(None, principal, CancelPayload(**payload), forwarded=True)
+        except ProtocolError as exc:
+            return exc.to_ack()
+        return invalid(f"unknown command '{kind}'").to_ack()
+
+    def _forward(self, record: ThreadRecord, kind: str, principal: str, payload: Any) -> dict[str, Any] | None:
+        """このプロセスにランが無く、別のプロセスが持っていれば、そこへ送って持ち主の ack を返す。"""
+        if self.cluster is None:
+            return None
+        try:
+            return self.cluster.forward(record.id, kind, {**asdict(payload), "principal": principal})
+        except StoreUnavailable as exc:
+            raise store_refused(exc) from None
+
+    def _deliver_logged(self, thread_id: str, events: list[dict[str, Any]]) -> None:
+        """(ストリームの追従から) 別のプロセスが書いたイベントを、このプロセスのソケットへ送る。"""
+        record = self._threads.get(thread_id)
+        if record is not None and record.emitter is not None:
+            record.emitter.deliver_logged(events)
+
+    def _lease_lost(self, thread_id: str, run_id: str) -> None:
+        """リースを延ばせなかった (別のプロセスがランを閉じた) ランを、このプロセスで止める。"""
+        record = self._threads.get(thread_id)
+        run = self._active_run(record, run_id) if record is not None else None
+        if run is not None:
+            run.cancel(mode="now", reason="lease_lost")
+
+    def _cluster_busy(self, record: ThreadRecord) -> None:
+        """別のプロセスがこのスレッドのランを動かしていれば ``run_in_progress``。"""
+        if self.cluster is None:
+            return
+        try:
+            holder = self.cluster.holder(record.id)
+        except StoreUnavailable as exc:
+            raise store_refused(exc) from None
+        if holder is not None:
+            raise ProtocolError(RUN_IN_PROGRESS, f"run '{holder[1]}' is still active in this thread")
+
+    def _refresh(self, record: ThreadRecord) -> None:
+        """(送出のロックの下で) 別のプロセスが変えたかもしれない履歴と設定を、ストアから読み直す。"""
+        if self.cluster is None:
+            return
+        stored = self.store.load_thread(record.id)
+        if stored is None:
+            raise ProtocolError(UNKNOWN_THREAD, f"unknown thread '{record.id}'")
+        record.emitter.refresh(stored)
+        record.config = config_from_stored(stored, self.config_builder.enabled_server_tools())
 
     # ------------------------------------------------------------ 参照
 
@@ -289,6 +365,9 @@ class ThreadRegistry:
             stored = self.store.load_thread(thread_id)
         try:
             last_seq, resume_warnings = record.emitter.attach(sid, payload.resume_after_seq)
+            if self.cluster is not None:
+                # 別のプロセスが書くイベントを、ルームへ送った最後の seq の後から追う
+                self.cluster.watch(thread_id, record.emitter.delivered_seq or last_seq)
         except StoreUnavailable as exc:
             raise store_refused(exc) from None
         if not self.socketio.server.manager.is_connected(sid, NAMESPACE):
@@ -374,7 +453,10 @@ class ThreadRegistry:
         return True
 
     def _run_end(self, record: ThreadRecord, run_id: str | None) -> None:
-        """ラン終了の直前 (送出のロックの下): アクティブから外し、主体の動いているランの数を 1 つ減らす。"""
+        """ラン終了の直前 (送出のロックの下): アクティブから外し、主体の動いているランの数を 1 つ減らす。
+
+        複数のプロセスのときのリースは、終わりのイベントのコミットが (同じ Lua の中で) 外す。
+        """
         if record.run_end(run_id):
             self._release_run(record.owner)
 
@@ -440,10 +522,25 @@ class ThreadRegistry:
                 raise ProtocolError(RUN_IN_PROGRESS, f"run '{record.active_run_id}' is still active in this thread")
             if run_id in record.run_ids:
                 raise invalid(f"run_id: '{run_id}' was already used in this thread")
+            leased = False
             try:
+                if self.cluster is not None:
+                    # 1 スレッドに 1 ラン (全プロセスを通して)。別のプロセスが書いた履歴も読み直す
+                    if not self.cluster.acquire(record.id, run_id):
+                        holder = self.cluster.holder(record.id)
+                        running = holder[1] if holder else "another run"
+                        raise ProtocolError(RUN_IN_PROGRESS, f"run '{running}' is still active in this thread")
+                    leased = True
+                    self._refresh(record)
                 self.store.mark_run_active(record.id, run_id)
             except StoreUnavailable as exc:
+                if leased:
+                    self.cluster.release(record.id, run_id)
                 raise store_refused(exc) from None
+            except ProtocolError:
+                if leased:
+                    self.cluster.release(record.id, run_id)
+                raise
             self._apply_config(record)
             run = AgentRun(
                 run_id,
@@ -487,6 +584,10 @@ class ThreadRegistry:
             finally:
                 # 送出まで失敗しても、スレッドを run_in_progress のまま残さない
                 self._run_end(record, run_id)
+        if self.cluster is not None:
+            # 終わりのイベントのコミットでリースは外れている。書けなかったときも更新をやめて期限切れに任せず返す
+            # (終わりが書けていなければランは記録に残り、検査係が interrupted で閉じる)
+            self.cluster.release(record.id, run_id)
 
     # ------------------------------------------------------------ tool_result / cancel
 
@@ -497,10 +598,16 @@ class ThreadRegistry:
                 return None
             return record.active
 
-    def tool_result(self, sid: str, principal: str, payload: ToolResultPayload) -> dict[str, Any]:
-        """クライアント側ツールの結果をランへ渡す。"""
+    def tool_result(
+        self, sid: str | None, principal: str, payload: ToolResultPayload, forwarded: bool = False
+    ) -> dict[str, Any]:
+        """クライアント側ツールの結果をランへ渡す (ランが別のプロセスにあれば、そこへ送って答えを返す)。"""
         record = self.get(payload.thread_id, principal)
         run = self._active_run(record, payload.run_id)
+        if run is None and not forwarded:
+            answer = self._forward(record, "tool_result", principal, payload)
+            if answer is not None:
+                return answer
         if run is None:
             with record.lock:
                 known = payload.run_id in record.run_ids if payload.run_id else bool(record.run_ids)
@@ -516,10 +623,16 @@ class ThreadRegistry:
             )
         return tool_result_ack()
 
-    def cancel(self, sid: str, principal: str, payload: CancelPayload) -> dict[str, Any]:
-        """ランをキャンセルする (冪等: 既に終わっていれば ``cancelled: false``)。"""
+    def cancel(
+        self, sid: str | None, principal: str, payload: CancelPayload, forwarded: bool = False
+    ) -> dict[str, Any]:
+        """ランをキャンセルする (冪等: 既に終わっていれば ``cancelled: false``)。別のプロセスのランならそこへ送る。"""
         record = self.get(payload.thread_id, principal)
         run = self._active_run(record, payload.run_id)
+        if run is None and not forwarded:
+            answer = self._forward(record, "cancel", principal, payload)
+            if answer is not None:
+                return answer
         if run is None:
             return cancel_ack(False)
         return cancel_ack(bool(run.cancel(mode=payload.mode, reason="client")))
@@ -568,26 +681,57 @@ class ThreadRegistry:
             with record.lock:
                 if record.active is not None:
                     raise ProtocolError(RUN_IN_PROGRESS, f"run '{record.active_run_id}' is still active in this thread")
-            entries = emitter.entries
-            first = next((i for i, e in enumerate(entries) if e.run_id == payload.run_id), None)
-            if first is None:
-                try:
-                    known = self.store.has_run(record.id, payload.run_id)
-                except StoreUnavailable as exc:
-                    raise store_refused(exc) from None
-                if not known:
-                    raise ProtocolError(UNKNOWN_RUN, f"run_id: this thread has no run '{payload.run_id}'")
-                removed = [payload.run_id]
-            else:
-                removed = []
-                for entry in entries[first:]:
-                    if entry.run_id is not None and entry.run_id not in removed:
-                        removed.append(entry.run_id)
-                del record.state.history[first:]
+            lease = self._hold_thread(record)
             try:
-                emitter.emit("thread_rewound", payload.run_id, {"removed_runs": removed})
+                return self._rewind_locked(record, payload)
+            finally:
+                if lease is not None:
+                    self.cluster.release(record.id, lease)
+
+    def _hold_thread(self, record: ThreadRecord) -> str | None:
+        """(複数のプロセスのとき) スレッドを変える間、ランと同じリースを取って、どのプロセスでもランを始めさせない。
+
+        別のプロセスでランが動いていれば ``run_in_progress``。取ったリースの名前 (後で返す) を返す。
+        """
+        if self.cluster is None:
+            return None
+        name = "hold_" + uuid.uuid4().hex[:12]
+        try:
+            if not self.cluster.acquire(record.id, name):
+                self._cluster_busy(record)
+                raise ProtocolError(RUN_IN_PROGRESS, "a run is still active in this thread")
+            try:
+                self._refresh(record)
+            except BaseException:
+                self.cluster.release(record.id, name)
+                raise
+        except StoreUnavailable as exc:
+            raise store_refused(exc) from None
+        return name
+
+    def _rewind_locked(self, record: ThreadRecord, payload: RewindPayload) -> dict[str, Any]:
+        """(送出のロックの下で) ``rewind`` の本体。"""
+        emitter = record.emitter
+        entries = emitter.entries
+        first = next((i for i, e in enumerate(entries) if e.run_id == payload.run_id), None)
+        if first is None:
+            try:
+                known = self.store.has_run(record.id, payload.run_id)
             except StoreUnavailable as exc:
                 raise store_refused(exc) from None
+            if not known:
+                raise ProtocolError(UNKNOWN_RUN, f"run_id: this thread has no run '{payload.run_id}'")
+            removed = [payload.run_id]
+        else:
+            removed = []
+            for entry in entries[first:]:
+                if entry.run_id is not None and entry.run_id not in removed:
+                    removed.append(entry.run_id)
+            del record.state.history[first:]
+        try:
+            emitter.emit("thread_rewound", payload.run_id, {"removed_runs": removed})
+        except StoreUnavailable as exc:
+            raise store_refused(exc) from None
         return {"ok": True, "removed_runs": removed}
 
     def update_thread(self, sid: str, principal: str, payload: UpdateThreadPayload) -> dict[str, Any]:
@@ -605,6 +749,7 @@ class ThreadRegistry:
         """スレッドを消す (ランが動いていれば ``run_in_progress``)。ストアからも、プロセスからも。"""
         record = self._open(payload.thread_id, principal)
         with record.emitter.lock:
+            self._cluster_busy(record)
             with self._lock:
                 with record.lock:
                     if record.active is not None:
@@ -644,6 +789,8 @@ class ThreadRegistry:
                     continue
                 stamp = record.detached_at = time.monotonic()
                 watch = record.active is not None
+            if self.cluster is not None:
+                self.cluster.unwatch(thread_id)
             if watch:
                 self.socketio.start_background_task(self._disconnect_watch, record, stamp)
 
@@ -705,7 +852,12 @@ class ThreadRegistry:
             self.socketio.sleep(0.02)
 
     def close(self) -> None:
-        """ストアを閉じる (:meth:`shutdown` の後、プロセスの終わりに)。"""
+        """複数のプロセスの部品を止め、ストアを閉じる (:meth:`shutdown` の後、プロセスの終わりに)。"""
+        if self.cluster is not None:
+            try:
+                self.cluster.stop()
+            except Exception:
+                logger.exception("stopping the cluster runtime failed")
         try:
             self.store.close()
         except Exception:

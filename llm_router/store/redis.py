@@ -24,6 +24,9 @@
 - Redis に届かない (接続拒否、タイムアウト) と :class:`StoreUnavailable` (何の操作か・宛先。パスワードは
   含まない)。redis-py は次のコマンドで繋ぎ直し、スクリプトも読み直す (``NOSCRIPT`` のとき) ので、Redis が
   戻ればプロセスを再起動せずに続く。
+- 終わりの記録 (``run_ended``) は 1 つのランに 1 回だけ: 既に終わったランの終わりを書こうとすると
+  (リースを失った古い持ち主が、別のプロセスが ``interrupted`` で閉じたランを閉じようとしたとき) 何も書かずに
+  :class:`StoreUnavailable` になる。
 - Redis を永続化せずに再起動すると中身は消える。本番では Redis の AOF (``appendonly yes``) を使う
   (docs/deployment.md)。
 """
@@ -101,6 +104,10 @@ local n, truncate, m = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 if truncate >= 0 then
   local len = redis.call('LLEN', KEYS[4])
   if truncate > len then return redis.error_reply('TRUNCATE ' .. len) end
+end
+if ARGV[10] ~= '' then
+  local ended = redis.call('HGET', KEYS[5], ARGV[10])
+  if ended and string.match(ended, '|(.*)$') ~= '' then return redis.error_reply('RUN_ENDED') end
 end
 local first = 0
 local added = 0
@@ -320,6 +327,11 @@ class RedisStore:
                 text = str(exc)
                 if "UNKNOWN_THREAD" in text:
                     raise UnknownThread(thread_id) from None
+                if "RUN_ENDED" in text:
+                    raise StoreUnavailable(
+                        f"redis: the run already ended in thread '{thread_id}' (another process closed it); "
+                        "its end is not written a second time"
+                    ) from None
                 if text.startswith("TRUNCATE") or "TRUNCATE " in text:
                     length = text.rsplit(" ", 1)[-1]
                     raise ValueError(f"truncate_to: outside the history (0..{length})") from None

@@ -120,3 +120,16 @@ def test_an_ended_run_cannot_be_leased_again(shared_redis_server):
     assert a.active_runs() == [] and a.acquire_run_lease("thr_1", "run_2", "proc-a", 10)
     a.close()
     b.close()
+
+
+def test_a_run_is_ended_only_once(shared_redis_server):
+    """既に終わったランの終わりをもう一度書こうとすると (リースを失った古い持ち主)、何も書かれずに断られる。"""
+    store = _store(shared_redis_server.url, f"e{uuid.uuid4().hex[:8]}")
+    store.create_thread(sample_thread())
+    store.commit("thr_1", [event("run_started")], run_started="run_1")
+    store.commit("thr_1", [event("run_error")], run_ended="run_1")
+    late = [event("run_cancelled")]
+    with pytest.raises(StoreUnavailable, match="already ended"):
+        store.commit("thr_1", late, run_ended="run_1")
+    assert "seq" not in late and [e["type"] for e in store.after("thr_1", 0)] == ["run_started", "run_error"]
+    store.close()
