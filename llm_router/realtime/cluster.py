@@ -135,11 +135,23 @@ class ClusterRuntime:
     def acquire(self, thread_id: str, run_id: str) -> bool:
         """ランのリースを取る (取れたら更新の対象にする)。別のランが持っていれば偽。
 
+        スレッドに持ち主を失ったラン (リースが切れた、終わりの記録の無いラン) があれば、それを先に
+        ``interrupted`` で閉じる (検査係を待たない)。
+
         Raises:
             StoreUnavailable: Redis に届かないとき。
         """
         if not self.store.acquire_run_lease(thread_id, run_id, self.process_id, self.lease_s):
-            return False
+            # 持ち主を失ったランが残っていれば (リースが切れている)、先に interrupted で閉じてからもう一度
+            orphan = self.store.open_run(thread_id)
+            if orphan is None or orphan.run_id == run_id or not self.is_orphan(orphan):
+                return False
+            try:
+                self._on_orphan(orphan)
+            finally:
+                self.store.release_run_lease(thread_id, orphan.run_id, self.process_id)
+            if not self.store.acquire_run_lease(thread_id, run_id, self.process_id, self.lease_s):
+                return False
         with self._lock:
             self._held[(thread_id, run_id)] = None
         return True
@@ -240,3 +252,21 @@ class ClusterRuntime:
             return self.rate_limiter.allow(principal)
         except StoreUnavailable:
             return None
+
+
+class SharedRateLimit:
+    """全プロセスで共有するレート制限 (``allow(principal)`` はプロセスの中の ``RateLimiter`` と同じ形)。
+
+    Redis に届かない間は、プロセスの中の制限 ``local`` で決める (イベントを全部断りはしない: 書き込みが要るものは
+    どのみち ``store_unavailable`` で断られる)。
+    """
+
+    def __init__(self, cluster: ClusterRuntime, local: Any) -> None:
+        """共有の制限と、Redis に届かないときの代わりを受け取る。"""
+        self.cluster = cluster
+        self.local = local
+
+    def allow(self, principal: str) -> bool:
+        """1 件を消費できれば真。"""
+        shared = self.cluster.allow_event(principal)
+        return self.local.allow(principal) if shared is None else shared

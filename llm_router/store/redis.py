@@ -246,6 +246,8 @@ if op == 'renew' then
 else
   if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('UNKNOWN_THREAD') end
   if live and not mine then return 0 end
+  local active = redis.call('HGET', KEYS[1], 'active_run')
+  if active and active ~= ARGV[1] then return 0 end
   local run = redis.call('HGET', KEYS[3], ARGV[1])
   if run and string.match(run, '|(.*)$') ~= '' then return 0 end
 end
@@ -618,6 +620,26 @@ class RedisStore:
             out.append(ActiveRun(tid, rid, started, owner, expires))
         return sorted(out, key=lambda r: (r.started_at, r.thread_id))
 
+    def open_run(self, thread_id: str) -> ActiveRun | None:
+        """スレッドの終わっていないラン (リースの持ち主と期限つき)。無ければ ``None``。"""
+        with unavailable_errors(self.client, "run read"):
+            run_id = self.client.hget(self._k(thread_id, "record"), "active_run")
+            if run_id is None:
+                return None
+            run_id = _text(run_id)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hget(self._k(thread_id, "runs"), run_id)
+            pipe.get(self._k(thread_id, "lease"))
+            run, lease = pipe.execute()
+        if run is None:
+            return None
+        owner = expires = None
+        if lease:
+            data = json.loads(lease)
+            if data.get("run_id") == run_id:
+                owner, expires = str(data["process"]), float(data["exp"])
+        return ActiveRun(thread_id, run_id, float(_text(run).split("|", 1)[0]), owner, expires)
+
     def has_run(self, thread_id: str, run_id: str) -> bool:
         """そのスレッドで使われたことのある ``run_id`` なら真。"""
         with unavailable_errors(self.client, "run read"):
@@ -635,7 +657,8 @@ class RedisStore:
         """期限内の他のリースが無く、ランがまだ終わっていなければ取る (1 スレッドに 1 ラン、全プロセスを通して)。
 
         終わりの記録があるランのリースは取れない: 持ち主を失ったランを 2 つのプロセスが同時に閉じようとしても、
-        閉じられるのは 1 回だけ。
+        閉じられるのは 1 回だけ。スレッドに終わっていない別のラン (リースの切れた、持ち主を失ったものも) が
+        あれば取れない: 呼ぶ側は先にそれを閉じる (:meth:`open_run`)。
         """
         return self._lease_op(thread_id, run_id, owner_id, ttl_s, "acquire")
 

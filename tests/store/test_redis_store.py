@@ -133,3 +133,21 @@ def test_a_run_is_ended_only_once(shared_redis_server):
         store.commit("thr_1", late, run_ended="run_1")
     assert "seq" not in late and [e["type"] for e in store.after("thr_1", 0)] == ["run_started", "run_error"]
     store.close()
+
+
+def test_a_new_run_waits_for_the_open_run_to_be_closed(shared_redis_server):
+    """リースの切れた (持ち主を失った) ランが終わっていない間は、新しいランのリースは取れない。そのランの
+    リースは取れ、閉じると新しいランが取れる。"""
+    store = _store(shared_redis_server.url, f"n{uuid.uuid4().hex[:8]}")
+    store.create_thread(sample_thread())
+    assert store.open_run("thr_1") is None
+    store.commit("thr_1", [event("run_started")], run_started="run_1")
+    orphan = store.open_run("thr_1")
+    assert (orphan.run_id, orphan.lease_owner) == ("run_1", None)
+    assert not store.acquire_run_lease("thr_1", "run_2", "proc-b", 10)
+    assert store.acquire_run_lease("thr_1", "run_1", "proc-b", 10)
+    assert store.open_run("thr_1").lease_owner == "proc-b"
+    store.commit("thr_1", [event("run_error")], run_ended="run_1")
+    assert store.open_run("thr_1") is None
+    assert store.acquire_run_lease("thr_1", "run_2", "proc-b", 10)
+    store.close()

@@ -1,0 +1,186 @@
+"""2 つの本物のサーバープロセスと 1 つの本物の redis-server: 別のプロセスのソケットからの attach・ライブのイベント・
+クライアント側ツールの答え・cancel (両方のモード、上流が閉じられることを偽の OpenAI で確かめる)・2 つ目のランの拒否、
+持ち主の SIGKILL (2 リース期間以内に ``interrupted``)、Redis の再起動、2 つのプロセスが同時にランを始める競争。"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from tests.realtime.harness import ProtocolClient, wait_until
+from tests.scaleout.conftest import LEASE_S, Cluster
+from tests.support.redis_server import RedisServer
+
+LOCATION_TOOL = {"name": "get_location", "description": "現在地", "parameters": {"type": "object", "properties": {}}}
+ENDS = ("run_finished", "run_error", "run_cancelled")
+
+
+def thread_log(client: ProtocolClient, thread_id: str) -> list[tuple[int, str, str | None]]:
+    """クライアントが受け取ったスレッドのイベント ``(seq, type, run_id)`` (受信順)。"""
+    return [(e["seq"], e["type"], e["run_id"]) for e in client.event_payloads(thread_id=thread_id)]
+
+
+def assert_same_log(a: ProtocolClient, b: ProtocolClient, thread_id: str) -> list[tuple[int, str, str | None]]:
+    """2 つのクライアントが、同じイベントを同じ ``seq`` で、1 から欠けず重複せずに受け取ったこと。"""
+    log_a, log_b = thread_log(a, thread_id), thread_log(b, thread_id)
+    assert log_a == log_b
+    assert [seq for seq, _, _ in log_a] == list(range(1, len(log_a) + 1))
+    return log_a
+
+
+def test_a_socket_on_the_other_process_sees_answers_and_cancels_the_run(cluster: Cluster):
+    """A で動くランに B のソケットが attach し、全イベントを同じ seq で受け、クライアント側ツールに答え、
+    2 つ目のランを断られ、cancel (now: 上流が閉じられる / after_step) でき、B で始めたランも A に届く。"""
+    a, b = cluster.add(), cluster.add()
+    on_a, on_b = cluster.client(a), cluster.client(b)
+    ack = on_a.start(tools=[LOCATION_TOOL])
+    thread_id = ack["thread_id"]
+    attach = on_b.start(thread_id=thread_id, tools=[LOCATION_TOOL], resume_after_seq=0)
+    assert attach["ok"] and attach["last_seq"] == 0
+
+    # 1. A のランのクライアント側ツールに B が答える
+    run_1 = on_a.send_message(thread_id, "get_location をお願い")["run_id"]
+    ready = on_b.wait_for("tool_call_ready", lambda e: e["run_id"] == run_1)
+    busy = on_b.send_message(thread_id, "もう 1 つ")
+    assert busy["ok"] is False and busy["error"]["code"] == "run_in_progress"
+    answer = on_b.call(
+        "tool_result", {"thread_id": thread_id, "tool_call_id": ready["tool_call_id"], "result": {"city": "大阪"}}
+    )
+    assert answer == {"ok": True}
+    again = on_b.call("tool_result", {"thread_id": thread_id, "tool_call_id": ready["tool_call_id"], "result": 1})
+    assert again["ok"] is False and again["error"]["code"] == "not_awaiting", "the owner's answer travels back"
+    assert on_b.wait_run_end(run_1)["type"] == "run_finished"
+    on_a.wait_run_end(run_1)
+    assert "大阪" in "".join(e["delta"] for e in on_b.event_payloads("text_delta") if e["run_id"] == run_1)
+
+    # 2. B からの cancel (now) で A の上流が閉じられる
+    cluster.fake.reset()
+    run_2 = on_a.send_message(thread_id, "[stall] 長い話")["run_id"]
+    on_b.wait_for("text_delta", lambda e: e["run_id"] == run_2)
+    assert on_b.call("cancel", {"thread_id": thread_id}) == {"ok": True, "cancelled": True}
+    end = on_b.wait_run_end(run_2, timeout=5)
+    assert end["type"] == "run_cancelled" and end["reason"] == "client"
+    assert cluster.fake.server.client_disconnected.wait(10), "the owner's upstream was not closed"
+    assert on_b.call("cancel", {"thread_id": thread_id, "run_id": run_2}) == {"ok": True, "cancelled": False}
+
+    # 3. B からの cancel (after_step): ツールの答えを待つステップの後で終わる
+    run_3 = on_a.send_message(thread_id, "get_location をもう一度")["run_id"]
+    ready = on_b.wait_for("tool_call_ready", lambda e: e["run_id"] == run_3)
+    assert on_b.call("cancel", {"thread_id": thread_id, "mode": "after_step"}) == {"ok": True, "cancelled": True}
+    on_b.call("tool_result", {"thread_id": thread_id, "tool_call_id": ready["tool_call_id"], "result": "ok"})
+    assert on_a.wait_run_end(run_3)["type"] == "run_cancelled"
+
+    # 4. B で始めたランは A のソケットにも届く
+    run_4 = on_b.send_message(thread_id, "こんにちは")["run_id"]
+    assert on_a.wait_run_end(run_4)["type"] == "run_finished"
+    on_b.wait_run_end(run_4)
+    log = assert_same_log(on_a, on_b, thread_id)
+    for run_id in (run_1, run_2, run_3, run_4):
+        assert [t for _, t, r in log if r == run_id and t in ENDS].__len__() == 1
+
+    # 5. 別のソケットが B で再開すると、ログから同じ seq で全部が届く
+    late = cluster.client(b)
+    resumed = late.start(thread_id=thread_id, resume_after_seq=0)
+    assert resumed["last_seq"] == len(log)
+    wait_until(lambda: len(thread_log(late, thread_id)) == len(log), timeout=10)
+    assert thread_log(late, thread_id) == log
+    history = late.call("get_history", {"thread_id": thread_id})
+    assert history["ok"] and [m["run_id"] for m in history["messages"] if m["role"] == "user"][-1] == run_4
+
+
+def test_owner_killed_ends_the_run_interrupted_and_the_thread_goes_on(cluster: Cluster):
+    """ランの持ち主 A を SIGKILL すると、B が 2 リース期間以内に ``run_error`` (``interrupted``) で閉じ、
+    スレッドは B から次のメッセージを受け付ける。ログの終わりのイベントは 1 つだけ。"""
+    a, b = cluster.add(), cluster.add()
+    on_a, on_b = cluster.client(a), cluster.client(b)
+    thread_id = on_a.start()["thread_id"]
+    on_b.start(thread_id=thread_id)
+    run_id = on_a.send_message(thread_id, "[stall] 止まる話")["run_id"]
+    on_b.wait_for("text_delta", lambda e: e["run_id"] == run_id)
+    killed = time.monotonic()
+    a.proc.kill()
+    a.proc.wait(10)
+    end = on_b.wait_run_end(run_id, timeout=4 * LEASE_S)
+    elapsed = time.monotonic() - killed
+    assert end["type"] == "run_error" and end["error"]["code"] == "interrupted" and end["error"]["retryable"] is True
+    assert elapsed <= 2 * LEASE_S, f"interrupted after {elapsed:.2f} s (lease {LEASE_S} s)"
+    after = on_b.send_message(thread_id, "続きをどうぞ")
+    assert after["ok"], after
+    assert on_b.wait_run_end(after["run_id"])["type"] == "run_finished"
+    log = thread_log(on_b, thread_id)
+    assert [seq for seq, _, _ in log] == list(range(1, len(log) + 1))
+    assert [t for _, t, r in log if r == run_id and t in ENDS] == ["run_error"]
+
+
+def test_two_processes_racing_to_start_a_run_on_one_thread(cluster: Cluster):
+    """A と B のソケットが同じスレッドに同時に ``user_message`` を送ると、通るのは毎回ちょうど 1 つ。"""
+    a, b = cluster.add(), cluster.add()
+    on_a, on_b = cluster.client(a), cluster.client(b)
+    thread_id = on_a.start()["thread_id"]
+    on_b.start(thread_id=thread_id)
+
+    def send(acks: dict, barrier: threading.Barrier, name: str, client: ProtocolClient, text: str) -> None:
+        """合図で同時に送る。"""
+        barrier.wait()
+        acks[name] = client.send_message(thread_id, text)
+
+    for round_ in range(5):
+        acks: dict[str, dict] = {}
+        barrier = threading.Barrier(2)
+        workers = [
+            threading.Thread(target=send, args=(acks, barrier, "a", on_a, f"[slow] A {round_}")),
+            threading.Thread(target=send, args=(acks, barrier, "b", on_b, f"[slow] B {round_}")),
+        ]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(20)
+        winners = [ack for ack in acks.values() if ack["ok"]]
+        losers = [ack for ack in acks.values() if not ack["ok"]]
+        assert len(winners) == 1 and len(losers) == 1, acks
+        assert losers[0]["error"]["code"] == "run_in_progress"
+        on_a.wait_run_end(winners[0]["run_id"], timeout=30)
+        on_b.wait_run_end(winners[0]["run_id"], timeout=30)
+    log = assert_same_log(on_a, on_b, thread_id)
+    assert [t for _, t, _ in log].count("run_started") == 5
+
+
+def test_redis_restart_refuses_then_resumes_without_restarting_the_servers(redis_binary, openai_fake):
+    """Redis が止まると新しいランは ``store_unavailable``、動いていたランはきれいに終わる。Redis が (AOF で中身を
+    保ったまま) 戻ると、サーバーを再起動せずに同じスレッドが両方のプロセスで続く。"""
+    with RedisServer(redis_binary, appendonly=True) as redis:
+        cluster = Cluster(redis, openai_fake)
+        try:
+            a, b = cluster.add(), cluster.add()
+            on_a, on_b = cluster.client(a), cluster.client(b)
+            thread_id = on_a.start()["thread_id"]
+            on_b.start(thread_id=thread_id)
+            first = on_a.send_message(thread_id, "最初")["run_id"]
+            on_b.wait_run_end(first)
+            running = on_a.send_message(thread_id, "[slow] 長い話")["run_id"]
+            on_a.wait_for("text_delta", lambda e: e["run_id"] == running)
+            redis.stop()
+            end = on_a.wait_run_end(running, timeout=15)
+            assert end["type"] == "run_error" and end["error"]["code"] == "store_unavailable"
+            refused = on_b.send_message(thread_id, "Redis が無い間")
+            assert refused["ok"] is False and refused["error"]["code"] == "store_unavailable"
+            redis.start()
+
+            # 書けなかった終わりは記録に残らないので、そのランは検査係が interrupted で閉じる。その後は普通に動く
+            def accepted() -> dict | None:
+                """受け付けられるまで送り直す (断られた ack は捨てる)。"""
+                ack = on_b.send_message(thread_id, "戻った")
+                return ack if ack["ok"] else None
+
+            ack = wait_until(accepted, timeout=4 * LEASE_S + 5, interval=0.2)
+            assert on_a.wait_run_end(ack["run_id"])["type"] == "run_finished"
+            again = on_a.send_message(thread_id, "A からも")
+            assert again["ok"] and on_b.wait_run_end(again["run_id"])["type"] == "run_finished"
+            fresh = cluster.client(a)
+            fresh.start(thread_id=thread_id, resume_after_seq=0)
+            wait_until(lambda: thread_log(fresh, thread_id) and thread_log(fresh, thread_id)[-1][1] == "run_finished")
+            log = thread_log(fresh, thread_id)
+            assert [seq for seq, _, _ in log] == list(range(1, len(log) + 1)), "no seq lost or given twice"
+            assert [t for _, t, r in log if r == running and t in ENDS] == ["run_error"]
+        finally:
+            cluster.close()
