@@ -52,10 +52,10 @@ def _measure_runs(client: TimedClient, pid: int, thread_id: str, runs: int, befo
     return events, cpu_seconds(pid) - cpu0
 
 
-def throughput_router_openai(deltas: int, runs: int) -> dict[str, Any]:
-    """llm_router + 偽の OpenAI: 1 ランに ``deltas`` 個の text_delta。"""
+def throughput_router_openai(deltas: int, runs: int, extra: list[str] | None = None) -> dict[str, Any]:
+    """llm_router + 偽の OpenAI: 1 ランに ``deltas`` 個の text_delta (``extra`` はサーバーへのオーバーライド)。"""
     with OpenAIFake() as fake:
-        server = router_server(fake.base_url)
+        server = router_server(fake.base_url, extra)
         try:
             client = TimedClient(server.url).connect()
             thread_id = client.start()["thread_id"]
@@ -70,9 +70,9 @@ def throughput_router_openai(deltas: int, runs: int) -> dict[str, Any]:
     return {"events": events, "cpu_s": cpu, "per_cpu_s": events / cpu if cpu else float("nan")}
 
 
-def throughput_router_demo(min_events: int) -> dict[str, Any]:
+def throughput_router_demo(min_events: int, extra: list[str] | None = None) -> dict[str, Any]:
     """llm_router + デモ・プロバイダ (``stream_delay_s=0``): ``min_events`` を超えるまでランを繰り返す。"""
-    server = router_server(None, ["providers.demo.stream_delay_s=0", "agent.model=demo/scripted"])
+    server = router_server(None, ["providers.demo.stream_delay_s=0", "agent.model=demo/scripted", *(extra or [])])
     try:
         client = TimedClient(server.url).connect()
         thread_id = client.start()["thread_id"]
@@ -183,7 +183,9 @@ def _summarise(results: list[dict[str, Any]], cpu: float, elapsed: float) -> dic
     }
 
 
-def latency(runs: int, chunks: int, rate: float, processes: int, idle: int = 0) -> dict[str, Any]:
+def latency(
+    runs: int, chunks: int, rate: float, processes: int, idle: int = 0, extra: list[str] | None = None
+) -> dict[str, Any]:
     """``runs`` 本の同時のランで、上流のチャンクからクライアントのイベントまでの遅延を測る。
 
     同じ条件 (ラン数、間隔、クライアントのプロセス数) で素のスタックにも流させ、送出から受信までの遅延と
@@ -192,7 +194,7 @@ def latency(runs: int, chunks: int, rate: float, processes: int, idle: int = 0) 
     """
     timeout = 60 + chunks / rate * 3
     with paced_upstream(chunks, rate) as base_url:
-        server = router_server(base_url)
+        server = router_server(base_url, extra)
         try:
             warm = TimedClient(server.url).connect()
             for _ in range(4):
@@ -238,6 +240,56 @@ def _idle_connections(url: str, count: int) -> Iterator[None]:
 # ---------------------------------------------------------------- 実行と表
 
 
+STORES = ("memory", "sqlite")
+
+
+def compare_stores(args: argparse.Namespace) -> None:
+    """``store.backend`` の memory と sqlite を 1 回の実行で比べる (素のスタックの床も同じ実行で測る)。
+
+    効率 (イベント / サーバー CPU 秒) は偽の OpenAI とデモ・プロバイダの両方の経路で、遅延は ``--runs`` 本の
+    同時ランで (素のスタックとの差が、その経路が足す遅延)。sqlite のファイルはサーバーごとの一時フォルダ。
+    """
+    deltas, reps = (2000, 2) if args.quick else (5000, 3)
+    runs = args.runs or (20 if args.quick else 50)
+    chunks = 40 if args.quick else 100
+    bare_tight = throughput_bare(deltas, reps, yield_each=False)
+    bare_yield = throughput_bare(deltas, reps, yield_each=True)
+    rows = []
+    results: dict[str, Any] = {"bare_tight": bare_tight, "bare_yield": bare_yield}
+    for label, r in (("素のスタック: 続けて emit", bare_tight), ("素のスタック: 1 emit ごとに sleep(0)", bare_yield)):
+        per = r["per_cpu_s"]
+        rows.append((label, r["events"], r["cpu_s"], per, per / bare_tight["per_cpu_s"], per / bare_yield["per_cpu_s"]))
+    for store in STORES:
+        extra = [f"store.backend={store}"]
+        for label, r in (
+            (f"llm_router + 偽の OpenAI ({store})", throughput_router_openai(deltas, reps, extra)),
+            (f"llm_router + デモ・プロバイダ ({store})", throughput_router_demo(deltas * reps, extra)),
+        ):
+            results[label] = r
+            per = r["per_cpu_s"]
+            rows.append(
+                (label, r["events"], r["cpu_s"], per, per / bare_tight["per_cpu_s"], per / bare_yield["per_cpu_s"])
+            )
+    body = table(
+        ["経路", "イベント数", "サーバー CPU 秒", "イベント / CPU 秒", "比 (続けて emit)", "比 (sleep(0) つき)"], rows
+    )
+    latency_rows = []
+    for store in STORES:
+        lat = latency(runs, chunks, args.rate, processes=min(4, runs), extra=[f"store.backend={store}"])
+        results[f"latency_{store}"] = lat
+        for label, r in ((f"llm_router ({store})", lat["router"]), ("素のスタック", lat["bare"])):
+            lm = r["latency_ms"]
+            latency_rows.append(
+                (label, runs, lm["n"], lm["p50"], lm["p90"], lm["p99"], lm["max"], r["events_per_cpu_s"], r["ends"])
+            )
+    body += "\n\n" + table(
+        ["サーバー", "同時ラン", "計測数", "p50 ms", "p90 ms", "p99 ms", "最大 ms", "イベント / CPU 秒", "終わり"],
+        latency_rows,
+    )
+    body += f"\n\n各ランは {chunks} チャンクを {args.rate:g} チャンク/秒で流す。"
+    report("ストアの費用 (1 トークンの経路、memory と sqlite)", command_line(), machine(), body, results, args.json)
+
+
 def main() -> None:
     """引数を読み、計測して Markdown の表を出す。"""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -246,7 +298,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="1 ランの上流のチャンク/秒 (既定 20)")
     parser.add_argument("--idle", type=int, default=0, help="遅延の計測の間、開いておく待機中の接続の数 (既定 0)")
     parser.add_argument("--json", help="結果を JSON でも保存するパス")
+    parser.add_argument("--stores", action="store_true", help="store.backend の memory と sqlite を比べる (効率と遅延)")
     args = parser.parse_args()
+    if args.stores:
+        compare_stores(args)
+        return
     deltas, reps = (2000, 2) if args.quick else (5000, 3)
     runs = args.runs or (50 if args.quick else 200)
     chunks = 40 if args.quick else 100

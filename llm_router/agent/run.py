@@ -84,7 +84,14 @@ class AgentRun:
         if self.done:
             # 実行が終わっていれば、既知の呼び出しはすべて closed (not_awaiting) になっている
             self.ctx.client_calls.close_all()
-        return self.ctx.client_calls.submit(tool_call_id, result, is_error)
+        try:
+            return self.ctx.client_calls.submit(tool_call_id, result, is_error)
+        except Exception as exc:
+            # 結果のイベントを送れなかった (ストアが書き込みを拒んだなど): ランをその誤りで終え、待ちをほどく
+            logger.exception("recording the tool result of run %s failed", self.run_id)
+            self._end(Failed(error_payload(exc, "tool", "", self.ctx.secrets)))
+            self.ctx.token.cancel("error")
+            raise
 
     def cancel(self, mode: str = "now", reason: str = "client") -> bool:
         """実行を取り消す。``now`` は即座に、``after_step`` はいまのステップ (とそのツール) の後で。

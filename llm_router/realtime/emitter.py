@@ -30,10 +30,13 @@ from llm_router.core.schemas.serialization import part_to_dict
 from llm_router.core.schemas.thread_record import HistoryEntry
 from llm_router.realtime.schemas import RUN_END_EVENTS
 from llm_router.store.base import HistoryChange, Store
-from llm_router.store.errors import StoreUnavailable
+from llm_router.store.errors import RunAlreadyEnded, StoreUnavailable
 
 NAMESPACE = "/agent"
 TITLE_CHARS = 60
+# まとめてコミットしてよいイベント (履歴を変えない差分) と、1 回のまとまりの上限
+BATCHED_EVENTS = frozenset({"text_delta", "reasoning_delta", "tool_call_delta"})
+MAX_BATCH = 64
 
 
 def room_name(thread_id: str) -> str:
@@ -83,8 +86,15 @@ class ThreadEmitter:
         entries: list[HistoryEntry],
         title: str | None = None,
         on_run_end: Callable[[str | None], None] | None = None,
+        defer: Callable[[Callable[[], None]], Any] | None = None,
     ) -> None:
-        """送出口を作る。"""
+        """送出口を作る。
+
+        ``defer`` (eventlet では ``eventlet.spawn_n``) があれば、差分のイベントをすぐにはコミットせず
+        まとまりに溜め、呼んでいるグリーンスレッドがハブへ戻ったとき (上流の次の読み取りが待つとき) に
+        1 回のコミットで書いてから送る。差分以外のイベント・再開・スレッドのイベントは、その前に必ず
+        まとまりを書き出す。どのイベントもコミットより先には送らない。
+        """
         self.thread_id = thread_id
         self.room = room_name(thread_id)
         self._socketio = socketio
@@ -93,11 +103,17 @@ class ThreadEmitter:
         self.entries = entries
         self.title = title
         self._on_run_end = on_run_end
+        # 書けなかった終わりのイベント (ストアが戻ったら最初に記録する): (run_id, 封筒を除いたフィールド)
+        self.pending_end: tuple[str | None, str, dict[str, Any]] | None = None
         # 再入できるロック: rewind は送出のロックの下で履歴を変えてから emit する
         self.lock = threading.RLock()
         # ルームへ送った最後の seq (最初の attach で決まる)。複数のプロセスのとき、別のプロセスが書いた
         # イベント (deliver_logged) とこのプロセスが書いたイベントを、抜けも重複もなく seq の順に送るため
         self.delivered_seq: int | None = None
+        self._defer = defer
+        # まだコミットしていない差分 (seq はまだ無い) と、書き出しで起きた誤り (次の emit で上げる)
+        self._batch: list[dict[str, Any]] = []
+        self._batch_error: StoreUnavailable | None = None
 
     # ------------------------------------------------------------ 送出
 
@@ -107,8 +123,22 @@ class ThreadEmitter:
         Raises:
             StoreUnavailable: ストアが書き込みを拒んだ (終わりのイベント以外)。何も送らず、何も残らない。
         """
+        if self._defer is not None and event_type in BATCHED_EVENTS:
+            self._buffer(event_type, run_id, fields)
+            return
         with self.lock:
             terminal = event_type in RUN_END_EVENTS
+            try:
+                if self._batch_error is not None:
+                    error, self._batch_error = self._batch_error, None
+                    raise error
+                self.flush()
+            except StoreUnavailable:
+                # 書けなかった差分は送られていない。終わりのイベントだけは下で必ず送る
+                if not terminal:
+                    raise
+            if not terminal:
+                self.settle()
             # アクティブなランを外すのも送出のロックの下で: 外れた直後に別のソケットが始めたランの
             # run_started は、このロックを待つので必ずこの終わりのイベントより後の seq になる
             if terminal and self._on_run_end is not None:
@@ -141,10 +171,14 @@ class ThreadEmitter:
                 self._restore_history()
                 if not terminal:
                     raise
-                # 終わりのイベントさえ書けない: 記録されない通知として送り、ランを閉じる
+                # 終わりのイベントさえ書けない: 記録されない通知 (seq: null) として送ってランを閉じ、
+                # ストアが戻ったら最初に記録する (settle)
                 event["seq"] = None
                 if event_type == "run_error":
-                    event["rolled_back"] = not any(e.run_id == run_id for e in self.entries)
+                    event["rolled_back"] = self._rollback_point(run_id)[0]
+                self.pending_end = (run_id, event_type, {k: v for k, v in fields.items() if k != "seq"})
+                if event_type == "run_error":
+                    self.pending_end[2]["rolled_back"] = event["rolled_back"]
                 self._socketio.emit(event_type, event, to=self.room, namespace=NAMESPACE)
                 return
             if keep is not None:
@@ -202,6 +236,94 @@ class ThreadEmitter:
             self.history[:] = [entry.message for entry in entries]
             return True
 
+    def _buffer(self, event_type: str, run_id: str | None, fields: dict[str, Any]) -> None:
+        """差分をまとまりに足す (まとまりの最初ならハブへ戻ったときの書き出しを仕掛ける)。
+
+        Raises:
+            StoreUnavailable: 前の書き出しが拒まれていた (ランはその誤りで終わる)。
+        """
+        with self.lock:
+            if self._batch_error is not None:
+                error, self._batch_error = self._batch_error, None
+                raise error
+            event: dict[str, Any] = {
+                "type": event_type,
+                "thread_id": self.thread_id,
+                "run_id": run_id,
+                "ts": time.time(),
+            }
+            event.update(fields)
+            self._batch.append(event)
+            if len(self._batch) == 1:
+                self._defer(self._flush_later)
+            elif len(self._batch) >= MAX_BATCH:
+                self.flush()
+
+    def _flush_later(self) -> None:
+        """(別のグリーンスレッドで) まとまりを書き出す。拒まれたら次の emit で上げるために取っておく。"""
+        with self.lock:
+            try:
+                self.flush()
+            except StoreUnavailable as exc:
+                self._batch_error = exc
+
+    def flush(self) -> None:
+        """溜まった差分を 1 回でコミットしてから送る (溜まっていなければ何もしない)。
+
+        Raises:
+            StoreUnavailable: ストアが拒んだ (差分はどれも送られず、何も残らない)。
+        """
+        with self.lock:
+            if not self._batch:
+                return
+            batch, self._batch = self._batch, []
+            self.store.commit(self.thread_id, batch)
+            for event in batch:
+                self._to_room(event)
+
+    def settle(self) -> None:
+        """書けなかった終わりのイベントがあれば、いま記録する (ストアが書き込みを受け付けるようになった後)。
+
+        ``run_error`` で完了したステップが無ければ、そのランのユーザーメッセージも同じトランザクションで
+        履歴から外す (``rolled_back``)。記録したイベントは ``seq`` つきでルームへも送る。
+
+        Raises:
+            StoreUnavailable: まだ書けない (何も変わらない)。
+        """
+        with self.lock:
+            if self.pending_end is None:
+                return
+            run_id, event_type, fields = self.pending_end
+            rolled_back, first = self._rollback_point(run_id)
+            keep = first if (event_type == "run_error" and rolled_back and first is not None) else None
+            event: dict[str, Any] = {
+                "type": event_type,
+                "thread_id": self.thread_id,
+                "run_id": run_id,
+                "ts": time.time(),
+            }
+            event.update(fields)
+            change = None if keep is None else HistoryChange(keep, [])
+            try:
+                self.store.commit(self.thread_id, [event], history=change, run_ended=run_id)
+            except RunAlreadyEnded:
+                # 複数のプロセス: 別のプロセスがもう interrupted で閉じた (終わりは 1 つだけ)
+                self.pending_end = None
+                return
+            self.pending_end = None
+            if keep is not None:
+                del self.entries[keep:]
+                self._restore_history()
+            self._to_room(event)
+
+    def _rollback_point(self, run_id: str | None) -> tuple[bool, int | None]:
+        """失敗したランの巻き戻し: ``(完了したステップが無い, そのランの最初の項目の位置)``。"""
+        first = next((i for i, e in enumerate(self.entries) if e.run_id == run_id), None)
+        completed = any(
+            e.run_id == run_id and e.message.role == "assistant" and not e.message.interrupted for e in self.entries
+        )
+        return not completed, first
+
     def sync_history(self, run_id: str | None) -> None:
         """(ステップの確定で) 履歴の変更だけをストアへコミットする。変わっていなければ何もしない。
 
@@ -209,6 +331,7 @@ class ThreadEmitter:
             StoreUnavailable: ストアが拒んだ (エージェントの履歴は控えに戻す)。
         """
         with self.lock:
+            self.flush()
             keep, added = self._history_change(run_id)
             if keep is None:
                 return
@@ -253,6 +376,7 @@ class ThreadEmitter:
         """
         warnings: list[str] = []
         with self.lock:
+            self._flush_quietly()
             bounds = self.store.bounds(self.thread_id)
             last = bounds.last_seq
             if self.delivered_seq is not None and self.delivered_seq < last:
@@ -280,6 +404,13 @@ class ThreadEmitter:
                     break  # それより後はルームへのライブの配送で届く
                 self._socketio.emit(event["type"], event, to=sid, namespace=NAMESPACE)
             return last, warnings
+
+    def _flush_quietly(self) -> None:
+        """(ロックの下で) まとまりを書き出す。拒まれたら誤りを次の emit のために取っておく。"""
+        try:
+            self.flush()
+        except StoreUnavailable as exc:
+            self._batch_error = exc
 
     def detach(self, sid: str) -> None:
         """ソケット ``sid`` をルームから出す。"""

@@ -188,6 +188,12 @@ class ThreadRegistry:
         self._lock = threading.Lock()
         self._sweeper_started = False
         self._closing = False
+        # eventlet では差分をハブへ戻るまでまとめてコミットする (docs/benchmarks.md「ストアの費用」)
+        self._defer = None
+        if settings.config.server.async_mode == "eventlet":
+            import eventlet
+
+            self._defer = eventlet.spawn_n
         # 複数のプロセス (store.backend=redis) のときだけ: リース・コマンド・配送・持ち主を失ったランの検査
         self.cluster = self._make_cluster() if getattr(self.store, "backend", None) == "redis" else None
         try:
@@ -397,6 +403,7 @@ class ThreadRegistry:
                     entries,
                     stored.title if stored is not None else None,
                     lambda run_id: self._run_end(record, run_id),
+                    self._defer,
                 )
                 self._threads[thread_id] = record
                 # 閉じた結果その主体の表が空になって外れていることがあるので、引き直して足す
@@ -524,6 +531,7 @@ class ThreadRegistry:
                 raise invalid(f"run_id: '{run_id}' was already used in this thread")
             leased = False
             try:
+                record.emitter.settle()
                 if self.cluster is not None:
                     # 1 スレッドに 1 ラン (全プロセスを通して)。別のプロセスが書いた履歴も読み直す
                     if not self.cluster.acquire(record.id, run_id):
@@ -541,16 +549,23 @@ class ThreadRegistry:
                 if leased:
                     self.cluster.release(record.id, run_id)
                 raise
-            self._apply_config(record)
-            run = AgentRun(
-                run_id,
-                record.state,
-                payload.content,
-                self.router,
-                self.tools,
-                record.emitter,
-                self.settings.config.agent,
-            )
+            try:
+                self._apply_config(record)
+                run = AgentRun(
+                    run_id,
+                    record.state,
+                    payload.content,
+                    self.router,
+                    self.tools,
+                    record.emitter,
+                    self.settings.config.agent,
+                )
+            except BaseException:
+                # ランを作れなかった: 記録した開始を閉じる (起動時の回復が interrupted にしないように)
+                self.store.mark_run_ended(record.id, run_id)
+                if leased:
+                    self.cluster.release(record.id, run_id)
+                raise
             record.active, record.active_run_id = run, run_id
             record.run_ids.append(run_id)
             record.last_activity = time.monotonic()
@@ -657,6 +672,7 @@ class ThreadRegistry:
         try:
             if record is not None and record.owner == principal:
                 with record.emitter.lock:
+                    record.emitter.flush()
                     entries = list(record.emitter.entries)
                     last_seq = self.store.bounds(record.id).last_seq
                 client_names = {t.name for t in record.config.client_tools}

@@ -57,7 +57,13 @@ from llm_router.store.base import (
     encode_cursor,
     encode_event,
 )
-from llm_router.store.errors import StoreConfigurationError, StoreUnavailable, ThreadExists, UnknownThread
+from llm_router.store.errors import (
+    RunAlreadyEnded,
+    StoreConfigurationError,
+    StoreUnavailable,
+    ThreadExists,
+    UnknownThread,
+)
 
 if TYPE_CHECKING:
     import redis
@@ -330,7 +336,7 @@ class RedisStore:
                 if "UNKNOWN_THREAD" in text:
                     raise UnknownThread(thread_id) from None
                 if "RUN_ENDED" in text:
-                    raise StoreUnavailable(
+                    raise RunAlreadyEnded(
                         f"redis: the run already ended in thread '{thread_id}' (another process closed it); "
                         "its end is not written a second time"
                     ) from None

@@ -103,3 +103,74 @@ def test_attach_warns_when_events_were_dropped_or_the_client_is_ahead():
     assert [e["seq"] for _, e, _ in sio.sent[1:]] == [8, 9, 10]
     _, ahead = emitter.attach("sid-5", 99)
     assert len(ahead) == 1 and "ahead" in ahead[0]
+
+
+class Deferred:
+    """``eventlet.spawn_n`` の代わり: 仕掛けられた関数を貯め、テストが「ハブへ戻った」ときに呼ぶ。"""
+
+    def __init__(self) -> None:
+        """空で作る。"""
+        self.calls: list = []
+
+    def __call__(self, fn) -> None:
+        """関数を貯める。"""
+        self.calls.append(fn)
+
+    def run(self) -> None:
+        """貯めた関数を順に呼ぶ。"""
+        calls, self.calls = self.calls, []
+        for fn in calls:
+            fn()
+
+
+def _batching_emitter(store) -> tuple[ThreadEmitter, FakeSocketIO, Deferred]:
+    """差分をまとめる送出口。"""
+    sio, deferred = FakeSocketIO(), Deferred()
+    return ThreadEmitter("t1", sio, store, [], [], None, None, deferred), sio, deferred
+
+
+def test_deltas_are_committed_together_before_they_are_sent_and_other_events_flush_them_first():
+    """差分はハブへ戻るまで溜まり (送られず、ストアにも無い)、1 回のコミットの後で順に送られる。
+    差分以外のイベントは先に溜まった差分を書き出すので、送る順はいつも seq の順。
+    """
+    store = memory_store()
+    emitter, sio, deferred = _batching_emitter(store)
+    for i in range(3):
+        emitter.emit("text_delta", "r1", {"message_id": "m", "delta": str(i)})
+    assert sio.sent == [] and store.after("t1", 0) == [], "nothing is sent or stored before the commit"
+    assert len(deferred.calls) == 1
+    deferred.run()
+    assert [(e["type"], e["seq"], e["delta"]) for _, e, _ in sio.sent] == [
+        ("text_delta", 1, "0"),
+        ("text_delta", 2, "1"),
+        ("text_delta", 3, "2"),
+    ]
+    assert [e["seq"] for e in store.after("t1", 0)] == [1, 2, 3]
+    emitter.emit("text_delta", "r1", {"message_id": "m", "delta": "x"})
+    emitter.emit("text_finished", "r1", {"message_id": "m", "text": "012x"})
+    assert [(e["type"], e["seq"]) for _, e, _ in sio.sent[3:]] == [("text_delta", 4), ("text_finished", 5)]
+    deferred.run()  # 書き出し済み: 何も増えない
+    assert len(sio.sent) == 5
+
+
+def test_a_refused_batch_is_never_sent_and_the_next_emit_raises(tmp_path):
+    """まとまりのコミットを SQLite が拒んだら、その差分は送られず残らず、次の emit が StoreUnavailable を上げる。"""
+    import pytest
+
+    from llm_router.store.errors import StoreUnavailable
+    from llm_router.store.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    store.create_thread(StoredThread(thread_id="t1", owner="alice"))
+    emitter, sio, deferred = _batching_emitter(store)
+    emitter.emit("text_delta", "r1", {"message_id": "m", "delta": "a"})
+    store._conn.execute("PRAGMA query_only = ON")
+    deferred.run()
+    assert sio.sent == []
+    store._conn.execute("PRAGMA query_only = OFF")
+    with pytest.raises(StoreUnavailable):
+        emitter.emit("text_delta", "r1", {"message_id": "m", "delta": "b"})
+    assert store.after("t1", 0) == []
+    emitter.emit("run_error", "r1", {"error": {"code": "store_unavailable"}, "usage": {}, "rolled_back": True})
+    assert [e["seq"] for _, e, _ in sio.sent] == [1] and store.bounds("t1").last_seq == 1
+    store.close()

@@ -147,12 +147,15 @@ def test_payload_size_limit_and_argument_count():
 def test_start_ack_has_exactly_the_protocol_keys():
     """start の ack のキーは PROTOCOL.md のとおり。"""
     ack = start_ack("t", "demo/scripted", [{"name": "calculator", "executor": "server"}], 0, [])
-    assert set(ack) == {"ok", "thread_id", "model", "tools", "last_seq", "warnings"}
+    assert set(ack) == {"ok", "thread_id", "model", "tools", "last_seq", "warnings", "protocol"}
+    assert ack["protocol"] == "1.1"
 
 
 def test_server_event_table_matches_the_protocol():
-    """サーバーイベントの表は PROTOCOL.md の 18 種類に、1.1 の context_trimmed を足した 19 種類。"""
-    assert len(SERVER_EVENTS) == 19
+    """サーバーイベントの表は PROTOCOL.md の 18 種類に、1.1 の context_trimmed と thread_rewound を足した 20 種類。"""
+    assert len(SERVER_EVENTS) == 20
+    assert SERVER_EVENTS["run_started"] == ("model", "max_steps", "message")
+    assert SERVER_EVENTS["thread_rewound"] == ("removed_runs",)
     assert SERVER_EVENTS["context_trimmed"] == ("step", "dropped_messages", "estimated_tokens")
     assert SERVER_EVENTS["run_error"] == ("error", "usage", "rolled_back")
     assert SERVER_EVENTS["tool_result"] == ("tool_call_id", "name", "result", "is_error", "executor", "duration_ms")
