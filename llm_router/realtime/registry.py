@@ -626,6 +626,16 @@ class ThreadRegistry:
         if run is None:
             with record.lock:
                 known = payload.run_id in record.run_ids if payload.run_id else bool(record.run_ids)
+            if not known and self.cluster is not None:
+                # ランが別のプロセスにあって、答えが届く前に終わった: そのランはストアが知っている
+                try:
+                    known = (
+                        self.store.has_run(record.id, payload.run_id)
+                        if payload.run_id
+                        else self.store.bounds(record.id).last_seq > 0
+                    )
+                except StoreUnavailable as exc:
+                    raise store_refused(exc) from None
             if known:
                 raise ProtocolError(NOT_AWAITING, "the run has ended; the result was not accepted")
             raise ProtocolError(NO_ACTIVE_RUN, "no active run in this thread")
@@ -670,7 +680,8 @@ class ThreadRegistry:
 
         record = self._threads.get(payload.thread_id)
         try:
-            if record is not None and record.owner == principal:
+            # 複数のプロセスでは別のプロセスが履歴を変えているかもしれないので、いつもストアから読む
+            if record is not None and record.owner == principal and self.cluster is None:
                 with record.emitter.lock:
                     record.emitter.flush()
                     entries = list(record.emitter.entries)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -78,7 +79,7 @@ def test_a_socket_on_the_other_process_sees_answers_and_cancels_the_run(cluster:
     for run_id in (run_1, run_2, run_3, run_4):
         assert [t for _, t, r in log if r == run_id and t in ENDS].__len__() == 1
 
-    # 5. 別のソケットが B で再開すると、ログから同じ seq で全部が届く
+    # 5. 別のソケットが B で再開すると、ログから同じ seq で全部が届く (rewind の前に)
     late = cluster.client(b)
     resumed = late.start(thread_id=thread_id, resume_after_seq=0)
     assert resumed["last_seq"] == len(log)
@@ -86,6 +87,27 @@ def test_a_socket_on_the_other_process_sees_answers_and_cancels_the_run(cluster:
     assert thread_log(late, thread_id) == log
     history = late.call("get_history", {"thread_id": thread_id})
     assert history["ok"] and [m["run_id"] for m in history["messages"] if m["role"] == "user"][-1] == run_4
+
+    # 6. スレッドのイベントもどのプロセスからでも: A で動くラン中の rewind は B で断られ、終わった後の B の rewind は
+    #    A のソケットにも thread_rewound で届き、A の履歴からも消え、A の次のランはその履歴で動く
+    run_5 = on_a.send_message(thread_id, "[slow] もう少し")["run_id"]
+    on_b.wait_for("run_started", lambda e: e["run_id"] == run_5)
+    busy = on_b.call("rewind", {"thread_id": thread_id, "run_id": run_4})
+    assert busy["ok"] is False and busy["error"]["code"] == "run_in_progress"
+    on_b.call("cancel", {"thread_id": thread_id})
+    on_a.wait_run_end(run_5)
+    rewound = on_b.call("rewind", {"thread_id": thread_id, "run_id": run_4})
+    assert rewound["ok"] and rewound["removed_runs"][0] == run_4
+    seen = on_a.wait_for("thread_rewound", lambda e: e["run_id"] == run_4)
+    assert seen["removed_runs"] == rewound["removed_runs"]
+    after = on_a.call("get_history", {"thread_id": thread_id})
+    assert not {run_4, run_5} & {m["run_id"] for m in after["messages"]}
+    run_6 = on_a.send_message(thread_id, "やり直し")["run_id"]
+    assert on_b.wait_run_end(run_6)["type"] == "run_finished"
+    on_a.wait_run_end(run_6)
+    assert_same_log(on_a, on_b, thread_id)
+    sent = cluster.fake.chat_requests()[-1]["messages"]
+    assert "こんにちは" not in json.dumps(sent, ensure_ascii=False), "the rewound turn must not reach the model"
 
 
 def test_owner_killed_ends_the_run_interrupted_and_the_thread_goes_on(cluster: Cluster):
