@@ -216,10 +216,16 @@ class ThreadRegistry:
             handler=self._command,
             deliver=self._deliver_logged,
             on_lost=self._lease_lost,
-            on_orphan=lambda run: close_run(self.store, run),
+            on_orphan=lambda run: self._close_orphan(run, close_run),
         )
         cluster.start()
         return cluster
+
+    def _close_orphan(self, run: Any, close_run: Any) -> None:
+        """持ち主を失ったランを ``interrupted`` で閉じ、その主体の共有の同時ラン数を 1 つ減らす。"""
+        owner = self.store.thread_owner(run.thread_id)
+        if close_run(self.store, run) and owner is not None:
+            self.cluster.run_counter.release(owner)
 
     def _command(self, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         """(ランの持ち主の側で) 別のプロセスのソケットからのコマンドを処理し、ack を返す。"""
@@ -466,6 +472,11 @@ class ThreadRegistry:
         """
         if record.run_end(run_id):
             self._release_run(record.owner)
+            if self.cluster is not None:
+                try:
+                    self.cluster.run_counter.release(record.owner)
+                except StoreUnavailable:
+                    logger.warning("could not decrease the shared run count of a principal (Redis unreachable)")
 
     def _release_run(self, principal: str) -> None:
         """主体の動いているランの数を 1 つ減らす。"""
@@ -529,7 +540,7 @@ class ThreadRegistry:
                 raise ProtocolError(RUN_IN_PROGRESS, f"run '{record.active_run_id}' is still active in this thread")
             if run_id in record.run_ids:
                 raise invalid(f"run_id: '{run_id}' was already used in this thread")
-            leased = False
+            leased = counted = False
             try:
                 record.emitter.settle()
                 if self.cluster is not None:
@@ -539,15 +550,20 @@ class ThreadRegistry:
                         running = holder[1] if holder else "another run"
                         raise ProtocolError(RUN_IN_PROGRESS, f"run '{running}' is still active in this thread")
                     leased = True
+                    limit = self.settings.config.server.max_active_runs_per_principal
+                    if not self.cluster.run_counter.acquire(record.owner, limit):
+                        raise ProtocolError(
+                            LIMIT_REACHED,
+                            f"this principal already has {limit} active runs on all processes "
+                            f"(server.max_active_runs_per_principal = {limit})",
+                        )
+                    counted = True
                     self._refresh(record)
                 self.store.mark_run_active(record.id, run_id)
-            except StoreUnavailable as exc:
-                if leased:
-                    self.cluster.release(record.id, run_id)
-                raise store_refused(exc) from None
-            except ProtocolError:
-                if leased:
-                    self.cluster.release(record.id, run_id)
+            except (StoreUnavailable, ProtocolError) as exc:
+                self._undo_cluster_start(record, run_id, leased, counted)
+                if isinstance(exc, StoreUnavailable):
+                    raise store_refused(exc) from None
                 raise
             try:
                 self._apply_config(record)
@@ -563,13 +579,22 @@ class ThreadRegistry:
             except BaseException:
                 # ランを作れなかった: 記録した開始を閉じる (起動時の回復が interrupted にしないように)
                 self.store.mark_run_ended(record.id, run_id)
-                if leased:
-                    self.cluster.release(record.id, run_id)
+                self._undo_cluster_start(record, run_id, leased, counted)
                 raise
             record.active, record.active_run_id = run, run_id
             record.run_ids.append(run_id)
             record.last_activity = time.monotonic()
         return run
+
+    def _undo_cluster_start(self, record: ThreadRecord, run_id: str, leased: bool, counted: bool) -> None:
+        """始められなかったランのリースと共有の同時ラン数を返す。"""
+        try:
+            if counted:
+                self.cluster.run_counter.release(record.owner)
+            if leased:
+                self.cluster.release(record.id, run_id)
+        except StoreUnavailable:
+            logger.warning("could not give back the lease of run %s (it expires by itself)", run_id)
 
     @staticmethod
     def _apply_config(record: ThreadRecord) -> None:

@@ -206,3 +206,29 @@ def test_redis_restart_refuses_then_resumes_without_restarting_the_servers(redis
             assert [t for _, t, r in log if r == running and t in ENDS] == ["run_error"]
         finally:
             cluster.close()
+
+
+def test_limits_are_shared_across_processes(cluster: Cluster):
+    """主体の同時のラン数 (``server.max_active_runs_per_principal``) とレート制限 (``server.rate_limit_per_minute``)
+    は 2 つのプロセスを合わせて数える。"""
+    extra = ("server.max_active_runs_per_principal=1", "server.rate_limit_per_minute=30")
+    a, b = cluster.add(*extra), cluster.add(*extra)
+    on_a, on_b = cluster.client(a), cluster.client(b)
+    first = on_a.start()["thread_id"]
+    second = on_b.start()["thread_id"]
+    running = on_a.send_message(first, "[slow] 長い話")["run_id"]
+    on_a.wait_for("run_started", lambda e: e["run_id"] == running)
+    refused = on_b.send_message(second, "別のスレッドで")
+    assert refused["ok"] is False and refused["error"]["code"] == "limit_reached"
+    on_a.call("cancel", {"thread_id": first})
+    on_a.wait_run_end(running)
+    allowed = on_b.send_message(second, "今なら")
+    assert allowed["ok"], allowed
+    on_b.wait_run_end(allowed["run_id"])
+    # ここまでで 6 件 (start 2、user_message 3、cancel 1) 使った。残りを 2 つのプロセスに交互に送ると、
+    # 合わせて 30 件 (と、その間の毎秒 0.5 件の補充) までしか通らない (1 プロセスずつなら 30 + 30 件通る)
+    answers = [(on_a if i % 2 else on_b).call("list_threads", {}) for i in range(40)]
+    passed = sum(1 for ack in answers if ack["ok"])
+    codes = {ack["error"]["code"] for ack in answers if not ack["ok"]}
+    assert codes == {"rate_limited"}
+    assert 30 - 6 <= passed <= 30 - 6 + 3, passed
