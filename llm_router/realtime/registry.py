@@ -377,8 +377,9 @@ class ThreadRegistry:
             stored = self.store.load_thread(thread_id)
         try:
             last_seq, resume_warnings = record.emitter.attach(sid, payload.resume_after_seq)
-            if self.cluster is not None:
-                # 別のプロセスが書くイベントを、ルームへ送った最後の seq の後から追う
+            if self.cluster is not None and record.active is None:
+                # 別のプロセスが書くイベントを、ルームへ送った最後の seq の後から追う (このプロセスのランの間は
+                # 書くのはこのプロセスだけなので追わない。ランの終わりで追い始める)
                 self.cluster.watch(thread_id, record.emitter.delivered_seq or last_seq)
         except StoreUnavailable as exc:
             raise store_refused(exc) from None
@@ -559,6 +560,8 @@ class ThreadRegistry:
                         )
                     counted = True
                     self._refresh(record)
+                    # ランの間は、このスレッドに書くのはこのプロセスだけ: ストリームを追う必要は無い
+                    self.cluster.unwatch(record.id)
                 self.store.mark_run_active(record.id, run_id)
             except (StoreUnavailable, ProtocolError) as exc:
                 self._undo_cluster_start(record, run_id, leased, counted)
@@ -595,6 +598,8 @@ class ThreadRegistry:
                 self.cluster.release(record.id, run_id)
         except StoreUnavailable:
             logger.warning("could not give back the lease of run %s (it expires by itself)", run_id)
+        if record.sids:
+            self.cluster.watch(record.id, record.emitter.delivered_seq or 0)
 
     @staticmethod
     def _apply_config(record: ThreadRecord) -> None:
@@ -625,6 +630,11 @@ class ThreadRegistry:
                 # 送出まで失敗しても、スレッドを run_in_progress のまま残さない
                 self._run_end(record, run_id)
         if self.cluster is not None:
+            with record.lock:
+                attached = bool(record.sids)
+            if attached:
+                # ランの後は別のプロセスが書くかもしれない: ルームへ送った最後の seq の後から追い直す
+                self.cluster.watch(record.id, record.emitter.delivered_seq or 0)
             # 終わりのイベントのコミットでリースは外れている。書けなかったときも更新をやめて期限切れに任せず返す
             # (終わりが書けていなければランは記録に残り、検査係が interrupted で閉じる)
             self.cluster.release(record.id, run_id)
