@@ -92,6 +92,8 @@ class ClusterRuntime:
         self._on_lost = on_lost
         self._on_orphan = on_orphan
         self._held: dict[tuple[str, str], None] = {}
+        # このプロセスにソケットがあるスレッド (他のプロセスに「見ている者がいる」と知らせる)
+        self._present: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._loops: list[threading.Thread] = []
@@ -167,9 +169,12 @@ class ClusterRuntime:
                 logger.warning("run lease of %s could not be released (it expires by itself): %s", run_id, exc)
 
     def renew_now(self) -> None:
-        """持っているリースをすべて延ばす。延ばせなかったランは ``on_lost`` で止める。"""
+        """持っているリースをすべて延ばす。延ばせなかったランは ``on_lost`` で止める。ソケットの在席も延ばす。"""
         with self._lock:
             held = list(self._held)
+            present = list(self._present)
+        if present:
+            self._mark_present(present)
         for thread_id, run_id in held:
             if self.store.renew_run_lease(thread_id, run_id, self.process_id, self.lease_s):
                 continue
@@ -243,6 +248,53 @@ class ClusterRuntime:
     def unwatch(self, thread_id: str) -> None:
         """追うのをやめる (このプロセスにそのスレッドのソケットが無くなった)。"""
         self.follower.unwatch(thread_id)
+
+    # ------------------------------------------------------------ ソケットの在席 (切断タイムアウトのため)
+
+    def _presence_key(self, thread_id: str) -> str:
+        """スレッドにソケットを持つプロセスの sorted set (点数は在席の期限のミリ秒)。"""
+        return f"{self.store.keys.prefix}:t:{thread_id}:present"
+
+    def _mark_present(self, thread_ids: list[str]) -> None:
+        """在席の期限 (リースの 3 倍) を延ばす。"""
+        ttl_ms = int(self.lease_s * 3000)
+        until = int(time.time() * 1000) + ttl_ms
+        client = self.store.client
+        pipe = client.pipeline(transaction=False)
+        for thread_id in thread_ids:
+            key = self._presence_key(thread_id)
+            pipe.zadd(key, {self.process_id: until})
+            pipe.pexpire(key, ttl_ms)
+        from llm_router.cluster.connection import unavailable_errors
+
+        with unavailable_errors(client, "socket presence"):
+            pipe.execute()
+
+    def present(self, thread_id: str) -> None:
+        """このプロセスにスレッドのソケットがある (他のプロセスの切断タイムアウトがランを止めないように)。"""
+        with self._lock:
+            self._present.add(thread_id)
+        try:
+            self._mark_present([thread_id])
+        except StoreUnavailable as exc:
+            logger.warning("socket presence not recorded: %s", exc)
+
+    def absent(self, thread_id: str) -> None:
+        """このプロセスにスレッドのソケットが無くなった。"""
+        with self._lock:
+            self._present.discard(thread_id)
+        try:
+            self.store.client.zrem(self._presence_key(thread_id), self.process_id)
+        except Exception as exc:  # 届かなければ期限で消える
+            logger.debug("socket presence not removed: %s", type(exc).__name__)
+
+    def others_present(self, thread_id: str) -> bool:
+        """他のプロセスにスレッドのソケットがあれば真 (Redis に届かなければ偽: ふつうの切断タイムアウトにする)。"""
+        try:
+            members = self.store.client.zrangebyscore(self._presence_key(thread_id), int(time.time() * 1000), "+inf")
+        except Exception:
+            return False
+        return any(m.decode() != self.process_id for m in members)
 
     # ------------------------------------------------------------ 共有の上限
 

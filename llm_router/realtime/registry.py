@@ -377,6 +377,8 @@ class ThreadRegistry:
             stored = self.store.load_thread(thread_id)
         try:
             last_seq, resume_warnings = record.emitter.attach(sid, payload.resume_after_seq)
+            if self.cluster is not None:
+                self.cluster.present(thread_id)
             if self.cluster is not None and record.active is None:
                 # 別のプロセスが書くイベントを、ルームへ送った最後の seq の後から追う (このプロセスのランの間は
                 # 書くのはこのプロセスだけなので追わない。ランの終わりで追い始める)
@@ -590,7 +592,9 @@ class ThreadRegistry:
         return run
 
     def _undo_cluster_start(self, record: ThreadRecord, run_id: str, leased: bool, counted: bool) -> None:
-        """始められなかったランのリースと共有の同時ラン数を返す。"""
+        """始められなかったランのリースと共有の同時ラン数を返す (1 プロセスのときは何もしない)。"""
+        if self.cluster is None:
+            return
         try:
             if counted:
                 self.cluster.run_counter.release(record.owner)
@@ -853,6 +857,7 @@ class ThreadRegistry:
                 watch = record.active is not None
             if self.cluster is not None:
                 self.cluster.unwatch(thread_id)
+                self.cluster.absent(thread_id)
             if watch:
                 self.socketio.start_background_task(self._disconnect_watch, record, stamp)
 
@@ -861,6 +866,10 @@ class ThreadRegistry:
         self.socketio.sleep(self.settings.config.agent.disconnect_timeout_s)
         with record.lock:
             run = record.active if (not record.sids and record.detached_at == stamp) else None
+        if run is not None and self.cluster is not None and self.cluster.others_present(record.id):
+            # 別のプロセスにこのスレッドのソケットがある: まだ止めず、もう 1 期間待つ
+            self.socketio.start_background_task(self._disconnect_watch, record, stamp)
+            return
         if run is not None:
             run.cancel(mode="now", reason="disconnect_timeout")
 

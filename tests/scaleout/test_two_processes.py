@@ -8,8 +8,11 @@ import json
 import threading
 import time
 
+from llm_router.cluster.connection import Keys, connect
+from llm_router.store.redis import RedisStore
 from tests.realtime.harness import ProtocolClient, wait_until
 from tests.scaleout.conftest import LEASE_S, Cluster
+from tests.support.redis_fixtures import TEST_REDIS
 from tests.support.redis_server import RedisServer
 
 LOCATION_TOOL = {"name": "get_location", "description": "現在地", "parameters": {"type": "object", "properties": {}}}
@@ -232,3 +235,54 @@ def test_limits_are_shared_across_processes(cluster: Cluster):
     codes = {ack["error"]["code"] for ack in answers if not ack["ok"]}
     assert codes == {"rate_limited"}
     assert 30 - 6 <= passed <= 30 - 6 + 3, passed
+
+
+def test_attaching_mid_run_on_the_other_process_replays_then_follows_live(cluster: Cluster):
+    """A でランが流れている途中に、B のソケットが ``resume_after_seq=0`` で attach すると、そこまでのログの再送と
+    その後のライブのイベントが、抜けも重複もなく A のソケットと同じ seq で届く。途中の seq からの再開も同じ。"""
+    a, b = cluster.add(), cluster.add()
+    on_a = cluster.client(a)
+    thread_id = on_a.start()["thread_id"]
+    run_id = on_a.send_message(thread_id, "[slow] ゆっくり長い話")["run_id"]
+    wait_until(lambda: len(on_a.event_payloads("text_delta")) >= 5, timeout=15)
+    from_start, from_middle = cluster.client(b), cluster.client(b)
+    assert from_start.start(thread_id=thread_id, resume_after_seq=0)["ok"]
+    middle = len(thread_log(on_a, thread_id)) // 2
+    assert from_middle.start(thread_id=thread_id, resume_after_seq=middle)["ok"]
+    for client in (on_a, from_start, from_middle):
+        client.wait_run_end(run_id, timeout=30)
+    full = thread_log(on_a, thread_id)
+    assert [seq for seq, _, _ in full] == list(range(1, len(full) + 1))
+    assert thread_log(from_start, thread_id) == full
+    assert thread_log(from_middle, thread_id) == full[middle:]
+
+
+def test_a_socket_on_the_other_process_keeps_the_run_alive(cluster: Cluster):
+    """持ち主のプロセスのソケットが全部切れても、別のプロセスにスレッドのソケットがあれば、切断タイムアウト
+    (``agent.disconnect_timeout_s``) でランを止めない。どこにもソケットが無くなれば止める。"""
+    a, b = cluster.add("agent.disconnect_timeout_s=0.5"), cluster.add("agent.disconnect_timeout_s=0.5")
+    on_a, on_b = cluster.client(a), cluster.client(b)
+    thread_id = on_a.start()["thread_id"]
+    on_b.start(thread_id=thread_id)
+    kept = on_a.send_message(thread_id, "[slow] 長い話")["run_id"]
+    on_b.wait_for("text_delta", lambda e: e["run_id"] == kept)
+    on_a.disconnect()
+    assert on_b.wait_run_end(kept, timeout=30)["type"] == "run_finished"
+    watcher = cluster.client(a)
+    watcher.start(thread_id=thread_id)
+    stopped = on_b.send_message(thread_id, "[stall] 止まる話")["run_id"]
+    watcher.wait_for("text_delta", lambda e: e["run_id"] == stopped)
+    watcher.disconnect()
+    on_b.disconnect()
+    # どこにもソケットが無い: ログ (Redis) を直接読んで、ランの終わりを待つ
+    log = RedisStore(connect(cluster.redis.url, TEST_REDIS), keys=Keys("llm_router"))
+    try:
+
+        def ended() -> dict | None:
+            """ランの終わりのイベント (まだ無ければ ``None``)。"""
+            return next((e for e in log.after(thread_id, 0) if e["run_id"] == stopped and e["type"] in ENDS), None)
+
+        end = wait_until(ended, timeout=15, interval=0.1)
+    finally:
+        log.close()
+    assert end["type"] == "run_cancelled" and end["reason"] == "disconnect_timeout"
