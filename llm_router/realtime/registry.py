@@ -260,7 +260,7 @@ class ThreadRegistry:
         record = self._threads.get(thread_id)
         run = self._active_run(record, run_id) if record is not None else None
         if run is not None:
-            run.cancel(mode="now", reason="lease_lost")
+            run.cancel(mode="now", reason="shutdown")
 
     def _cluster_busy(self, record: ThreadRecord) -> None:
         """別のプロセスがこのスレッドのランを動かしていれば ``run_in_progress``。"""

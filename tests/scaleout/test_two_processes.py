@@ -286,3 +286,20 @@ def test_a_socket_on_the_other_process_keeps_the_run_alive(cluster: Cluster):
     finally:
         log.close()
     assert end["type"] == "run_cancelled" and end["reason"] == "disconnect_timeout"
+
+
+def test_threading_mode_follows_and_cancels_across_processes(cluster: Cluster):
+    """``server.async_mode=threading`` でも (部品は本物のスレッドで動く)、別のプロセスのソケットがイベントを同じ seq で
+    受け取り、cancel で持ち主の上流を閉じる。"""
+    a, b = cluster.add("server.async_mode=threading"), cluster.add("server.async_mode=threading")
+    on_a, on_b = cluster.client(a), cluster.client(b)
+    thread_id = on_a.start()["thread_id"]
+    on_b.start(thread_id=thread_id)
+    cluster.fake.reset()
+    run_id = on_a.send_message(thread_id, "[stall] 長い話")["run_id"]
+    on_b.wait_for("text_delta", lambda e: e["run_id"] == run_id)
+    assert on_b.call("cancel", {"thread_id": thread_id}) == {"ok": True, "cancelled": True}
+    assert on_a.wait_run_end(run_id)["type"] == "run_cancelled"
+    assert cluster.fake.server.client_disconnected.wait(10)
+    on_b.wait_run_end(run_id)
+    assert_same_log(on_a, on_b, thread_id)
