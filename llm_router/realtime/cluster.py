@@ -13,6 +13,9 @@
   PUBLISH はしない)。他のプロセスでそのスレッドを開いているソケットには、そのプロセスの
   ``StreamFollower`` がスレッドの Redis Stream を追って ``seq`` の順に届ける (``ThreadEmitter.deliver_logged``
   が、ルームに送った最後の ``seq`` より後だけを送るので、抜けも重複も無い)。
+- **ソケットの在席**: スレッドのソケットを持つプロセスは ``<prefix>:t:<id>:present`` (sorted set、期限つき) に
+  自分を書き、更新係が延ばす。ランの持ち主は、自分のソケットが全部切れても、他のプロセスにソケットがあれば
+  切断タイムアウト (``agent.disconnect_timeout_s``) でランを止めない。
 - **持ち主を失ったラン**: 各プロセスは ``run_lease_s / 2`` ごとに、終わっていないランのうちリースの切れたものを
   探し、そのランのリースを取れたら (取れるのは 1 つのプロセスだけ) ``run_error`` (``interrupted``) で閉じる。
   持ち主の死から閉じるまでは最大 2 リース期間。
@@ -27,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llm_router.cluster.commands import CommandBus, CommandTimeout
-from llm_router.cluster.connection import connect, new_process_id
+from llm_router.cluster.connection import connect, new_process_id, unavailable_errors
 from llm_router.cluster.follower import StreamFollower
 from llm_router.cluster.leases import RunLeases
 from llm_router.cluster.limits import SharedCounters, SharedRateLimiter
@@ -265,8 +268,6 @@ class ClusterRuntime:
             key = self._presence_key(thread_id)
             pipe.zadd(key, {self.process_id: until})
             pipe.pexpire(key, ttl_ms)
-        from llm_router.cluster.connection import unavailable_errors
-
         with unavailable_errors(client, "socket presence"):
             pipe.execute()
 
