@@ -57,6 +57,7 @@ from llm_router.realtime.schemas import (
 from llm_router.realtime.thread_config import ThreadConfig, ThreadConfigBuilder
 from llm_router.store.base import Store
 from llm_router.store.errors import StoreUnavailable
+from llm_router.store.errors import UnknownThread as StoreUnknownThread
 
 if TYPE_CHECKING:
     from llm_router.agent.thread_state import ThreadState
@@ -273,13 +274,28 @@ class ThreadRegistry:
         if holder is not None:
             raise ProtocolError(RUN_IN_PROGRESS, f"run '{holder[1]}' is still active in this thread")
 
+    def _still_stored(self, record: ThreadRecord) -> ThreadRecord | None:
+        """(複数のプロセス) 開いているスレッドがストアにまだあれば返す。別のプロセスが消した、または永続化していない
+        Redis が再起動して消えたときは、このプロセスからも外して ``None`` を返す (次の ``start`` が新しく作る)。"""
+        try:
+            owner = self.store.thread_owner(record.id)
+        except StoreUnavailable as exc:
+            raise store_refused(exc) from None
+        if owner is not None:
+            return record
+        with self._lock:
+            self._forget(record.id, force=True)
+        self.cluster.unwatch(record.id)
+        return self._threads.get(record.id)
+
     def _refresh(self, record: ThreadRecord) -> None:
         """(送出のロックの下で) 別のプロセスが変えたかもしれない履歴と設定を、ストアから読み直す。"""
         if self.cluster is None:
             return
         stored = self.store.load_thread(record.id)
         if stored is None:
-            raise ProtocolError(UNKNOWN_THREAD, f"unknown thread '{record.id}'")
+            # 別のプロセスが消した、または Redis の中身が消えた: 次の start (_still_stored) が作り直す
+            raise ProtocolError(UNKNOWN_THREAD, f"unknown thread '{record.id}' (send 'start' again)")
         record.emitter.refresh(stored)
         record.config = config_from_stored(stored, self.config_builder.enabled_server_tools())
 
@@ -333,6 +349,8 @@ class ThreadRegistry:
         self._start_sweeper()
         thread_id = payload.thread_id or "thr_" + uuid.uuid4().hex[:20]
         existing = self._threads.get(thread_id)
+        if existing is not None and self.cluster is not None:
+            existing = self._still_stored(existing)
         stored = None
         if existing is None:
             try:
@@ -565,8 +583,10 @@ class ThreadRegistry:
                     # ランの間は、このスレッドに書くのはこのプロセスだけ: ストリームを追う必要は無い
                     self.cluster.unwatch(record.id)
                 self.store.mark_run_active(record.id, run_id)
-            except (StoreUnavailable, ProtocolError) as exc:
+            except (StoreUnavailable, ProtocolError, StoreUnknownThread) as exc:
                 self._undo_cluster_start(record, run_id, leased, counted)
+                if isinstance(exc, StoreUnknownThread):
+                    raise ProtocolError(UNKNOWN_THREAD, f"unknown thread '{record.id}' (send 'start' again)") from None
                 if isinstance(exc, StoreUnavailable):
                     raise store_refused(exc) from None
                 raise

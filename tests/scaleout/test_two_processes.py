@@ -303,3 +303,27 @@ def test_threading_mode_follows_and_cancels_across_processes(cluster: Cluster):
     assert cluster.fake.server.client_disconnected.wait(10)
     on_b.wait_run_end(run_id)
     assert_same_log(on_a, on_b, thread_id)
+
+
+def test_redis_restarted_empty_lets_the_thread_start_again_on_both_processes(cluster: Cluster):
+    """永続化していない Redis が再起動して中身が消えても、サーバーを再起動せずに続けられる: 消えたスレッドへの
+    ``user_message`` は ``unknown_thread`` (``internal`` ではない)、同じ id の ``start`` は新しい空のスレッドを開き
+    (seq は 1 から)、両方のプロセスでランが動く。"""
+    a, b = cluster.add(), cluster.add()
+    on_a, on_b = cluster.client(a), cluster.client(b)
+    thread_id = on_a.start()["thread_id"]
+    on_b.start(thread_id=thread_id)
+    first = on_a.send_message(thread_id, "最初")["run_id"]
+    on_b.wait_run_end(first)
+    cluster.redis.restart()
+    lost = on_b.send_message(thread_id, "消えた後")
+    assert lost["ok"] is False and lost["error"]["code"] in ("unknown_thread", "store_unavailable"), lost
+    fresh_a, fresh_b = cluster.client(a), cluster.client(b)
+    ack = fresh_a.start(thread_id=thread_id, resume_after_seq=0)
+    assert ack["ok"] and ack["last_seq"] == 0, ack
+    assert fresh_b.start(thread_id=thread_id)["ok"]
+    run_id = fresh_b.send_message(thread_id, "もう一度")["run_id"]
+    assert fresh_a.wait_run_end(run_id)["type"] == "run_finished"
+    fresh_b.wait_run_end(run_id)
+    assert_same_log(fresh_a, fresh_b, thread_id)
+    assert thread_log(fresh_a, thread_id)[0][0] == 1
