@@ -24,9 +24,9 @@
 - Redis に届かない (接続拒否、タイムアウト) と :class:`StoreUnavailable` (何の操作か・宛先。パスワードは
   含まない)。redis-py は次のコマンドで繋ぎ直し、スクリプトも読み直す (``NOSCRIPT`` のとき) ので、Redis が
   戻ればプロセスを再起動せずに続く。
-- 終わりの記録 (``run_ended``) は 1 つのランに 1 回だけ: 既に終わったランの終わりを書こうとすると
-  (リースを失った古い持ち主が、別のプロセスが ``interrupted`` で閉じたランを閉じようとしたとき) 何も書かずに
-  :class:`StoreUnavailable` になる。
+- 終わりの記録 (``run_ended``) は 1 つのランに 1 回だけ: 既に終わったランの終わりや、そのランのイベント
+  (``thread_rewound`` を除く) を書こうとすると (リースを失った古い持ち主が、別のプロセスが ``interrupted`` で
+  閉じたランに書き足そうとしたとき) 何も書かずに :class:`RunAlreadyEnded` (``StoreUnavailable`` の一種) になる。
 - Redis を永続化せずに再起動すると中身は消える。本番では Redis の AOF (``appendonly yes``) を使う
   (docs/deployment.md)。
 """
@@ -99,7 +99,7 @@ end
 # KEYS: 1 record, 2 seq, 3 events, 4 history, 5 runs, 6 open_runs, 7 lease, 8 owner index (空でもよい)
 # ARGV: 1 now, 2 max_events, 3 max_bytes, 4 max_age, 5 イベントの件数 N, 6 truncate_to (-1 なし), 7 追加の件数 M,
 #       8 題名 ("\\0" なし / JSON), 9 run_started, 10 run_ended, 11 thread_id, 12 新しい order,
-#       13.. N 件の (イベント, 大きさ), その後 M 件の履歴
+#       13.. N 件の (イベント, 大きさ), その後 M 件の履歴, その後 fencing するラン ID (終わっていれば何も書かない)
 # 返り値: 最初に付けた seq (イベントが無ければ 0)
 COMMIT_LUA = (
     _TRIM_FN
@@ -111,9 +111,13 @@ if truncate >= 0 then
   local len = redis.call('LLEN', KEYS[4])
   if truncate > len then return redis.error_reply('TRUNCATE ' .. len) end
 end
-if ARGV[10] ~= '' then
-  local ended = redis.call('HGET', KEYS[5], ARGV[10])
-  if ended and string.match(ended, '|(.*)$') ~= '' then return redis.error_reply('RUN_ENDED') end
+local function ended(run_id)
+  local run = redis.call('HGET', KEYS[5], run_id)
+  return run and string.match(run, '|(.*)$') ~= ''
+end
+if ARGV[10] ~= '' and ended(ARGV[10]) then return redis.error_reply('RUN_ENDED') end
+for i = 13 + 2 * n + m, #ARGV do
+  if ended(ARGV[i]) then return redis.error_reply('RUN_ENDED') end
 end
 local first = 0
 local added = 0
@@ -484,6 +488,15 @@ class RedisStore:
         truncate = history.truncate_to if history is not None and history.truncate_to is not None else -1
         if history is not None and history.truncate_to is not None and history.truncate_to < 0:
             raise ValueError(f"truncate_to: {history.truncate_to} is outside the history")
+        # 終わったランのイベントは書かない (リースを失った古い持ち主が、interrupted の後に書き足さない)。
+        # thread_rewound は終わったランを名指しするので除く
+        fenced = sorted(
+            {
+                str(e["run_id"])
+                for e in events
+                if e.get("run_id") and e.get("type") != "thread_rewound" and e.get("run_id") != run_started
+            }
+        )
         keys = [
             self._k(thread_id, "record"),
             self._k(thread_id, "seq"),
@@ -507,6 +520,7 @@ class RedisStore:
             order_key(now, thread_id),
             *bodies,
             *entries,
+            *fenced,
         ]
         first = int(self._call("commit", self._commit, keys, args, thread_id))
         for i, event in enumerate(events):

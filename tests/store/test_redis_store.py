@@ -123,7 +123,7 @@ def test_an_ended_run_cannot_be_leased_again(shared_redis_server):
 
 
 def test_a_run_is_ended_only_once(shared_redis_server):
-    """既に終わったランの終わりをもう一度書こうとすると (リースを失った古い持ち主)、何も書かれずに断られる。"""
+    """既に終わったランの終わりやイベントを書こうとすると (リースを失った古い持ち主)、何も書かれずに断られる。"""
     store = _store(shared_redis_server.url, f"e{uuid.uuid4().hex[:8]}")
     store.create_thread(sample_thread())
     store.commit("thr_1", [event("run_started")], run_started="run_1")
@@ -132,6 +132,11 @@ def test_a_run_is_ended_only_once(shared_redis_server):
     with pytest.raises(StoreUnavailable, match="already ended"):
         store.commit("thr_1", late, run_ended="run_1")
     assert "seq" not in late and [e["type"] for e in store.after("thr_1", 0)] == ["run_started", "run_error"]
+    with pytest.raises(StoreUnavailable, match="already ended"):
+        store.commit("thr_1", [event("text_delta", delta="遅れた差分")])
+    rewound = store.commit("thr_1", [event("thread_rewound", removed_runs=["run_1"])])
+    assert rewound[0]["seq"] == 3, "thread_rewound names an ended run and is still written"
+    assert store.commit("thr_1", [event("run_started", "run_2")], run_started="run_2")[0]["seq"] == 4
     store.close()
 
 
