@@ -69,12 +69,12 @@ def create_app(settings: Settings) -> tuple[Any, Any]:
     tools = _server_tools(settings)
     tools, mcp = _with_mcp(tools, settings)
     registry = ThreadRegistry(settings, socketio, router, tools)
-    namespace = AgentNamespace(
-        registry,
-        Authenticator(settings.api_tokens),
-        RateLimiter(server.rate_limit_per_minute),
-        server.max_payload_bytes,
-    )
+    limiter: Any = RateLimiter(server.rate_limit_per_minute)
+    if registry.cluster is not None:
+        from llm_router.realtime.cluster import SharedRateLimit
+
+        limiter = SharedRateLimit(registry.cluster, limiter)  # 全プロセスで共有 (store.backend=redis)
+    namespace = AgentNamespace(registry, Authenticator(settings.api_tokens), limiter, server.max_payload_bytes)
     socketio.on_namespace(namespace)
     app.wsgi_app = _tcp_nodelay(app.wsgi_app)
     app.extensions["llm_router"] = Services(settings, router, tools, registry, mcp)

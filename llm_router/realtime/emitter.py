@@ -30,7 +30,7 @@ from llm_router.core.schemas.serialization import part_to_dict
 from llm_router.core.schemas.thread_record import HistoryEntry
 from llm_router.realtime.schemas import NAMESPACE, RUN_END_EVENTS
 from llm_router.store.base import HistoryChange, Store
-from llm_router.store.errors import StoreUnavailable
+from llm_router.store.errors import RunAlreadyEnded, StoreUnavailable
 
 TITLE_CHARS = 60
 # まとめてコミットしてよいイベント (履歴を変えない差分) と、1 回のまとまりの上限
@@ -118,6 +118,9 @@ class ThreadEmitter:
         self.pending_end: tuple[str | None, str, dict[str, Any]] | None = None
         # 再入できるロック: rewind は送出のロックの下で履歴を変えてから emit する
         self.lock = threading.RLock()
+        # ルームへ送った最後の seq (最初の attach で決まる)。複数のプロセスのとき、別のプロセスが書いた
+        # イベント (deliver_logged) とこのプロセスが書いたイベントを、抜けも重複もなく seq の順に送るため
+        self.delivered_seq: int | None = None
         self._defer = defer
         # まだコミットしていない差分 (seq はまだ無い) と、書き出しで起きた誤り (次の emit で上げる)
         self._batch: list[dict[str, Any]] = []
@@ -186,7 +189,55 @@ class ThreadEmitter:
                 self.entries.extend(added)
             if title is not None:
                 self.title = title
-            self._socketio.emit(event_type, event, to=self.room, namespace=NAMESPACE)
+            self._to_room(event)
+
+    def _to_room(self, event: dict[str, Any]) -> None:
+        """(送出のロックの下で) コミットしたイベントをルームへ送る。
+
+        ルームへ送った最後の ``seq`` との間に、別のプロセスが書いてまだ届けていないイベントがあれば
+        (複数のプロセスのときだけ起きる)、先にそれをログから送る。1 プロセスでは比較 1 回だけ。
+        """
+        seq = event["seq"]
+        delivered = self.delivered_seq
+        if delivered is not None and seq > delivered + 1:
+            for missed in self.store.after(self.thread_id, delivered, limit=seq - delivered - 1):
+                if missed["seq"] < seq:
+                    self._socketio.emit(missed["type"], missed, to=self.room, namespace=NAMESPACE)
+        self.delivered_seq = seq
+        self._socketio.emit(event["type"], event, to=self.room, namespace=NAMESPACE)
+
+    def deliver_logged(self, events: list[dict[str, Any]]) -> int:
+        """別のプロセスが書いたイベント (ログから読んだもの、``seq`` の順) をルームへ送る。送った件数を返す。
+
+        ルームへ送った最後の ``seq`` より後のものだけを送る (このプロセスが書いて送ったもの、再送で送ったものは
+        送らない)。まだ誰も attach していなければ何も送らない。
+        """
+        sent = 0
+        with self.lock:
+            for event in events:
+                if self.delivered_seq is None or event["seq"] <= self.delivered_seq:
+                    continue
+                self.delivered_seq = event["seq"]
+                self._socketio.emit(event["type"], event, to=self.room, namespace=NAMESPACE)
+                sent += 1
+        return sent
+
+    def refresh(self, stored: Any) -> bool:
+        """ストアの中身 (別のプロセスが変えたかもしれない) で、履歴の控えと題名を置き換える。変わっていたら真。
+
+        複数のプロセスのとき、ランを始める前と ``rewind`` の前に (送出のロックの下で) 呼ぶ。
+        """
+        with self.lock:
+            entries = list(stored.history)
+            same = len(entries) == len(self.entries) and all(
+                a.message_id == b.message_id for a, b in zip(entries, self.entries, strict=True)
+            )
+            self.title = stored.title
+            if same:
+                return False
+            self.entries[:] = entries
+            self.history[:] = [entry.message for entry in entries]
+            return True
 
     def _buffer(self, event_type: str, run_id: str | None, fields: dict[str, Any]) -> None:
         """差分をまとまりに足す (まとまりの最初ならハブへ戻ったときの書き出しを仕掛ける)。
@@ -228,9 +279,8 @@ class ThreadEmitter:
                 return
             batch, self._batch = self._batch, []
             self.store.commit(self.thread_id, batch)
-            emit = self._socketio.emit
             for event in batch:
-                emit(event["type"], event, to=self.room, namespace=NAMESPACE)
+                self._to_room(event)
 
     def settle(self) -> None:
         """書けなかった終わりのイベントがあれば、いま記録する (ストアが書き込みを受け付けるようになった後)。
@@ -249,12 +299,17 @@ class ThreadEmitter:
             keep = first if (event_type == "run_error" and rolled_back and first is not None) else None
             event = run_event(event_type, self.thread_id, run_id, fields)
             change = None if keep is None else HistoryChange(keep, [])
-            self.store.commit(self.thread_id, [event], history=change, run_ended=run_id)
+            try:
+                self.store.commit(self.thread_id, [event], history=change, run_ended=run_id)
+            except RunAlreadyEnded:
+                # 複数のプロセス: 別のプロセスがもう interrupted で閉じた (終わりは 1 つだけ)
+                self.pending_end = None
+                return
             self.pending_end = None
             if keep is not None:
                 del self.entries[keep:]
                 self._restore_history()
-            self._socketio.emit(event_type, event, to=self.room, namespace=NAMESPACE)
+            self._to_room(event)
 
     def _rollback_point(self, run_id: str | None) -> tuple[bool, int | None]:
         """失敗したランの巻き戻し (:func:`rollback_point` を控えの履歴に当てる)。"""
@@ -313,9 +368,16 @@ class ThreadEmitter:
         warnings: list[str] = []
         with self.lock:
             self._flush_quietly()
-            self._socketio.server.enter_room(sid, self.room, namespace=NAMESPACE)
             bounds = self.store.bounds(self.thread_id)
             last = bounds.last_seq
+            if self.delivered_seq is not None and self.delivered_seq < last:
+                # 別のプロセスが書いてまだルームへ届けていない分を、新しいソケットが入る前に送る
+                for missed in self.store.after(self.thread_id, self.delivered_seq):
+                    if missed["seq"] <= last:
+                        self._socketio.emit(missed["type"], missed, to=self.room, namespace=NAMESPACE)
+            self.delivered_seq = max(last, self.delivered_seq or 0)
+            last = self.delivered_seq
+            self._socketio.server.enter_room(sid, self.room, namespace=NAMESPACE)
             if resume_after_seq is None:
                 return last, warnings
             if resume_after_seq > last:
@@ -329,6 +391,8 @@ class ThreadEmitter:
                     f"(server.event_log_max_events / event_log_max_age_s); replaying from {bounds.first_seq}"
                 )
             for event in self.store.after(self.thread_id, resume_after_seq):
+                if event["seq"] > last:
+                    break  # それより後はルームへのライブの配送で届く
                 self._socketio.emit(event["type"], event, to=sid, namespace=NAMESPACE)
             return last, warnings
 

@@ -9,13 +9,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from llm_router.agent.errors import interrupted_error
 from llm_router.core.schemas.common import Usage
 from llm_router.core.schemas.events import RunError
 from llm_router.realtime.emitter import rollback_point, run_event
-from llm_router.store.base import HistoryChange, Store
+from llm_router.store.base import ActiveRun, HistoryChange, Store
 
 logger = logging.getLogger(__name__)
 
@@ -49,23 +50,33 @@ def interrupted_phase(events: list[dict[str, Any]], run_id: str) -> str:
     return phase
 
 
-def close_orphaned_runs(store: Store) -> list[str]:
-    """終わりの記録の無いランをすべて ``interrupted`` で閉じ、閉じたランの ID を返す。
+def close_orphaned_runs(store: Store, should_close: Callable[[ActiveRun], bool] | None = None) -> list[str]:
+    """終わりの記録の無いランを ``interrupted`` で閉じ、閉じたランの ID を返す。
 
-    sqlite / memory は 1 プロセス用なので、起動したときに残っているランは全部前のプロセスのもの。
+    sqlite / memory は 1 プロセス用なので、起動したときに残っているランは全部前のプロセスのもの
+    (``should_close`` なし)。redis では別のプロセスが動かしているランもあるので、``should_close(run)`` が
+    真のもの (リースが切れていて、このプロセスがリースを取れたもの) だけを閉じる。
     """
     closed: list[str] = []
     for run in store.active_runs():
-        bounds = store.bounds(run.thread_id)
-        events = store.after(run.thread_id, max(0, bounds.last_seq - PHASE_SCAN_EVENTS))
-        thread = store.load_thread(run.thread_id)
-        if thread is None:
+        if should_close is not None and not should_close(run):
             continue
-        rolled_back, first = rollback_point(thread.history, run.run_id)
-        change = HistoryChange(truncate_to=first) if rolled_back and first is not None else None
-        error = RunError(interrupted_error(interrupted_phase(events, run.run_id)), Usage(), rolled_back)
-        event = run_event("run_error", run.thread_id, run.run_id, error.fields())
-        store.commit(run.thread_id, [event], history=change, run_ended=run.run_id)
-        logger.warning("run %s of thread %s was cut by a server stop: closed as interrupted", run.run_id, run.thread_id)
-        closed.append(run.run_id)
+        if close_run(store, run):
+            closed.append(run.run_id)
     return closed
+
+
+def close_run(store: Store, run: ActiveRun) -> bool:
+    """1 つのランを ``run_error`` (``interrupted``) で閉じる (1 つのトランザクション)。スレッドが無ければ偽。"""
+    bounds = store.bounds(run.thread_id)
+    events = store.after(run.thread_id, max(0, bounds.last_seq - PHASE_SCAN_EVENTS))
+    thread = store.load_thread(run.thread_id)
+    if thread is None:
+        return False
+    rolled_back, first = rollback_point(thread.history, run.run_id)
+    change = HistoryChange(truncate_to=first) if rolled_back and first is not None else None
+    error = RunError(interrupted_error(interrupted_phase(events, run.run_id)), Usage(), rolled_back)
+    event = run_event("run_error", run.thread_id, run.run_id, error.fields())
+    store.commit(run.thread_id, [event], history=change, run_ended=run.run_id)
+    logger.warning("run %s of thread %s lost its process: closed as interrupted", run.run_id, run.thread_id)
+    return True

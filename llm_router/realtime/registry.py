@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from llm_router.core.schemas.thread_record import HistoryEntry, StoredThread
@@ -57,6 +57,7 @@ from llm_router.realtime.schemas import (
 from llm_router.realtime.thread_config import ThreadConfig, ThreadConfigBuilder
 from llm_router.store.base import Store
 from llm_router.store.errors import StoreUnavailable
+from llm_router.store.errors import UnknownThread as StoreUnknownThread
 
 if TYPE_CHECKING:
     from llm_router.agent.thread_state import ThreadState
@@ -194,12 +195,109 @@ class ThreadRegistry:
             import eventlet
 
             self._defer = eventlet.spawn_n
+        # 複数のプロセス (store.backend=redis) のときだけ: リース・コマンド・配送・持ち主を失ったランの検査
+        self.cluster = self._make_cluster() if getattr(self.store, "backend", None) == "redis" else None
         try:
-            self.recovered = close_orphaned_runs(self.store)
+            self.recovered = close_orphaned_runs(self.store, self.cluster.is_orphan if self.cluster else None)
         except StoreUnavailable:
             # 読み取り専用のファイルなど: 読めるものは使えるようにし、書けないことはランの開始で伝える
             logger.exception("could not close the runs left by the previous process (store refuses writes)")
             self.recovered = []
+
+    # ------------------------------------------------------------ 複数のプロセス (redis)
+
+    def _make_cluster(self) -> Any:
+        """このプロセスの :class:`~llm_router.realtime.cluster.ClusterRuntime` を作って動かす。"""
+        from llm_router.realtime.cluster import ClusterRuntime
+        from llm_router.realtime.recovery import close_run
+
+        cluster = ClusterRuntime(
+            self.settings,
+            self.store,
+            handler=self._command,
+            deliver=self._deliver_logged,
+            on_lost=self._lease_lost,
+            on_orphan=lambda run: self._close_orphan(run, close_run),
+        )
+        cluster.start()
+        return cluster
+
+    def _close_orphan(self, run: Any, close_run: Any) -> None:
+        """持ち主を失ったランを ``interrupted`` で閉じ、その主体の共有の同時ラン数を 1 つ減らす。"""
+        owner = self.store.thread_owner(run.thread_id)
+        if close_run(self.store, run) and owner is not None:
+            self.cluster.run_counter.release(owner)
+
+    def _command(self, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """(ランの持ち主の側で) 別のプロセスのソケットからのコマンドを処理し、ack を返す。"""
+        principal = payload.pop("principal", "")
+        payload.pop("forwarded", None)
+        try:
+            if kind == "tool_result":
+                return self.tool_result(None, principal, ToolResultPayload(**payload), forwarded=True)
+            if kind == "cancel":
+                return self.cancel(None, principal, CancelPayload(**payload), forwarded=True)
+        except ProtocolError as exc:
+            return exc.to_ack()
+        return invalid(f"unknown command '{kind}'").to_ack()
+
+    def _forward(self, record: ThreadRecord, kind: str, principal: str, payload: Any) -> dict[str, Any] | None:
+        """このプロセスにランが無く、別のプロセスが持っていれば、そこへ送って持ち主の ack を返す。"""
+        if self.cluster is None:
+            return None
+        try:
+            return self.cluster.forward(record.id, kind, {**asdict(payload), "principal": principal})
+        except StoreUnavailable as exc:
+            raise store_refused(exc) from None
+
+    def _deliver_logged(self, thread_id: str, events: list[dict[str, Any]]) -> None:
+        """(ストリームの追従から) 別のプロセスが書いたイベントを、このプロセスのソケットへ送る。"""
+        record = self._threads.get(thread_id)
+        if record is not None and record.emitter is not None:
+            record.emitter.deliver_logged(events)
+
+    def _lease_lost(self, thread_id: str, run_id: str) -> None:
+        """リースを延ばせなかった (別のプロセスがランを閉じた) ランを、このプロセスで止める。"""
+        record = self._threads.get(thread_id)
+        run = self._active_run(record, run_id) if record is not None else None
+        if run is not None:
+            run.cancel(mode="now", reason="shutdown")
+
+    def _cluster_busy(self, record: ThreadRecord) -> None:
+        """別のプロセスがこのスレッドのランを動かしていれば ``run_in_progress``。"""
+        if self.cluster is None:
+            return
+        try:
+            holder = self.cluster.holder(record.id)
+        except StoreUnavailable as exc:
+            raise store_refused(exc) from None
+        if holder is not None:
+            raise ProtocolError(RUN_IN_PROGRESS, f"run '{holder[1]}' is still active in this thread")
+
+    def _still_stored(self, record: ThreadRecord) -> ThreadRecord | None:
+        """(複数のプロセス) 開いているスレッドがストアにまだあれば返す。別のプロセスが消した、または永続化していない
+        Redis が再起動して消えたときは、このプロセスからも外して ``None`` を返す (次の ``start`` が新しく作る)。"""
+        try:
+            owner = self.store.thread_owner(record.id)
+        except StoreUnavailable as exc:
+            raise store_refused(exc) from None
+        if owner is not None:
+            return record
+        with self._lock:
+            self._forget(record.id, force=True)
+        self.cluster.unwatch(record.id)
+        return self._threads.get(record.id)
+
+    def _refresh(self, record: ThreadRecord) -> None:
+        """(送出のロックの下で) 別のプロセスが変えたかもしれない履歴と設定を、ストアから読み直す。"""
+        if self.cluster is None:
+            return
+        stored = self.store.load_thread(record.id)
+        if stored is None:
+            # 別のプロセスが消した、または Redis の中身が消えた: 次の start (_still_stored) が作り直す
+            raise ProtocolError(UNKNOWN_THREAD, f"unknown thread '{record.id}' (send 'start' again)")
+        record.emitter.refresh(stored)
+        record.config = config_from_stored(stored, self.config_builder.enabled_server_tools())
 
     # ------------------------------------------------------------ 参照
 
@@ -251,6 +349,8 @@ class ThreadRegistry:
         self._start_sweeper()
         thread_id = payload.thread_id or "thr_" + uuid.uuid4().hex[:20]
         existing = self._threads.get(thread_id)
+        if existing is not None and self.cluster is not None:
+            existing = self._still_stored(existing)
         stored = None
         if existing is None:
             try:
@@ -295,6 +395,12 @@ class ThreadRegistry:
             stored = self.store.load_thread(thread_id)
         try:
             last_seq, resume_warnings = record.emitter.attach(sid, payload.resume_after_seq)
+            if self.cluster is not None:
+                self.cluster.present(thread_id)
+            if self.cluster is not None and record.active is None:
+                # 別のプロセスが書くイベントを、ルームへ送った最後の seq の後から追う (このプロセスのランの間は
+                # 書くのはこのプロセスだけなので追わない。ランの終わりで追い始める)
+                self.cluster.watch(thread_id, record.emitter.delivered_seq or last_seq)
         except StoreUnavailable as exc:
             raise store_refused(exc) from None
         if not self.socketio.server.manager.is_connected(sid, NAMESPACE):
@@ -381,9 +487,17 @@ class ThreadRegistry:
         return True
 
     def _run_end(self, record: ThreadRecord, run_id: str | None) -> None:
-        """ラン終了の直前 (送出のロックの下): アクティブから外し、主体の動いているランの数を 1 つ減らす。"""
+        """ラン終了の直前 (送出のロックの下): アクティブから外し、主体の動いているランの数を 1 つ減らす。
+
+        複数のプロセスのときのリースは、終わりのイベントのコミットが (同じ Lua の中で) 外す。
+        """
         if record.run_end(run_id):
             self._release_run(record.owner)
+            if self.cluster is not None:
+                try:
+                    self.cluster.run_counter.release(record.owner)
+                except StoreUnavailable:
+                    logger.warning("could not decrease the shared run count of a principal (Redis unreachable)")
 
     def _release_run(self, principal: str) -> None:
         """主体の動いているランの数を 1 つ減らす。"""
@@ -447,11 +561,35 @@ class ThreadRegistry:
                 raise ProtocolError(RUN_IN_PROGRESS, f"run '{record.active_run_id}' is still active in this thread")
             if run_id in record.run_ids:
                 raise invalid(f"run_id: '{run_id}' was already used in this thread")
+            leased = counted = False
             try:
                 record.emitter.settle()
+                if self.cluster is not None:
+                    # 1 スレッドに 1 ラン (全プロセスを通して)。別のプロセスが書いた履歴も読み直す
+                    if not self.cluster.acquire(record.id, run_id):
+                        holder = self.cluster.holder(record.id)
+                        running = holder[1] if holder else "another run"
+                        raise ProtocolError(RUN_IN_PROGRESS, f"run '{running}' is still active in this thread")
+                    leased = True
+                    limit = self.settings.config.server.max_active_runs_per_principal
+                    if not self.cluster.run_counter.acquire(record.owner, limit):
+                        raise ProtocolError(
+                            LIMIT_REACHED,
+                            f"this principal already has {limit} active runs on all processes "
+                            f"(server.max_active_runs_per_principal = {limit})",
+                        )
+                    counted = True
+                    self._refresh(record)
+                    # ランの間は、このスレッドに書くのはこのプロセスだけ: ストリームを追う必要は無い
+                    self.cluster.unwatch(record.id)
                 self.store.mark_run_active(record.id, run_id)
-            except StoreUnavailable as exc:
-                raise store_refused(exc) from None
+            except (StoreUnavailable, ProtocolError, StoreUnknownThread) as exc:
+                self._undo_cluster_start(record, run_id, leased, counted)
+                if isinstance(exc, StoreUnknownThread):
+                    raise ProtocolError(UNKNOWN_THREAD, f"unknown thread '{record.id}' (send 'start' again)") from None
+                if isinstance(exc, StoreUnavailable):
+                    raise store_refused(exc) from None
+                raise
             try:
                 self._apply_config(record)
                 run = AgentRun(
@@ -466,11 +604,26 @@ class ThreadRegistry:
             except BaseException:
                 # ランを作れなかった: 記録した開始を閉じる (起動時の回復が interrupted にしないように)
                 self.store.mark_run_ended(record.id, run_id)
+                self._undo_cluster_start(record, run_id, leased, counted)
                 raise
             record.active, record.active_run_id = run, run_id
             record.run_ids.append(run_id)
             record.last_activity = time.monotonic()
         return run
+
+    def _undo_cluster_start(self, record: ThreadRecord, run_id: str, leased: bool, counted: bool) -> None:
+        """始められなかったランのリースと共有の同時ラン数を返す (1 プロセスのときは何もしない)。"""
+        if self.cluster is None:
+            return
+        try:
+            if counted:
+                self.cluster.run_counter.release(record.owner)
+            if leased:
+                self.cluster.release(record.id, run_id)
+        except StoreUnavailable:
+            logger.warning("could not give back the lease of run %s (it expires by itself)", run_id)
+        if record.sids:
+            self.cluster.watch(record.id, record.emitter.delivered_seq or 0)
 
     @staticmethod
     def _apply_config(record: ThreadRecord) -> None:
@@ -493,6 +646,15 @@ class ThreadRegistry:
             finally:
                 # 送出まで失敗しても、スレッドを run_in_progress のまま残さない
                 self._run_end(record, run_id)
+        if self.cluster is not None:
+            with record.lock:
+                attached = bool(record.sids)
+            if attached:
+                # ランの後は別のプロセスが書くかもしれない: ルームへ送った最後の seq の後から追い直す
+                self.cluster.watch(record.id, record.emitter.delivered_seq or 0)
+            # 終わりのイベントのコミットでリースは外れている。書けなかったときも更新をやめて期限切れに任せず返す
+            # (終わりが書けていなければランは記録に残り、検査係が interrupted で閉じる)
+            self.cluster.release(record.id, run_id)
 
     # ------------------------------------------------------------ tool_result / cancel
 
@@ -503,13 +665,29 @@ class ThreadRegistry:
                 return None
             return record.active
 
-    def tool_result(self, sid: str, principal: str, payload: ToolResultPayload) -> dict[str, Any]:
-        """クライアント側ツールの結果をランへ渡す。"""
+    def tool_result(
+        self, sid: str | None, principal: str, payload: ToolResultPayload, forwarded: bool = False
+    ) -> dict[str, Any]:
+        """クライアント側ツールの結果をランへ渡す (ランが別のプロセスにあれば、そこへ送って答えを返す)。"""
         record = self.get(payload.thread_id, principal)
         run = self._active_run(record, payload.run_id)
+        if run is None and not forwarded:
+            answer = self._forward(record, "tool_result", principal, payload)
+            if answer is not None:
+                return answer
         if run is None:
             with record.lock:
                 known = payload.run_id in record.run_ids if payload.run_id else bool(record.run_ids)
+            if not known and self.cluster is not None:
+                # ランが別のプロセスにあって、答えが届く前に終わった: そのランはストアが知っている
+                try:
+                    known = (
+                        self.store.has_run(record.id, payload.run_id)
+                        if payload.run_id
+                        else self.store.bounds(record.id).last_seq > 0
+                    )
+                except StoreUnavailable as exc:
+                    raise store_refused(exc) from None
             if known:
                 raise ProtocolError(NOT_AWAITING, "the run has ended; the result was not accepted")
             raise ProtocolError(NO_ACTIVE_RUN, "no active run in this thread")
@@ -522,10 +700,16 @@ class ThreadRegistry:
             )
         return tool_result_ack()
 
-    def cancel(self, sid: str, principal: str, payload: CancelPayload) -> dict[str, Any]:
-        """ランをキャンセルする (冪等: 既に終わっていれば ``cancelled: false``)。"""
+    def cancel(
+        self, sid: str | None, principal: str, payload: CancelPayload, forwarded: bool = False
+    ) -> dict[str, Any]:
+        """ランをキャンセルする (冪等: 既に終わっていれば ``cancelled: false``)。別のプロセスのランならそこへ送る。"""
         record = self.get(payload.thread_id, principal)
         run = self._active_run(record, payload.run_id)
+        if run is None and not forwarded:
+            answer = self._forward(record, "cancel", principal, payload)
+            if answer is not None:
+                return answer
         if run is None:
             return cancel_ack(False)
         return cancel_ack(bool(run.cancel(mode=payload.mode, reason="client")))
@@ -548,7 +732,8 @@ class ThreadRegistry:
 
         record = self._threads.get(payload.thread_id)
         try:
-            if record is not None and record.owner == principal:
+            # 複数のプロセスでは別のプロセスが履歴を変えているかもしれないので、いつもストアから読む
+            if record is not None and record.owner == principal and self.cluster is None:
                 with record.emitter.lock:
                     record.emitter.flush()
                     entries = list(record.emitter.entries)
@@ -575,26 +760,57 @@ class ThreadRegistry:
             with record.lock:
                 if record.active is not None:
                     raise ProtocolError(RUN_IN_PROGRESS, f"run '{record.active_run_id}' is still active in this thread")
-            entries = emitter.entries
-            first = next((i for i, e in enumerate(entries) if e.run_id == payload.run_id), None)
-            if first is None:
-                try:
-                    known = self.store.has_run(record.id, payload.run_id)
-                except StoreUnavailable as exc:
-                    raise store_refused(exc) from None
-                if not known:
-                    raise ProtocolError(UNKNOWN_RUN, f"run_id: this thread has no run '{payload.run_id}'")
-                removed = [payload.run_id]
-            else:
-                removed = []
-                for entry in entries[first:]:
-                    if entry.run_id is not None and entry.run_id not in removed:
-                        removed.append(entry.run_id)
-                del record.state.history[first:]
+            lease = self._hold_thread(record)
             try:
-                emitter.emit("thread_rewound", payload.run_id, {"removed_runs": removed})
+                return self._rewind_locked(record, payload)
+            finally:
+                if lease is not None:
+                    self.cluster.release(record.id, lease)
+
+    def _hold_thread(self, record: ThreadRecord) -> str | None:
+        """(複数のプロセスのとき) スレッドを変える間、ランと同じリースを取って、どのプロセスでもランを始めさせない。
+
+        別のプロセスでランが動いていれば ``run_in_progress``。取ったリースの名前 (後で返す) を返す。
+        """
+        if self.cluster is None:
+            return None
+        name = "hold_" + uuid.uuid4().hex[:12]
+        try:
+            if not self.cluster.acquire(record.id, name):
+                self._cluster_busy(record)
+                raise ProtocolError(RUN_IN_PROGRESS, "a run is still active in this thread")
+            try:
+                self._refresh(record)
+            except BaseException:
+                self.cluster.release(record.id, name)
+                raise
+        except StoreUnavailable as exc:
+            raise store_refused(exc) from None
+        return name
+
+    def _rewind_locked(self, record: ThreadRecord, payload: RewindPayload) -> dict[str, Any]:
+        """(送出のロックの下で) ``rewind`` の本体。"""
+        emitter = record.emitter
+        entries = emitter.entries
+        first = next((i for i, e in enumerate(entries) if e.run_id == payload.run_id), None)
+        if first is None:
+            try:
+                known = self.store.has_run(record.id, payload.run_id)
             except StoreUnavailable as exc:
                 raise store_refused(exc) from None
+            if not known:
+                raise ProtocolError(UNKNOWN_RUN, f"run_id: this thread has no run '{payload.run_id}'")
+            removed = [payload.run_id]
+        else:
+            removed = []
+            for entry in entries[first:]:
+                if entry.run_id is not None and entry.run_id not in removed:
+                    removed.append(entry.run_id)
+            del record.state.history[first:]
+        try:
+            emitter.emit("thread_rewound", payload.run_id, {"removed_runs": removed})
+        except StoreUnavailable as exc:
+            raise store_refused(exc) from None
         return {"ok": True, "removed_runs": removed}
 
     def update_thread(self, sid: str, principal: str, payload: UpdateThreadPayload) -> dict[str, Any]:
@@ -612,6 +828,7 @@ class ThreadRegistry:
         """スレッドを消す (ランが動いていれば ``run_in_progress``)。ストアからも、プロセスからも。"""
         record = self._open(payload.thread_id, principal)
         with record.emitter.lock:
+            self._cluster_busy(record)
             with self._lock:
                 with record.lock:
                     if record.active is not None:
@@ -651,6 +868,9 @@ class ThreadRegistry:
                     continue
                 stamp = record.detached_at = time.monotonic()
                 watch = record.active is not None
+            if self.cluster is not None:
+                self.cluster.unwatch(thread_id)
+                self.cluster.absent(thread_id)
             if watch:
                 self.socketio.start_background_task(self._disconnect_watch, record, stamp)
 
@@ -659,6 +879,10 @@ class ThreadRegistry:
         self.socketio.sleep(self.settings.config.agent.disconnect_timeout_s)
         with record.lock:
             run = record.active if (not record.sids and record.detached_at == stamp) else None
+        if run is not None and self.cluster is not None and self.cluster.others_present(record.id):
+            # 別のプロセスにこのスレッドのソケットがある: まだ止めず、もう 1 期間待つ
+            self.socketio.start_background_task(self._disconnect_watch, record, stamp)
+            return
         if run is not None:
             run.cancel(mode="now", reason="disconnect_timeout")
 
@@ -712,7 +936,12 @@ class ThreadRegistry:
             self.socketio.sleep(0.02)
 
     def close(self) -> None:
-        """ストアを閉じる (:meth:`shutdown` の後、プロセスの終わりに)。"""
+        """複数のプロセスの部品を止め、ストアを閉じる (:meth:`shutdown` の後、プロセスの終わりに)。"""
+        if self.cluster is not None:
+            try:
+                self.cluster.stop()
+            except Exception:
+                logger.exception("stopping the cluster runtime failed")
         try:
             self.store.close()
         except Exception:

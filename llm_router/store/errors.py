@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from llm_router.core.schemas.errors import ConfigurationError, LLMRouterError, StoreUnavailable
 
-__all__ = ["StoreConfigurationError", "StoreUnavailable", "ThreadExists", "UnknownThread"]
+__all__ = ["RunAlreadyEnded", "StoreConfigurationError", "StoreUnavailable", "ThreadExists", "UnknownThread"]
 
 
 class UnknownThread(LLMRouterError):
@@ -31,3 +31,7 @@ class ThreadExists(LLMRouterError):
 
 class StoreConfigurationError(ConfigurationError):
     """``store.*`` の設定の誤り (未知のバックエンド、まだ使えないバックエンドなど)。"""
+
+
+class RunAlreadyEnded(StoreUnavailable):
+    """終わりの記録のあるランの終わりをもう一度書こうとした (redis: 別のプロセスが先に閉じた)。何も書かれていない。"""

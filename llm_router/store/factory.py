@@ -32,7 +32,7 @@ def open_store(settings: Any) -> Store:
         settings: アプリの ``Settings`` (``settings.config.store`` と ``settings.config.server`` を読む)。
 
     Raises:
-        StoreConfigurationError: 未知のバックエンド、まだ使えないバックエンド、不正な値のとき (欄を名指しする)。
+        StoreConfigurationError: 未知のバックエンド、不正な値、redis で ``LLM_ROUTER_REDIS_URL`` が無いとき (欄を名指しする)。
         StoreUnavailable: ファイルを開けない・スキーマを用意できないとき (パスを名指しする)。
     """
     config = settings.config
@@ -50,7 +50,7 @@ def open_store(settings: Any) -> Store:
     if backend == "redis":
         from llm_router.store.redis import open_redis_store
 
-        return open_redis_store(settings)
+        return open_redis_store(settings, limits)
     from llm_router.store.sqlite import SqliteStore
 
     if not str(store.path):

@@ -9,44 +9,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from llm_router.cluster.connection import Keys, connect
-from llm_router.config.schema import RedisStoreConfig
-from tests.support.redis_server import RedisServer, require_redis_server
+from llm_router.cluster.connection import connect
+from tests.support.redis_fixtures import TEST_REDIS, keys, redis_binary, redis_server
+from tests.support.redis_server import RedisServer
+
+__all__ = ["TEST_REDIS", "keys", "redis_binary", "redis_server"]
 
 ROOT = Path(__file__).resolve().parents[2]
-# テストの接続設定: 落ちた Redis にすぐ気づくよう短めにする
-TEST_REDIS = RedisStoreConfig(
-    connect_timeout_s=1.0, socket_timeout_s=2.0, retries=1, command_timeout_s=2.0, command_poll_s=0.2
-)
-
-
-@pytest.fixture(scope="session")
-def redis_binary() -> str:
-    """``redis-server`` のパス (無ければスキップ、必須の指定があれば失敗)。"""
-    return require_redis_server()
-
-
-@pytest.fixture
-def redis_server(redis_binary: str) -> Iterator[RedisServer]:
-    """テスト専用の redis-server (テストの終わりに、失敗しても止める)。"""
-    server = RedisServer(redis_binary)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-def keys() -> Keys:
-    """テストごとに別のキーの接頭辞。"""
-    return Keys(f"t{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture

@@ -1,7 +1,12 @@
-"""ストアのテストの部品: 両方のバックエンドを同じ契約テストに通すための工場と、時計と、スレッドの見本。"""
+"""ストアのテストの部品: 3 つのバックエンド (memory / sqlite / redis) を同じ契約テストに通すための工場と、時計と、スレッドの見本。
+
+redis は本物の ``redis-server`` (セッションで 1 つ、テストごとに別のキーの接頭辞) を使う。無ければその分だけスキップし、
+``LLM_ROUTER_REQUIRE_REDIS=1`` なら失敗させる (``tests/support/redis_fixtures.py``)。
+"""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +17,9 @@ from llm_router.core.schemas.thread_record import HistoryEntry, StoredThread
 from llm_router.store.base import LogLimits
 from llm_router.store.memory import MemoryStore
 from llm_router.store.sqlite import SqliteStore
+from tests.support.redis_fixtures import TEST_REDIS, redis_binary, shared_redis_server
+
+__all__ = ["redis_binary", "shared_redis_server"]
 
 
 class FakeClock:
@@ -49,11 +57,16 @@ def event(kind: str = "text_delta", run_id: str | None = "run_1", **fields: obje
 StoreFactory = Callable[..., object]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
-    """バックエンドごとの工場 ``make_store(limits=..., clock=...)``。sqlite は呼ぶたびに同じファイルを開き直す。"""
+    """バックエンドごとの工場 ``make_store(limits=..., clock=...)``。
+
+    sqlite は呼ぶたびに同じファイルを、redis は同じ接頭辞のキーを、新しい接続で開き直す。
+    """
     opened: list[object] = []
     memory: dict[str, MemoryStore] = {}
+    redis_url = request.getfixturevalue("shared_redis_server").url if request.param == "redis" else ""
+    prefix = f"s{uuid.uuid4().hex[:10]}"
 
     def factory(limits: LogLimits | None = None, clock: Callable[[], float] | None = None) -> object:
         """ストアを開く (memory は 1 つを使い回す: 再起動の試験は sqlite だけで意味を持つ)。"""
@@ -62,6 +75,11 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
             if "store" not in memory:
                 memory["store"] = MemoryStore(limits, **kwargs)
             store = memory["store"]
+        elif request.param == "redis":
+            from llm_router.cluster.connection import Keys, connect
+            from llm_router.store.redis import RedisStore
+
+            store = RedisStore(connect(redis_url, TEST_REDIS), limits, Keys(prefix), **kwargs)
         else:
             store = SqliteStore(tmp_path / "data" / "store.sqlite3", limits, **kwargs)
         opened.append(store)

@@ -46,10 +46,33 @@ def test_memory_backend():
     assert isinstance(store, MemoryStore) and store.limits.max_bytes is None
 
 
-def test_redis_is_not_yet_available_and_says_which_setting():
-    """redis はまだ使えない: ``store.backend`` を名指しした設定の誤り。"""
-    with pytest.raises(StoreConfigurationError, match=r"store\.backend.*redis.*not yet available"):
+def test_redis_without_url_names_the_variable():
+    """redis で ``LLM_ROUTER_REDIS_URL`` が無ければ、その変数と ``store.backend`` を名指しした設定の誤り。"""
+    with pytest.raises(StoreConfigurationError, match=r"store\.backend.*LLM_ROUTER_REDIS_URL"):
         open_store(settings("store.backend=redis"))
+
+
+def test_redis_backend_uses_the_url_from_the_environment(shared_redis_server):
+    """``store.backend=redis`` は環境 (.env) の URL の Redis を、``store.redis.key_prefix`` と
+    ``server.event_log_*`` の上限で開く。"""
+    from llm_router.store.redis import RedisStore
+
+    s = load_settings(
+        ["store.backend=redis", "store.redis.key_prefix=factory", "server.event_log_max_events=2"],
+        env_file=None,
+        environ={"LLM_ROUTER_REDIS_URL": shared_redis_server.url},
+    )
+    store = open_store(s)
+    try:
+        assert isinstance(store, RedisStore) and store.keys.prefix == "factory" and store.limits.max_events == 2
+        store.create_thread(sample_thread("thr_factory"))
+        for _ in range(3):
+            store.append("thr_factory", [event()])
+        assert [e["seq"] for e in store.after("thr_factory", 0)] == [2, 3]
+        assert store.client.exists("factory:t:thr_factory:events")
+    finally:
+        store.delete_thread("thr_factory")
+        store.close()
 
 
 @pytest.mark.parametrize(

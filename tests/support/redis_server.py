@@ -4,7 +4,7 @@
   ``--save "" --appendonly no --port N --bind 127.0.0.1`` で起動する (永続化なし)。
 - 準備完了は PING をポーリングして待つ (固定の sleep はしない)。
 - :meth:`RedisServer.stop` と :meth:`RedisServer.start` で同じポートのまま止めて起こせる
-  (「Redis の再起動」のテスト用。データは消える)。
+  (「Redis の再起動」のテスト用。データは消える。``appendonly=True`` なら AOF で残る)。
 - バイナリが無ければ ``apt-get install redis-server`` を理由にスキップし、``LLM_ROUTER_REQUIRE_REDIS=1`` の
   ときは失敗させる (:func:`require_redis_server`)。
 """
@@ -69,8 +69,15 @@ class RedisServer:
         port: 使うポート (省略時は空きポート)。
     """
 
-    def __init__(self, binary: str, port: int | None = None, password: str | None = None) -> None:
-        """起動はしない (:meth:`start` で起動する)。``password`` があれば ``--requirepass`` を付ける。"""
+    def __init__(
+        self, binary: str, port: int | None = None, password: str | None = None, appendonly: bool = False
+    ) -> None:
+        """起動はしない (:meth:`start` で起動する)。``password`` があれば ``--requirepass`` を付ける。
+
+        ``appendonly`` なら AOF (``appendfsync always``) を一時フォルダに書き、再起動しても中身が残る
+        (本番の構成と同じ「Redis が戻った」の試験用)。
+        """
+        self.appendonly = appendonly
         self.binary = binary
         self.port = port or free_port()
         self.password = password
@@ -98,7 +105,7 @@ class RedisServer:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if self.appendonly else "no",
             "--dir",
             str(self.workdir),
             "--logfile",
@@ -110,6 +117,8 @@ class RedisServer:
         ]
         if self.password:
             args += ["--requirepass", self.password]
+        if self.appendonly:
+            args += ["--appendfsync", "always"]
         self.process = subprocess.Popen(args, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not _ping(self.port):
