@@ -197,3 +197,17 @@ def test_apply_config_is_all_or_nothing():
     assert thread.model == "anthropic/claude-sonnet-4-6"
     assert thread.settings["temperature"] == 0.2
     assert ToolResult("c", "n", 1).as_text() == "1"
+
+
+def test_a_tool_definitions_own_strict_flag_survives_the_round_trip():
+    """ツール自身の ``strict`` (OpenAI 形式の定義が持っていた指定) は保存と読み込みで失われない。"""
+    from llm_router.core.schemas.common import ToolDefinition
+    from llm_router.core.schemas.serialization import tool_definition_from_dict, tool_definition_to_dict
+
+    for strict in (True, False, None):
+        tool = ToolDefinition("lookup", "引く", {"type": "object", "properties": {}}, strict=strict)
+        data = tool_definition_to_dict(tool)
+        assert ("strict" in data) is (strict is not None)
+        assert tool_definition_from_dict(data).strict is strict
+    with pytest.raises(SerializationError, match=r"tool\.strict"):
+        tool_definition_from_dict({"name": "lookup", "strict": "yes"})

@@ -221,8 +221,11 @@ def provider_state_from_dict(data: Any, path: str = "provider_state") -> Provide
 
 
 def tool_definition_to_dict(tool: ToolDefinition) -> dict[str, Any]:
-    """ツール定義を dict にする。"""
-    return {"name": tool.name, "description": tool.description, "parameters": encode_value(tool.parameters)}
+    """ツール定義を dict にする (ツール自身の ``strict`` の指定があれば、それも残す)。"""
+    out = {"name": tool.name, "description": tool.description, "parameters": encode_value(tool.parameters)}
+    if tool.strict is not None:
+        out["strict"] = tool.strict
+    return out
 
 
 def tool_definition_from_dict(data: Any, path: str = "tool") -> ToolDefinition:
@@ -233,7 +236,12 @@ def tool_definition_from_dict(data: Any, path: str = "tool") -> ToolDefinition:
     parameters = decode_value(data.get("parameters", {"type": "object", "properties": {}}))
     if not isinstance(parameters, dict):
         raise SerializationError(f"{path}.parameters", "expected an object")
-    return ToolDefinition(name=data["name"], description=_str(data, "description", path), parameters=parameters)
+    strict = data.get("strict")
+    if strict is not None and not isinstance(strict, bool):
+        raise SerializationError(f"{path}.strict", "expected a boolean")
+    return ToolDefinition(
+        name=data["name"], description=_str(data, "description", path), parameters=parameters, strict=strict
+    )
 
 
 # ---------------------------------------------------------------- メッセージ
