@@ -47,12 +47,17 @@ def create_app(settings: Settings) -> tuple[Any, Any]:
     from flask import Flask
     from flask_socketio import SocketIO
 
+    from llm_router.core import json_codec
     from llm_router.core.offload import check_mode
     from llm_router.core.router import ModelRouter
     from llm_router.realtime import AgentNamespace, Authenticator, RateLimiter, ThreadRegistry, origin_checker
 
     server = settings.config.server
     check_mode(settings.config.agent.tool_executor)  # 使えない組み合わせは起動で断る
+    # 大きな JSON の変換はハブの外で (llm_router/core/json_codec.py)
+    json_codec.configure(
+        server.offload_json_bytes, settings.config.agent.tool_executor, settings.config.agent.tool_threads
+    )
     app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
     # 未設定なら起動ごとにランダム (セッションは再起動で無効になるが、鍵をコードに書かない)
     app.config["SECRET_KEY"] = settings.flask_secret_key or os.urandom(32).hex()
@@ -62,6 +67,7 @@ def create_app(settings: Settings) -> tuple[Any, Any]:
         cors_allowed_origins=origin_checker(list(server.cors_allowed_origins)),
         max_http_buffer_size=max(server.max_http_buffer_size, server.max_payload_bytes + 65536),
         async_handlers=True,
+        json=json_codec.SocketIOJson,
         logger=False,
         engineio_logger=False,
     )

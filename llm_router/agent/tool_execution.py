@@ -16,13 +16,13 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import Any
 
 from llm_router.agent.context import RunContext, logger
 from llm_router.agent.toolbox import CLIENT, SERVER
+from llm_router.core import json_codec
 from llm_router.core.cancel import CancelToken
 from llm_router.core.offload import run_blocking
 from llm_router.core.schemas import events as ev
@@ -127,7 +127,7 @@ def shorten_for_model(value: Any, limit: int) -> Any:
     if text is None:
         if isinstance(value, int | float | bool) or value is None:
             return value
-        text = json.dumps(value, ensure_ascii=False, default=str)
+        text = json_codec.dumps(value, ensure_ascii=False, default=str)
     if len(text) <= limit:
         return value
     head = limit // 2

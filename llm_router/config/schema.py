@@ -100,6 +100,8 @@ class ServerConfig:
     max_http_buffer_size: int = 2097152
     # user_message の画像 1 枚 (data / data URL) のデコード後の上限バイト数
     max_image_bytes: int = 1000000
+    # この大きさ (見積もりのバイト数) 以上の JSON の変換はハブの外の OS スレッドで (0 ならいつもその場)
+    offload_json_bytes: int = 65536
     max_connections: int = 1024
     event_log_max_events: int = 10000
     event_log_max_age_s: float = 3600.0

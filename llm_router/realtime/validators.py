@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from llm_router.core import json_codec
 from llm_router.core.json_schema_validation import json_type
 from llm_router.realtime.protocol_errors import PAYLOAD_TOO_LARGE, ProtocolError, invalid
 
@@ -113,7 +114,7 @@ def payload_size(args: tuple[Any, ...]) -> int:
     """イベント引数の JSON としての大きさ (バイト)。バイナリはそのバイト数で数える。"""
     size = 0
     for arg in args:
-        size += len(json.dumps(arg, ensure_ascii=False, separators=(",", ":"), default=_binary_size).encode())
+        size += len(json_codec.dumps(arg, ensure_ascii=False, separators=(",", ":"), default=_binary_size).encode())
     return size
 
 

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from llm_router.core import json_codec
 from llm_router.core.schemas.thread_record import HistoryEntry, StoredThread
 
 DEFAULT_LIST_LIMIT = 50
@@ -275,7 +276,7 @@ class Store(ThreadStore, EventLog, Committer, Protocol):
 
 def encode_event(event: dict[str, Any]) -> str:
     """イベントを保存用の JSON にする (大きさの上限もこの UTF-8 のバイト数で数える)。"""
-    return json.dumps(event, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return json_codec.dumps(event, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def check_limit(limit: Any) -> int:

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from llm_router.core import json_codec
 from llm_router.core.schemas.errors import LLMRouterError
 from llm_router.core.schemas.serialization import SerializationError
 from llm_router.core.schemas.thread_record import HistoryEntry, StoredThread
@@ -309,7 +310,7 @@ class SqliteStore(Store):
             thread.apply_config_dict(json.loads(config), f"threads[{thread_id}].config")
             thread.history = [
                 HistoryEntry.from_dict(
-                    {"message_id": mid, "run_id": rid, "created_at": ts, "message": json.loads(body)},
+                    {"message_id": mid, "run_id": rid, "created_at": ts, "message": json_codec.loads(body)},
                     f"threads[{thread_id}].history[{i}]",
                 )
                 for i, (mid, rid, ts, body) in enumerate(messages)
@@ -595,7 +596,7 @@ class SqliteStore(Store):
                 sql += " LIMIT ?"
                 params.append(int(limit))
             rows = self._read(sql, params)
-        return [json.loads(body) for (body,) in rows]
+        return [json_codec.loads(body) for (body,) in rows]
 
     def bounds(self, thread_id: str) -> LogBounds:
         """保持している範囲。"""
@@ -669,7 +670,7 @@ class SqliteStore(Store):
 
 def _dumps(value: Any) -> str:
     """保存用の JSON (空白なし、非 ASCII はそのまま)。"""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return json_codec.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def _execute_script(conn: sqlite3.Connection, script: str) -> None:

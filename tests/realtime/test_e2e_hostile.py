@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from tests.realtime.conftest import run_events
+from tests.realtime.conftest import live_server, run_events
 
 CATASTROPHIC_TOOL = {
     "name": "match_it",
@@ -227,6 +227,49 @@ def test_hostile_runs_do_not_stall_another_users_stream(server):
     # どちらのスレッドも続けて使える
     _still_answers(streamer, stream_thread)
     _still_answers(attacker, hostile_thread)
+
+
+DUMP_TOOL = {"name": "dump", "description": "大きな結果を返すクライアント側ツール", "parameters": {"type": "object"}}
+
+
+@pytest.fixture(scope="module", params=["eventlet", "gevent"])
+def roomy_server(request, openai_fake):
+    """ペイロードの上限が既定 (1 MiB) のサーバー (ハブを持つ 2 つの非同期モード)。"""
+    yield from live_server(
+        request, openai_fake, ["agent.client_tool_timeout_s=30", "server.rate_limit_per_minute=100000"]
+    )
+
+
+def test_a_large_structured_tool_result_round_trips_while_another_stream_flows(roomy_server):
+    """約 800 KB の構造のあるツール結果 (小さな dict が 2 万個) を返しても、別の利用者の応答は流れ続け、
+    結果は ``tool_result`` と ``get_history`` にそのまま残り、モデルには縮めた形で届き、スレッドは続けて使える。
+
+    大きな JSON の解読・変換・保存はハブの外の OS スレッドで行う (``server.offload_json_bytes``)。
+    """
+    streamer, attacker = roomy_server.client(), roomy_server.client()
+    stream_thread = streamer.start()["thread_id"]
+    big_thread = attacker.start(tools=[DUMP_TOOL])["thread_id"]
+    slow_run = streamer.send_message(stream_thread, "[slow] 長い話をしてください")["run_id"]
+    streamer.wait_for("text_delta", lambda e: e["run_id"] == slow_run, timeout=20)
+    big = [{"i": i, "name": f"項目{i}", "ok": i % 2 == 0} for i in range(20_000)]
+    run_id = attacker.send_message(big_thread, "dump {}")["run_id"]
+    ready = attacker.wait_for("tool_call_ready", lambda e: e["run_id"] == run_id and e["executor"] == "client")
+    reply = attacker.call(
+        "tool_result", {"thread_id": big_thread, "tool_call_id": ready["tool_call_id"], "result": big}, timeout=60
+    )
+    assert reply == {"ok": True}
+    end = attacker.wait_run_end(run_id, timeout=60)
+    assert end["type"] == "run_finished"
+    echoed = next(e for e in run_events(attacker, run_id) if e["type"] == "tool_result")
+    assert echoed["result"] == big
+    # 大きな結果が流れている間に、ゆっくりの応答はまだ終わっていない (止められていない) か、普通に終わる
+    slow_end = streamer.wait_run_end(slow_run, timeout=60)
+    assert slow_end["type"] == "run_finished" and slow_end["text"].startswith("これはゆっくり")
+    history = attacker.call("get_history", {"thread_id": big_thread}, timeout=60)
+    assert history["ok"], history
+    tool_messages = [m for m in history["messages"] if m["role"] == "tool"]
+    assert tool_messages, history["messages"][-3:]
+    _still_answers(attacker, big_thread)
 
 
 @pytest.mark.parametrize("async_mode", ["gevent", "threading"])

@@ -29,6 +29,7 @@ import urllib3.exceptions
 
 from llm_router import errors
 from llm_router.config.schema import ModelOptions, ProviderConfig, model_options_for
+from llm_router.core import json_codec
 from llm_router.core.cancel import CancelToken
 from llm_router.core.clients.connection_tracking import ConnectionHolder, TrackingAdapter, tracking
 from llm_router.core.clients.interface import RetryCallback
@@ -306,7 +307,7 @@ class BaseClient:
                 return self.session.request(
                     method,
                     self._url(path),
-                    json=body,
+                    data=None if body is None else json_codec.dumps(body, allow_nan=False).encode("utf-8"),
                     headers=all_headers,
                     stream=stream,
                     timeout=self._timeout(),
