@@ -8,6 +8,9 @@
   (既定値が ``None`` のもの) は ``None`` なら出さない。
 - テキストと推論の 3 つずつのイベントは同じ形なので、形 (:class:`MessageOpened` / :class:`MessageDelta` /
   :class:`MessageClosed`) を共有し、名前だけが違う。
+- 何のイベントかを名指すフィールドは共通の基底に 1 度だけ書く: ステップの ``step`` (:class:`StepEvent`)、
+  ツール呼び出しの ``tool_call_id`` と ``name`` (:class:`ToolCallEvent` / :class:`NamedToolCallEvent`)、
+  テキストと推論の区切りの ``message_id`` (:class:`MessageEvent`)。基底のフィールドが先に並ぶ (表の順と同じ)。
 - 封筒 (``type`` / ``thread_id`` / ``run_id`` / ``seq`` / ``ts``) はここでは扱わない (送る側が付ける)。
   ``thread_rewound`` の巻き戻したランは封筒の ``run_id`` が名指す。
 """
@@ -77,6 +80,13 @@ class StartedMessage:
 
 
 @dataclass(frozen=True)
+class StepEvent(ServerEvent):
+    """あるステップ (モデル呼び出し 1 回。``step`` は 1 始まり) についてのイベントの共通の形。"""
+
+    step: int
+
+
+@dataclass(frozen=True)
 class RunStarted(ServerEvent, event="run_started"):
     """ランの開始 (RUN_STARTED)。``message`` は 1.1 で加わる、ランを始めたユーザーメッセージ。"""
 
@@ -86,19 +96,17 @@ class RunStarted(ServerEvent, event="run_started"):
 
 
 @dataclass(frozen=True)
-class ContextTrimmed(ServerEvent, event="context_trimmed"):
+class ContextTrimmed(StepEvent, event="context_trimmed"):
     """このステップのリクエストから古いターンを外した (``step_started`` の前に届く)。"""
 
-    step: int
     dropped_messages: int
     estimated_tokens: int
 
 
 @dataclass(frozen=True)
-class StepStarted(ServerEvent, event="step_started"):
-    """モデル呼び出し 1 回の開始 (STEP_STARTED。``step`` は 1 始まり)。"""
+class StepStarted(StepEvent, event="step_started"):
+    """モデル呼び出し 1 回の開始 (STEP_STARTED)。"""
 
-    step: int
     model: str
 
 
@@ -106,25 +114,27 @@ class StepStarted(ServerEvent, event="step_started"):
 
 
 @dataclass(frozen=True)
-class MessageOpened(ServerEvent):
-    """テキストか推論の区切りの開始 (``message_id`` が続く断片と結び付ける)。"""
+class MessageEvent(ServerEvent):
+    """テキストか推論の区切り 1 つについてのイベントの共通の形 (``message_id`` が開始と断片と終わりを結び付ける)。"""
 
     message_id: str
+
+
+class MessageOpened(MessageEvent):
+    """テキストか推論の区切りの開始。"""
 
 
 @dataclass(frozen=True)
-class MessageDelta(ServerEvent):
+class MessageDelta(MessageEvent):
     """テキストか推論の断片。"""
 
-    message_id: str
     delta: str
 
 
 @dataclass(frozen=True)
-class MessageClosed(ServerEvent):
+class MessageClosed(MessageEvent):
     """テキストか推論の区切りの終わり (``text`` は全文)。"""
 
-    message_id: str
     text: str
 
 
@@ -156,39 +166,46 @@ class ReasoningFinished(MessageClosed, event="reasoning_finished"):
 
 
 @dataclass(frozen=True)
-class ToolCallStarted(ServerEvent, event="tool_call_started"):
-    """ツール呼び出しの開始 (TOOL_CALL_START)。"""
+class ToolCallEvent(ServerEvent):
+    """ツール呼び出し 1 つについてのイベントの共通の形。"""
 
     tool_call_id: str
+
+
+@dataclass(frozen=True)
+class NamedToolCallEvent(ToolCallEvent):
+    """ツール名も添えるツール呼び出しのイベントの共通の形。"""
+
     name: str
+
+
+@dataclass(frozen=True)
+class ToolCallStarted(NamedToolCallEvent, event="tool_call_started"):
+    """ツール呼び出しの開始 (TOOL_CALL_START)。"""
+
     executor: str
 
 
 @dataclass(frozen=True)
-class ToolCallDelta(ServerEvent, event="tool_call_delta"):
+class ToolCallDelta(ToolCallEvent, event="tool_call_delta"):
     """引数の JSON 文字列の断片 (TOOL_CALL_ARGS)。"""
 
-    tool_call_id: str
     delta: str
 
 
 @dataclass(frozen=True)
-class ToolCallReady(ServerEvent, event="tool_call_ready"):
+class ToolCallReady(NamedToolCallEvent, event="tool_call_ready"):
     """呼び出しの完成 (TOOL_CALL_END)。``error`` があれば実行しない (クライアントにも頼まない)。"""
 
-    tool_call_id: str
-    name: str
     arguments: dict[str, Any]
     executor: str
     error: str | None = None
 
 
 @dataclass(frozen=True)
-class ToolResult(ServerEvent, event="tool_result"):
+class ToolResult(NamedToolCallEvent, event="tool_result"):
     """ツールの結果 (TOOL_CALL_RESULT)。"""
 
-    tool_call_id: str
-    name: str
     result: Any
     is_error: bool
     executor: str
@@ -196,19 +213,17 @@ class ToolResult(ServerEvent, event="tool_result"):
 
 
 @dataclass(frozen=True)
-class StepFinished(ServerEvent, event="step_finished"):
+class StepFinished(StepEvent, event="step_finished"):
     """モデル呼び出しの終わり (STEP_FINISHED)。"""
 
-    step: int
     finish_reason: str
     usage: Usage
 
 
 @dataclass(frozen=True)
-class Retry(ServerEvent, event="retry"):
+class Retry(StepEvent, event="retry"):
     """プロバイダのエラーを再試行する、または別のモデルに切り替える。"""
 
-    step: int
     attempt: int
     wait_ms: int
     reason: str
@@ -216,10 +231,9 @@ class Retry(ServerEvent, event="retry"):
 
 
 @dataclass(frozen=True)
-class StepReset(ServerEvent, event="step_reset"):
+class StepReset(StepEvent, event="step_reset"):
     """そのステップの ``step_started`` 以降の出力は無効 (やり直す)。"""
 
-    step: int
     reason: str
 
 
@@ -307,7 +321,9 @@ __all__ = [
     "ContextTrimmed",
     "MessageClosed",
     "MessageDelta",
+    "MessageEvent",
     "MessageOpened",
+    "NamedToolCallEvent",
     "ReasoningDelta",
     "ReasoningFinished",
     "ReasoningStarted",
@@ -318,6 +334,7 @@ __all__ = [
     "RunStarted",
     "ServerEvent",
     "StartedMessage",
+    "StepEvent",
     "StepFinished",
     "StepReset",
     "StepStarted",
@@ -326,6 +343,7 @@ __all__ = [
     "TextStarted",
     "ThreadRewound",
     "ToolCallDelta",
+    "ToolCallEvent",
     "ToolCallReady",
     "ToolCallStarted",
     "ToolResult",
