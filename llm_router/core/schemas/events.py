@@ -19,28 +19,32 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, dataclass_transform
 
 from llm_router.core.schemas.common import ContentPart, Usage
 from llm_router.core.schemas.serialization import part_to_dict
 
 
+@dataclass_transform(frozen_default=True)
 @dataclass(frozen=True)
 class ServerEvent:
     """サーバーイベントの共通の形。派生クラスはクラスの定義で ``event=`` (イベント名) を名乗り、フィールドを持つ。
 
-    ``terminal=True`` はランの終わりのイベント (ランは必ずこのどれか 1 つで終わる)。既定値が ``None`` の
-    フィールドは省略できるフィールドで、``None`` のときは送らない。
+    派生クラスはどれも、定義したときにここで凍結したデータクラスになる (``@dataclass`` は書かない。
+    ``dataclass_transform`` が型検査器にもそう伝える)。``terminal=True`` はランの終わりのイベント
+    (ランは必ずこのどれか 1 つで終わる)。既定値が ``None`` のフィールドは省略できるフィールドで、``None`` の
+    ときは送らない。
     """
 
     TYPE: ClassVar[str] = ""
     TERMINAL: ClassVar[bool] = False
 
     def __init_subclass__(cls, event: str = "", terminal: bool = False, **kwargs: Any) -> None:
-        """派生クラスの定義で、イベント名と終わりのイベントかどうかを受け取る。"""
+        """派生クラスの定義で、イベント名と終わりのイベントかどうかを受け取り、凍結したデータクラスにする。"""
         super().__init_subclass__(**kwargs)
         if event:
             cls.TYPE, cls.TERMINAL = event, terminal
+        dataclass(frozen=True)(cls)
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -79,14 +83,12 @@ class StartedMessage:
 # ---------------------------------------------------------------- 実行とステップ
 
 
-@dataclass(frozen=True)
 class StepEvent(ServerEvent):
     """あるステップ (モデル呼び出し 1 回。``step`` は 1 始まり) についてのイベントの共通の形。"""
 
     step: int
 
 
-@dataclass(frozen=True)
 class RunStarted(ServerEvent, event="run_started"):
     """ランの開始 (RUN_STARTED)。``message`` は 1.1 で加わる、ランを始めたユーザーメッセージ。"""
 
@@ -95,7 +97,6 @@ class RunStarted(ServerEvent, event="run_started"):
     message: StartedMessage | None = None
 
 
-@dataclass(frozen=True)
 class ContextTrimmed(StepEvent, event="context_trimmed"):
     """このステップのリクエストから古いターンを外した (``step_started`` の前に届く)。"""
 
@@ -103,7 +104,6 @@ class ContextTrimmed(StepEvent, event="context_trimmed"):
     estimated_tokens: int
 
 
-@dataclass(frozen=True)
 class StepStarted(StepEvent, event="step_started"):
     """モデル呼び出し 1 回の開始 (STEP_STARTED)。"""
 
@@ -113,7 +113,6 @@ class StepStarted(StepEvent, event="step_started"):
 # ---------------------------------------------------------------- テキストと推論 (同じ形の 2 つの流れ)
 
 
-@dataclass(frozen=True)
 class MessageEvent(ServerEvent):
     """テキストか推論の区切り 1 つについてのイベントの共通の形 (``message_id`` が開始と断片と終わりを結び付ける)。"""
 
@@ -124,14 +123,12 @@ class MessageOpened(MessageEvent):
     """テキストか推論の区切りの開始。"""
 
 
-@dataclass(frozen=True)
 class MessageDelta(MessageEvent):
     """テキストか推論の断片。"""
 
     delta: str
 
 
-@dataclass(frozen=True)
 class MessageClosed(MessageEvent):
     """テキストか推論の区切りの終わり (``text`` は全文)。"""
 
@@ -165,35 +162,30 @@ class ReasoningFinished(MessageClosed, event="reasoning_finished"):
 # ---------------------------------------------------------------- ツール
 
 
-@dataclass(frozen=True)
 class ToolCallEvent(ServerEvent):
     """ツール呼び出し 1 つについてのイベントの共通の形。"""
 
     tool_call_id: str
 
 
-@dataclass(frozen=True)
 class NamedToolCallEvent(ToolCallEvent):
     """ツール名も添えるツール呼び出しのイベントの共通の形。"""
 
     name: str
 
 
-@dataclass(frozen=True)
 class ToolCallStarted(NamedToolCallEvent, event="tool_call_started"):
     """ツール呼び出しの開始 (TOOL_CALL_START)。"""
 
     executor: str
 
 
-@dataclass(frozen=True)
 class ToolCallDelta(ToolCallEvent, event="tool_call_delta"):
     """引数の JSON 文字列の断片 (TOOL_CALL_ARGS)。"""
 
     delta: str
 
 
-@dataclass(frozen=True)
 class ToolCallReady(NamedToolCallEvent, event="tool_call_ready"):
     """呼び出しの完成 (TOOL_CALL_END)。``error`` があれば実行しない (クライアントにも頼まない)。"""
 
@@ -202,7 +194,6 @@ class ToolCallReady(NamedToolCallEvent, event="tool_call_ready"):
     error: str | None = None
 
 
-@dataclass(frozen=True)
 class ToolResult(NamedToolCallEvent, event="tool_result"):
     """ツールの結果 (TOOL_CALL_RESULT)。"""
 
@@ -212,7 +203,6 @@ class ToolResult(NamedToolCallEvent, event="tool_result"):
     duration_ms: int
 
 
-@dataclass(frozen=True)
 class StepFinished(StepEvent, event="step_finished"):
     """モデル呼び出しの終わり (STEP_FINISHED)。"""
 
@@ -220,7 +210,6 @@ class StepFinished(StepEvent, event="step_finished"):
     usage: Usage
 
 
-@dataclass(frozen=True)
 class Retry(StepEvent, event="retry"):
     """プロバイダのエラーを再試行する、または別のモデルに切り替える。"""
 
@@ -230,7 +219,6 @@ class Retry(StepEvent, event="retry"):
     model: str
 
 
-@dataclass(frozen=True)
 class StepReset(StepEvent, event="step_reset"):
     """そのステップの ``step_started`` 以降の出力は無効 (やり直す)。"""
 
@@ -240,7 +228,6 @@ class StepReset(StepEvent, event="step_reset"):
 # ---------------------------------------------------------------- 終わり (ランごとにどれか 1 つだけ)
 
 
-@dataclass(frozen=True)
 class RunFinished(ServerEvent, event="run_finished", terminal=True):
     """正常終了 (RUN_FINISHED。``finish_reason`` は stop / max_steps / length)。"""
 
@@ -249,7 +236,6 @@ class RunFinished(ServerEvent, event="run_finished", terminal=True):
     text: str
 
 
-@dataclass(frozen=True)
 class RunError(ServerEvent, event="run_error", terminal=True):
     """失敗 (RUN_ERROR)。``error`` は code / message / provider / retryable / phase。
 
@@ -261,7 +247,6 @@ class RunError(ServerEvent, event="run_error", terminal=True):
     rolled_back: bool = False
 
 
-@dataclass(frozen=True)
 class RunCancelled(ServerEvent, event="run_cancelled", terminal=True):
     """キャンセル (``usage`` はそこまでの消費)。"""
 
@@ -272,7 +257,6 @@ class RunCancelled(ServerEvent, event="run_cancelled", terminal=True):
 # ---------------------------------------------------------------- スレッド (1.1)
 
 
-@dataclass(frozen=True)
 class ThreadRewound(ServerEvent, event="thread_rewound"):
     """``rewind`` でランを履歴から外した (封筒の ``run_id`` が名指したランと、それより後のすべて)。"""
 
