@@ -80,7 +80,7 @@ class StartedMessage:
         return {"message_id": self.message_id, "content": content}
 
 
-# ---------------------------------------------------------------- 実行とステップ
+# ---------------------------------------------------------------- 実行とステップ (表の順は下の EVENT_CLASSES)
 
 
 class StepEvent(ServerEvent):
@@ -108,6 +108,28 @@ class StepStarted(StepEvent, event="step_started"):
     """モデル呼び出し 1 回の開始 (STEP_STARTED)。"""
 
     model: str
+
+
+class StepFinished(StepEvent, event="step_finished"):
+    """モデル呼び出しの終わり (STEP_FINISHED)。"""
+
+    finish_reason: str
+    usage: Usage
+
+
+class Retry(StepEvent, event="retry"):
+    """プロバイダのエラーを再試行する、または別のモデルに切り替える。"""
+
+    attempt: int
+    wait_ms: int
+    reason: str
+    model: str
+
+
+class StepReset(StepEvent, event="step_reset"):
+    """そのステップの ``step_started`` 以降の出力は無効 (やり直す)。"""
+
+    reason: str
 
 
 # ---------------------------------------------------------------- テキストと推論 (同じ形の 2 つの流れ)
@@ -201,28 +223,6 @@ class ToolResult(NamedToolCallEvent, event="tool_result"):
     is_error: bool
     executor: str
     duration_ms: int
-
-
-class StepFinished(StepEvent, event="step_finished"):
-    """モデル呼び出しの終わり (STEP_FINISHED)。"""
-
-    finish_reason: str
-    usage: Usage
-
-
-class Retry(StepEvent, event="retry"):
-    """プロバイダのエラーを再試行する、または別のモデルに切り替える。"""
-
-    attempt: int
-    wait_ms: int
-    reason: str
-    model: str
-
-
-class StepReset(StepEvent, event="step_reset"):
-    """そのステップの ``step_started`` 以降の出力は無効 (やり直す)。"""
-
-    reason: str
 
 
 # ---------------------------------------------------------------- 終わり (ランごとにどれか 1 つだけ)
