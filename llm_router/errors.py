@@ -18,11 +18,14 @@
         ├── ProviderStreamBrokenError     provider_stream_broken
         └── ProviderTimeoutError          timeout
 
-``code`` はプロトコル (``docs/protocol.md`` の ``run_error``) のエラーコードと一致する。
+``code`` はプロトコル (``docs/protocol.md`` の ``run_error``) のエラーコードと一致する。派生クラスはクラスの定義で
+``code=`` (と、プロバイダのエラーなら既定の再試行の可否 ``retryable=``) を名乗る。
 メッセージにはプロバイダ自身の文言を残すが、API キーは決して含めない。
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "ConfigurationError",
@@ -46,16 +49,20 @@ class LLMRouterError(Exception):
 
     code = "internal"
 
+    def __init_subclass__(cls, code: str = "", **kwargs: Any) -> None:
+        """派生クラスの定義で、プロトコルのエラーコードを受け取る (無ければ親のコードを引き継ぐ)。"""
+        super().__init_subclass__(**kwargs)
+        if code:
+            cls.code = code
+
     def __init__(self, message: str) -> None:
         """メッセージを受け取る。"""
         super().__init__(message)
         self.message = message
 
 
-class ConfigurationError(LLMRouterError):
+class ConfigurationError(LLMRouterError, code="invalid_payload"):
     """設定の誤り (未知のプロバイダ、不正なモデル名など)。"""
-
-    code = "invalid_payload"
 
 
 class MissingCredentialError(ConfigurationError):
@@ -72,17 +79,20 @@ class MissingCredentialError(ConfigurationError):
         self.variables = tuple(variables)
 
 
-class RequestCancelled(LLMRouterError):
+class RequestCancelled(LLMRouterError, code="cancelled"):
     """キャンセルトークンによってリクエストが中断された。"""
 
-    code = "cancelled"
 
-
-class ProviderError(LLMRouterError):
+class ProviderError(LLMRouterError, code="provider_unavailable"):
     """プロバイダ呼び出しの失敗。"""
 
-    code = "provider_unavailable"
     default_retryable = False
+
+    def __init_subclass__(cls, retryable: bool | None = None, **kwargs: Any) -> None:
+        """派生クラスの定義で、既定の再試行の可否を受け取る (無ければ親のものを引き継ぐ)。"""
+        super().__init_subclass__(**kwargs)
+        if retryable is not None:
+            cls.default_retryable = retryable
 
     def __init__(
         self,
@@ -109,51 +119,35 @@ class ProviderError(LLMRouterError):
         return f"{where}{status}: {self.message}"
 
 
-class ProviderAuthError(ProviderError):
+class ProviderAuthError(ProviderError, code="provider_auth"):
     """認証・権限の失敗 (401 / 403、Gemini の API_KEY_INVALID)。"""
 
-    code = "provider_auth"
 
-
-class ProviderRateLimitedError(ProviderError):
+class ProviderRateLimitedError(ProviderError, code="provider_rate_limited", retryable=True):
     """レート制限 (429)。``retry_after_s`` があれば従う。quota 切れは再試行しない。"""
 
-    code = "provider_rate_limited"
-    default_retryable = True
 
-
-class ProviderUnavailableError(ProviderError):
+class ProviderUnavailableError(ProviderError, code="provider_unavailable", retryable=True):
     """一時的な障害・過負荷 (5xx、529、接続失敗)。"""
 
-    code = "provider_unavailable"
-    default_retryable = True
 
-
-class ProviderBadRequestError(ProviderError):
+class ProviderBadRequestError(ProviderError, code="provider_bad_request"):
     """リクエストの誤り (400 / 404 / 422 など)。再試行しない。"""
-
-    code = "provider_bad_request"
 
 
 class ModelNotFoundError(ProviderBadRequestError):
     """モデルが存在しない、または提供終了 (404)。"""
 
 
-class ProviderStreamBrokenError(ProviderError):
+class ProviderStreamBrokenError(ProviderError, code="provider_stream_broken", retryable=True):
     """ストリームが途中で壊れた (接続断、ストリーム内のエラーイベント、不正なフレーム)。"""
 
-    code = "provider_stream_broken"
-    default_retryable = True
 
-
-class ProviderTimeoutError(ProviderError):
+class ProviderTimeoutError(ProviderError, code="timeout", retryable=True):
     """接続または読み取りのタイムアウト。"""
 
-    code = "timeout"
-    default_retryable = True
 
-
-class StoreUnavailable(LLMRouterError):
+class StoreUnavailable(LLMRouterError, code="store_unavailable"):
     """保存先 (SQLite のファイル、Redis など) が書き込み (または読み取り) を拒んだ・届かない。
 
     ディスクが一杯、読み取り専用、ロック、接続断など。この例外が出たとき、その呼び出しの書き込みは何も
@@ -161,5 +155,4 @@ class StoreUnavailable(LLMRouterError):
     だけを含め、秘密情報は決して含めない。``code`` はプロトコルの ``run_error`` のコード ``store_unavailable``。
     """
 
-    code = "store_unavailable"
     retryable = True

@@ -41,6 +41,52 @@ def result_text(result: Any) -> str:
     return result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)
 
 
+class _OpenMessage:
+    """テキストか推論の、開いている AG-UI のメッセージ (``<kind>_START`` / ``_CONTENT`` / ``_END``)。
+
+    ``wrapper`` があれば、メッセージをその ``<wrapper>_START`` / ``<wrapper>_END`` で包む (推論)。
+    開いていないときの断片と終わりは何も送らない。
+
+    Args:
+        out: AG-UI のイベントを 1 つ送る関数 (イベント名とフィールド)。
+        kind: メッセージのイベント名の頭 (``TEXT_MESSAGE`` / ``REASONING_MESSAGE``)。
+        role: ``_START`` の ``role``。
+        wrapper: 包むイベント名の頭 (推論の ``REASONING``)。
+    """
+
+    def __init__(self, out: Callable[..., None], kind: str, role: str, wrapper: str | None = None) -> None:
+        """送り先とイベント名を受け取る (開いているメッセージは無い)。"""
+        self._out = out
+        self._kind = kind
+        self._role = role
+        self._wrapper = wrapper
+        self.message_id: str | None = None
+
+    def open(self, message_id: str) -> None:
+        """メッセージを開く。"""
+        self.message_id = message_id
+        if self._wrapper:
+            self._out(f"{self._wrapper}_START", messageId=message_id)
+        self._out(f"{self._kind}_START", messageId=message_id, role=self._role)
+
+    def delta(self, fields: dict[str, Any]) -> None:
+        """断片 (エージェントのイベントの ``delta``) を ``_CONTENT`` として送る。"""
+        if self.message_id is not None:
+            self._out(f"{self._kind}_CONTENT", messageId=self.message_id, delta=str(fields["delta"]))
+
+    def finished(self, fields: dict[str, Any]) -> None:
+        """エージェントの ``*_finished`` (全文は AG-UI には送らない): 閉じる。"""
+        self.close()
+
+    def close(self) -> None:
+        """開いているメッセージを閉じる。"""
+        if self.message_id is not None:
+            self._out(f"{self._kind}_END", messageId=self.message_id)
+            if self._wrapper:
+                self._out(f"{self._wrapper}_END", messageId=self.message_id)
+            self.message_id = None
+
+
 class AguiEventMapper:
     """1 回のランのイベントを AG-UI のイベントに写すシンク (``EventSink`` の形)。
 
@@ -58,8 +104,8 @@ class AguiEventMapper:
         self._warnings = list(warnings or [])
         self.run_id = run_id
         self._send = send
-        self._text: str | None = None
-        self._reasoning: str | None = None
+        self._text = _OpenMessage(self._out, "TEXT_MESSAGE", "assistant")
+        self._reasoning = _OpenMessage(self._out, "REASONING_MESSAGE", "reasoning", wrapper="REASONING")
         self._open_calls: dict[str, bool] = {}  # 開いている呼び出し ID → 引数の断片を送ったか
         self._step: int | None = None
         self._step_model = ""
@@ -73,11 +119,11 @@ class AguiEventMapper:
             "step_started": self._step_started,
             "step_finished": self._step_finished,
             "text_started": self._text_started,
-            "text_delta": self._text_delta,
-            "text_finished": self._text_finished,
+            "text_delta": self._text.delta,
+            "text_finished": self._text.finished,
             "reasoning_started": self._reasoning_started,
-            "reasoning_delta": self._reasoning_delta,
-            "reasoning_finished": self._reasoning_finished,
+            "reasoning_delta": self._reasoning.delta,
+            "reasoning_finished": self._reasoning.finished,
             "tool_call_started": self._tool_started,
             "tool_call_delta": self._tool_delta,
             "tool_call_ready": self._tool_ready,
@@ -133,48 +179,15 @@ class AguiEventMapper:
 
     def _text_started(self, fields: dict[str, Any]) -> None:
         """``TEXT_MESSAGE_START`` (ステップの最初のテキストが、そのステップのツール呼び出しの親になる)。"""
-        self._text = str(fields["message_id"])
+        message_id = str(fields["message_id"])
         if self._parent is None:
-            self._parent = self._text
-        self._out("TEXT_MESSAGE_START", messageId=self._text, role="assistant")
-
-    def _text_delta(self, fields: dict[str, Any]) -> None:
-        """テキストの断片を ``TEXT_MESSAGE_CONTENT`` として送る。"""
-        if self._text is not None:
-            self._out("TEXT_MESSAGE_CONTENT", messageId=self._text, delta=str(fields["delta"]))
-
-    def _text_finished(self, fields: dict[str, Any]) -> None:
-        """テキストの終わりを ``TEXT_MESSAGE_END`` として送る。"""
-        self._close_text()
-
-    def _close_text(self) -> None:
-        """開いているテキストを閉じる。"""
-        if self._text is not None:
-            self._out("TEXT_MESSAGE_END", messageId=self._text)
-            self._text = None
+            self._parent = message_id
+        self._text.open(message_id)
 
     def _reasoning_started(self, fields: dict[str, Any]) -> None:
-        """``REASONING_START`` と ``REASONING_MESSAGE_START`` (同じ ID)。"""
-        self._close_reasoning()
-        self._reasoning = str(fields["message_id"])
-        self._out("REASONING_START", messageId=self._reasoning)
-        self._out("REASONING_MESSAGE_START", messageId=self._reasoning, role="reasoning")
-
-    def _reasoning_delta(self, fields: dict[str, Any]) -> None:
-        """推論の断片を ``REASONING_MESSAGE_CONTENT`` として送る。"""
-        if self._reasoning is not None:
-            self._out("REASONING_MESSAGE_CONTENT", messageId=self._reasoning, delta=str(fields["delta"]))
-
-    def _reasoning_finished(self, fields: dict[str, Any]) -> None:
-        """``REASONING_MESSAGE_END`` と ``REASONING_END``。"""
-        self._close_reasoning()
-
-    def _close_reasoning(self) -> None:
-        """開いている推論を閉じる。"""
-        if self._reasoning is not None:
-            self._out("REASONING_MESSAGE_END", messageId=self._reasoning)
-            self._out("REASONING_END", messageId=self._reasoning)
-            self._reasoning = None
+        """``REASONING_START`` と ``REASONING_MESSAGE_START`` (同じ ID。開いたままの推論は先に閉じる)。"""
+        self._reasoning.close()
+        self._reasoning.open(str(fields["message_id"]))
 
     # ------------------------------------------------------------ ツール
 
@@ -250,8 +263,8 @@ class AguiEventMapper:
 
     def _close_open(self) -> None:
         """開いたままのテキスト・推論・ツール呼び出しを閉じる (AG-UI の並びの規則を守るため)。"""
-        self._close_text()
-        self._close_reasoning()
+        self._text.close()
+        self._reasoning.close()
         for call_id, has_args in list(self._open_calls.items()):
             if not has_args:
                 self._out("TOOL_CALL_ARGS", toolCallId=call_id, delta="{}")

@@ -19,7 +19,7 @@ from typing import Any
 
 from llm_router.core.json_schema_validation import json_type
 from llm_router.core.schemas.common import ContentPart, ImagePart, Message, TextPart, ToolCall, ToolResult
-from llm_router.realtime.protocol_errors import ProtocolError
+from llm_router.realtime.protocol_errors import INVALID_PAYLOAD, ProtocolError
 from llm_router.realtime.schemas import RunSettings, parse_settings
 from llm_router.realtime.validators import FieldSet, as_string, join_path
 
@@ -49,18 +49,13 @@ INPUT_FIELDS = (
 _FIELD_IN_MESSAGE = re.compile(r"^(?:missing|unknown) field '([^']+)'|^([^\s:]+):")
 
 
-class InputError(Exception):
-    """``RunAgentInput`` の誤り。``field`` は問題のフィールドのパス、``message`` は人が読む説明。"""
+class InputError(ProtocolError):
+    """``RunAgentInput`` の誤り (コードはいつも ``invalid_payload``)。``field`` は問題のフィールドのパス。"""
 
     def __init__(self, field: str, message: str) -> None:
-        """フィールドのパスと説明を受け取る。"""
-        super().__init__(message)
+        """フィールドのパスと、人が読む説明を受け取る。"""
+        super().__init__(INVALID_PAYLOAD, message)
         self.field = field
-        self.message = message
-
-    def to_body(self) -> dict[str, Any]:
-        """HTTP 400 の JSON 本文。"""
-        return {"error": {"code": "invalid_payload", "field": self.field, "message": self.message}}
 
 
 @dataclass
@@ -80,7 +75,9 @@ class AguiInput:
 
 
 def _fail(exc: ProtocolError) -> InputError:
-    """検証部品の :class:`ProtocolError` を、フィールドのパスつきの :class:`InputError` にする。"""
+    """検証部品の :class:`ProtocolError` を、フィールドのパスつきの :class:`InputError` にする (既にそれならそのまま)。"""
+    if isinstance(exc, InputError):
+        return exc
     match = _FIELD_IN_MESSAGE.match(exc.message)
     name = (match.group(1) or match.group(2)) if match else ""
     return InputError(name, exc.message)

@@ -20,12 +20,7 @@ from llm_router.core.schema_walker import (
 
 
 class PassThrough(SchemaTransformer):
-    """そのまま通す (OpenAI 非 strict と Anthropic は JSON Schema をそのまま受け取る)。"""
-
-    def __init__(self, tool_name: str, provider: str) -> None:
-        """警告に使うツール名とプロバイダ名を受け取る。"""
-        super().__init__(tool_name)
-        self.provider = provider
+    """そのまま通す (OpenAI 非 strict と Anthropic は JSON Schema をそのまま受け取る。プロバイダ名は作るときに渡す)。"""
 
 
 # ---------------------------------------------------------------- OpenAI strict
@@ -334,8 +329,7 @@ class Ollama(SchemaTransformer):
     def run(self, schema: dict[str, Any]) -> dict[str, Any]:
         """プロパティは ``$ref`` を持てないので、再帰しない ``$ref`` は先に展開してから歩く。"""
         try:
-            trial = SchemaTransformer(self.tool_name)
-            trial.provider = self.provider
+            trial = SchemaTransformer(self.tool_name, self.provider)
             inlined = inline_refs(copy.deepcopy(schema), trial)
         except ToolDefinitionError:
             # 再帰する $ref は展開できない: $defs を残し、届かない $ref は警告して落とす

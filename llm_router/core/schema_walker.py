@@ -73,9 +73,11 @@ class SchemaTransformer:
 
     provider = ""
 
-    def __init__(self, tool_name: str) -> None:
-        """警告に使うツール名を受け取る。"""
+    def __init__(self, tool_name: str, provider: str = "") -> None:
+        """警告に使うツール名と、クラスの名乗りと違うときのプロバイダ名を受け取る。"""
         self.tool_name = tool_name
+        if provider:
+            self.provider = provider
         self.warnings: list[str] = []
 
     def run(self, schema: dict[str, Any]) -> dict[str, Any]:

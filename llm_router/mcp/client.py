@@ -21,7 +21,7 @@ from llm_router.mcp.errors import McpError, McpUnavailable
 from llm_router.mcp.http import HttpTransport
 from llm_router.mcp.session import JsonRpcSession
 from llm_router.mcp.stdio import StdioTransport, child_environment
-from llm_router.mcp.transport import Transport
+from llm_router.mcp.transport import Link, Transport
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class McpServer:
             """切れた: 待っている要求を理由つきで終える。"""
             holder["session"].close(reason)
 
-        transport = self._transport(on_message, on_closed, holder)
+        transport = self._transport(Link(self.name, on_message, on_closed, self._config), holder)
         session = JsonRpcSession(self.name, transport.send, self._notification, transport.abandon)
         holder["session"] = session
         transport.open()
@@ -138,35 +138,19 @@ class McpServer:
             transport.close(self._config.shutdown_timeout_s)
             raise
 
-    def _transport(
-        self, on_message: Callable[[Any], None], on_closed: Callable[[str], None], holder: dict
-    ) -> Transport:
+    def _transport(self, link: Link, holder: dict) -> Transport:
         """設定のトランスポートを作る (stdio は起動の直前にもう一度許可リストを確かめる)。"""
         spec = self.spec
         if spec.transport == "stdio":
             check_allowed(self.name, spec.where, spec.command[0], list(self._config.allowed_commands))
             env = child_environment(list(self._config.inherited_env), spec.env)
-            return StdioTransport(
-                self.name,
-                spec.command,
-                env,
-                spec.cwd,
-                on_message,
-                on_closed,
-                self._config.max_stderr_line_chars,
-                self._config.max_message_bytes,
-            )
+            return StdioTransport(link, spec.command, env, spec.cwd)
         return HttpTransport(
-            self.name,
+            link,
             spec.url or "",
             spec.headers,
-            on_message,
             lambda request_id, exc: holder["session"].fail(request_id, exc),
-            on_closed,
             lambda request_id: holder["session"].expects(request_id),
-            self._config.connect_timeout_s,
-            self._config.request_timeout_s,
-            self._config.max_message_bytes,
         )
 
     def _handshake(self, transport: Transport, session: JsonRpcSession) -> Connection:

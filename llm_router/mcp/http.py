@@ -30,7 +30,7 @@ import urllib3
 from llm_router.core.clients.base_client import _shutdown, _socket_of
 from llm_router.core.clients.stream_readers import SSEDecoder
 from llm_router.mcp.errors import McpUnavailable
-from llm_router.mcp.transport import Transport
+from llm_router.mcp.transport import Link, Transport
 
 logger = logging.getLogger(__name__)
 
@@ -44,39 +44,29 @@ class HttpTransport(Transport):
     """1 つの MCP エンドポイント (URL) とのやりとり。
 
     Args:
-        name: サーバー名 (ログとエラー文用)。
+        link: クライアント側の端。``limits`` の ``connect_timeout_s`` は接続の、``request_timeout_s`` は通知と
+            DELETE の読み取りの時間切れ。``max_message_bytes`` は 1 つの答え (JSON の本文、または SSE の
+            ストリーム全体) の上限で、超えたらその呼び出しを失敗にする。
         url: エンドポイントの URL (ログには出さない: 問い合わせ文字列に秘密があり得る)。
         headers: 設定のヘッダ (置き換え済み)。
-        on_message: 受け取った JSON-RPC メッセージを渡す関数。
         on_failure: 要求 1 つが失敗したとき ``(request_id, 例外)`` を渡す関数。
-        on_closed: セッションが使えなくなったとき理由の文を渡す関数。
         expects: その ID の答えをまだ待っているかを答える関数。
-        connect_timeout_s: 接続の時間切れ。
-        request_timeout_s: 通知と DELETE の読み取りの時間切れ。
-        max_message_bytes: 1 つの答え (JSON の本文、または SSE のストリーム全体) の上限。超えたらその呼び出しを失敗に。
     """
 
     def __init__(
         self,
-        name: str,
+        link: Link,
         url: str,
         headers: dict[str, str],
-        on_message: Callable[[Any], None],
         on_failure: Callable[[int, Exception], None],
-        on_closed: Callable[[str], None],
         expects: Callable[[Any], bool],
-        connect_timeout_s: float,
-        request_timeout_s: float,
-        max_message_bytes: int = 16777216,
     ) -> None:
         """設定を受け取る。"""
-        super().__init__(name, on_message, on_closed, max_message_bytes)
+        super().__init__(link)
         self._url = url
         self._headers = dict(headers)
         self._on_failure = on_failure
         self._expects = expects
-        self._connect_timeout = connect_timeout_s
-        self._request_timeout = request_timeout_s
         self._http = requests.Session()
         self._lock = threading.Lock()
         self._streams: dict[int, requests.Response] = {}
@@ -106,7 +96,10 @@ class HttpTransport(Transport):
             return
         try:
             response = self._http.post(
-                self._url, json=message, headers=self.headers(), timeout=(self._connect_timeout, self._request_timeout)
+                self._url,
+                json=message,
+                headers=self.headers(),
+                timeout=(self._limits.connect_timeout_s, self._limits.request_timeout_s),
             )
         except requests.RequestException as exc:
             raise McpUnavailable(f"MCP server '{self.name}' is unreachable ({type(exc).__name__})") from None
@@ -125,7 +118,7 @@ class HttpTransport(Transport):
                 data=json.dumps(message, ensure_ascii=False).encode("utf-8"),
                 headers=self.headers(),
                 stream=True,
-                timeout=(self._connect_timeout, None),
+                timeout=(self._limits.connect_timeout_s, None),
             )
         except requests.RequestException as exc:
             self._on_failure(
@@ -197,7 +190,9 @@ class HttpTransport(Transport):
         headers = {k: v for k, v in self.headers().items() if k != "Content-Type"}
         headers["Accept"] = "text/event-stream"
         try:
-            response = self._http.get(self._url, headers=headers, stream=True, timeout=(self._connect_timeout, None))
+            response = self._http.get(
+                self._url, headers=headers, stream=True, timeout=(self._limits.connect_timeout_s, None)
+            )
         except requests.RequestException as exc:
             logger.info("MCP server %s: no notification stream (%s)", self.name, type(exc).__name__)
             return
@@ -260,7 +255,7 @@ class HttpTransport(Transport):
                 response = self._http.delete(
                     self._url,
                     headers=self.headers(),
-                    timeout=(self._connect_timeout, min(timeout, self._request_timeout)),
+                    timeout=(self._limits.connect_timeout_s, min(timeout, self._limits.request_timeout_s)),
                 )
                 response.close()
                 if response.status_code not in (200, 202, 204, 405, 404):

@@ -13,11 +13,10 @@ import logging
 import os
 import subprocess
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from llm_router.mcp.errors import McpUnavailable
-from llm_router.mcp.transport import Transport
+from llm_router.mcp.transport import Link, Transport
 
 logger = logging.getLogger(__name__)
 
@@ -26,33 +25,20 @@ class StdioTransport(Transport):
     """子プロセス 1 つとのパイプ。
 
     Args:
-        name: サーバー名 (ログ用)。
+        link: クライアント側の端。``limits`` の ``max_stderr_line_chars`` は標準エラーをログに流すときの 1 行の
+            上限、``max_message_bytes`` は 1 メッセージ (1 行) の上限で、超えたら接続を切る (待っている呼び出しは
+            その理由で失敗)。
         command: 実行ファイルと引数 (設定から。クライアントからは決して来ない)。
         env: 子プロセスの環境変数 (置き換え済み)。
         cwd: 作業ディレクトリ (``None`` なら親と同じ)。
-        on_message: 受け取った JSON を渡す関数。
-        on_closed: 子プロセスの出力が終わったときに理由の文を渡す関数。
-        max_stderr_line_chars: 標準エラーをログに流すときの 1 行の上限。
-        max_message_bytes: 1 メッセージ (1 行) の上限。超えたら接続を切る (待っている呼び出しはその理由で失敗)。
     """
 
-    def __init__(
-        self,
-        name: str,
-        command: list[str],
-        env: dict[str, str],
-        cwd: str | None,
-        on_message: Callable[[Any], None],
-        on_closed: Callable[[str], None],
-        max_stderr_line_chars: int = 2000,
-        max_message_bytes: int = 16777216,
-    ) -> None:
+    def __init__(self, link: Link, command: list[str], env: dict[str, str], cwd: str | None) -> None:
         """設定を受け取る (まだ起動しない)。"""
-        super().__init__(name, on_message, on_closed, max_message_bytes)
+        super().__init__(link)
         self._command = command
         self._env = env
         self._cwd = cwd
-        self._max_stderr = max_stderr_line_chars
         self._write_lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -162,7 +148,7 @@ class StdioTransport(Transport):
             for raw in process.stderr:
                 text = raw.decode("utf-8", errors="replace").rstrip()
                 if text:
-                    logger.info("MCP server %s stderr: %s", self.name, text[: self._max_stderr])
+                    logger.info("MCP server %s stderr: %s", self.name, text[: self._limits.max_stderr_line_chars])
         except (OSError, ValueError):
             pass
 

@@ -8,31 +8,44 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+from llm_router.config.schema import McpConfig
+
+
+@dataclass(frozen=True)
+class Link:
+    """どのトランスポートもクライアントから受け取るもの (接続のクライアント側の端)。
+
+    Attributes:
+        name: サーバー名 (ログとエラー文用)。
+        on_message: 受け取った JSON-RPC メッセージを渡す関数。
+        on_closed: 接続 (セッション) が使えなくなったとき理由の文を渡す関数。
+        limits: MCP クライアントの設定 (時間切れと大きさの上限を読む。``max_message_bytes`` は 1 メッセージの
+            上限で、超えたときの扱いはトランスポートごと)。
+    """
+
+    name: str
+    on_message: Callable[[Any], None]
+    on_closed: Callable[[str], None]
+    limits: McpConfig
 
 
 class Transport:
     """stdio と HTTP のトランスポートが共有する状態と、要らないトランスポートでは何もしない操作。
 
     Args:
-        name: サーバー名 (ログとエラー文用)。
-        on_message: 受け取った JSON-RPC メッセージを渡す関数。
-        on_closed: 接続 (セッション) が使えなくなったとき理由の文を渡す関数。
-        max_message_bytes: 1 メッセージの上限 (超えたときの扱いはトランスポートごと)。
+        link: クライアント側の端 (サーバー名、受け取ったものの渡し先、上限)。
     """
 
-    def __init__(
-        self,
-        name: str,
-        on_message: Callable[[Any], None],
-        on_closed: Callable[[str], None],
-        max_message_bytes: int,
-    ) -> None:
+    def __init__(self, link: Link) -> None:
         """共通の設定を受け取る。"""
-        self.name = name
-        self._on_message = on_message
-        self._on_closed = on_closed
-        self._max_message = max_message_bytes
+        self.name = link.name
+        self._on_message = link.on_message
+        self._on_closed = link.on_closed
+        self._limits = link.limits
+        self._max_message = link.limits.max_message_bytes
         # ハンドシェイクで取り決めた版 (クライアントが入れる。HTTP は以後のヘッダに付ける)
         self.protocol_version: str | None = None
 

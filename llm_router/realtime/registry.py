@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -665,16 +666,37 @@ class ThreadRegistry:
                 return None
             return record.active
 
+    def _here_or_forward(
+        self,
+        kind: str,
+        principal: str,
+        payload: ToolResultPayload | CancelPayload,
+        forwarded: bool,
+        here: Callable[[ThreadRecord, RunHandle | None], dict[str, Any]],
+    ) -> dict[str, Any]:
+        """対象のスレッドのランへのコマンドを、このプロセスで ``here`` に行わせるか、ランを持つ別のプロセスへ送る。
+
+        このプロセスにアクティブなランが無く、別のプロセスから転送されてきたコマンドでもなければ、持ち主へ
+        送ってその ack を返す。どこにもランが無ければ ``here`` が ``None`` のランで答える。
+        """
+        record = self.get(payload.thread_id, principal)
+        run = self._active_run(record, payload.run_id)
+        if run is None and not forwarded:
+            answer = self._forward(record, kind, principal, payload)
+            if answer is not None:
+                return answer
+        return here(record, run)
+
     def tool_result(
         self, sid: str | None, principal: str, payload: ToolResultPayload, forwarded: bool = False
     ) -> dict[str, Any]:
         """クライアント側ツールの結果をランへ渡す (ランが別のプロセスにあれば、そこへ送って答えを返す)。"""
-        record = self.get(payload.thread_id, principal)
-        run = self._active_run(record, payload.run_id)
-        if run is None and not forwarded:
-            answer = self._forward(record, "tool_result", principal, payload)
-            if answer is not None:
-                return answer
+        return self._here_or_forward(
+            "tool_result", principal, payload, forwarded, lambda record, run: self._submit(record, run, payload)
+        )
+
+    def _submit(self, record: ThreadRecord, run: RunHandle | None, payload: ToolResultPayload) -> dict[str, Any]:
+        """このプロセスのランへツールの結果を渡す (ランが無ければ、終わったのか元から無いのかを答える)。"""
         if run is None:
             with record.lock:
                 known = payload.run_id in record.run_ids if payload.run_id else bool(record.run_ids)
@@ -704,15 +726,13 @@ class ThreadRegistry:
         self, sid: str | None, principal: str, payload: CancelPayload, forwarded: bool = False
     ) -> dict[str, Any]:
         """ランをキャンセルする (冪等: 既に終わっていれば ``cancelled: false``)。別のプロセスのランならそこへ送る。"""
-        record = self.get(payload.thread_id, principal)
-        run = self._active_run(record, payload.run_id)
-        if run is None and not forwarded:
-            answer = self._forward(record, "cancel", principal, payload)
-            if answer is not None:
-                return answer
-        if run is None:
-            return cancel_ack(False)
-        return cancel_ack(bool(run.cancel(mode=payload.mode, reason="client")))
+        return self._here_or_forward(
+            "cancel",
+            principal,
+            payload,
+            forwarded,
+            lambda _record, run: cancel_ack(run is not None and bool(run.cancel(mode=payload.mode, reason="client"))),
+        )
 
     # ------------------------------------------------------------ スレッドのイベント (1.1)
 

@@ -32,6 +32,36 @@ from llm_router.core.schemas.common import (
 )
 
 
+class FinishReasons:
+    """プロバイダの終了理由の名前 → 正規化した終了理由の表。
+
+    各プロバイダの対応付けは、正規化した理由ごとに、それに当たるプロバイダの名前を並べて作る。
+    無い理由 (``None``) と表に無い名前は ``stop`` (プロバイダが名前を足しても会話は止まるだけ)。
+    """
+
+    def __init__(
+        self,
+        stop: tuple[str, ...] = (),
+        tool_calls: tuple[str, ...] = (),
+        length: tuple[str, ...] = (),
+        content_filter: tuple[str, ...] = (),
+        error: tuple[str, ...] = (),
+    ) -> None:
+        """正規化した理由ごとの、プロバイダの名前の組を受け取る。"""
+        groups: dict[FinishReason, tuple[str, ...]] = {
+            "stop": stop,
+            "tool_calls": tool_calls,
+            "length": length,
+            "content_filter": content_filter,
+            "error": error,
+        }
+        self._table = {name: reason for reason, names in groups.items() for name in names}
+
+    def normalise(self, name: str | None) -> FinishReason:
+        """プロバイダの終了理由の名前を正規化する。"""
+        return self._table.get(name or "", "stop")
+
+
 def new_tool_call_id(prefix: str = "call_") -> str:
     """プロバイダが ID を出さないときのツール呼び出し ID を作る。"""
     return prefix + uuid.uuid4().hex[:24]

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from typing import Any, Literal
 
-from llm_router.core.clients.accumulator import StreamAccumulator
+from llm_router.core.clients.accumulator import FinishReasons, StreamAccumulator
 from llm_router.core.schemas.anthropic_schemas import (
     ContentBlock,
     ImageBlock,
@@ -25,30 +25,18 @@ from llm_router.core.schemas.anthropic_schemas import (
     WireToolChoice,
     WireUsage,
 )
-from llm_router.core.schemas.common import (
-    FinishReason,
-    ImagePart,
-    Message,
-    ProviderState,
-    StreamChunk,
-    TextPart,
-    ToolChoice,
-    Usage,
-)
+from llm_router.core.schemas.common import ImagePart, Message, ProviderState, StreamChunk, TextPart, ToolChoice, Usage
 from llm_router.core.schemas.errors import ProviderError, ProviderStreamBrokenError
 
 PROVIDER = "anthropic"
 
 # stop_reason の正規化 (Anthropic "Handling stop reasons")
-STOP_REASONS: dict[str, FinishReason] = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",
-    "tool_use": "tool_calls",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "refusal": "content_filter",
-}
+STOP_REASONS = FinishReasons(
+    stop=("end_turn", "stop_sequence", "pause_turn"),
+    tool_calls=("tool_use",),
+    length=("max_tokens", "model_context_window_exceeded"),
+    content_filter=("refusal",),
+)
 
 # エラー種別 → 相当する HTTP ステータス (Anthropic "Errors" の表)。ストリーム内の error イベントに使う。
 ERROR_STATUS: dict[str, int] = {
@@ -262,7 +250,7 @@ class AnthropicStreamParser:
         if not self.stopped and self.stop_reason is None:
             raise ProviderStreamBrokenError("the stream ended before message_stop", provider=PROVIDER)
         blocks = [self.blocks[i] for i in sorted(self.blocks)]
-        reason = STOP_REASONS.get(self.stop_reason or "end_turn", "stop")
+        reason = STOP_REASONS.normalise(self.stop_reason)
         if reason == "tool_calls" and not self.acc.has_tool_calls:
             # tool_use で止まったのにこちらの呼び出しが無い (サーバー側ツールだけ) なら、ループを回さない
             reason = "stop"

@@ -15,17 +15,8 @@ import json
 from collections.abc import Callable
 from typing import Any, Literal
 
-from llm_router.core.clients.accumulator import StreamAccumulator
-from llm_router.core.schemas.common import (
-    FinishReason,
-    ImagePart,
-    Message,
-    ProviderState,
-    StreamChunk,
-    TextPart,
-    ToolChoice,
-    Usage,
-)
+from llm_router.core.clients.accumulator import FinishReasons, StreamAccumulator
+from llm_router.core.schemas.common import ImagePart, Message, ProviderState, StreamChunk, TextPart, ToolChoice, Usage
 from llm_router.core.schemas.errors import ProviderBadRequestError, ProviderError, ProviderStreamBrokenError
 from llm_router.core.schemas.gemini_schemas import (
     Candidate,
@@ -42,20 +33,20 @@ from llm_router.core.schemas.gemini_schemas import (
 PROVIDER = "gemini"
 
 # finishReason の正規化 (https://ai.google.dev/api/generate-content#FinishReason)
-FINISH_REASONS: dict[str, FinishReason] = {
-    "STOP": "stop",
-    "MAX_TOKENS": "length",
-    "SAFETY": "content_filter",
-    "RECITATION": "content_filter",
-    "LANGUAGE": "content_filter",
-    "BLOCKLIST": "content_filter",
-    "PROHIBITED_CONTENT": "content_filter",
-    "SPII": "content_filter",
-    "IMAGE_SAFETY": "content_filter",
-    "MALFORMED_FUNCTION_CALL": "error",
-    "UNEXPECTED_TOOL_CALL": "error",
-    "OTHER": "stop",
-}
+FINISH_REASONS = FinishReasons(
+    stop=("STOP", "OTHER"),
+    length=("MAX_TOKENS",),
+    content_filter=(
+        "SAFETY",
+        "RECITATION",
+        "LANGUAGE",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "IMAGE_SAFETY",
+    ),
+    error=("MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL"),
+)
 
 _CHOICE_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY", "tool": "ANY"}
 
@@ -237,7 +228,7 @@ class GeminiStreamParser:
         """
         if self.finish_reason is None and not self._seen_candidate:
             raise ProviderStreamBrokenError("the stream ended without any candidate", provider=PROVIDER)
-        reason = FINISH_REASONS.get(self.finish_reason or "STOP", "stop")
+        reason = FINISH_REASONS.normalise(self.finish_reason)
         return self.acc.finish(reason, ProviderState(PROVIDER, self.parts))
 
     def _check_blocked(self, chunk: GenerateContentResponse) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from llm_router.core.clients.accumulator import StreamAccumulator
+from llm_router.core.clients.accumulator import FinishReasons, StreamAccumulator
 from llm_router.core.clients.openai_mapping import convert_by_role
 from llm_router.core.schemas.common import FinishReason, ImagePart, Message, StreamChunk, Usage
 from llm_router.core.schemas.errors import ProviderError, ProviderStreamBrokenError
@@ -21,7 +21,7 @@ from llm_router.core.schemas.ollama_schemas import ChatLine, WireMessage, WireTo
 PROVIDER = "ollama"
 
 # Ollama の done_reason → 正規化した終了理由 (load / unload はモデルの読み込みだけの応答)
-FINISH_REASONS: dict[str, FinishReason] = {"stop": "stop", "length": "length", "load": "stop", "unload": "stop"}
+FINISH_REASONS = FinishReasons(stop=("stop", "load", "unload"), length=("length",))
 
 
 # ---------------------------------------------------------------- 会話 → messages
@@ -126,6 +126,6 @@ class OllamaStreamParser:
     def _done(self, line: ChatLine) -> list[StreamChunk]:
         """最後の行: 終了理由と使用量 (``prompt_eval_count`` / ``eval_count``)。"""
         self.done = True
-        self.finish_reason = FINISH_REASONS.get(line.get("done_reason") or "stop", "stop")
+        self.finish_reason = FINISH_REASONS.normalise(line.get("done_reason"))
         usage = Usage(int(line.get("prompt_eval_count") or 0), int(line.get("eval_count") or 0))
         return self.acc.reasoning_end() + self.acc.set_usage(usage)

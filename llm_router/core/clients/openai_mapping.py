@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from llm_router.core.clients.accumulator import StreamAccumulator
+from llm_router.core.clients.accumulator import FinishReasons, StreamAccumulator
 from llm_router.core.schemas.common import (
     FinishReason,
     ImagePart,
@@ -43,13 +43,12 @@ from llm_router.core.schemas.openai_schemas import (
 PROVIDER = "openai"
 
 # OpenAI の finish_reason → 正規化した終了理由 (function_call は旧 API の名前)
-FINISH_REASONS: dict[str, FinishReason] = {
-    "stop": "stop",
-    "length": "length",
-    "tool_calls": "tool_calls",
-    "function_call": "tool_calls",
-    "content_filter": "content_filter",
-}
+FINISH_REASONS = FinishReasons(
+    stop=("stop",),
+    tool_calls=("tool_calls", "function_call"),
+    length=("length",),
+    content_filter=("content_filter",),
+)
 
 WireT = TypeVar("WireT")
 
@@ -193,7 +192,7 @@ class OpenAIStreamParser:
         reason = choice.get("finish_reason")
         if reason:
             # 開いている呼び出しを閉じる (使用量のチャンクはこの後に来る)
-            self.finish_reason = FINISH_REASONS.get(reason, "stop")
+            self.finish_reason = FINISH_REASONS.normalise(reason)
             out += acc.reasoning_end() + acc.end_open_tools()
         return out
 

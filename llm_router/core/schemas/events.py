@@ -8,6 +8,9 @@
   (既定値が ``None`` のもの) は ``None`` なら出さない。
 - テキストと推論の 3 つずつのイベントは同じ形なので、形 (:class:`MessageOpened` / :class:`MessageDelta` /
   :class:`MessageClosed`) を共有し、名前だけが違う。
+- 何のイベントかを名指すフィールドは共通の基底に 1 度だけ書く: ステップの ``step`` (:class:`StepEvent`)、
+  ツール呼び出しの ``tool_call_id`` と ``name`` (:class:`ToolCallEvent` / :class:`NamedToolCallEvent`)、
+  テキストと推論の区切りの ``message_id`` (:class:`MessageEvent`)。基底のフィールドが先に並ぶ (表の順と同じ)。
 - 封筒 (``type`` / ``thread_id`` / ``run_id`` / ``seq`` / ``ts``) はここでは扱わない (送る側が付ける)。
   ``thread_rewound`` の巻き戻したランは封筒の ``run_id`` が名指す。
 """
@@ -16,28 +19,32 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, dataclass_transform
 
 from llm_router.core.schemas.common import ContentPart, Usage
 from llm_router.core.schemas.serialization import part_to_dict
 
 
+@dataclass_transform(frozen_default=True)
 @dataclass(frozen=True)
 class ServerEvent:
     """サーバーイベントの共通の形。派生クラスはクラスの定義で ``event=`` (イベント名) を名乗り、フィールドを持つ。
 
-    ``terminal=True`` はランの終わりのイベント (ランは必ずこのどれか 1 つで終わる)。既定値が ``None`` の
-    フィールドは省略できるフィールドで、``None`` のときは送らない。
+    派生クラスはどれも、定義したときにここで凍結したデータクラスになる (``@dataclass`` は書かない。
+    ``dataclass_transform`` が型検査器にもそう伝える)。``terminal=True`` はランの終わりのイベント
+    (ランは必ずこのどれか 1 つで終わる)。既定値が ``None`` のフィールドは省略できるフィールドで、``None`` の
+    ときは送らない。
     """
 
     TYPE: ClassVar[str] = ""
     TERMINAL: ClassVar[bool] = False
 
     def __init_subclass__(cls, event: str = "", terminal: bool = False, **kwargs: Any) -> None:
-        """派生クラスの定義で、イベント名と終わりのイベントかどうかを受け取る。"""
+        """派生クラスの定義で、イベント名と終わりのイベントかどうかを受け取り、凍結したデータクラスにする。"""
         super().__init_subclass__(**kwargs)
         if event:
             cls.TYPE, cls.TERMINAL = event, terminal
+        dataclass(frozen=True)(cls)
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -73,10 +80,15 @@ class StartedMessage:
         return {"message_id": self.message_id, "content": content}
 
 
-# ---------------------------------------------------------------- 実行とステップ
+# ---------------------------------------------------------------- 実行とステップ (表の順は下の EVENT_CLASSES)
 
 
-@dataclass(frozen=True)
+class StepEvent(ServerEvent):
+    """あるステップ (モデル呼び出し 1 回。``step`` は 1 始まり) についてのイベントの共通の形。"""
+
+    step: int
+
+
 class RunStarted(ServerEvent, event="run_started"):
     """ランの開始 (RUN_STARTED)。``message`` は 1.1 で加わる、ランを始めたユーザーメッセージ。"""
 
@@ -85,46 +97,63 @@ class RunStarted(ServerEvent, event="run_started"):
     message: StartedMessage | None = None
 
 
-@dataclass(frozen=True)
-class ContextTrimmed(ServerEvent, event="context_trimmed"):
+class ContextTrimmed(StepEvent, event="context_trimmed"):
     """このステップのリクエストから古いターンを外した (``step_started`` の前に届く)。"""
 
-    step: int
     dropped_messages: int
     estimated_tokens: int
 
 
-@dataclass(frozen=True)
-class StepStarted(ServerEvent, event="step_started"):
-    """モデル呼び出し 1 回の開始 (STEP_STARTED。``step`` は 1 始まり)。"""
+class StepStarted(StepEvent, event="step_started"):
+    """モデル呼び出し 1 回の開始 (STEP_STARTED)。"""
 
-    step: int
     model: str
+
+
+class StepFinished(StepEvent, event="step_finished"):
+    """モデル呼び出しの終わり (STEP_FINISHED)。"""
+
+    finish_reason: str
+    usage: Usage
+
+
+class Retry(StepEvent, event="retry"):
+    """プロバイダのエラーを再試行する、または別のモデルに切り替える。"""
+
+    attempt: int
+    wait_ms: int
+    reason: str
+    model: str
+
+
+class StepReset(StepEvent, event="step_reset"):
+    """そのステップの ``step_started`` 以降の出力は無効 (やり直す)。"""
+
+    reason: str
 
 
 # ---------------------------------------------------------------- テキストと推論 (同じ形の 2 つの流れ)
 
 
-@dataclass(frozen=True)
-class MessageOpened(ServerEvent):
-    """テキストか推論の区切りの開始 (``message_id`` が続く断片と結び付ける)。"""
+class MessageEvent(ServerEvent):
+    """テキストか推論の区切り 1 つについてのイベントの共通の形 (``message_id`` が開始と断片と終わりを結び付ける)。"""
 
     message_id: str
 
 
-@dataclass(frozen=True)
-class MessageDelta(ServerEvent):
+class MessageOpened(MessageEvent):
+    """テキストか推論の区切りの開始。"""
+
+
+class MessageDelta(MessageEvent):
     """テキストか推論の断片。"""
 
-    message_id: str
     delta: str
 
 
-@dataclass(frozen=True)
-class MessageClosed(ServerEvent):
+class MessageClosed(MessageEvent):
     """テキストか推論の区切りの終わり (``text`` は全文)。"""
 
-    message_id: str
     text: str
 
 
@@ -155,78 +184,50 @@ class ReasoningFinished(MessageClosed, event="reasoning_finished"):
 # ---------------------------------------------------------------- ツール
 
 
-@dataclass(frozen=True)
-class ToolCallStarted(ServerEvent, event="tool_call_started"):
-    """ツール呼び出しの開始 (TOOL_CALL_START)。"""
+class ToolCallEvent(ServerEvent):
+    """ツール呼び出し 1 つについてのイベントの共通の形。"""
 
     tool_call_id: str
+
+
+class NamedToolCallEvent(ToolCallEvent):
+    """ツール名も添えるツール呼び出しのイベントの共通の形。"""
+
     name: str
+
+
+class ToolCallStarted(NamedToolCallEvent, event="tool_call_started"):
+    """ツール呼び出しの開始 (TOOL_CALL_START)。"""
+
     executor: str
 
 
-@dataclass(frozen=True)
-class ToolCallDelta(ServerEvent, event="tool_call_delta"):
+class ToolCallDelta(ToolCallEvent, event="tool_call_delta"):
     """引数の JSON 文字列の断片 (TOOL_CALL_ARGS)。"""
 
-    tool_call_id: str
     delta: str
 
 
-@dataclass(frozen=True)
-class ToolCallReady(ServerEvent, event="tool_call_ready"):
+class ToolCallReady(NamedToolCallEvent, event="tool_call_ready"):
     """呼び出しの完成 (TOOL_CALL_END)。``error`` があれば実行しない (クライアントにも頼まない)。"""
 
-    tool_call_id: str
-    name: str
     arguments: dict[str, Any]
     executor: str
     error: str | None = None
 
 
-@dataclass(frozen=True)
-class ToolResult(ServerEvent, event="tool_result"):
+class ToolResult(NamedToolCallEvent, event="tool_result"):
     """ツールの結果 (TOOL_CALL_RESULT)。"""
 
-    tool_call_id: str
-    name: str
     result: Any
     is_error: bool
     executor: str
     duration_ms: int
 
 
-@dataclass(frozen=True)
-class StepFinished(ServerEvent, event="step_finished"):
-    """モデル呼び出しの終わり (STEP_FINISHED)。"""
-
-    step: int
-    finish_reason: str
-    usage: Usage
-
-
-@dataclass(frozen=True)
-class Retry(ServerEvent, event="retry"):
-    """プロバイダのエラーを再試行する、または別のモデルに切り替える。"""
-
-    step: int
-    attempt: int
-    wait_ms: int
-    reason: str
-    model: str
-
-
-@dataclass(frozen=True)
-class StepReset(ServerEvent, event="step_reset"):
-    """そのステップの ``step_started`` 以降の出力は無効 (やり直す)。"""
-
-    step: int
-    reason: str
-
-
 # ---------------------------------------------------------------- 終わり (ランごとにどれか 1 つだけ)
 
 
-@dataclass(frozen=True)
 class RunFinished(ServerEvent, event="run_finished", terminal=True):
     """正常終了 (RUN_FINISHED。``finish_reason`` は stop / max_steps / length)。"""
 
@@ -235,7 +236,6 @@ class RunFinished(ServerEvent, event="run_finished", terminal=True):
     text: str
 
 
-@dataclass(frozen=True)
 class RunError(ServerEvent, event="run_error", terminal=True):
     """失敗 (RUN_ERROR)。``error`` は code / message / provider / retryable / phase。
 
@@ -247,7 +247,6 @@ class RunError(ServerEvent, event="run_error", terminal=True):
     rolled_back: bool = False
 
 
-@dataclass(frozen=True)
 class RunCancelled(ServerEvent, event="run_cancelled", terminal=True):
     """キャンセル (``usage`` はそこまでの消費)。"""
 
@@ -258,7 +257,6 @@ class RunCancelled(ServerEvent, event="run_cancelled", terminal=True):
 # ---------------------------------------------------------------- スレッド (1.1)
 
 
-@dataclass(frozen=True)
 class ThreadRewound(ServerEvent, event="thread_rewound"):
     """``rewind`` でランを履歴から外した (封筒の ``run_id`` が名指したランと、それより後のすべて)。"""
 
@@ -307,7 +305,9 @@ __all__ = [
     "ContextTrimmed",
     "MessageClosed",
     "MessageDelta",
+    "MessageEvent",
     "MessageOpened",
+    "NamedToolCallEvent",
     "ReasoningDelta",
     "ReasoningFinished",
     "ReasoningStarted",
@@ -318,6 +318,7 @@ __all__ = [
     "RunStarted",
     "ServerEvent",
     "StartedMessage",
+    "StepEvent",
     "StepFinished",
     "StepReset",
     "StepStarted",
@@ -326,6 +327,7 @@ __all__ = [
     "TextStarted",
     "ThreadRewound",
     "ToolCallDelta",
+    "ToolCallEvent",
     "ToolCallReady",
     "ToolCallStarted",
     "ToolResult",

@@ -10,19 +10,22 @@ from __future__ import annotations
 from typing import Any, Literal, TypedDict
 
 
-class FunctionCall(TypedDict, total=False):
-    """モデルの関数呼び出し (``args`` は解析済みのオブジェクト、``id`` は新しいモデルだけが付ける)。"""
+class FunctionRef(TypedDict, total=False):
+    """呼び出しと結果が共有する、どの関数のどの呼び出しか (``id`` は新しいモデルだけが付ける)。"""
 
     id: str
     name: str
+
+
+class FunctionCall(FunctionRef, total=False):
+    """モデルの関数呼び出し (``args`` は解析済みのオブジェクト)。"""
+
     args: dict[str, Any]
 
 
-class FunctionResponse(TypedDict, total=False):
+class FunctionResponse(FunctionRef, total=False):
     """関数の結果。``response`` はオブジェクトでなければならない (``{"output": 値}`` / ``{"error": 文言}``)。"""
 
-    id: str
-    name: str
     response: dict[str, Any]
 
 

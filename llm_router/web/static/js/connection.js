@@ -41,12 +41,7 @@ export class AgentConnection {
    * @param {(ack: Object) => void} opts.onHistory get_history の ack (履歴から会話を描く)
    */
   constructor({ getToken, onEvent, onStatus, onStarted, onStartFailed, onHistory }) {
-    this.getToken = getToken;
-    this.onEvent = onEvent;
-    this.onStatus = onStatus;
-    this.onStarted = onStarted;
-    this.onStartFailed = onStartFailed;
-    this.onHistory = onHistory;
+    Object.assign(this, { getToken, onEvent, onStatus, onStarted, onStartFailed, onHistory });
     this.historyPending = false; // 次の start の前に get_history で履歴を読むか
     this.threadId = null;
     this.lastSeq = 0;
