@@ -58,6 +58,7 @@ from llm_router.store.base import (
     encode_event,
 )
 from llm_router.store.errors import (
+    LeaseLost,
     RunAlreadyEnded,
     StoreConfigurationError,
     StoreUnavailable,
@@ -99,7 +100,8 @@ end
 # KEYS: 1 record, 2 seq, 3 events, 4 history, 5 runs, 6 open_runs, 7 lease, 8 owner index (空でもよい)
 # ARGV: 1 now, 2 max_events, 3 max_bytes, 4 max_age, 5 イベントの件数 N, 6 truncate_to (-1 なし), 7 追加の件数 M,
 #       8 題名 ("\\0" なし / JSON), 9 run_started, 10 run_ended, 11 thread_id, 12 新しい order,
-#       13.. N 件の (イベント, 大きさ), その後 M 件の履歴, その後 fencing するラン ID (終わっていれば何も書かない)
+#       13.. N 件の (イベント, 大きさ), その後 M 件の履歴, その後 書き手のプロセス id ("" なら検査しない),
+#       その後 fencing するラン ID (終わっていれば、または書き手がそのランの期限内のリースを持っていなければ何も書かない)
 # 返り値: 最初に付けた seq (イベントが無ければ 0)
 COMMIT_LUA = (
     _TRIM_FN
@@ -116,8 +118,17 @@ local function ended(run_id)
   return run and string.match(run, '|(.*)$') ~= ''
 end
 if ARGV[10] ~= '' and ended(ARGV[10]) then return redis.error_reply('RUN_ENDED') end
-for i = 13 + 2 * n + m, #ARGV do
+local writer = ARGV[13 + 2 * n + m]
+local function leased(run_id)
+  if writer == '' then return true end
+  local lease = redis.call('GET', KEYS[7])
+  if not lease then return false end
+  local held = cjson.decode(lease)
+  return held['run_id'] == run_id and held['process'] == writer and tonumber(held['exp']) > now
+end
+for i = 14 + 2 * n + m, #ARGV do
   if ended(ARGV[i]) then return redis.error_reply('RUN_ENDED') end
+  if not leased(ARGV[i]) then return redis.error_reply('LEASE_LOST') end
 end
 local first = 0
 local added = 0
@@ -252,7 +263,7 @@ if op == 'release' then
   return 1
 end
 if op == 'renew' then
-  if not mine or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+  if not mine or not live or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 else
   if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('UNKNOWN_THREAD') end
   if live and not mine then return 0 end
@@ -306,6 +317,16 @@ class RedisStore:
         self._delete = client.register_script(DELETE_LUA)
         self._mark = client.register_script(MARK_LUA)
         self._lease = client.register_script(LEASE_LUA)
+        # このプロセスのリースの持ち主の id (:meth:`fence_writes`)。None ならランのイベントのリースを検査しない
+        self.writer_id: str | None = None
+
+    def fence_writes(self, owner_id: str) -> None:
+        """以後、ランのイベントは ``owner_id`` がそのランの期限内のリースを持つときだけ書く (fencing)。
+
+        リースが切れた (長く止まっていた) 持ち主は、別のプロセスがランを閉じる前でも 1 件も書けない:
+        書こうとすると :class:`LeaseLost` で、何も書かれない。``run_started`` と ``thread_rewound`` は検査しない。
+        """
+        self.writer_id = owner_id
 
     # ------------------------------------------------------------ キーと共通の部品
 
@@ -339,6 +360,11 @@ class RedisStore:
                 text = str(exc)
                 if "UNKNOWN_THREAD" in text:
                     raise UnknownThread(thread_id) from None
+                if "LEASE_LOST" in text:
+                    raise LeaseLost(
+                        f"redis: this process no longer holds the run lease in thread '{thread_id}' "
+                        "(it expired or another process took it); nothing was written"
+                    ) from None
                 if "RUN_ENDED" in text:
                     raise RunAlreadyEnded(
                         f"redis: the run already ended in thread '{thread_id}' (another process closed it); "
@@ -520,6 +546,7 @@ class RedisStore:
             order_key(now, thread_id),
             *bodies,
             *entries,
+            self.writer_id or "",
             *fenced,
         ]
         first = int(self._call("commit", self._commit, keys, args, thread_id))
