@@ -33,7 +33,7 @@ from llm_router.cluster.commands import CommandBus, CommandTimeout
 from llm_router.cluster.connection import connect, new_process_id, unavailable_errors
 from llm_router.cluster.follower import StreamFollower
 from llm_router.cluster.leases import RunLeases
-from llm_router.cluster.limits import SharedCounters, SharedRateLimiter
+from llm_router.cluster.limits import RunSlots, SharedRateLimiter
 from llm_router.core.schemas.errors import StoreUnavailable
 from llm_router.realtime.protocol_errors import INTERNAL, ProtocolError
 
@@ -69,6 +69,8 @@ class ClusterRuntime:
         rcfg = cfg.store.redis
         self.store = store
         self.process_id = new_process_id()
+        # ランのイベントは、このプロセスがそのランの期限内のリースを持つときだけ書ける (切れた持ち主は書けない)
+        store.fence_writes(self.process_id)
         self.lease_s = float(cfg.store.run_lease_s)
         self.command_timeout_s = float(rcfg.command_timeout_s)
         scan = float(rcfg.orphan_scan_interval_s)
@@ -91,10 +93,12 @@ class ClusterRuntime:
             self._follow_client, self.process_id, deliver, rcfg.command_poll_s, keys=store.keys
         )
         self.rate_limiter = SharedRateLimiter(store.client, cfg.server.rate_limit_per_minute, keys=store.keys)
-        self.run_counter = SharedCounters(store.client, "active_runs", store.keys)
+        self.run_slots = RunSlots(store.client, self.lease_s, store.keys)
         self._on_lost = on_lost
         self._on_orphan = on_orphan
         self._held: dict[tuple[str, str], None] = {}
+        # このプロセスが動かすランの、主体の同時ラン数の枠 (thread_id, run_id) -> 主体。リースと一緒に延ばす
+        self._slots: dict[tuple[str, str], str] = {}
         # このプロセスにソケットがあるスレッド (他のプロセスに「見ている者がいる」と知らせる)
         self._present: set[str] = set()
         self._lock = threading.Lock()
@@ -172,12 +176,15 @@ class ClusterRuntime:
                 logger.warning("run lease of %s could not be released (it expires by itself): %s", run_id, exc)
 
     def renew_now(self) -> None:
-        """持っているリースをすべて延ばす。延ばせなかったランは ``on_lost`` で止める。ソケットの在席も延ばす。"""
+        """持っているリースをすべて延ばす。延ばせなかったランは ``on_lost`` で止める。ソケットの在席と、
+        このプロセスのランの同時ラン数の枠も延ばす。"""
         with self._lock:
             held = list(self._held)
             present = list(self._present)
+            slots = [(principal, tid, rid) for (tid, rid), principal in self._slots.items()]
         if present:
             self._mark_present(present)
+        self.run_slots.renew(slots)
         for thread_id, run_id in held:
             if self.store.renew_run_lease(thread_id, run_id, self.process_id, self.lease_s):
                 continue
@@ -186,6 +193,29 @@ class ClusterRuntime:
             if lost:
                 logger.warning("run %s of thread %s lost its lease: stopping it here", run_id, thread_id)
                 self._on_lost(thread_id, run_id)
+
+    # ------------------------------------------------------------ 主体の同時ラン数 (全プロセス)
+
+    def reserve_run(self, principal: str, thread_id: str, run_id: str, limit: int) -> bool:
+        """主体の同時ラン数の枠を取る (上限 ``limit``、0 なら無制限)。取れたら更新の対象にして真。
+
+        Raises:
+            StoreUnavailable: Redis に届かないとき。
+        """
+        if not self.run_slots.acquire(principal, thread_id, run_id, limit):
+            return False
+        with self._lock:
+            self._slots[(thread_id, run_id)] = principal
+        return True
+
+    def release_run(self, principal: str, thread_id: str, run_id: str) -> None:
+        """ランの枠を返す (このプロセスのものなら更新もやめる)。返せなくても、延ばす者がいないので期限で消える。"""
+        with self._lock:
+            self._slots.pop((thread_id, run_id), None)
+        try:
+            self.run_slots.release(principal, thread_id, run_id)
+        except StoreUnavailable:
+            logger.warning("the run slot of %s could not be given back now (it expires by itself)", run_id)
 
     def holder(self, thread_id: str) -> tuple[str, str] | None:
         """スレッドのリースの持ち主 ``(process_id, run_id)`` (いなければ ``None``)。"""

@@ -223,10 +223,10 @@ class ThreadRegistry:
         return cluster
 
     def _close_orphan(self, run: Any, close_run: Any) -> None:
-        """持ち主を失ったランを ``interrupted`` で閉じ、その主体の共有の同時ラン数を 1 つ減らす。"""
+        """持ち主を失ったランを ``interrupted`` で閉じ、そのランの同時ラン数の枠を返す (返せなくても期限で消える)。"""
         owner = self.store.thread_owner(run.thread_id)
         if close_run(self.store, run) and owner is not None:
-            self.cluster.run_counter.release(owner)
+            self.cluster.release_run(owner, run.thread_id, run.run_id)
 
     def _command(self, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         """(ランの持ち主の側で) 別のプロセスのソケットからのコマンドを処理し、ack を返す。"""
@@ -494,10 +494,7 @@ class ThreadRegistry:
         if record.run_end(run_id):
             self._release_run(record.owner)
             if self.cluster is not None:
-                try:
-                    self.cluster.run_counter.release(record.owner)
-                except StoreUnavailable:
-                    logger.warning("could not decrease the shared run count of a principal (Redis unreachable)")
+                self.cluster.release_run(record.owner, record.id, run_id)
 
     def _release_run(self, principal: str) -> None:
         """主体の動いているランの数を 1 つ減らす。"""
@@ -572,7 +569,7 @@ class ThreadRegistry:
                         raise ProtocolError(RUN_IN_PROGRESS, f"run '{running}' is still active in this thread")
                     leased = True
                     limit = self.settings.config.server.max_active_runs_per_principal
-                    if not self.cluster.run_counter.acquire(record.owner, limit):
+                    if not self.cluster.reserve_run(record.owner, record.id, run_id, limit):
                         raise ProtocolError(
                             LIMIT_REACHED,
                             f"this principal already has {limit} active runs on all processes "
@@ -615,9 +612,9 @@ class ThreadRegistry:
         """始められなかったランのリースと共有の同時ラン数を返す (1 プロセスのときは何もしない)。"""
         if self.cluster is None:
             return
+        if counted:
+            self.cluster.release_run(record.owner, record.id, run_id)
         try:
-            if counted:
-                self.cluster.run_counter.release(record.owner)
             if leased:
                 self.cluster.release(record.id, run_id)
         except StoreUnavailable:
