@@ -34,6 +34,7 @@ from llm_router.cluster.connection import connect, new_process_id, unavailable_e
 from llm_router.cluster.follower import StreamFollower
 from llm_router.cluster.leases import RunLeases
 from llm_router.cluster.limits import RunSlots, SharedRateLimiter
+from llm_router.cluster.threads import OpenThreads
 from llm_router.core.schemas.errors import StoreUnavailable
 from llm_router.realtime.protocol_errors import INTERNAL, ProtocolError
 
@@ -94,6 +95,8 @@ class ClusterRuntime:
         )
         self.rate_limiter = SharedRateLimiter(store.client, cfg.server.rate_limit_per_minute, keys=store.keys)
         self.run_slots = RunSlots(store.client, self.lease_s, store.keys)
+        # 主体の使用中のスレッドの数 (server.max_threads_per_principal) を全プロセスで。在席の期限は _mark_present と同じ
+        self.open_threads = OpenThreads(store.client, self.process_id, self.lease_s * 3, store.keys)
         self._on_lost = on_lost
         self._on_orphan = on_orphan
         self._held: dict[tuple[str, str], None] = {}

@@ -364,6 +364,8 @@ class ThreadRegistry:
         if current is None and stored is not None:
             current = config_from_stored(stored, self.config_builder.enabled_server_tools())
         config, warnings = self.config_builder.build(payload, current)
+        if self.cluster is not None:
+            self._claim_in_use(principal, thread_id)
         if stored is None and existing is None:
             try:
                 self.store.create_thread(stored_from_config(thread_id, principal, config))
@@ -408,6 +410,39 @@ class ThreadRegistry:
             self.disconnect(sid)
         return start_ack(thread_id, config.model, config.tool_summary(), last_seq, warnings + resume_warnings)
 
+    def _claim_in_use(self, principal: str, thread_id: str) -> None:
+        """(複数のプロセス) スレッドを主体の使用中に数える。上限なら、どのプロセスにもソケットもランも無い最古の
+        スレッドを閉じて通し (このプロセスが開いていればここでも外す)、閉じられるものが無ければ ``limit_reached``。"""
+        limit = self.settings.config.server.max_threads_per_principal
+        try:
+            result = self.cluster.open_threads.open(principal, thread_id, limit)
+        except StoreUnavailable as exc:
+            raise store_refused(exc) from None
+        if result.evicted:
+            with self._lock:
+                for tid in result.evicted:
+                    self._forget(tid)
+        if not result.allowed:
+            raise ProtocolError(
+                LIMIT_REACHED,
+                f"this principal already has {limit} threads in use on all processes "
+                f"(server.max_threads_per_principal = {limit})",
+            )
+
+    def _release_in_use(self, closed: list[tuple[str, str]], force: bool = False) -> None:
+        """(複数のプロセス) このプロセスで閉じた ``(主体, スレッド)`` を主体の使用中から外す (``force`` でなければ、
+        どのプロセスでも空きのものだけ)。Redis に届かなければ、次に上限に当たったときの検査が外す。"""
+        if self.cluster is None:
+            return
+        by_owner: dict[str, list[str]] = {}
+        for owner, tid in closed:
+            by_owner.setdefault(owner, []).append(tid)
+        for owner, tids in by_owner.items():
+            try:
+                self.cluster.open_threads.close(owner, tids, force=force)
+            except StoreUnavailable as exc:
+                logger.warning("threads in use not updated: %s", exc)
+
     def _create_or_get(
         self, thread_id: str, principal: str, config: ThreadConfig, stored: StoredThread | None
     ) -> ThreadRecord:
@@ -448,7 +483,8 @@ class ThreadRegistry:
             ProtocolError: ``limit_reached`` (閉じられるスレッドが無い)。
         """
         limit = self.settings.config.server.max_threads_per_principal
-        if limit <= 0 or len(owned) < limit:
+        if limit <= 0 or len(owned) < limit or self.cluster is not None:
+            # 複数のプロセスでは全プロセスを合わせて数える (start の _claim_in_use)
             return
         idle: list[tuple[float, str]] = []
         for tid in owned:
@@ -842,6 +878,7 @@ class ThreadRegistry:
                 self._forget(record.id, force=True)
                 for other in sids:
                     self._sid_threads.get(other, set()).discard(record.id)
+            self._release_in_use([(principal, record.id)], force=True)
             for other in sids:
                 try:
                     record.emitter.detach(other)
@@ -912,8 +949,10 @@ class ThreadRegistry:
             for tid, r in self._threads.items():
                 with r.lock:
                     if not r.sids and r.active is None and now - r.last_activity > ttl:
-                        stale.append(tid)
-            return [tid for tid in stale if self._forget(tid)]
+                        stale.append((r.owner, tid))
+            closed = [(owner, tid) for owner, tid in stale if self._forget(tid)]
+        self._release_in_use(closed)
+        return [tid for _, tid in closed]
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """全ランを ``shutdown`` でキャンセルし、終わるまで (最大 ``timeout`` 秒) 待つ。

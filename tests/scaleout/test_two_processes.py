@@ -327,3 +327,49 @@ def test_redis_restarted_empty_lets_the_thread_start_again_on_both_processes(clu
     fresh_b.wait_run_end(run_id)
     assert_same_log(fresh_a, fresh_b, thread_id)
     assert thread_log(fresh_a, thread_id)[0][0] == 1
+
+
+def test_the_thread_cap_counts_and_evicts_across_processes(cluster: Cluster):
+    """``server.max_threads_per_principal`` は 2 つのプロセスを合わせて数える: A と B に 1 つずつ使用中のスレッドが
+    あれば 3 つ目の新しいスレッドは ``limit_reached``。別のプロセスでランが動いているスレッドは (ソケットが
+    無くても) 空きではない。どこにもソケットもランも無くなった B のスレッドは、A の新しい ``start`` が閉じて通す
+    (ストアには残り、``get_history`` で読める)。"""
+    extra = ("server.max_threads_per_principal=2", "agent.disconnect_timeout_s=60")
+    a, b = cluster.add(*extra), cluster.add(*extra)
+    on_a, on_b = cluster.client(a), cluster.client(b)
+    first = on_a.start()["thread_id"]
+    second = on_b.start()["thread_id"]
+    refused = cluster.client(a).start()
+    assert refused["ok"] is False and refused["error"]["code"] == "limit_reached", refused
+    assert "server.max_threads_per_principal" in refused["error"]["message"]
+
+    # B のランが動いている間は、B のソケットが切れても second は使用中
+    run_id = on_b.send_message(second, "[stall] 長い話")["run_id"]
+    on_b.wait_for("text_delta", lambda e: e["run_id"] == run_id)
+    on_b.disconnect()
+    probe = connect(cluster.redis.url, TEST_REDIS)
+    try:
+        present = f"llm_router:t:{second}:present"
+        wait_until(lambda: probe.zcard(present) == 0, timeout=10)
+        busy = cluster.client(a).start()
+        assert busy["ok"] is False and busy["error"]["code"] == "limit_reached", "a live run on B is not idle"
+
+        # 既にあるスレッドへの start は数に入らない: A から second を開いてランを止め、また離れる
+        helper = cluster.client(a)
+        assert helper.start(thread_id=second)["ok"]
+        assert helper.call("cancel", {"thread_id": second}) == {"ok": True, "cancelled": True}
+        helper.wait_run_end(run_id)
+        helper.disconnect()
+        wait_until(lambda: probe.zcard(present) == 0, timeout=10)
+    finally:
+        probe.close()
+
+    # second はどこにもソケットもランも無い: A の新しいスレッドはそれを閉じて通る
+    on_new = cluster.client(a)
+    third = on_new.start()
+    assert third["ok"], third
+    reopen = cluster.client(b).start(thread_id=second)
+    assert reopen["ok"] is False and reopen["error"]["code"] == "limit_reached", "first and third are in use"
+    history = on_new.call("get_history", {"thread_id": second})
+    assert history["ok"] and history["messages"], "a closed thread stays in the store"
+    assert on_a.send_message(first, "まだ使える")["ok"]
