@@ -54,6 +54,8 @@ class ClusterRuntime:
         deliver: 他のプロセスが書いたイベントを自分のソケットへ届ける関数 ``deliver(thread_id, events)``。
         on_lost: リースを延ばせなかったランを止める関数 ``on_lost(thread_id, run_id)``。
         on_orphan: 持ち主を失ったランを閉じる関数 ``on_orphan(active_run)`` (そのランのリースを取った後で呼ぶ)。
+        on_gone: このプロセスにソケットのあるスレッドが Redis から消えたときに呼ぶ関数 ``on_gone(thread_id, reason)``
+            (``reason`` は ``deleted``: 別のプロセスが消した / ``store_reset``: Redis が中身なしで再起動した)。
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class ClusterRuntime:
         deliver: Deliver,
         on_lost: Callable[[str, str], Any],
         on_orphan: Callable[[Any], Any],
+        on_gone: Callable[[str, str], Any] | None = None,
     ) -> None:
         """部品を作る (まだ動かさない: :meth:`start`)。"""
         cfg = settings.config
@@ -99,6 +102,10 @@ class ClusterRuntime:
         self.open_threads = OpenThreads(store.client, self.process_id, self.lease_s * 3, store.keys)
         self._on_lost = on_lost
         self._on_orphan = on_orphan
+        self._on_gone = on_gone
+        # Redis の中身の世代 (<prefix>:epoch)。変われば Redis が空になった (永続化なしの再起動)
+        self._epoch_key = f"{store.keys.prefix}:epoch"
+        self._epoch: bytes | None = None
         self._held: dict[tuple[str, str], None] = {}
         # このプロセスが動かすランの、主体の同時ラン数の枠 (thread_id, run_id) -> 主体。リースと一緒に延ばす
         self._slots: dict[tuple[str, str], str] = {}
@@ -112,6 +119,10 @@ class ClusterRuntime:
 
     def start(self) -> None:
         """コマンドの受信、ストリームの追従、リースの更新、持ち主を失ったランの検査を始める。"""
+        try:
+            self._epoch = self._current_epoch()
+        except StoreUnavailable as exc:
+            logger.warning("redis epoch not read yet: %s", exc)
         self.bus.start()
         self.follower.start()
         for name, interval, tick in (
@@ -186,7 +197,7 @@ class ClusterRuntime:
             present = list(self._present)
             slots = [(principal, tid, rid) for (tid, rid), principal in self._slots.items()]
         if present:
-            self._mark_present(present)
+            self._notify_gone(present, self._mark_present(present))
         self.run_slots.renew(slots)
         for thread_id, run_id in held:
             if self.store.renew_run_lease(thread_id, run_id, self.process_id, self.lease_s):
@@ -291,8 +302,8 @@ class ClusterRuntime:
         """スレッドにソケットを持つプロセスの sorted set (点数は在席の期限のミリ秒)。"""
         return f"{self.store.keys.prefix}:t:{thread_id}:present"
 
-    def _mark_present(self, thread_ids: list[str]) -> None:
-        """在席の期限 (リースの 3 倍) を延ばす。"""
+    def _mark_present(self, thread_ids: list[str]) -> list[bool]:
+        """在席の期限 (リースの 3 倍) を延ばす。同じ往復で、それぞれのスレッドがまだ Redis にあるかを返す。"""
         ttl_ms = int(self.lease_s * 3000)
         until = int(time.time() * 1000) + ttl_ms
         client = self.store.client
@@ -301,8 +312,37 @@ class ClusterRuntime:
             key = self._presence_key(thread_id)
             pipe.zadd(key, {self.process_id: until})
             pipe.pexpire(key, ttl_ms)
+            pipe.exists(f"{self.store.keys.prefix}:t:{thread_id}:record")
         with unavailable_errors(client, "socket presence"):
-            pipe.execute()
+            rows = pipe.execute()
+        return [bool(rows[3 * i + 2]) for i in range(len(thread_ids))]
+
+    def _current_epoch(self) -> bytes | None:
+        """Redis の中身の世代 (無ければ新しく書く)。"""
+        import uuid
+
+        client = self.store.client
+        with unavailable_errors(client, "redis epoch"):
+            pipe = client.pipeline(transaction=False)
+            pipe.set(self._epoch_key, uuid.uuid4().hex, nx=True)
+            pipe.get(self._epoch_key)
+            return pipe.execute()[1]
+
+    def _notify_gone(self, thread_ids: list[str], stored: list[bool]) -> None:
+        """ソケットのあるスレッドが Redis から消えていれば ``on_gone`` で知らせる。
+
+        Redis の世代が変わった (中身なしで再起動した) ときは、このプロセスが開いているスレッドはすべて古いので、
+        同じ id のスレッドが新しく作られていても知らせる (``store_reset``)。
+        """
+        epoch = self._current_epoch()
+        reset = self._epoch is not None and epoch != self._epoch
+        self._epoch = epoch
+        if self._on_gone is None:
+            return
+        reason = "store_reset" if reset else "deleted"
+        for thread_id, exists in zip(thread_ids, stored, strict=True):
+            if reset or not exists:
+                self._on_gone(thread_id, reason)
 
     def present(self, thread_id: str) -> None:
         """このプロセスにスレッドのソケットがある (他のプロセスの切断タイムアウトがランを止めないように)。"""

@@ -218,6 +218,7 @@ class ThreadRegistry:
             deliver=self._deliver_logged,
             on_lost=self._lease_lost,
             on_orphan=lambda run: self._close_orphan(run, close_run),
+            on_gone=self._thread_gone,
         )
         cluster.start()
         return cluster
@@ -262,6 +263,38 @@ class ThreadRegistry:
         run = self._active_run(record, run_id) if record is not None else None
         if run is not None:
             run.cancel(mode="now", reason="shutdown")
+
+    def _thread_gone(self, thread_id: str, reason: str) -> None:
+        """(複数のプロセス) ソケットのあるスレッドが Redis から消えた (別のプロセスが ``delete_thread`` した、または
+        永続化していない Redis が再起動した): ``delete_thread`` のときと同じく、このプロセスから外し、ソケットに
+        ``thread_deleted`` を送ってルームから外す。このプロセスでランが動いていれば、その終わりを待って次の回に。"""
+        record = self._threads.get(thread_id)
+        if record is None:
+            self.cluster.absent(thread_id)
+            return
+        with record.emitter.lock:
+            with self._lock:
+                with record.lock:
+                    if record.active is not None:
+                        return
+                    sids = set(record.sids)
+                    record.sids.clear()
+                self._forget(record.id, force=True)
+                for other in sids:
+                    self._sid_threads.get(other, set()).discard(record.id)
+        self.cluster.unwatch(thread_id)
+        self.cluster.absent(thread_id)
+        self._tell_deleted(record, sids, reason)
+
+    def _tell_deleted(self, record: ThreadRecord, sids: set[str], reason: str) -> None:
+        """消えたスレッドのソケットに ``thread_deleted`` (ログに無い知らせ、``seq`` なし) を送り、ルームから外す。"""
+        notice = {"type": "thread_deleted", "thread_id": record.id, "reason": reason, "ts": time.time()}
+        for sid in sids:
+            try:
+                self.socketio.emit("thread_deleted", notice, to=sid, namespace=NAMESPACE)
+                record.emitter.detach(sid)
+            except Exception:
+                logger.debug("socket %s already left the room", sid)
 
     def _cluster_busy(self, record: ThreadRecord) -> None:
         """別のプロセスがこのスレッドのランを動かしていれば ``run_in_progress``。"""
@@ -879,11 +912,10 @@ class ThreadRegistry:
                 for other in sids:
                     self._sid_threads.get(other, set()).discard(record.id)
             self._release_in_use([(principal, record.id)], force=True)
-            for other in sids:
-                try:
-                    record.emitter.detach(other)
-                except Exception:
-                    logger.debug("socket %s already left the room", other)
+            self._tell_deleted(record, sids, "deleted")
+        if self.cluster is not None:
+            self.cluster.unwatch(record.id)
+            self.cluster.absent(record.id)
         return {"ok": True, "thread_id": record.id}
 
     # ------------------------------------------------------------ 切断と終了

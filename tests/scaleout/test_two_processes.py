@@ -373,3 +373,32 @@ def test_the_thread_cap_counts_and_evicts_across_processes(cluster: Cluster):
     history = on_new.call("get_history", {"thread_id": second})
     assert history["ok"] and history["messages"], "a closed thread stays in the store"
     assert on_a.send_message(first, "まだ使える")["ok"]
+
+
+def test_sockets_on_every_process_are_told_when_their_thread_is_gone(cluster: Cluster):
+    """スレッドが消えると、どのプロセスのソケットにも ``thread_deleted`` が届く: A の ``delete_thread`` なら
+    (``reason: deleted``) A と B のソケットに、永続化していない Redis の再起動なら (``reason: store_reset``)
+    両方のプロセスのソケットに。知らされた B の ``user_message`` は ``unknown_thread``、``start`` で開き直せる。"""
+    a, b = cluster.add(), cluster.add()
+    on_a, on_b = cluster.client(a), cluster.client(b)
+    doomed = on_a.start()["thread_id"]
+    assert on_b.start(thread_id=doomed)["ok"]
+    kept = on_a.start()["thread_id"]
+    assert on_b.start(thread_id=kept)["ok"]
+    first = on_b.send_message(kept, "最初")["run_id"]
+    on_a.wait_run_end(first)
+
+    assert on_a.call("delete_thread", {"thread_id": doomed}) == {"ok": True, "thread_id": doomed}
+    for client in (on_a, on_b):
+        notice = client.wait_for("thread_deleted", lambda e: e["thread_id"] == doomed, timeout=10)
+        assert notice["reason"] == "deleted" and "seq" not in notice
+    lost = on_b.send_message(doomed, "消えた後")
+    assert lost["ok"] is False and lost["error"]["code"] == "unknown_thread", lost
+
+    cluster.redis.restart()
+    for client in (on_a, on_b):
+        notice = client.wait_for("thread_deleted", lambda e: e["thread_id"] == kept, timeout=15)
+        assert notice["reason"] == "store_reset"
+    assert not [e for e in on_b.event_payloads("thread_deleted") if e["thread_id"] == kept][1:], "told once"
+    ack = on_b.start(thread_id=kept)
+    assert ack["ok"] and ack["last_seq"] == 0, ack
