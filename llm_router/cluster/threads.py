@@ -6,7 +6,7 @@
   を ``ZRANGE ... BYLEX REV`` で新しい順に読む。同じ時刻のスレッドも順序が決まり、カーソル (最後のメンバー)
   から続きを読んでも抜けも重複も出ない。カーソルはそのメンバーを URL で安全な base64 にした不透明な文字列。
 - 作成・更新は Lua で原子的に: 別の主体のスレッドの上書きは ``forbidden``、スレッド数の上限は作成のときに
-  全プロセスを通して検査する (``ThreadCapReached``)。
+  全プロセスを通して検査する (``limit_reached``)。断るときはどれも :class:`~llm_router.cluster.connection.Refused`。
 - 削除は、実行中のランがあれば断り (``run_in_progress``)、なければ記録・履歴・イベントログ・``seq``・
   一覧の項目をまとめて消す。
 """
@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llm_router.cluster.connection import Keys, unavailable_errors
+from llm_router.cluster.connection import Keys, Refused, unavailable_errors
 
 if TYPE_CHECKING:
     import redis
@@ -111,36 +111,6 @@ return removed
 _CURSOR = re.compile(r"^\d{20}\|.{1,200}$")
 
 
-class ThreadError(Exception):
-    """スレッドの操作の拒否。``code`` はプロトコルのエラーコード。"""
-
-    code = "invalid_payload"
-
-
-class UnknownThread(ThreadError):
-    """そのスレッドは無い。"""
-
-    code = "unknown_thread"
-
-
-class ThreadForbidden(ThreadError):
-    """別の主体のスレッド。"""
-
-    code = "forbidden"
-
-
-class ThreadCapReached(ThreadError):
-    """主体のスレッド数が上限に達した (全プロセスを通して)。"""
-
-    code = "rate_limited"
-
-
-class ThreadBusy(ThreadError):
-    """実行中のランがあるので断った。"""
-
-    code = "run_in_progress"
-
-
 @dataclass(frozen=True)
 class ThreadPage:
     """一覧の 1 ページ。``next_cursor`` は続きがあるときだけ。"""
@@ -195,8 +165,8 @@ class RedisThreadRecords:
             max_threads: 作るときの、持ち主のスレッド数の上限 (0 なら無制限)。
 
         Raises:
-            ThreadForbidden: 別の主体の同じ id のスレッドがあるとき (何も変えない)。
-            ThreadCapReached: 作ろうとして上限に達していたとき (何も変えない)。
+            Refused: 別の主体の同じ id のスレッドがあるとき (``forbidden``)、作ろうとして上限に達していたとき
+                (``limit_reached``)。どちらも何も変えない。
             StoreUnavailable: Redis に届かないとき。
         """
         thread_id, owner = str(record["thread_id"]), str(record["owner"])
@@ -210,9 +180,9 @@ class RedisThreadRecords:
                 )
             )
         if result == -1:
-            raise ThreadForbidden(f"thread {thread_id!r} belongs to another principal")
+            raise Refused("forbidden", f"thread {thread_id!r} belongs to another principal")
         if result == -2:
-            raise ThreadCapReached(f"principal has reached the thread limit ({max_threads})")
+            raise Refused("limit_reached", f"principal has reached the thread limit ({max_threads})")
         return result == 1
 
     def get(self, thread_id: str) -> dict[str, Any] | None:
@@ -225,14 +195,13 @@ class RedisThreadRecords:
         """``principal`` の記録を返す。
 
         Raises:
-            UnknownThread: 無いとき。
-            ThreadForbidden: 別の主体のものとき。
+            Refused: 無いとき (``unknown_thread``)、別の主体のものとき (``forbidden``)。
         """
         record = self.get(thread_id)
         if record is None:
-            raise UnknownThread(f"unknown thread {thread_id!r}")
+            raise Refused("unknown_thread", f"unknown thread {thread_id!r}")
         if record.get("owner") != principal:
-            raise ThreadForbidden(f"thread {thread_id!r} belongs to another principal")
+            raise Refused("forbidden", f"thread {thread_id!r} belongs to another principal")
         return record
 
     def list(self, owner: str, limit: int = 50, before: str | None = None) -> ThreadPage:
@@ -294,8 +263,8 @@ class RedisThreadRecords:
         """スレッドに関するものをすべて消す。あって消したら真、無ければ偽。
 
         Raises:
-            ThreadForbidden: 別の主体のものとき。
-            ThreadBusy: 実行中のラン (貸与、または持ち主を失ったランの後始末待ち) があるとき。
+            Refused: 別の主体のものとき (``forbidden``)、実行中のラン (貸与、または持ち主を失ったランの後始末待ち)
+                があるとき (``run_in_progress``)。
         """
         k = self.keys
         with unavailable_errors(self.client, "thread delete"):
@@ -314,9 +283,9 @@ class RedisThreadRecords:
                 )
             )
         if result == -1:
-            raise ThreadForbidden(f"thread {thread_id!r} belongs to another principal")
+            raise Refused("forbidden", f"thread {thread_id!r} belongs to another principal")
         if result == -2:
-            raise ThreadBusy(f"thread {thread_id!r} has a run in progress")
+            raise Refused("run_in_progress", f"thread {thread_id!r} has a run in progress")
         return result == 1
 
 
@@ -355,7 +324,7 @@ class OpenThreads:
 
     def _key(self, principal: str) -> str:
         """主体の使用中の表。"""
-        return f"{self.keys.prefix}:owner:{principal}:open"
+        return self.keys.in_use(principal)
 
     def open(self, principal: str, thread_id: str, limit: int) -> OpenResult:
         """スレッドを主体の使用中に数える (既に数えていれば時刻を新しくするだけ)。

@@ -104,7 +104,7 @@ class ClusterRuntime:
         self._on_orphan = on_orphan
         self._on_gone = on_gone
         # Redis の中身の世代 (<prefix>:epoch)。変われば Redis が空になった (永続化なしの再起動)
-        self._epoch_key = f"{store.keys.prefix}:epoch"
+        self._epoch_key = store.keys.epoch()
         self._epoch: bytes | None = None
         self._held: dict[tuple[str, str], None] = {}
         # このプロセスが動かすランの、主体の同時ラン数の枠 (thread_id, run_id) -> 主体。リースと一緒に延ばす
@@ -300,7 +300,7 @@ class ClusterRuntime:
 
     def _presence_key(self, thread_id: str) -> str:
         """スレッドにソケットを持つプロセスの sorted set (点数は在席の期限のミリ秒)。"""
-        return f"{self.store.keys.prefix}:t:{thread_id}:present"
+        return self.store.keys.presence(thread_id)
 
     def _mark_present(self, thread_ids: list[str]) -> list[bool]:
         """在席の期限 (リースの 3 倍) を延ばす。同じ往復で、それぞれのスレッドがまだ Redis にあるかを返す。"""
@@ -312,7 +312,7 @@ class ClusterRuntime:
             key = self._presence_key(thread_id)
             pipe.zadd(key, {self.process_id: until})
             pipe.pexpire(key, ttl_ms)
-            pipe.exists(f"{self.store.keys.prefix}:t:{thread_id}:record")
+            pipe.exists(self.store.keys.thread(thread_id))
         with unavailable_errors(client, "socket presence"):
             rows = pipe.execute()
         return [bool(rows[3 * i + 2]) for i in range(len(thread_ids))]

@@ -9,6 +9,8 @@
 上限 (docs/protocol.md「上限」): 主体ごとのスレッド数 ``server.max_threads_per_principal`` (超える ``start`` は、
 ソケットもランも無いその主体の最古のスレッドを消して通す。そういうスレッドが無ければ ``limit_reached``)、
 主体ごとの同時のラン数 ``server.max_active_runs_per_principal`` (超える ``user_message`` は ``limit_reached``)。
+複数のプロセス (``store.backend=redis``) では、どちらも全プロセスを合わせて Redis で数える (``ClusterRuntime`` の
+``open_threads`` と ``run_slots``。閉じるのは、どのプロセスにもソケットもランも無いスレッドだけ)。
 使われていないスレッドは ``server.thread_sweep_interval_s`` ごとのバックグラウンドの見回りで消す。
 
 ランは ``socketio.start_background_task`` で動く。ソケットが切れてもランは続き、スレッドのソケットが

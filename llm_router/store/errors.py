@@ -4,14 +4,7 @@ from __future__ import annotations
 
 from llm_router.core.schemas.errors import ConfigurationError, LLMRouterError, StoreUnavailable
 
-__all__ = [
-    "LeaseLost",
-    "RunAlreadyEnded",
-    "StoreConfigurationError",
-    "StoreUnavailable",
-    "ThreadExists",
-    "UnknownThread",
-]
+__all__ = ["RunAlreadyEnded", "StoreConfigurationError", "StoreUnavailable", "ThreadExists", "UnknownThread"]
 
 
 class UnknownThread(LLMRouterError):
@@ -42,10 +35,3 @@ class StoreConfigurationError(ConfigurationError):
 
 class RunAlreadyEnded(StoreUnavailable):
     """終わりの記録のあるランの終わりをもう一度書こうとした (redis: 別のプロセスが先に閉じた)。何も書かれていない。"""
-
-
-class LeaseLost(RunAlreadyEnded):
-    """(redis) 書き手がランのリースをもう持っていない (期限切れ、または別のプロセスが取った)。何も書かれていない。
-
-    ``RunAlreadyEnded`` の一種: 書けなかった終わりは記録せず、ランは別のプロセスが ``interrupted`` で閉じる。
-    """

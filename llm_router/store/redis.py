@@ -46,9 +46,9 @@ from llm_router.store.base import (
     DEFAULT_LIST_LIMIT,
     ActiveRun,
     CommitItem,
-    HistoryChange,
     LogBounds,
     LogLimits,
+    Store,
     ThreadPage,
     ThreadSummary,
     check_limit,
@@ -58,7 +58,6 @@ from llm_router.store.base import (
     encode_event,
 )
 from llm_router.store.errors import (
-    LeaseLost,
     RunAlreadyEnded,
     StoreConfigurationError,
     StoreUnavailable,
@@ -290,7 +289,7 @@ def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-class RedisStore:
+class RedisStore(Store):
     """Redis のストア (継ぎ目の :class:`~llm_router.store.base.Store`)。
 
     Args:
@@ -324,7 +323,8 @@ class RedisStore:
         """以後、ランのイベントは ``owner_id`` がそのランの期限内のリースを持つときだけ書く (fencing)。
 
         リースが切れた (長く止まっていた) 持ち主は、別のプロセスがランを閉じる前でも 1 件も書けない:
-        書こうとすると :class:`LeaseLost` で、何も書かれない。``run_started`` と ``thread_rewound`` は検査しない。
+        書こうとすると :class:`~llm_router.store.errors.RunAlreadyEnded` (終わりを書きそびれたランと同じ扱い:
+        ランは別のプロセスが ``interrupted`` で閉じる) で、何も書かれない。``run_started`` と ``thread_rewound`` は検査しない。
         """
         self.writer_id = owner_id
 
@@ -361,7 +361,7 @@ class RedisStore:
                 if "UNKNOWN_THREAD" in text:
                     raise UnknownThread(thread_id) from None
                 if "LEASE_LOST" in text:
-                    raise LeaseLost(
+                    raise RunAlreadyEnded(
                         f"redis: this process no longer holds the run lease in thread '{thread_id}' "
                         "(it expired or another process took it); nothing was written"
                     ) from None
@@ -487,22 +487,21 @@ class RedisStore:
 
     # ------------------------------------------------------------ イベントと履歴
 
-    def append(self, thread_id: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """イベントを足す (:meth:`commit` の短縮)。"""
-        return self.commit(thread_id, events)
+    def commit_batch(self, items: Sequence[CommitItem]) -> None:
+        """項目ごとに 1 つの Lua スクリプトで書く (各項目は全部か何もなし、結果か誤りは項目に入る)。
 
-    def commit(
-        self,
-        thread_id: str,
-        events: Sequence[dict[str, Any]] = (),
-        *,
-        history: HistoryChange | None = None,
-        title: str | None = None,
-        run_started: str | None = None,
-        run_ended: str | None = None,
-        now: float | None = None,
-    ) -> list[dict[str, Any]]:
+        ``commit`` と ``append`` は継ぎ目 (:class:`~llm_router.store.base.Store`) の既定の実装がこれを呼ぶ。
+        """
+        for item in items:
+            try:
+                item.result = self._commit_item(item)
+            except Exception as exc:
+                item.error = exc
+
+    def _commit_item(self, item: CommitItem) -> list[dict[str, Any]]:
         """イベント・履歴・題名・ランの記録を 1 つの Lua スクリプトで書き、各イベントに ``seq`` を入れて返す。"""
+        thread_id, events, history, title = item.thread_id, item.events, item.history, item.title
+        run_started, run_ended, now = item.run_started, item.run_ended, item.now
         check_title(title)
         now = self._clock() if now is None else now
         bodies = []
@@ -553,22 +552,6 @@ class RedisStore:
         for i, event in enumerate(events):
             event["seq"] = first + i
         return list(events)
-
-    def commit_batch(self, items: Sequence[CommitItem]) -> None:
-        """項目ごとに :meth:`commit` する (各項目は全部か何もなし、結果か誤りは項目に入る)。"""
-        for item in items:
-            try:
-                item.result = self.commit(
-                    item.thread_id,
-                    item.events,
-                    history=item.history,
-                    title=item.title,
-                    run_started=item.run_started,
-                    run_ended=item.run_ended,
-                    now=item.now,
-                )
-            except Exception as exc:
-                item.error = exc
 
     def trim(self, thread_id: str, now: float | None = None) -> int:
         """上限を超えた古いイベントを捨て、捨てた件数を返す。"""

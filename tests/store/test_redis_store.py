@@ -160,9 +160,11 @@ def test_a_new_run_waits_for_the_open_run_to_be_closed(shared_redis_server):
 
 def test_a_writer_whose_lease_expired_cannot_append_before_another_process_closes_the_run(shared_redis_server):
     """リースの期限が過ぎた持ち主 (長く止まっていたプロセス A) は、別のプロセスがランを閉じる前でも、そのランの
-    イベントを 1 件も書けず (``LeaseLost``、ログは変わらない)、期限の過ぎたリースを延ばすこともできない。
+    イベントを 1 件も書けず (``RunAlreadyEnded``、ログは変わらない)、期限の過ぎたリースを延ばすこともできない。
     引き取った B は同じランを ``interrupted`` で閉じられ、A の書きそびれた終わりは断られる。"""
-    from llm_router.store.errors import LeaseLost, RunAlreadyEnded
+    from llm_router.store.errors import RunAlreadyEnded
+
+    lease_lost = "no longer holds the run lease"
 
     prefix = f"f{uuid.uuid4().hex[:8]}"
     clock = [1000.0]
@@ -177,7 +179,7 @@ def test_a_writer_whose_lease_expired_cannot_append_before_another_process_close
         store_a.commit("thr_1", [event(run_id="run_1", type="run_started")], run_started="run_1")
         assert [e["seq"] for e in store_a.commit("thr_1", [event(run_id="run_1")])] == [2]
         clock[0] += 61
-        with pytest.raises(LeaseLost):
+        with pytest.raises(RunAlreadyEnded, match=lease_lost):
             store_a.commit("thr_1", [event(run_id="run_1")])
         assert store_b.bounds("thr_1").last_seq == 2, "nothing was appended by the writer whose lease expired"
         assert not store_a.renew_run_lease("thr_1", "run_1", "proc-a", 60), "an expired lease is not extended"
@@ -185,12 +187,12 @@ def test_a_writer_whose_lease_expired_cannot_append_before_another_process_close
         # Redis の上でもリースが消えた (PX が過ぎた) 後も同じ: まだ誰もランを閉じていなくても書けない
         store_a.client.delete(f"{prefix}:t:thr_1:lease")
         clock[0] = 1000.0
-        with pytest.raises(LeaseLost):
+        with pytest.raises(RunAlreadyEnded, match=lease_lost):
             store_a.commit("thr_1", [event(run_id="run_1")])
 
         # B が引き取って閉じる。A の書きそびれた終わりはその後も書かれない (終わりは 1 つだけ)
         assert store_b.acquire_run_lease("thr_1", "run_1", "proc-b", 60)
-        with pytest.raises(LeaseLost):
+        with pytest.raises(RunAlreadyEnded, match=lease_lost):
             store_a.commit("thr_1", [event(run_id="run_1")])
         store_b.commit("thr_1", [event(run_id="run_1", type="run_error")], run_ended="run_1")
         with pytest.raises(RunAlreadyEnded):
