@@ -51,10 +51,7 @@ from llm_router.store.base import (
     Store,
     ThreadPage,
     ThreadSummary,
-    check_limit,
     check_title,
-    decode_cursor,
-    encode_cursor,
     encode_event,
 )
 from llm_router.store.errors import (
@@ -428,16 +425,13 @@ class RedisStore(Store):
 
     def list_threads(self, owner: str, limit: int = DEFAULT_LIST_LIMIT, before: str | None = None) -> ThreadPage:
         """所有者のスレッドを ``(updated_at, thread_id)`` の降順で。"""
-        check_limit(limit)
-        upper = "+"
-        if before is not None:
-            updated_at, thread_id = decode_cursor(before)
-            upper = "(" + order_key(updated_at, thread_id)
+        bound = ThreadPage.start(limit, before)
+        upper = "(" + order_key(*bound) if bound is not None else "+"
         with unavailable_errors(self.client, "thread list"):
             members = self.client.zrange(
                 self.keys.owner_index(owner), upper, "-", desc=True, bylex=True, offset=0, num=limit + 1
             )
-            ids = [_text(m).split("|", 1)[1] for m in members[:limit]]
+            ids = [_text(m).split("|", 1)[1] for m in members]
             pipe = self.client.pipeline(transaction=False)
             for tid in ids:
                 pipe.hmget(self._k(tid, "record"), "title", "config", "created_at", "updated_at", "active_run")
@@ -459,11 +453,7 @@ class RedisStore(Store):
                     _text(active) if active else None,
                 )
             )
-        cursor = None
-        if len(members) > limit and summaries:
-            last = summaries[-1]
-            cursor = encode_cursor(last.updated_at, last.thread_id)
-        return ThreadPage(summaries, cursor)
+        return ThreadPage.of(summaries, limit)
 
     def update_thread(
         self, thread_id: str, *, title: str | None = None, config: StoredThread | None = None, now: float | None = None
