@@ -455,12 +455,8 @@ class RedisStore(Store):
             )
         return ThreadPage.of(summaries, limit)
 
-    def update_thread(
-        self, thread_id: str, *, title: str | None = None, config: StoredThread | None = None, now: float | None = None
-    ) -> None:
-        """題名か設定を変え、``updated_at`` を進める。"""
-        check_title(title)
-        now = self._clock() if now is None else now
+    def _update_thread(self, thread_id: str, title: str | None, config: StoredThread | None, now: float) -> None:
+        """題名か設定を書き、``updated_at`` を ``now`` にする (検証と時刻は :meth:`Store.update_thread`)。"""
         args = [
             _NONE if title is None else json.dumps(title, ensure_ascii=False),
             _NONE if config is None else json.dumps(config.config_dict(), ensure_ascii=False),
