@@ -19,9 +19,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from llm_router.cluster.connection import Keys, unavailable_errors
+from llm_router.cluster.connection import Backoff, Keys, Refused, unavailable_errors
+from llm_router.core.schemas.errors import LLMRouterError
 
 if TYPE_CHECKING:
     import redis
@@ -34,26 +36,15 @@ Handler = Callable[[str, dict[str, Any]], dict[str, Any]]
 _STOP = "__stop__"
 
 
-class CommandError(Exception):
-    """コマンドが持ち主に届かなかった、または答えが無かった。``code`` はプロトコルのエラーコード。"""
-
-    code = "internal"
-
-
-class NoRunOwner(CommandError):
-    """スレッドに実行中のラン (貸与) が無い。"""
-
-    code = "no_active_run"
-
-
-class CommandTimeout(CommandError):
+class CommandTimeout(LLMRouterError):
     """持ち主が期限までに答えなかった (死んだか詰まっている)。"""
 
     code = "timeout"
 
 
+@dataclass
 class CommandBus:
-    """このプロセスのコマンドの受信と、他のプロセスへの送信。
+    """このプロセスのコマンドの受信と、他のプロセスへの送信 (作っただけでは受信を始めない: :meth:`start`)。
 
     Args:
         client: 送信と返事の書き込みに使うクライアント。
@@ -65,26 +56,15 @@ class CommandBus:
         keys: キーの名前。
     """
 
-    def __init__(
-        self,
-        client: redis.Redis,
-        blocking_client: redis.Redis,
-        process_id: str,
-        handler: Handler,
-        default_timeout_s: float = 5.0,
-        poll_s: float = 1.0,
-        keys: Keys | None = None,
-    ) -> None:
-        """まだ受信は始めない (:meth:`start`)。"""
-        self.client = client
-        self.blocking_client = blocking_client
-        self.process_id = process_id
-        self.handler = handler
-        self.default_timeout_s = default_timeout_s
-        self.poll_s = poll_s
-        self.keys = keys or Keys()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    client: redis.Redis
+    blocking_client: redis.Redis
+    process_id: str
+    handler: Handler
+    default_timeout_s: float = 5.0
+    poll_s: float = 1.0
+    keys: Keys = field(default_factory=Keys)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
 
     # --- 受信側 ---------------------------------------------------------------------------------------
 
@@ -112,21 +92,14 @@ class CommandBus:
         import redis
 
         key = self.keys.commands(self.process_id)
-        backoff = 0.05
-        down = False
+        backoff = Backoff("command bus", self._stop)
         while not self._stop.is_set():
             try:
                 item = self.blocking_client.blpop([key], timeout=self.poll_s)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if not down:
-                    log.warning("command bus: redis unavailable (%s); retrying", type(exc).__name__)
-                    down = True
-                self._stop.wait(backoff)
-                backoff = min(1.0, backoff * 2)
+                backoff.failed(exc)
                 continue
-            if down:
-                log.info("command bus: redis reachable again")
-                down, backoff = False, 0.05
+            backoff.reached()
             if item is None:
                 continue
             self._handle(item[1])
@@ -199,12 +172,12 @@ class CommandBus:
         """スレッドの実行中のランの持ち主 (貸与から) へ送る。``payload`` には ``thread_id`` と ``run_id`` を足す。
 
         Raises:
-            NoRunOwner: 実行中のランが無いとき。
+            Refused: 実行中のランが無いとき (``code`` は ``no_active_run``)。
             CommandTimeout: 持ち主が答えなかったとき。
             StoreUnavailable: Redis に届かないとき。
         """
         holder = leases.holder(thread_id)
         if holder is None:
-            raise NoRunOwner(f"thread {thread_id!r} has no active run")
+            raise Refused("no_active_run", f"thread {thread_id!r} has no active run")
         body = {**payload, "thread_id": thread_id, "run_id": holder.run_id}
         return self.send(holder.process_id, kind, body, timeout_s)

@@ -13,20 +13,65 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-from llm_router.core.schemas.errors import StoreUnavailable
+from llm_router.core.schemas.errors import LLMRouterError, StoreUnavailable
 
 if TYPE_CHECKING:
     import redis
 
     from llm_router.config.schema import RedisStoreConfig
+
+log = logging.getLogger(__name__)
+
+
+class Refused(LLMRouterError):
+    """Redis の部品が操作を断った (何も変えていない)。``code`` はプロトコルのエラーコード (ack の ``error.code``)。"""
+
+    def __init__(self, code: str, message: str) -> None:
+        """エラーコードとメッセージを受け取る。"""
+        super().__init__(message)
+        self.code = code
+
+
+class Backoff:
+    """背景の受信ループ (コマンドの ``BLPOP``、ストリームの ``XREAD``) が Redis に届かない間の待ち方。
+
+    待ちは 0.05 秒から倍々に 1 秒まで。落ちたことと戻ったことを 1 回ずつログに出す。
+
+    Args:
+        name: ループの名前 (ログ用)。
+        stop: ループを止める合図 (待っている間に来ればすぐ戻る)。
+    """
+
+    def __init__(self, name: str, stop: threading.Event) -> None:
+        """まだ落ちていない状態から始める。"""
+        self.name = name
+        self.stop = stop
+        self.delay = 0.05
+        self.down = False
+
+    def failed(self, exc: BaseException) -> None:
+        """届かなかった: 初回だけ警告し、今の間隔だけ待って、次の間隔を伸ばす。"""
+        if not self.down:
+            log.warning("%s: redis unavailable (%s); retrying", self.name, type(exc).__name__)
+            self.down = True
+        self.stop.wait(self.delay)
+        self.delay = min(1.0, self.delay * 2)
+
+    def reached(self) -> None:
+        """届いた: 落ちていたなら戻ったことをログに出し、間隔を戻す。"""
+        if self.down:
+            log.info("%s: redis reachable again", self.name)
+            self.down, self.delay = False, 0.05
 
 
 def redact_url(url: str) -> str:
@@ -46,6 +91,17 @@ def new_process_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def _key(template: str, doc: str) -> Callable[..., str]:
+    """:class:`Keys` の 1 つのキーの名前のメソッドを作る: ``<prefix>:`` + ``template`` (``{}`` に引数が順に入る)。"""
+
+    def key(self: Keys, *parts: str) -> str:
+        """``<prefix>:`` の後に ``template`` を引数で埋めた名前。"""
+        return f"{self.prefix}:{template.format(*parts)}"
+
+    key.__doc__ = f"{doc} (``<prefix>:{template}``)"
+    return key
+
+
 @dataclass(frozen=True)
 class Keys:
     """Redis のキーの名前 (すべて ``<prefix>:`` で始まる)。
@@ -56,54 +112,25 @@ class Keys:
 
     prefix: str = "llm_router"
 
-    def thread(self, thread_id: str) -> str:
-        """スレッドの記録 (JSON 文字列)。"""
-        return f"{self.prefix}:t:{thread_id}:record"
-
-    def history(self, thread_id: str) -> str:
-        """スレッドのモデルに見える履歴 (JSON 文字列のリスト)。"""
-        return f"{self.prefix}:t:{thread_id}:history"
-
-    def events(self, thread_id: str) -> str:
-        """スレッドのイベントログ (Redis Stream、ID は ``<seq>-0``)。"""
-        return f"{self.prefix}:t:{thread_id}:events"
-
-    def seq(self, thread_id: str) -> str:
-        """スレッドの最後の ``seq`` (INCR するカウンタ。ストリームを切り詰めても消さない)。"""
-        return f"{self.prefix}:t:{thread_id}:seq"
-
-    def lease(self, thread_id: str) -> str:
-        """スレッドの実行中のランの貸与。"""
-        return f"{self.prefix}:t:{thread_id}:lease"
-
-    def owner_index(self, owner: str) -> str:
-        """持ち主ごとのスレッドの一覧 (更新日時順の sorted set)。"""
-        return f"{self.prefix}:owner:{owner}:threads"
+    thread = _key("t:{}:record", "スレッドの記録 (JSON 文字列)")
+    history = _key("t:{}:history", "スレッドのモデルに見える履歴 (JSON 文字列のリスト)")
+    events = _key("t:{}:events", "スレッドのイベントログ (Redis Stream、ID は ``<seq>-0``)")
+    seq = _key("t:{}:seq", "スレッドの最後の ``seq`` (INCR するカウンタ。ストリームを切り詰めても消さない)")
+    lease = _key("t:{}:lease", "スレッドの実行中のランの貸与")
+    presence = _key("t:{}:present", "スレッドにソケットを持つプロセス (sorted set、点数は在席の期限のミリ秒)")
+    owner_index = _key("owner:{}:threads", "持ち主ごとのスレッドの一覧 (更新日時順の sorted set)")
+    in_use = _key("owner:{}:open", "主体の使用中のスレッド (sorted set、点数は最後に開いた時刻のミリ秒)")
+    commands = _key("cmd:{}", "プロセス宛てのコマンドの列 (リスト、BLPOP で受ける)")
+    wake = _key("wake:{}", "プロセスのストリームの追従を起こすためのストリーム")
+    reply = _key("reply:{}", "1 つのコマンドの返事 (リスト、送り手が BLPOP で待つ)")
+    rate = _key("rate:{}:{}", "主体ごとのレート制限の窓 (名前, 主体)")
+    counter = _key("count:{}:{}", "主体ごとの共有の数 (名前, 主体)")
+    epoch = _key("epoch", "Redis の中身の世代 (乱数。消えていれば Redis が中身なしで再起動した)")
 
     @property
     def active_runs(self) -> str:
         """実行中とされているラン (thread_id -> JSON のハッシュ)。持ち主を失ったランの検出に使う。"""
         return f"{self.prefix}:active_runs"
-
-    def commands(self, process_id: str) -> str:
-        """プロセス宛てのコマンドの列 (リスト、BLPOP で受ける)。"""
-        return f"{self.prefix}:cmd:{process_id}"
-
-    def wake(self, process_id: str) -> str:
-        """プロセスのストリームの追従を起こすためのストリーム。"""
-        return f"{self.prefix}:wake:{process_id}"
-
-    def reply(self, request_id: str) -> str:
-        """1 つのコマンドの返事 (リスト、送り手が BLPOP で待つ)。"""
-        return f"{self.prefix}:reply:{request_id}"
-
-    def rate(self, name: str, principal: str) -> str:
-        """主体ごとのレート制限の窓 (sorted set)。"""
-        return f"{self.prefix}:rate:{name}:{principal}"
-
-    def counter(self, name: str, principal: str) -> str:
-        """主体ごとの共有カウンタ。"""
-        return f"{self.prefix}:count:{name}:{principal}"
 
 
 def connect(url: str, config: RedisStoreConfig | None = None, *, socket_timeout_s: float | None = None) -> redis.Redis:
@@ -125,6 +152,7 @@ def connect(url: str, config: RedisStoreConfig | None = None, *, socket_timeout_
         from llm_router.config.schema import RedisStoreConfig
 
         config = RedisStoreConfig()
+
     cfg = config
     if not url:
         raise StoreUnavailable(

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from llm_router.cluster.connection import Keys, unavailable_errors
+from llm_router.cluster.connection import Backoff, Keys, unavailable_errors
 
 if TYPE_CHECKING:
     import redis
@@ -111,7 +111,7 @@ class StreamFollower:
         """止められるまで読み、届ける。Redis に届かない間は間隔を伸ばしながら繋ぎ直す。"""
         import redis
 
-        backoff, down = 0.05, False
+        backoff = Backoff("stream follower", self._stop)
         while not self._stop.is_set():
             with self._lock:
                 streams = {self.keys.events(t): f"{seq}-0" for t, seq in self._positions.items()}
@@ -119,15 +119,9 @@ class StreamFollower:
             try:
                 result = self.client.xread(streams, count=self.batch, block=self.block_ms)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if not down:
-                    log.warning("stream follower: redis unavailable (%s); retrying", type(exc).__name__)
-                    down = True
-                self._stop.wait(backoff)
-                backoff = min(1.0, backoff * 2)
+                backoff.failed(exc)
                 continue
-            if down:
-                log.info("stream follower: redis reachable again")
-                down, backoff = False, 0.05
+            backoff.reached()
             for key, entries in result or []:
                 name = key.decode() if isinstance(key, bytes) else key
                 if name == self._wake_key:

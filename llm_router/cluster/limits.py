@@ -1,10 +1,10 @@
-"""全プロセスで共有する制限: 主体ごとのレート制限 (``server.rate_limit_per_minute``) とカウンタ (スレッド数など)。
+"""全プロセスで共有する制限: 主体ごとのレート制限 (``server.rate_limit_per_minute``) と同時のラン数。
 
 - :class:`SharedRateLimiter`: 1 プロセス版 (``llm_router.realtime.auth.RateLimiter``) と同じトークンバケット
   (1 分あたり ``per_minute`` 件、同数までのバースト) を Redis のハッシュに置き、Lua で原子的に消費する。
   時刻は Redis の ``TIME`` を使うので、プロセスやマシンの時計のずれに左右されない。キーは 2 分使われなければ消える。
-- :class:`SharedCounters`: 上限つきで 1 増やす / 1 減らす (同時に実行中のランの数など)。
-  スレッド数の上限は、作成と同じ原子操作の中で ``RedisThreadRecords.put(max_threads=...)`` が検査する。
+- :class:`RunSlots`: 主体の同時のラン数 (``server.max_active_runs_per_principal``)。数はランごとの期限つきの枠の数
+  そのもので、返しそびれた枠は期限で消える (Redis が落ちても数がずれたまま残らない)。
 """
 
 from __future__ import annotations
@@ -35,23 +35,46 @@ redis.call('PEXPIRE', KEYS[1], 120000)
 return allowed
 """
 
-# KEYS: 1 カウンタ。ARGV: 1 上限 (0 なら無制限)。返り値: 増やした後の値 / 上限なら -1
-INCR_BELOW_LUA = """
-local cap = tonumber(ARGV[1])
-local value = tonumber(redis.call('GET', KEYS[1]) or '0')
-if cap > 0 and value >= cap then return -1 end
-return redis.call('INCR', KEYS[1])
+# 枠の表 (sorted set、メンバー ``<thread_id>|<run_id>``、点数は期限の Redis 時刻ミリ秒) の、期限の過ぎたものを捨てる
+_NOW_FN = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: 1 カウンタ。返り値: 減らした後の値 (0 より下にはしない。0 になったらキーを消す)
-DECR_LUA = """
-local value = tonumber(redis.call('GET', KEYS[1]) or '0')
-if value <= 1 then
-  redis.call('DEL', KEYS[1])
-  return 0
-end
-return redis.call('DECR', KEYS[1])
+# KEYS: 1 主体の枠の表。ARGV: 1 メンバー, 2 上限 (0 なら無制限), 3 期限のミリ秒
+# 返り値: 1 取れた (既に持っていた枠なら期限を延ばしただけ) / 0 上限
+SLOT_ACQUIRE_LUA = (
+    _NOW_FN
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local cap = tonumber(ARGV[2])
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and cap > 0 and redis.call('ZCARD', KEYS[1]) >= cap then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
 """
+)
+
+# KEYS: 枠の表の列 (メンバーごとに 1 つ)。ARGV: 1 期限のミリ秒, 2.. メンバー。生きているランの枠の期限を延ばす
+# (期限が過ぎて捨てられていれば入れ直す: ランはまだ動いている)
+SLOT_RENEW_LUA = (
+    _NOW_FN
+    + """
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], now + tonumber(ARGV[1]), ARGV[i + 1])
+  redis.call('PEXPIRE', KEYS[i], ARGV[1])
+end
+return #KEYS
+"""
+)
+
+# KEYS: 1 主体の枠の表。返り値: 期限内の枠の数
+SLOT_COUNT_LUA = (
+    _NOW_FN
+    + """
+return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+"""
+)
 
 
 class SharedRateLimiter:
@@ -84,35 +107,63 @@ class SharedRateLimiter:
             return bool(int(self._bucket(keys=[self.keys.rate(self.name, principal)], args=[self.per_minute])))
 
 
-class SharedCounters:
-    """主体ごとの、全プロセスで共有するカウンタ。
+class RunSlots:
+    """主体ごとの、全プロセスで共有する同時のラン数 (``server.max_active_runs_per_principal``)。
+
+    数は別のカウンタ (INCR / DECR) ではなく、動いているランごとの「枠」(期限つき) の数そのもの:
+
+    - 取る: 期限の過ぎた枠を捨ててから数え、上限の下なら ``<thread_id>|<run_id>`` の枠を期限つきで足す
+      (1 つの Lua)。同じランの枠をもう一度取っても 1 つのまま (Redis が落ちて答えを受け取れなかった取得を
+      やり直しても、数えすぎない)。
+    - 延ばす: ランを動かしているプロセスが、リースと一緒に ``lease_s / 3`` ごとに延ばす (:meth:`renew`)。
+    - 返す: ランの終わりに消す。返せなかった (Redis に届かなかった、持ち主が死んだ) 枠も、延ばす者がいないので
+      ``lease_s`` で消える。Redis が途中で落ちても、主体が上限に張り付いたままになることはない。
+
+    時刻は Redis の ``TIME`` なので、プロセスの時計のずれに左右されない。
 
     Args:
         client: redis-py のクライアント。
-        name: カウンタの名前 (例 ``active_runs``)。
+        ttl_s: 枠の期限 (``store.run_lease_s``)。
         keys: キーの名前。
     """
 
-    def __init__(self, client: redis.Redis, name: str, keys: Keys | None = None) -> None:
+    def __init__(self, client: redis.Redis, ttl_s: float, keys: Keys | None = None) -> None:
         """スクリプトを登録する。"""
+        if ttl_s <= 0:
+            raise ValueError("store.run_lease_s must be > 0")
         self.client = client
-        self.name = name
+        self.ttl_ms = max(1, int(ttl_s * 1000))
         self.keys = keys or Keys()
-        self._incr = client.register_script(INCR_BELOW_LUA)
-        self._decr = client.register_script(DECR_LUA)
+        self._acquire = client.register_script(SLOT_ACQUIRE_LUA)
+        self._renew = client.register_script(SLOT_RENEW_LUA)
+        self._count = client.register_script(SLOT_COUNT_LUA)
 
-    def acquire(self, principal: str, limit: int) -> bool:
-        """上限 ``limit`` (0 なら無制限) の下なら 1 増やして真。上限なら何も変えずに偽。"""
-        with unavailable_errors(self.client, "shared counter"):
-            return int(self._incr(keys=[self.keys.counter(self.name, principal)], args=[max(0, int(limit))])) >= 0
+    def _key(self, principal: str) -> str:
+        """主体の枠の表。"""
+        return self.keys.counter("run_slots", principal)
 
-    def release(self, principal: str) -> int:
-        """1 減らして、減らした後の値を返す (0 より下にはならない)。"""
-        with unavailable_errors(self.client, "shared counter"):
-            return int(self._decr(keys=[self.keys.counter(self.name, principal)]))
+    def acquire(self, principal: str, thread_id: str, run_id: str, limit: int) -> bool:
+        """上限 ``limit`` (0 なら無制限) の下なら、そのランの枠を取って真。上限なら何も変えずに偽。"""
+        member = f"{thread_id}|{run_id}"
+        with unavailable_errors(self.client, "run slot"):
+            result = self._acquire(keys=[self._key(principal)], args=[member, max(0, int(limit)), self.ttl_ms])
+        return bool(int(result))
 
-    def value(self, principal: str) -> int:
-        """今の値。"""
-        with unavailable_errors(self.client, "shared counter"):
-            raw = self.client.get(self.keys.counter(self.name, principal))
-        return int(raw) if raw else 0
+    def renew(self, slots: list[tuple[str, str, str]]) -> None:
+        """``(principal, thread_id, run_id)`` の枠の期限を延ばす (まとめて 1 往復)。"""
+        if not slots:
+            return
+        with unavailable_errors(self.client, "run slot renew"):
+            self._renew(
+                keys=[self._key(p) for p, _, _ in slots], args=[self.ttl_ms, *(f"{t}|{r}" for _, t, r in slots)]
+            )
+
+    def release(self, principal: str, thread_id: str, run_id: str) -> None:
+        """そのランの枠を返す (無ければ何もしない)。"""
+        with unavailable_errors(self.client, "run slot"):
+            self.client.zrem(self._key(principal), f"{thread_id}|{run_id}")
+
+    def count(self, principal: str) -> int:
+        """期限内の枠の数 (主体の動いているランの数)。"""
+        with unavailable_errors(self.client, "run slot"):
+            return int(self._count(keys=[self._key(principal)]))

@@ -33,7 +33,8 @@ from llm_router.cluster.commands import CommandBus, CommandTimeout
 from llm_router.cluster.connection import connect, new_process_id, unavailable_errors
 from llm_router.cluster.follower import StreamFollower
 from llm_router.cluster.leases import RunLeases
-from llm_router.cluster.limits import SharedCounters, SharedRateLimiter
+from llm_router.cluster.limits import RunSlots, SharedRateLimiter
+from llm_router.cluster.threads import OpenThreads
 from llm_router.core.schemas.errors import StoreUnavailable
 from llm_router.realtime.protocol_errors import INTERNAL, ProtocolError
 
@@ -53,6 +54,8 @@ class ClusterRuntime:
         deliver: 他のプロセスが書いたイベントを自分のソケットへ届ける関数 ``deliver(thread_id, events)``。
         on_lost: リースを延ばせなかったランを止める関数 ``on_lost(thread_id, run_id)``。
         on_orphan: 持ち主を失ったランを閉じる関数 ``on_orphan(active_run)`` (そのランのリースを取った後で呼ぶ)。
+        on_gone: このプロセスにソケットのあるスレッドが Redis から消えたときに呼ぶ関数 ``on_gone(thread_id, reason)``
+            (``reason`` は ``deleted``: 別のプロセスが消した / ``store_reset``: Redis が中身なしで再起動した)。
     """
 
     def __init__(
@@ -63,12 +66,15 @@ class ClusterRuntime:
         deliver: Deliver,
         on_lost: Callable[[str, str], Any],
         on_orphan: Callable[[Any], Any],
+        on_gone: Callable[[str, str], Any] | None = None,
     ) -> None:
         """部品を作る (まだ動かさない: :meth:`start`)。"""
         cfg = settings.config
         rcfg = cfg.store.redis
         self.store = store
         self.process_id = new_process_id()
+        # ランのイベントは、このプロセスがそのランの期限内のリースを持つときだけ書ける (切れた持ち主は書けない)
+        store.fence_writes(self.process_id)
         self.lease_s = float(cfg.store.run_lease_s)
         self.command_timeout_s = float(rcfg.command_timeout_s)
         scan = float(rcfg.orphan_scan_interval_s)
@@ -91,10 +97,18 @@ class ClusterRuntime:
             self._follow_client, self.process_id, deliver, rcfg.command_poll_s, keys=store.keys
         )
         self.rate_limiter = SharedRateLimiter(store.client, cfg.server.rate_limit_per_minute, keys=store.keys)
-        self.run_counter = SharedCounters(store.client, "active_runs", store.keys)
+        self.run_slots = RunSlots(store.client, self.lease_s, store.keys)
+        # 主体の使用中のスレッドの数 (server.max_threads_per_principal) を全プロセスで。在席の期限は _mark_present と同じ
+        self.open_threads = OpenThreads(store.client, self.process_id, self.lease_s * 3, store.keys)
         self._on_lost = on_lost
         self._on_orphan = on_orphan
+        self._on_gone = on_gone
+        # Redis の中身の世代 (<prefix>:epoch)。変われば Redis が空になった (永続化なしの再起動)
+        self._epoch_key = store.keys.epoch()
+        self._epoch: bytes | None = None
         self._held: dict[tuple[str, str], None] = {}
+        # このプロセスが動かすランの、主体の同時ラン数の枠 (thread_id, run_id) -> 主体。リースと一緒に延ばす
+        self._slots: dict[tuple[str, str], str] = {}
         # このプロセスにソケットがあるスレッド (他のプロセスに「見ている者がいる」と知らせる)
         self._present: set[str] = set()
         self._lock = threading.Lock()
@@ -105,6 +119,10 @@ class ClusterRuntime:
 
     def start(self) -> None:
         """コマンドの受信、ストリームの追従、リースの更新、持ち主を失ったランの検査を始める。"""
+        try:
+            self._epoch = self._current_epoch()
+        except StoreUnavailable as exc:
+            logger.warning("redis epoch not read yet: %s", exc)
         self.bus.start()
         self.follower.start()
         for name, interval, tick in (
@@ -172,12 +190,15 @@ class ClusterRuntime:
                 logger.warning("run lease of %s could not be released (it expires by itself): %s", run_id, exc)
 
     def renew_now(self) -> None:
-        """持っているリースをすべて延ばす。延ばせなかったランは ``on_lost`` で止める。ソケットの在席も延ばす。"""
+        """持っているリースをすべて延ばす。延ばせなかったランは ``on_lost`` で止める。ソケットの在席と、
+        このプロセスのランの同時ラン数の枠も延ばす。"""
         with self._lock:
             held = list(self._held)
             present = list(self._present)
+            slots = [(principal, tid, rid) for (tid, rid), principal in self._slots.items()]
         if present:
-            self._mark_present(present)
+            self._notify_gone(present, self._mark_present(present))
+        self.run_slots.renew(slots)
         for thread_id, run_id in held:
             if self.store.renew_run_lease(thread_id, run_id, self.process_id, self.lease_s):
                 continue
@@ -186,6 +207,29 @@ class ClusterRuntime:
             if lost:
                 logger.warning("run %s of thread %s lost its lease: stopping it here", run_id, thread_id)
                 self._on_lost(thread_id, run_id)
+
+    # ------------------------------------------------------------ 主体の同時ラン数 (全プロセス)
+
+    def reserve_run(self, principal: str, thread_id: str, run_id: str, limit: int) -> bool:
+        """主体の同時ラン数の枠を取る (上限 ``limit``、0 なら無制限)。取れたら更新の対象にして真。
+
+        Raises:
+            StoreUnavailable: Redis に届かないとき。
+        """
+        if not self.run_slots.acquire(principal, thread_id, run_id, limit):
+            return False
+        with self._lock:
+            self._slots[(thread_id, run_id)] = principal
+        return True
+
+    def release_run(self, principal: str, thread_id: str, run_id: str) -> None:
+        """ランの枠を返す (このプロセスのものなら更新もやめる)。返せなくても、延ばす者がいないので期限で消える。"""
+        with self._lock:
+            self._slots.pop((thread_id, run_id), None)
+        try:
+            self.run_slots.release(principal, thread_id, run_id)
+        except StoreUnavailable:
+            logger.warning("the run slot of %s could not be given back now (it expires by itself)", run_id)
 
     def holder(self, thread_id: str) -> tuple[str, str] | None:
         """スレッドのリースの持ち主 ``(process_id, run_id)`` (いなければ ``None``)。"""
@@ -256,10 +300,10 @@ class ClusterRuntime:
 
     def _presence_key(self, thread_id: str) -> str:
         """スレッドにソケットを持つプロセスの sorted set (点数は在席の期限のミリ秒)。"""
-        return f"{self.store.keys.prefix}:t:{thread_id}:present"
+        return self.store.keys.presence(thread_id)
 
-    def _mark_present(self, thread_ids: list[str]) -> None:
-        """在席の期限 (リースの 3 倍) を延ばす。"""
+    def _mark_present(self, thread_ids: list[str]) -> list[bool]:
+        """在席の期限 (リースの 3 倍) を延ばす。同じ往復で、それぞれのスレッドがまだ Redis にあるかを返す。"""
         ttl_ms = int(self.lease_s * 3000)
         until = int(time.time() * 1000) + ttl_ms
         client = self.store.client
@@ -268,8 +312,37 @@ class ClusterRuntime:
             key = self._presence_key(thread_id)
             pipe.zadd(key, {self.process_id: until})
             pipe.pexpire(key, ttl_ms)
+            pipe.exists(self.store.keys.thread(thread_id))
         with unavailable_errors(client, "socket presence"):
-            pipe.execute()
+            rows = pipe.execute()
+        return [bool(rows[3 * i + 2]) for i in range(len(thread_ids))]
+
+    def _current_epoch(self) -> bytes | None:
+        """Redis の中身の世代 (無ければ新しく書く)。"""
+        import uuid
+
+        client = self.store.client
+        with unavailable_errors(client, "redis epoch"):
+            pipe = client.pipeline(transaction=False)
+            pipe.set(self._epoch_key, uuid.uuid4().hex, nx=True)
+            pipe.get(self._epoch_key)
+            return pipe.execute()[1]
+
+    def _notify_gone(self, thread_ids: list[str], stored: list[bool]) -> None:
+        """ソケットのあるスレッドが Redis から消えていれば ``on_gone`` で知らせる。
+
+        Redis の世代が変わった (中身なしで再起動した) ときは、このプロセスが開いているスレッドはすべて古いので、
+        同じ id のスレッドが新しく作られていても知らせる (``store_reset``)。
+        """
+        epoch = self._current_epoch()
+        reset = self._epoch is not None and epoch != self._epoch
+        self._epoch = epoch
+        if self._on_gone is None:
+            return
+        reason = "store_reset" if reset else "deleted"
+        for thread_id, exists in zip(thread_ids, stored, strict=True):
+            if reset or not exists:
+                self._on_gone(thread_id, reason)
 
     def present(self, thread_id: str) -> None:
         """このプロセスにスレッドのソケットがある (他のプロセスの切断タイムアウトがランを止めないように)。"""

@@ -9,6 +9,8 @@
 上限 (docs/protocol.md「上限」): 主体ごとのスレッド数 ``server.max_threads_per_principal`` (超える ``start`` は、
 ソケットもランも無いその主体の最古のスレッドを消して通す。そういうスレッドが無ければ ``limit_reached``)、
 主体ごとの同時のラン数 ``server.max_active_runs_per_principal`` (超える ``user_message`` は ``limit_reached``)。
+複数のプロセス (``store.backend=redis``) では、どちらも全プロセスを合わせて Redis で数える (``ClusterRuntime`` の
+``open_threads`` と ``run_slots``。閉じるのは、どのプロセスにもソケットもランも無いスレッドだけ)。
 使われていないスレッドは ``server.thread_sweep_interval_s`` ごとのバックグラウンドの見回りで消す。
 
 ランは ``socketio.start_background_task`` で動く。ソケットが切れてもランは続き、スレッドのソケットが
@@ -219,15 +221,16 @@ class ThreadRegistry:
             deliver=self._deliver_logged,
             on_lost=self._lease_lost,
             on_orphan=lambda run: self._close_orphan(run, close_run),
+            on_gone=self._thread_gone,
         )
         cluster.start()
         return cluster
 
     def _close_orphan(self, run: Any, close_run: Any) -> None:
-        """持ち主を失ったランを ``interrupted`` で閉じ、その主体の共有の同時ラン数を 1 つ減らす。"""
+        """持ち主を失ったランを ``interrupted`` で閉じ、そのランの同時ラン数の枠を返す (返せなくても期限で消える)。"""
         owner = self.store.thread_owner(run.thread_id)
         if close_run(self.store, run) and owner is not None:
-            self.cluster.run_counter.release(owner)
+            self.cluster.release_run(owner, run.thread_id, run.run_id)
 
     def _command(self, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         """(ランの持ち主の側で) 別のプロセスのソケットからのコマンドを処理し、ack を返す。"""
@@ -263,6 +266,38 @@ class ThreadRegistry:
         run = self._active_run(record, run_id) if record is not None else None
         if run is not None:
             run.cancel(mode="now", reason="shutdown")
+
+    def _thread_gone(self, thread_id: str, reason: str) -> None:
+        """(複数のプロセス) ソケットのあるスレッドが Redis から消えた (別のプロセスが ``delete_thread`` した、または
+        永続化していない Redis が再起動した): ``delete_thread`` のときと同じく、このプロセスから外し、ソケットに
+        ``thread_deleted`` を送ってルームから外す。このプロセスでランが動いていれば、その終わりを待って次の回に。"""
+        record = self._threads.get(thread_id)
+        if record is None:
+            self.cluster.absent(thread_id)
+            return
+        with record.emitter.lock:
+            with self._lock:
+                with record.lock:
+                    if record.active is not None:
+                        return
+                    sids = set(record.sids)
+                    record.sids.clear()
+                self._forget(record.id, force=True)
+                for other in sids:
+                    self._sid_threads.get(other, set()).discard(record.id)
+        self.cluster.unwatch(thread_id)
+        self.cluster.absent(thread_id)
+        self._tell_deleted(record, sids, reason)
+
+    def _tell_deleted(self, record: ThreadRecord, sids: set[str], reason: str) -> None:
+        """消えたスレッドのソケットに ``thread_deleted`` (ログに無い知らせ、``seq`` なし) を送り、ルームから外す。"""
+        notice = {"type": "thread_deleted", "thread_id": record.id, "reason": reason, "ts": time.time()}
+        for sid in sids:
+            try:
+                self.socketio.emit("thread_deleted", notice, to=sid, namespace=NAMESPACE)
+                record.emitter.detach(sid)
+            except Exception:
+                logger.debug("socket %s already left the room", sid)
 
     def _cluster_busy(self, record: ThreadRecord) -> None:
         """別のプロセスがこのスレッドのランを動かしていれば ``run_in_progress``。"""
@@ -365,6 +400,8 @@ class ThreadRegistry:
         if current is None and stored is not None:
             current = config_from_stored(stored, self.config_builder.enabled_server_tools())
         config, warnings = self.config_builder.build(payload, current)
+        if self.cluster is not None:
+            self._claim_in_use(principal, thread_id)
         if stored is None and existing is None:
             try:
                 self.store.create_thread(stored_from_config(thread_id, principal, config))
@@ -409,6 +446,39 @@ class ThreadRegistry:
             self.disconnect(sid)
         return start_ack(thread_id, config.model, config.tool_summary(), last_seq, warnings + resume_warnings)
 
+    def _claim_in_use(self, principal: str, thread_id: str) -> None:
+        """(複数のプロセス) スレッドを主体の使用中に数える。上限なら、どのプロセスにもソケットもランも無い最古の
+        スレッドを閉じて通し (このプロセスが開いていればここでも外す)、閉じられるものが無ければ ``limit_reached``。"""
+        limit = self.settings.config.server.max_threads_per_principal
+        try:
+            result = self.cluster.open_threads.open(principal, thread_id, limit)
+        except StoreUnavailable as exc:
+            raise store_refused(exc) from None
+        if result.evicted:
+            with self._lock:
+                for tid in result.evicted:
+                    self._forget(tid)
+        if not result.allowed:
+            raise ProtocolError(
+                LIMIT_REACHED,
+                f"this principal already has {limit} threads in use on all processes "
+                f"(server.max_threads_per_principal = {limit})",
+            )
+
+    def _release_in_use(self, closed: list[tuple[str, str]], force: bool = False) -> None:
+        """(複数のプロセス) このプロセスで閉じた ``(主体, スレッド)`` を主体の使用中から外す (``force`` でなければ、
+        どのプロセスでも空きのものだけ)。Redis に届かなければ、次に上限に当たったときの検査が外す。"""
+        if self.cluster is None:
+            return
+        by_owner: dict[str, list[str]] = {}
+        for owner, tid in closed:
+            by_owner.setdefault(owner, []).append(tid)
+        for owner, tids in by_owner.items():
+            try:
+                self.cluster.open_threads.close(owner, tids, force=force)
+            except StoreUnavailable as exc:
+                logger.warning("threads in use not updated: %s", exc)
+
     def _create_or_get(
         self, thread_id: str, principal: str, config: ThreadConfig, stored: StoredThread | None
     ) -> ThreadRecord:
@@ -449,7 +519,8 @@ class ThreadRegistry:
             ProtocolError: ``limit_reached`` (閉じられるスレッドが無い)。
         """
         limit = self.settings.config.server.max_threads_per_principal
-        if limit <= 0 or len(owned) < limit:
+        if limit <= 0 or len(owned) < limit or self.cluster is not None:
+            # 複数のプロセスでは全プロセスを合わせて数える (start の _claim_in_use)
             return
         idle: list[tuple[float, str]] = []
         for tid in owned:
@@ -495,10 +566,7 @@ class ThreadRegistry:
         if record.run_end(run_id):
             self._release_run(record.owner)
             if self.cluster is not None:
-                try:
-                    self.cluster.run_counter.release(record.owner)
-                except StoreUnavailable:
-                    logger.warning("could not decrease the shared run count of a principal (Redis unreachable)")
+                self.cluster.release_run(record.owner, record.id, run_id)
 
     def _release_run(self, principal: str) -> None:
         """主体の動いているランの数を 1 つ減らす。"""
@@ -573,7 +641,7 @@ class ThreadRegistry:
                         raise ProtocolError(RUN_IN_PROGRESS, f"run '{running}' is still active in this thread")
                     leased = True
                     limit = self.settings.config.server.max_active_runs_per_principal
-                    if not self.cluster.run_counter.acquire(record.owner, limit):
+                    if not self.cluster.reserve_run(record.owner, record.id, run_id, limit):
                         raise ProtocolError(
                             LIMIT_REACHED,
                             f"this principal already has {limit} active runs on all processes "
@@ -616,9 +684,9 @@ class ThreadRegistry:
         """始められなかったランのリースと共有の同時ラン数を返す (1 プロセスのときは何もしない)。"""
         if self.cluster is None:
             return
+        if counted:
+            self.cluster.release_run(record.owner, record.id, run_id)
         try:
-            if counted:
-                self.cluster.run_counter.release(record.owner)
             if leased:
                 self.cluster.release(record.id, run_id)
         except StoreUnavailable:
@@ -865,11 +933,11 @@ class ThreadRegistry:
                 self._forget(record.id, force=True)
                 for other in sids:
                     self._sid_threads.get(other, set()).discard(record.id)
-            for other in sids:
-                try:
-                    record.emitter.detach(other)
-                except Exception:
-                    logger.debug("socket %s already left the room", other)
+            self._release_in_use([(principal, record.id)], force=True)
+            self._tell_deleted(record, sids, "deleted")
+        if self.cluster is not None:
+            self.cluster.unwatch(record.id)
+            self.cluster.absent(record.id)
         return {"ok": True, "thread_id": record.id}
 
     # ------------------------------------------------------------ 切断と終了
@@ -935,8 +1003,10 @@ class ThreadRegistry:
             for tid, r in self._threads.items():
                 with r.lock:
                     if not r.sids and r.active is None and now - r.last_activity > ttl:
-                        stale.append(tid)
-            return [tid for tid in stale if self._forget(tid)]
+                        stale.append((r.owner, tid))
+            closed = [(owner, tid) for owner, tid in stale if self._forget(tid)]
+        self._release_in_use(closed)
+        return [tid for _, tid in closed]
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """全ランを ``shutdown`` でキャンセルし、終わるまで (最大 ``timeout`` 秒) 待つ。

@@ -261,10 +261,26 @@ class Store(ThreadStore, EventLog, Committer, Protocol):
     """
 
     backend: str
+    # ストアの壁時計 (``time.time``。テストでは差し替える)
+    _clock: Any
 
     def append(self, thread_id: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """イベントを足す (:meth:`~Committer.commit` の短縮)。"""
         return self.commit(thread_id, events)
+
+    def update_thread(
+        self, thread_id: str, *, title: str | None = None, config: StoredThread | None = None, now: float | None = None
+    ) -> None:
+        """題名か設定を変え、``updated_at`` を ``now`` (省略時はストアの時計) に進める。
+
+        題名を確かめて時刻を決めてから、バックエンドの :meth:`_update_thread` が書く。
+        """
+        check_title(title)
+        self._update_thread(thread_id, title, config, self._clock() if now is None else now)
+
+    def _update_thread(self, thread_id: str, title: str | None, config: StoredThread | None, now: float) -> None:
+        """(バックエンド) 確かめた題名か設定を書き、``updated_at`` を ``now`` にする (無いスレッドは ``UnknownThread``)。"""
+        raise NotImplementedError
 
     def close(self) -> None:
         """接続を閉じる。"""

@@ -126,11 +126,8 @@ class MemoryStore(Store):
         active = [(v[0], rid) for rid, v in t.runs.items() if v[1] is None]
         return max(active)[1] if active else None
 
-    def update_thread(
-        self, thread_id: str, *, title: str | None = None, config: StoredThread | None = None, now: float | None = None
-    ) -> None:
-        """題名か設定を変え、``updated_at`` を進める。"""
-        check_title(title)
+    def _update_thread(self, thread_id: str, title: str | None, config: StoredThread | None, now: float) -> None:
+        """題名か設定を書き、``updated_at`` を ``now`` にする (検証と時刻は :meth:`Store.update_thread`)。"""
         new_config = config.config_dict() if config is not None else None
         with self._lock:
             t = self._get(thread_id)
@@ -138,7 +135,7 @@ class MemoryStore(Store):
                 t.title = title
             if new_config is not None:
                 t.config = new_config
-            t.updated_at = self._clock() if now is None else now
+            t.updated_at = now
 
     def delete_thread(self, thread_id: str) -> bool:
         """スレッドを丸ごと消す。"""

@@ -46,15 +46,12 @@ from llm_router.store.base import (
     DEFAULT_LIST_LIMIT,
     ActiveRun,
     CommitItem,
-    HistoryChange,
     LogBounds,
     LogLimits,
+    Store,
     ThreadPage,
     ThreadSummary,
-    check_limit,
     check_title,
-    decode_cursor,
-    encode_cursor,
     encode_event,
 )
 from llm_router.store.errors import (
@@ -99,7 +96,8 @@ end
 # KEYS: 1 record, 2 seq, 3 events, 4 history, 5 runs, 6 open_runs, 7 lease, 8 owner index (空でもよい)
 # ARGV: 1 now, 2 max_events, 3 max_bytes, 4 max_age, 5 イベントの件数 N, 6 truncate_to (-1 なし), 7 追加の件数 M,
 #       8 題名 ("\\0" なし / JSON), 9 run_started, 10 run_ended, 11 thread_id, 12 新しい order,
-#       13.. N 件の (イベント, 大きさ), その後 M 件の履歴, その後 fencing するラン ID (終わっていれば何も書かない)
+#       13.. N 件の (イベント, 大きさ), その後 M 件の履歴, その後 書き手のプロセス id ("" なら検査しない),
+#       その後 fencing するラン ID (終わっていれば、または書き手がそのランの期限内のリースを持っていなければ何も書かない)
 # 返り値: 最初に付けた seq (イベントが無ければ 0)
 COMMIT_LUA = (
     _TRIM_FN
@@ -116,8 +114,17 @@ local function ended(run_id)
   return run and string.match(run, '|(.*)$') ~= ''
 end
 if ARGV[10] ~= '' and ended(ARGV[10]) then return redis.error_reply('RUN_ENDED') end
-for i = 13 + 2 * n + m, #ARGV do
+local writer = ARGV[13 + 2 * n + m]
+local function leased(run_id)
+  if writer == '' then return true end
+  local lease = redis.call('GET', KEYS[7])
+  if not lease then return false end
+  local held = cjson.decode(lease)
+  return held['run_id'] == run_id and held['process'] == writer and tonumber(held['exp']) > now
+end
+for i = 14 + 2 * n + m, #ARGV do
   if ended(ARGV[i]) then return redis.error_reply('RUN_ENDED') end
+  if not leased(ARGV[i]) then return redis.error_reply('LEASE_LOST') end
 end
 local first = 0
 local added = 0
@@ -252,7 +259,7 @@ if op == 'release' then
   return 1
 end
 if op == 'renew' then
-  if not mine or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+  if not mine or not live or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 else
   if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('UNKNOWN_THREAD') end
   if live and not mine then return 0 end
@@ -279,7 +286,7 @@ def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-class RedisStore:
+class RedisStore(Store):
     """Redis のストア (継ぎ目の :class:`~llm_router.store.base.Store`)。
 
     Args:
@@ -306,6 +313,17 @@ class RedisStore:
         self._delete = client.register_script(DELETE_LUA)
         self._mark = client.register_script(MARK_LUA)
         self._lease = client.register_script(LEASE_LUA)
+        # このプロセスのリースの持ち主の id (:meth:`fence_writes`)。None ならランのイベントのリースを検査しない
+        self.writer_id: str | None = None
+
+    def fence_writes(self, owner_id: str) -> None:
+        """以後、ランのイベントは ``owner_id`` がそのランの期限内のリースを持つときだけ書く (fencing)。
+
+        リースが切れた (長く止まっていた) 持ち主は、別のプロセスがランを閉じる前でも 1 件も書けない:
+        書こうとすると :class:`~llm_router.store.errors.RunAlreadyEnded` (終わりを書きそびれたランと同じ扱い:
+        ランは別のプロセスが ``interrupted`` で閉じる) で、何も書かれない。``run_started`` と ``thread_rewound`` は検査しない。
+        """
+        self.writer_id = owner_id
 
     # ------------------------------------------------------------ キーと共通の部品
 
@@ -339,6 +357,11 @@ class RedisStore:
                 text = str(exc)
                 if "UNKNOWN_THREAD" in text:
                     raise UnknownThread(thread_id) from None
+                if "LEASE_LOST" in text:
+                    raise RunAlreadyEnded(
+                        f"redis: this process no longer holds the run lease in thread '{thread_id}' "
+                        "(it expired or another process took it); nothing was written"
+                    ) from None
                 if "RUN_ENDED" in text:
                     raise RunAlreadyEnded(
                         f"redis: the run already ended in thread '{thread_id}' (another process closed it); "
@@ -402,16 +425,13 @@ class RedisStore:
 
     def list_threads(self, owner: str, limit: int = DEFAULT_LIST_LIMIT, before: str | None = None) -> ThreadPage:
         """所有者のスレッドを ``(updated_at, thread_id)`` の降順で。"""
-        check_limit(limit)
-        upper = "+"
-        if before is not None:
-            updated_at, thread_id = decode_cursor(before)
-            upper = "(" + order_key(updated_at, thread_id)
+        bound = ThreadPage.start(limit, before)
+        upper = "(" + order_key(*bound) if bound is not None else "+"
         with unavailable_errors(self.client, "thread list"):
             members = self.client.zrange(
                 self.keys.owner_index(owner), upper, "-", desc=True, bylex=True, offset=0, num=limit + 1
             )
-            ids = [_text(m).split("|", 1)[1] for m in members[:limit]]
+            ids = [_text(m).split("|", 1)[1] for m in members]
             pipe = self.client.pipeline(transaction=False)
             for tid in ids:
                 pipe.hmget(self._k(tid, "record"), "title", "config", "created_at", "updated_at", "active_run")
@@ -433,18 +453,10 @@ class RedisStore:
                     _text(active) if active else None,
                 )
             )
-        cursor = None
-        if len(members) > limit and summaries:
-            last = summaries[-1]
-            cursor = encode_cursor(last.updated_at, last.thread_id)
-        return ThreadPage(summaries, cursor)
+        return ThreadPage.of(summaries, limit)
 
-    def update_thread(
-        self, thread_id: str, *, title: str | None = None, config: StoredThread | None = None, now: float | None = None
-    ) -> None:
-        """題名か設定を変え、``updated_at`` を進める。"""
-        check_title(title)
-        now = self._clock() if now is None else now
+    def _update_thread(self, thread_id: str, title: str | None, config: StoredThread | None, now: float) -> None:
+        """題名か設定を書き、``updated_at`` を ``now`` にする (検証と時刻は :meth:`Store.update_thread`)。"""
         args = [
             _NONE if title is None else json.dumps(title, ensure_ascii=False),
             _NONE if config is None else json.dumps(config.config_dict(), ensure_ascii=False),
@@ -461,22 +473,21 @@ class RedisStore:
 
     # ------------------------------------------------------------ イベントと履歴
 
-    def append(self, thread_id: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """イベントを足す (:meth:`commit` の短縮)。"""
-        return self.commit(thread_id, events)
+    def commit_batch(self, items: Sequence[CommitItem]) -> None:
+        """項目ごとに 1 つの Lua スクリプトで書く (各項目は全部か何もなし、結果か誤りは項目に入る)。
 
-    def commit(
-        self,
-        thread_id: str,
-        events: Sequence[dict[str, Any]] = (),
-        *,
-        history: HistoryChange | None = None,
-        title: str | None = None,
-        run_started: str | None = None,
-        run_ended: str | None = None,
-        now: float | None = None,
-    ) -> list[dict[str, Any]]:
+        ``commit`` と ``append`` は継ぎ目 (:class:`~llm_router.store.base.Store`) の既定の実装がこれを呼ぶ。
+        """
+        for item in items:
+            try:
+                item.result = self._commit_item(item)
+            except Exception as exc:
+                item.error = exc
+
+    def _commit_item(self, item: CommitItem) -> list[dict[str, Any]]:
         """イベント・履歴・題名・ランの記録を 1 つの Lua スクリプトで書き、各イベントに ``seq`` を入れて返す。"""
+        thread_id, events, history, title = item.thread_id, item.events, item.history, item.title
+        run_started, run_ended, now = item.run_started, item.run_ended, item.now
         check_title(title)
         now = self._clock() if now is None else now
         bodies = []
@@ -520,28 +531,13 @@ class RedisStore:
             order_key(now, thread_id),
             *bodies,
             *entries,
+            self.writer_id or "",
             *fenced,
         ]
         first = int(self._call("commit", self._commit, keys, args, thread_id))
         for i, event in enumerate(events):
             event["seq"] = first + i
         return list(events)
-
-    def commit_batch(self, items: Sequence[CommitItem]) -> None:
-        """項目ごとに :meth:`commit` する (各項目は全部か何もなし、結果か誤りは項目に入る)。"""
-        for item in items:
-            try:
-                item.result = self.commit(
-                    item.thread_id,
-                    item.events,
-                    history=item.history,
-                    title=item.title,
-                    run_started=item.run_started,
-                    run_ended=item.run_ended,
-                    now=item.now,
-                )
-            except Exception as exc:
-                item.error = exc
 
     def trim(self, thread_id: str, now: float | None = None) -> int:
         """上限を超えた古いイベントを捨て、捨てた件数を返す。"""

@@ -348,12 +348,8 @@ class SqliteStore(Store):
         ]
         return ThreadPage.of(summaries, limit)
 
-    def update_thread(
-        self, thread_id: str, *, title: str | None = None, config: StoredThread | None = None, now: float | None = None
-    ) -> None:
-        """題名か設定を変え、``updated_at`` を進める。"""
-        check_title(title)
-        now = self._clock() if now is None else now
+    def _update_thread(self, thread_id: str, title: str | None, config: StoredThread | None, now: float) -> None:
+        """題名か設定を書き、``updated_at`` を ``now`` にする (検証と時刻は :meth:`Store.update_thread`)。"""
         encoded = _dumps(config.config_dict()) if config is not None else None
         with self._write() as c:
             cur = c.execute(

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from llm_router.cluster.commands import CommandBus, CommandTimeout, NoRunOwner
+from llm_router.cluster.commands import CommandBus, CommandTimeout
+from llm_router.cluster.connection import Refused
 from llm_router.cluster.leases import RunLeases
 
 
@@ -57,8 +58,9 @@ def test_commands_reach_the_run_owner_and_its_answers_come_back(owner_and_peer, 
         "tool_result",
         {"tool_call_id": "call-1", "result": {"v": 1}, "thread_id": "t", "run_id": "run-1"},
     )
-    with pytest.raises(NoRunOwner):
+    with pytest.raises(Refused) as refused:
         peer.send_to_owner(peer_leases, "no-run", "cancel", {"mode": "now"})
+    assert refused.value.code == "no_active_run"
 
 
 def test_a_failing_handler_answers_internal_without_details(owner_and_peer):

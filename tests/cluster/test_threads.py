@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from llm_router.cluster.connection import Refused
 from llm_router.cluster.leases import RunLeases
 from llm_router.cluster.threads import (
     RedisThreadRecords,
-    ThreadBusy,
-    ThreadCapReached,
-    ThreadForbidden,
-    UnknownThread,
 )
 
 
@@ -25,14 +22,17 @@ def test_records_round_trip_with_owner_checks(client, keys):
     record = _record("t1", "alice", 10.0, title="こんにちは", model="demo/echo", tools=[{"name": "f"}])
     assert store.put(record) is True
     assert store.require("t1", "alice") == record
-    with pytest.raises(ThreadForbidden):
+    with pytest.raises(Refused) as refused:
         store.require("t1", "bob")
-    with pytest.raises(UnknownThread):
+    assert refused.value.code == "forbidden"
+    with pytest.raises(Refused) as refused:
         store.require("nope", "alice")
+    assert refused.value.code == "unknown_thread"
     assert store.put({**record, "title": "新しい題", "updated_at": 11.0}) is False
     assert store.get("t1")["title"] == "新しい題"
-    with pytest.raises(ThreadForbidden):
+    with pytest.raises(Refused) as refused:
         store.put(_record("t1", "bob", 12.0, title="乗っ取り"))
+    assert refused.value.code == "forbidden"
     assert store.get("t1")["title"] == "新しい題" and store.get("t1")["owner"] == "alice"
 
 
@@ -74,8 +74,9 @@ def test_thread_cap_is_shared_by_two_processes(client, make_client, keys):
     assert a.put(_record("x1", "alice", 1.0), max_threads=3)
     assert b.put(_record("x2", "alice", 2.0), max_threads=3)
     assert a.put(_record("x3", "alice", 3.0), max_threads=3)
-    with pytest.raises(ThreadCapReached):
+    with pytest.raises(Refused) as refused:
         b.put(_record("x4", "alice", 4.0), max_threads=3)
+    assert refused.value.code == "limit_reached"
     assert a.get("x4") is None
     assert b.put(_record("x3", "alice", 5.0), max_threads=3) is False  # 既存の更新は上限に数えない
     assert b.put(_record("y1", "bob", 1.0), max_threads=3)  # 別の主体は別に数える
@@ -104,10 +105,12 @@ def test_delete_is_refused_during_a_run_and_then_removes_everything(client, keys
     store.append_history("t", {"role": "user", "content": "hi"})
     log.append("t", {"type": "x"})
     lease = leases.acquire("t", "run-1")
-    with pytest.raises(ThreadBusy):
+    with pytest.raises(Refused) as refused:
         store.delete("t", "alice")
-    with pytest.raises(ThreadForbidden):
+    assert refused.value.code == "run_in_progress"
+    with pytest.raises(Refused) as refused:
         store.delete("t", "bob")
+    assert refused.value.code == "forbidden"
     leases.release(lease)
     assert store.delete("t", "alice") is True
     assert store.get("t") is None and store.history("t") == [] and log.last_seq("t") == 0
@@ -116,3 +119,49 @@ def test_delete_is_refused_during_a_run_and_then_removes_everything(client, keys
     )
     assert [t["thread_id"] for t in store.list("alice").threads] == ["keep"]
     assert store.delete("t", "alice") is False
+
+
+def test_threads_in_use_are_counted_once_across_clients_and_only_idle_ones_are_closed(client, make_client, keys):
+    """使用中のスレッドの表: 2 つのクライアント (別プロセスの代わり) が同時に開いても上限を超えない。上限では
+    どこにもソケットもランも無い最古のものだけを閉じる (開いたばかりのものは開いたプロセスの在席で守られる)。"""
+    import threading
+
+    from llm_router.cluster.threads import OpenThreads
+
+    a = OpenThreads(client, "proc-a", 30, keys)
+    b = OpenThreads(make_client(), "proc-b", 30, keys)
+    for tid in ("thr_1", "thr_2"):
+        client.hset(f"{keys.prefix}:t:{tid}:record", "owner", "alice")
+    results: dict[str, bool] = {}
+    barrier = threading.Barrier(2)
+
+    def open_one(opener: OpenThreads, tid: str) -> None:
+        """合図で同時に開く。"""
+        barrier.wait()
+        results[tid] = opener.open("alice", tid, 1).allowed
+
+    workers = [
+        threading.Thread(target=open_one, args=(a, "thr_1")),
+        threading.Thread(target=open_one, args=(b, "thr_2")),
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(10)
+    assert sorted(results.values()) == [False, True] and a.count("alice") == 1
+    winner = next(t for t, ok in results.items() if ok)
+    assert a.open("alice", winner, 1).allowed, "opening a thread already in use is not counted again"
+
+    # 開いたプロセスの在席がある間は空きではない。在席が消えてランも無ければ、新しいスレッドに席を譲る
+    client.hset(f"{keys.prefix}:t:thr_3:record", "owner", "alice")
+    assert not b.open("alice", "thr_3", 1).allowed
+    client.delete(f"{keys.prefix}:t:{winner}:present")
+    client.hset(f"{keys.prefix}:t:{winner}:record", "active_run", "run_1")
+    assert not b.open("alice", "thr_3", 1).allowed, "a thread with an open run is not idle"
+    client.hdel(f"{keys.prefix}:t:{winner}:record", "active_run")
+    opened = b.open("alice", "thr_3", 1)
+    assert opened.allowed and opened.evicted == [winner]
+    b.close("alice", ["thr_3"])
+    assert b.count("alice") == 1, "a thread with a socket present is not closed by close()"
+    b.close("alice", ["thr_3"], force=True)
+    assert b.count("alice") == 0

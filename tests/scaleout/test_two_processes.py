@@ -327,3 +327,78 @@ def test_redis_restarted_empty_lets_the_thread_start_again_on_both_processes(clu
     fresh_b.wait_run_end(run_id)
     assert_same_log(fresh_a, fresh_b, thread_id)
     assert thread_log(fresh_a, thread_id)[0][0] == 1
+
+
+def test_the_thread_cap_counts_and_evicts_across_processes(cluster: Cluster):
+    """``server.max_threads_per_principal`` は 2 つのプロセスを合わせて数える: A と B に 1 つずつ使用中のスレッドが
+    あれば 3 つ目の新しいスレッドは ``limit_reached``。別のプロセスでランが動いているスレッドは (ソケットが
+    無くても) 空きではない。どこにもソケットもランも無くなった B のスレッドは、A の新しい ``start`` が閉じて通す
+    (ストアには残り、``get_history`` で読める)。"""
+    extra = ("server.max_threads_per_principal=2", "agent.disconnect_timeout_s=60")
+    a, b = cluster.add(*extra), cluster.add(*extra)
+    on_a, on_b = cluster.client(a), cluster.client(b)
+    first = on_a.start()["thread_id"]
+    second = on_b.start()["thread_id"]
+    refused = cluster.client(a).start()
+    assert refused["ok"] is False and refused["error"]["code"] == "limit_reached", refused
+    assert "server.max_threads_per_principal" in refused["error"]["message"]
+
+    # B のランが動いている間は、B のソケットが切れても second は使用中
+    run_id = on_b.send_message(second, "[stall] 長い話")["run_id"]
+    on_b.wait_for("text_delta", lambda e: e["run_id"] == run_id)
+    on_b.disconnect()
+    probe = connect(cluster.redis.url, TEST_REDIS)
+    try:
+        present = f"llm_router:t:{second}:present"
+        wait_until(lambda: probe.zcard(present) == 0, timeout=10)
+        busy = cluster.client(a).start()
+        assert busy["ok"] is False and busy["error"]["code"] == "limit_reached", "a live run on B is not idle"
+
+        # 既にあるスレッドへの start は数に入らない: A から second を開いてランを止め、また離れる
+        helper = cluster.client(a)
+        assert helper.start(thread_id=second)["ok"]
+        assert helper.call("cancel", {"thread_id": second}) == {"ok": True, "cancelled": True}
+        helper.wait_run_end(run_id)
+        helper.disconnect()
+        wait_until(lambda: probe.zcard(present) == 0, timeout=10)
+    finally:
+        probe.close()
+
+    # second はどこにもソケットもランも無い: A の新しいスレッドはそれを閉じて通る
+    on_new = cluster.client(a)
+    third = on_new.start()
+    assert third["ok"], third
+    reopen = cluster.client(b).start(thread_id=second)
+    assert reopen["ok"] is False and reopen["error"]["code"] == "limit_reached", "first and third are in use"
+    history = on_new.call("get_history", {"thread_id": second})
+    assert history["ok"] and history["messages"], "a closed thread stays in the store"
+    assert on_a.send_message(first, "まだ使える")["ok"]
+
+
+def test_sockets_on_every_process_are_told_when_their_thread_is_gone(cluster: Cluster):
+    """スレッドが消えると、どのプロセスのソケットにも ``thread_deleted`` が届く: A の ``delete_thread`` なら
+    (``reason: deleted``) A と B のソケットに、永続化していない Redis の再起動なら (``reason: store_reset``)
+    両方のプロセスのソケットに。知らされた B の ``user_message`` は ``unknown_thread``、``start`` で開き直せる。"""
+    a, b = cluster.add(), cluster.add()
+    on_a, on_b = cluster.client(a), cluster.client(b)
+    doomed = on_a.start()["thread_id"]
+    assert on_b.start(thread_id=doomed)["ok"]
+    kept = on_a.start()["thread_id"]
+    assert on_b.start(thread_id=kept)["ok"]
+    first = on_b.send_message(kept, "最初")["run_id"]
+    on_a.wait_run_end(first)
+
+    assert on_a.call("delete_thread", {"thread_id": doomed}) == {"ok": True, "thread_id": doomed}
+    for client in (on_a, on_b):
+        notice = client.wait_for("thread_deleted", lambda e: e["thread_id"] == doomed, timeout=10)
+        assert notice["reason"] == "deleted" and "seq" not in notice
+    lost = on_b.send_message(doomed, "消えた後")
+    assert lost["ok"] is False and lost["error"]["code"] == "unknown_thread", lost
+
+    cluster.redis.restart()
+    for client in (on_a, on_b):
+        notice = client.wait_for("thread_deleted", lambda e: e["thread_id"] == kept, timeout=15)
+        assert notice["reason"] == "store_reset"
+    assert not [e for e in on_b.event_payloads("thread_deleted") if e["thread_id"] == kept][1:], "told once"
+    ack = on_b.start(thread_id=kept)
+    assert ack["ok"] and ack["last_seq"] == 0, ack

@@ -156,3 +156,49 @@ def test_a_new_run_waits_for_the_open_run_to_be_closed(shared_redis_server):
     assert store.open_run("thr_1") is None
     assert store.acquire_run_lease("thr_1", "run_2", "proc-b", 10)
     store.close()
+
+
+def test_a_writer_whose_lease_expired_cannot_append_before_another_process_closes_the_run(shared_redis_server):
+    """リースの期限が過ぎた持ち主 (長く止まっていたプロセス A) は、別のプロセスがランを閉じる前でも、そのランの
+    イベントを 1 件も書けず (``RunAlreadyEnded``、ログは変わらない)、期限の過ぎたリースを延ばすこともできない。
+    引き取った B は同じランを ``interrupted`` で閉じられ、A の書きそびれた終わりは断られる。"""
+    from llm_router.store.errors import RunAlreadyEnded
+
+    lease_lost = "no longer holds the run lease"
+
+    prefix = f"f{uuid.uuid4().hex[:8]}"
+    clock = [1000.0]
+    store_a = RedisStore(connect(shared_redis_server.url, TEST_REDIS), keys=Keys(prefix), clock=lambda: clock[0])
+    store_b = _store(shared_redis_server.url, prefix)
+    store_a.fence_writes("proc-a")
+    store_b.fence_writes("proc-b")
+    try:
+        store_a.create_thread(sample_thread())
+        # Redis の上の期限 (PX) は長く、A の時計で見たリースの期限 (exp) だけが過ぎる: 止まっていた A が目覚めた瞬間
+        assert store_a.acquire_run_lease("thr_1", "run_1", "proc-a", 60)
+        store_a.commit("thr_1", [event(run_id="run_1", type="run_started")], run_started="run_1")
+        assert [e["seq"] for e in store_a.commit("thr_1", [event(run_id="run_1")])] == [2]
+        clock[0] += 61
+        with pytest.raises(RunAlreadyEnded, match=lease_lost):
+            store_a.commit("thr_1", [event(run_id="run_1")])
+        assert store_b.bounds("thr_1").last_seq == 2, "nothing was appended by the writer whose lease expired"
+        assert not store_a.renew_run_lease("thr_1", "run_1", "proc-a", 60), "an expired lease is not extended"
+
+        # Redis の上でもリースが消えた (PX が過ぎた) 後も同じ: まだ誰もランを閉じていなくても書けない
+        store_a.client.delete(f"{prefix}:t:thr_1:lease")
+        clock[0] = 1000.0
+        with pytest.raises(RunAlreadyEnded, match=lease_lost):
+            store_a.commit("thr_1", [event(run_id="run_1")])
+
+        # B が引き取って閉じる。A の書きそびれた終わりはその後も書かれない (終わりは 1 つだけ)
+        assert store_b.acquire_run_lease("thr_1", "run_1", "proc-b", 60)
+        with pytest.raises(RunAlreadyEnded, match=lease_lost):
+            store_a.commit("thr_1", [event(run_id="run_1")])
+        store_b.commit("thr_1", [event(run_id="run_1", type="run_error")], run_ended="run_1")
+        with pytest.raises(RunAlreadyEnded):
+            store_a.commit("thr_1", [event(run_id="run_1", type="run_cancelled")], run_ended="run_1")
+        assert [e["type"] for e in store_b.after("thr_1", 0)][-1] == "run_error"
+        assert store_b.bounds("thr_1").last_seq == 3
+    finally:
+        store_a.close()
+        store_b.close()
