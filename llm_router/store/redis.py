@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -267,6 +268,101 @@ return 1
 
 _NONE = "\0"
 _SEP = "\x1f"
+# 1 回の往復 (パイプライン) で書くコミットの最大数
+COMMIT_BATCH = 128
+
+
+def pack_commands(commands: Sequence[Sequence[Any]]) -> bytes:
+    """コマンドの列を RESP の 1 つのバイト列にする (redis-py の ``pack_commands`` の軽い版。値は文字列・bytes・整数・浮動小数点数)。"""
+    out = []
+    for command in commands:
+        out.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            if isinstance(arg, str):
+                data = arg.encode("utf-8")
+            elif isinstance(arg, bytes):
+                data = arg
+            elif isinstance(arg, int) and not isinstance(arg, bool):
+                data = b"%d" % arg
+            elif isinstance(arg, float):
+                data = repr(arg).encode("ascii")
+            else:
+                raise TypeError(f"redis command argument: expected str, bytes, int or float, got {type(arg).__name__}")
+            out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def _is_noscript(reply: Any) -> bool:
+    """返事が NOSCRIPT (Redis のスクリプトのキャッシュに無い: 何も実行されていない) なら真。"""
+    import redis
+
+    return isinstance(reply, redis.exceptions.NoScriptError) or (
+        isinstance(reply, redis.ResponseError) and str(reply).startswith("NOSCRIPT")
+    )
+
+
+class _CommitQueue:
+    """グループコミット (わざと待たない): 書いている間に加わった項目を、次の 1 回の往復でまとめて書く。
+
+    - 書いている者 (リーダー) がいなければ、呼んだ者がすぐ自分の項目を書く (待ち時間は増えない)。
+    - リーダーが Redis の返事を待つ間 (eventlet ではハブへ戻っている) に来た呼び出しは、列に並んで眠る。
+      リーダーは書き終えると、列の先頭を次のリーダーとして起こし、そのリーダーが列の全部 (最大 ``max_batch``)
+      を 1 回で書いて、その呼び出したちを起こす。
+    - どの呼び出しも、自分の項目が書かれた (か誤りが入った) 後で返る (先書きは崩れない)。同じスレッドの
+      項目が同じまとまりに入っても、並んだ順に実行される (パイプラインは順に実行される)。
+
+    ``llm_router.store.group.GroupCommitter`` と同じ考え方で、譲る (``pause``) 手順と、リーダーの分の
+    待ち合わせのオブジェクトを省いたもの (1 件ずつのときの費用を増やさないため)。
+    """
+
+    def __init__(self, write: Any, max_batch: int) -> None:
+        """``write(items)`` は項目を書き、結果か誤りを各項目に入れる関数。"""
+        self._write = write
+        self._max = max(1, int(max_batch))
+        self._lock = threading.Lock()
+        self._queue: list[list[Any]] = []  # [項目のリスト, 起こすためのロック, リーダーを任されたか]
+        self._leading = False
+
+    def commit(self, items: list[CommitItem]) -> None:
+        """項目を書く (リーダーがいればその後に並び、自分の番か、書かれるのを待つ)。"""
+        entry = None
+        with self._lock:
+            if self._leading:
+                gate = threading.Lock()
+                gate.acquire()
+                entry = [items, gate, False]
+                self._queue.append(entry)
+            else:
+                self._leading = True
+        if entry is not None:
+            entry[1].acquire()  # 書かれたか、リーダーを任されたら起きる
+            if not entry[2]:
+                return
+        self._lead(items)
+
+    def _lead(self, own: list[CommitItem]) -> None:
+        """リーダーとして自分の項目と列の項目を 1 回で書き、書いた呼び出しを起こし、次のリーダーを決める。"""
+        with self._lock:
+            taken = self._queue[: self._max - 1]
+            del self._queue[: len(taken)]
+        items = own + [item for entry in taken for item in entry[0]]
+        try:
+            self._write(items)
+        except BaseException as exc:  # 想定外の失敗も、待っている全員に伝える
+            for item in items:
+                if item.error is None and not item.result:
+                    item.error = exc
+        finally:
+            with self._lock:
+                successor = self._queue.pop(0) if self._queue else None
+                if successor is None:
+                    self._leading = False
+                else:
+                    successor[2] = True
+            for entry in taken:
+                entry[1].release()
+            if successor is not None:
+                successor[1].release()
 
 
 def order_key(updated_at: float, thread_id: str) -> str:
@@ -306,6 +402,13 @@ class RedisStore:
         self._delete = client.register_script(DELETE_LUA)
         self._mark = client.register_script(MARK_LUA)
         self._lease = client.register_script(LEASE_LUA)
+        # コミットはすべてこの窓口を通る: 同じ瞬間に書こうとしている別々のスレッドのコミットを、1 回の往復
+        # (EVALSHA のパイプライン) で書く。わざと待つことはない (pause なし): 前のまとまりの往復の間に
+        # 加わったものが次のまとまりになる。書くのは常に 1 つのリーダーだけなので、専用の接続を使う
+        self._group = _CommitQueue(self._write_batch, COMMIT_BATCH)
+        self._commit_conn: Any = None
+        self._commit_lock = threading.Lock()
+        self.commit_round_trips = 0
 
     # ------------------------------------------------------------ キーと共通の部品
 
@@ -336,18 +439,21 @@ class RedisStore:
             try:
                 return script(keys=keys, args=args)
             except redis.ResponseError as exc:
-                text = str(exc)
-                if "UNKNOWN_THREAD" in text:
-                    raise UnknownThread(thread_id) from None
-                if "RUN_ENDED" in text:
-                    raise RunAlreadyEnded(
-                        f"redis: the run already ended in thread '{thread_id}' (another process closed it); "
-                        "its end is not written a second time"
-                    ) from None
-                if text.startswith("TRUNCATE") or "TRUNCATE " in text:
-                    length = text.rsplit(" ", 1)[-1]
-                    raise ValueError(f"truncate_to: outside the history (0..{length})") from None
-                raise StoreUnavailable(f"redis refused {what} ({describe(self.client)}): {text[:200]}") from None
+                raise self._refusal(what, str(exc), thread_id) from None
+
+    def _refusal(self, what: str, text: str, thread_id: str) -> Exception:
+        """スクリプトの拒否 (Redis のエラーの文言) を、呼ぶ側に返す例外にする。"""
+        if "UNKNOWN_THREAD" in text:
+            return UnknownThread(thread_id)
+        if "RUN_ENDED" in text:
+            return RunAlreadyEnded(
+                f"redis: the run already ended in thread '{thread_id}' (another process closed it); "
+                "its end is not written a second time"
+            )
+        if text.startswith("TRUNCATE") or "TRUNCATE " in text:
+            length = text.rsplit(" ", 1)[-1]
+            return ValueError(f"truncate_to: outside the history (0..{length})")
+        return StoreUnavailable(f"redis refused {what} ({describe(self.client)}): {text[:200]}")
 
     # ------------------------------------------------------------ スレッド
 
@@ -476,10 +582,32 @@ class RedisStore:
         run_ended: str | None = None,
         now: float | None = None,
     ) -> list[dict[str, Any]]:
-        """イベント・履歴・題名・ランの記録を 1 つの Lua スクリプトで書き、各イベントに ``seq`` を入れて返す。"""
+        """イベント・履歴・題名・ランの記録を 1 つの Lua スクリプトで書き、各イベントに ``seq`` を入れて返す。
+
+        同じ瞬間に書こうとしている別のスレッドのコミットと 1 回の往復にまとめられる (:meth:`commit_batch`)。
+        返ったときには自分の分が書かれている (先書きは崩れない)。
+        """
         check_title(title)
-        now = self._clock() if now is None else now
-        bodies = []
+        item = CommitItem(thread_id, events, history, title, run_started, run_ended, now)
+        self.commit_batch([item])
+        if item.error is not None:
+            raise item.error
+        return item.result
+
+    def commit_batch(self, items: Sequence[CommitItem]) -> None:
+        """項目を書く (各項目は 1 つの Lua スクリプトで全部か何もなし。結果か誤りは項目に入る)。
+
+        同時に呼ばれた別の呼び出しの項目と一緒に、EVALSHA のパイプライン 1 回で送る (グループコミット、
+        ``llm_router.store.group``)。わざと待つことはない。
+        """
+        self._group.commit(list(items))
+
+    def _commit_args(self, item: CommitItem) -> tuple[list[str], list[Any]]:
+        """1 項目の ``COMMIT_LUA`` のキーと引数 (誤りのある項目は ``ValueError`` / ``SerializationError``)。"""
+        check_title(item.title)
+        thread_id, events, history = item.thread_id, item.events, item.history
+        now = self._clock() if item.now is None else item.now
+        bodies: list[Any] = []
         for event in events:
             body = encode_event({k: v for k, v in event.items() if k != "seq"})
             # 大きさは seq を含めた JSON のバイト数で数える (``,"seq":N`` の分を足す。N は 12 桁までの見込み)
@@ -494,17 +622,18 @@ class RedisStore:
             {
                 str(e["run_id"])
                 for e in events
-                if e.get("run_id") and e.get("type") != "thread_rewound" and e.get("run_id") != run_started
+                if e.get("run_id") and e.get("type") != "thread_rewound" and e.get("run_id") != item.run_started
             }
         )
+        prefix = f"{self.keys.prefix}:t:{thread_id}:"
         keys = [
-            self._k(thread_id, "record"),
-            self._k(thread_id, "seq"),
-            self._k(thread_id, "events"),
-            self._k(thread_id, "history"),
-            self._k(thread_id, "runs"),
+            prefix + "record",
+            prefix + "seq",
+            prefix + "events",
+            prefix + "history",
+            prefix + "runs",
             self._open_runs,
-            self._k(thread_id, "lease"),
+            prefix + "lease",
             self._index_prefix,
         ]
         args = [
@@ -513,35 +642,89 @@ class RedisStore:
             len(events),
             truncate,
             len(entries),
-            _NONE if title is None else json.dumps(title, ensure_ascii=False),
-            run_started or "",
-            run_ended or "",
+            _NONE if item.title is None else json.dumps(item.title, ensure_ascii=False),
+            item.run_started or "",
+            item.run_ended or "",
             thread_id,
             order_key(now, thread_id),
             *bodies,
             *entries,
             *fenced,
         ]
-        first = int(self._call("commit", self._commit, keys, args, thread_id))
-        for i, event in enumerate(events):
-            event["seq"] = first + i
-        return list(events)
+        return keys, args
 
-    def commit_batch(self, items: Sequence[CommitItem]) -> None:
-        """項目ごとに :meth:`commit` する (各項目は全部か何もなし、結果か誤りは項目に入る)。"""
+    def _write_batch(self, items: Sequence[CommitItem]) -> None:
+        """(グループコミットのリーダーとして) 項目を EVALSHA のパイプライン 1 回で書き、結果か誤りを項目に入れる。
+
+        スクリプトが Redis のキャッシュに無ければ (Redis の再起動の後)、読み込んで、それで断られた項目だけを
+        もう一度送る (NOSCRIPT で断られた項目は何も書いていない)。Redis に届かなければ、全部の項目が
+        ``StoreUnavailable`` になる。
+        """
+        ready: list[tuple[CommitItem, tuple[Any, ...]]] = []
         for item in items:
             try:
-                item.result = self.commit(
-                    item.thread_id,
-                    item.events,
-                    history=item.history,
-                    title=item.title,
-                    run_started=item.run_started,
-                    run_ended=item.run_ended,
-                    now=item.now,
-                )
-            except Exception as exc:
+                keys, args = self._commit_args(item)
+            except (ValueError, SerializationError) as exc:
                 item.error = exc
+                continue
+            ready.append((item, ("EVALSHA", self._commit.sha, len(keys), *keys, *args)))
+        if not ready:
+            return
+        try:
+            with unavailable_errors(self.client, "commit"):
+                replies = self._pipeline([command for _, command in ready])
+                retry = [i for i, reply in enumerate(replies) if _is_noscript(reply)]
+                if retry:
+                    self._commit.sha = self.client.script_load(COMMIT_LUA)
+                    again = self._pipeline([("EVALSHA", self._commit.sha, *ready[i][1][2:]) for i in retry])
+                    for i, reply in zip(retry, again, strict=True):
+                        replies[i] = reply
+        except StoreUnavailable as exc:
+            for item, _ in ready:
+                item.error = exc
+            return
+        for (item, _), reply in zip(ready, replies, strict=True):
+            if isinstance(reply, Exception):
+                item.error = self._refusal("commit", str(reply), item.thread_id)
+                continue
+            first = int(reply)
+            for i, event in enumerate(item.events):
+                event["seq"] = first + i
+            item.result = list(item.events)
+
+    def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """コマンドを専用の接続で 1 回の送信にまとめて送り、返事 (拒否は例外のオブジェクト) を順に返す。
+
+        redis-py のパイプラインと同じことを、接続の貸し借り (プールの検査と記録) なしで行う。送る前に、
+        古くなった接続 (Redis が再起動して切れたもの) なら繋ぎ直す。送った後で切れたら接続を捨てて誤りを
+        上げる (どこまで書けたか分からないので、送り直さない)。
+        """
+        import redis
+
+        with self._commit_lock:
+            conn = self._commit_conn
+            if conn is None:
+                pool = self.client.connection_pool
+                conn = self._commit_conn = pool.connection_class(**pool.connection_kwargs)
+            try:
+                if conn._sock is not None and conn.can_read():
+                    conn.disconnect()  # 切れている (EOF が読める) か、読み残しがある: 繋ぎ直す
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                conn.disconnect()
+            conn.connect()
+            self.commit_round_trips += 1
+            try:
+                conn.send_packed_command([pack_commands(commands)])
+                replies: list[Any] = []
+                for _ in commands:
+                    try:
+                        replies.append(conn.read_response())
+                    except redis.ResponseError as exc:
+                        replies.append(exc)
+            except BaseException:
+                conn.disconnect()
+                raise
+            return replies
 
     def trim(self, thread_id: str, now: float | None = None) -> int:
         """上限を超えた古いイベントを捨て、捨てた件数を返す。"""
@@ -697,6 +880,10 @@ class RedisStore:
 
     def close(self) -> None:
         """接続を閉じる。"""
+        with self._commit_lock:
+            if self._commit_conn is not None:
+                self._commit_conn.disconnect()
+                self._commit_conn = None
         self.client.close()
 
 
