@@ -78,14 +78,15 @@ local function trim(rec, ev, now, max_events, max_bytes, max_age)
   local count = redis.call('XLEN', ev)
   local bytes = tonumber(redis.call('HGET', rec, 'log_bytes') or '0')
   while count > 1 do
+    local over = (max_events > 0 and count > max_events) or (max_bytes > 0 and bytes > max_bytes)
+    if not over and max_age <= 0 then break end
     local head = redis.call('XRANGE', ev, '-', '+', 'COUNT', 1)
     local fields = head[1][2]
     local ts, size = 0, 0
     for i = 1, #fields, 2 do
       if fields[i] == 't' then ts = tonumber(fields[i + 1]) elseif fields[i] == 's' then size = tonumber(fields[i + 1]) end
     end
-    local over = (max_events > 0 and count > max_events) or (max_bytes > 0 and bytes > max_bytes)
-      or (max_age > 0 and ts < now - max_age)
+    over = over or (max_age > 0 and ts < now - max_age)
     if not over then break end
     redis.call('XDEL', ev, head[1][1])
     count = count - 1
@@ -105,6 +106,7 @@ end
 COMMIT_LUA = (
     _TRIM_FN
     + """
+local AGE_CHECK_EVERY = 32
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('UNKNOWN_THREAD') end
 local now = tonumber(ARGV[1])
 local n, truncate, m = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -165,7 +167,13 @@ if ARGV[10] ~= '' then
     if lease and cjson.decode(lease)['run_id'] == ARGV[10] then redis.call('DEL', KEYS[7]) end
   end
 end
-trim(KEYS[1], KEYS[3], now, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
+-- 経過秒による切り詰めは、seq が AGE_CHECK_EVERY の倍数をまたぐコミットでだけ見る (毎回の先頭の読み取りを省く。
+-- 経過秒を過ぎたものは、切り詰める前でも読み取り (after / bounds) に出ない)。件数とバイト数は毎回
+local max_age = tonumber(ARGV[4])
+if n == 0 or math.floor((first + n - 1) / AGE_CHECK_EVERY) == math.floor((first - 1) / AGE_CHECK_EVERY) then
+  max_age = 0
+end
+trim(KEYS[1], KEYS[3], now, tonumber(ARGV[2]), tonumber(ARGV[3]), max_age)
 return first
 """
 )
@@ -611,7 +619,7 @@ class RedisStore:
         for event in events:
             body = encode_event({k: v for k, v in event.items() if k != "seq"})
             # 大きさは seq を含めた JSON のバイト数で数える (``,"seq":N`` の分を足す。N は 12 桁までの見込み)
-            bodies += [body, len(body.encode("utf-8")) + 20]
+            bodies += [body, (len(body) if body.isascii() else len(body.encode("utf-8"))) + 20]
         entries = [json.dumps(e.to_dict(), ensure_ascii=False) for e in history.append] if history else []
         truncate = history.truncate_to if history is not None and history.truncate_to is not None else -1
         if history is not None and history.truncate_to is not None and history.truncate_to < 0:
