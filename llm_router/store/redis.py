@@ -281,23 +281,27 @@ COMMIT_BATCH = 128
 
 
 def pack_commands(commands: Sequence[Sequence[Any]]) -> bytes:
-    """コマンドの列を RESP の 1 つのバイト列にする (redis-py の ``pack_commands`` の軽い版。値は文字列・bytes・整数・浮動小数点数)。"""
-    out = []
+    """コマンドの列を RESP の 1 つのバイト列にする (redis-py の ``pack_commands`` の軽い版。値は文字列・bytes・整数・浮動小数点数)。
+
+    文字列のまま組み立てて最後に 1 回だけ UTF-8 にする (長さは UTF-8 のバイト数。ASCII なら文字数と同じ)。
+    """
+    out: list[str] = []
     for command in commands:
-        out.append(b"*%d\r\n" % len(command))
+        out.append(f"*{len(command)}\r\n")
         for arg in command:
             if isinstance(arg, str):
-                data = arg.encode("utf-8")
-            elif isinstance(arg, bytes):
-                data = arg
+                text = arg
             elif isinstance(arg, int) and not isinstance(arg, bool):
-                data = b"%d" % arg
+                text = str(arg)
             elif isinstance(arg, float):
-                data = repr(arg).encode("ascii")
+                text = repr(arg)
+            elif isinstance(arg, bytes):
+                text = arg.decode("utf-8")
             else:
                 raise TypeError(f"redis command argument: expected str, bytes, int or float, got {type(arg).__name__}")
-            out.append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"".join(out)
+            size = len(text) if text.isascii() else len(text.encode("utf-8"))
+            out.append(f"${size}\r\n{text}\r\n")
+    return "".join(out).encode("utf-8")
 
 
 def _is_noscript(reply: Any) -> bool:
