@@ -316,6 +316,19 @@ def _is_noscript(reply: Any) -> bool:
     )
 
 
+class _Waiter:
+    """列に並んだ 1 つの呼び出し: 項目、起こすためのロック (取った状態で作る)、リーダーを任されたか。"""
+
+    __slots__ = ("gate", "items", "lead")
+
+    def __init__(self, items: list[CommitItem]) -> None:
+        """項目を受け取り、起こすためのロックを取っておく。"""
+        self.items = items
+        self.gate = threading.Lock()
+        self.gate.acquire()
+        self.lead = False
+
+
 class _CommitQueue:
     """グループコミット (わざと待たない): 書いている間に加わった項目を、次の 1 回の往復でまとめて書く。
 
@@ -335,7 +348,7 @@ class _CommitQueue:
         self._write = write
         self._max = max(1, int(max_batch))
         self._lock = threading.Lock()
-        self._queue: list[list[Any]] = []  # [項目のリスト, 起こすためのロック, リーダーを任されたか]
+        self._queue: list[_Waiter] = []
         self._leading = False
 
     def commit(self, items: list[CommitItem]) -> None:
@@ -343,24 +356,47 @@ class _CommitQueue:
         entry = None
         with self._lock:
             if self._leading:
-                gate = threading.Lock()
-                gate.acquire()
-                entry = [items, gate, False]
+                entry = _Waiter(items)
                 self._queue.append(entry)
             else:
                 self._leading = True
         if entry is not None:
-            entry[1].acquire()  # 書かれたか、リーダーを任されたら起きる
-            if not entry[2]:
+            try:
+                entry.gate.acquire()  # 書かれたか、リーダーを任されたら起きる
+            except BaseException:
+                self._abandon(entry)
+                raise
+            if not entry.lead:
                 return
         self._lead(items)
+
+    def _abandon(self, entry: _Waiter) -> None:
+        """待っている間に止められた呼び出し (グリーンスレッドの kill、タイムアウト) の後始末。
+
+        まだ列にいれば抜ける (項目は書かれない)。リーダーを任されていたら、次の者に渡す (さもないと
+        誰も書かなくなり、ストアのコミットがすべて止まる)。既にまとまりに入っていれば、書かれるに任せる。
+        """
+        with self._lock:
+            for i, waiting in enumerate(self._queue):
+                if waiting is entry:
+                    del self._queue[i]
+                    return
+            if not entry.lead:
+                return
+            successor = self._queue.pop(0) if self._queue else None
+            if successor is None:
+                self._leading = False
+            else:
+                successor.lead = True
+        if successor is not None:
+            successor.gate.release()
 
     def _lead(self, own: list[CommitItem]) -> None:
         """リーダーとして自分の項目と列の項目を 1 回で書き、書いた呼び出しを起こし、次のリーダーを決める。"""
         with self._lock:
             taken = self._queue[: self._max - 1]
             del self._queue[: len(taken)]
-        items = own + [item for entry in taken for item in entry[0]]
+        items = own + [item for entry in taken for item in entry.items]
         try:
             self._write(items)
         except BaseException as exc:  # 想定外の失敗も、待っている全員に伝える
@@ -373,11 +409,11 @@ class _CommitQueue:
                 if successor is None:
                     self._leading = False
                 else:
-                    successor[2] = True
+                    successor.lead = True
             for entry in taken:
-                entry[1].release()
+                entry.gate.release()
             if successor is not None:
-                successor[1].release()
+                successor.gate.release()
 
 
 def order_key(updated_at: float, thread_id: str) -> str:

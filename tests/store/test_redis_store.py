@@ -322,3 +322,78 @@ def test_old_events_are_trimmed_by_age_while_commits_go_on(shared_redis_server):
         store.commit("thr_1", [event()])
     assert int(store.client.xlen(store._k("thr_1", "events"))) == 31, "the commit that passed seq 32 trimmed them"
     store.close()
+
+
+def test_a_caller_interrupted_while_queued_leaves_the_queue(shared_redis_server):
+    """列で待っている呼び出しが止められると (シグナルからの例外。eventlet のタイムアウトや kill と同じ)、列から抜けて
+    何も書かれない。リーダーの分と、その後のコミットはふつうに書かれる。"""
+    import signal
+
+    store = _store(shared_redis_server.url, f"i{uuid.uuid4().hex[:8]}")
+    store.create_thread(sample_thread("thr_1"))
+    store.create_thread(sample_thread("thr_2"))
+    seen: list[int] = []
+
+    def interrupt(signum, frame) -> None:
+        """列に並んでいれば止める。まだなら少し後にもう一度見る。"""
+        if len(store._group._queue) == 1:
+            seen.append(1)
+            raise TimeoutError("interrupted while queued")
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    leader_result: list[int] = []
+    store._commit_lock.acquire()
+    try:
+        leader = threading.Thread(
+            target=lambda: leader_result.extend(e["seq"] for e in store.commit("thr_1", [event()]))
+        )
+        leader.start()
+        _wait_until(lambda: store._group._leading)
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(TimeoutError):
+            store.commit("thr_2", [event()])
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        store._commit_lock.release()
+    leader.join(30)
+    assert seen == [1] and store._group._queue == []
+    assert not store._group._leading, "nobody is left holding the leader's role"
+    assert leader_result == [1]
+    assert store.after("thr_2", 0) == [], "the interrupted caller's events were not written"
+    assert [e["seq"] for e in store.commit("thr_2", [event()])] == [1]
+    store.close()
+
+
+def test_a_designated_leader_that_is_stopped_hands_over(shared_redis_server):
+    """次のリーダーを任された呼び出しが、起きる前に止められても、リーダーの役は列の次の者に渡り、その者の分は
+    書かれる (誰も書かなくなってストアが止まることはない)。"""
+    from llm_router.store.base import CommitItem
+    from llm_router.store.redis import _Waiter
+
+    store = _store(shared_redis_server.url, f"h{uuid.uuid4().hex[:8]}")
+    store.create_thread(sample_thread("thr_1"))
+    queue = store._group
+    stopped = _Waiter([CommitItem("thr_1", [event()])])
+    item = CommitItem("thr_1", [event(n=2)])
+    waiting = _Waiter([item])
+    with queue._lock:
+        queue._leading = True
+        stopped.lead = True  # 前のリーダーが任した (列からはもう出ている)
+        queue._queue.append(waiting)
+
+    def wait_and_lead() -> None:
+        """列で待つ呼び出しと同じ: 起こされ、任されていればリーダーとして書く。"""
+        waiting.gate.acquire()
+        if waiting.lead:
+            queue._lead(waiting.items)
+
+    follower = threading.Thread(target=wait_and_lead, daemon=True)
+    follower.start()
+    queue._abandon(stopped)
+    follower.join(10)
+    assert item.error is None and [e["seq"] for e in item.result] == [1]
+    assert not queue._leading and queue._queue == []
+    assert [e["seq"] for e in store.commit("thr_1", [event()])] == [2]
+    store.close()
