@@ -7,6 +7,8 @@
 - 遅延: 上流 (``paced_upstream.py``) が各チャンクに送出直前の時刻を書き、クライアント (別プロセス) が受信時刻から
   引く (``realtime_bench.py`` と同じ)。素のスタックは比べない (``realtime_bench.py`` の表を参照)。
 - 効率: 受け取ったイベントの数 / サーバーのプロセスの CPU 秒の合計 (Redis の CPU 秒は別の列)。
+- 比較の床: 同じ負荷を 1 つのプロセスで既定の ``store.backend=sqlite`` (一時フォルダのファイル) に流した行も測る
+  (``--no-sqlite`` で省く)。Redis のストアが 1 イベントに足した費用は、この行との差で読む。
 - 別のプロセスからの cancel: A で流れているランを B のソケットから cancel し、上流 (偽の OpenAI) が接続の
   切断を見るまでの時間。
 """
@@ -28,10 +30,13 @@ from tests.realtime.harness import ProtocolClient, ServerProcess
 from tests.support.redis_server import RedisServer, require_redis_server
 
 
-def cluster_server(redis_url: str, openai_base_url: str) -> ServerProcess:
-    """``store.backend=redis`` の llm_router を 1 つ起動する (制限はベンチマークの邪魔にならないよう外す)。"""
+def cluster_server(redis_url: str, openai_base_url: str, backend: str = "redis") -> ServerProcess:
+    """``store.backend=redis`` の llm_router を 1 つ起動する (制限はベンチマークの邪魔にならないよう外す)。
+
+    ``backend="sqlite"`` なら既定のストア (ハーネスが一時フォルダのファイルを指定する) で起動する (比較の床)。
+    """
     overrides = [
-        "store.backend=redis",
+        *(["store.backend=redis"] if backend == "redis" else []),
         "server.rate_limit_per_minute=100000000",
         "server.log_level=WARNING",
         "server.max_threads_per_principal=0",
@@ -39,7 +44,9 @@ def cluster_server(redis_url: str, openai_base_url: str) -> ServerProcess:
         f"providers.openai.base_url={openai_base_url}",
         f"agent.model={OPENAI_MODEL}",
     ]
-    secrets = {"OPENAI_API_KEY": BENCH_KEY, "LLM_ROUTER_REDIS_URL": redis_url}
+    secrets = {"OPENAI_API_KEY": BENCH_KEY}
+    if backend == "redis":
+        secrets["LLM_ROUTER_REDIS_URL"] = redis_url
     return ServerProcess(overrides=overrides, secrets=secrets).start(timeout=60)
 
 
@@ -54,13 +61,15 @@ def _warm(url: str) -> None:
         client.disconnect()
 
 
-def configuration(processes: int, runs: int, chunks: int, rate: float, idle: int, clients: int) -> dict[str, Any]:
+def configuration(
+    processes: int, runs: int, chunks: int, rate: float, idle: int, clients: int, backend: str = "redis"
+) -> dict[str, Any]:
     """``processes`` 個のサーバーで ``runs`` 本の同時ランと ``idle`` 個の待機中の接続を流し、遅延と効率を返す。"""
     timeout = 60 + chunks / rate * 3
     with ExitStack() as stack:
         redis = stack.enter_context(RedisServer(require_redis_server()))
         base_url = stack.enter_context(paced_upstream(chunks, rate))
-        servers = [cluster_server(redis.url, base_url) for _ in range(processes)]
+        servers = [cluster_server(redis.url, base_url, backend) for _ in range(processes)]
         for server in servers:
             stack.callback(server.close)
         for server in servers:
@@ -93,12 +102,14 @@ def configuration(processes: int, runs: int, chunks: int, rate: float, idle: int
             ends[k] = ends.get(k, 0) + v
     return {
         "processes": processes,
+        "backend": backend,
         "latency_ms": summary_ms(values),
         "events": events,
         "elapsed_s": elapsed,
         "server_cpu_s": cpu,
         "redis_cpu_s": redis_cpu,
         "events_per_cpu_s": events / cpu if cpu else float("nan"),
+        "cpu_us_per_event": cpu / events * 1e6 if events else float("nan"),
         "ends": ends,
     }
 
@@ -143,17 +154,20 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="1 ランの上流のチャンク/秒 (既定 20)")
     parser.add_argument("--clients", type=int, default=4, help="ランのクライアントのプロセスの数 (既定 4)")
     parser.add_argument("--cancel-samples", type=int, default=30, help="別のプロセスからの cancel の回数 (既定 30)")
+    parser.add_argument("--no-sqlite", action="store_true", help="比較の床 (1 プロセス、sqlite) を測らない")
     parser.add_argument("--json", help="結果を JSON でも保存するパス")
     args = parser.parse_args()
     results: dict[str, Any] = {}
     rows = []
-    for processes in (1, 2):
-        r = configuration(processes, args.runs, args.chunks, args.rate, args.idle, args.clients)
-        results[f"processes_{processes}"] = r
+    plan = [(1, "redis"), (2, "redis")] + ([] if args.no_sqlite else [(1, "sqlite")])
+    for processes, backend in plan:
+        r = configuration(processes, args.runs, args.chunks, args.rate, args.idle, args.clients, backend)
+        results[f"processes_{processes}" if backend == "redis" else f"processes_{processes}_{backend}"] = r
         lm = r["latency_ms"]
+        label = f"{processes} プロセス" if backend == "redis" else f"{processes} プロセス (sqlite、比較の床)"
         rows.append(
             (
-                f"{processes} プロセス",
+                label,
                 lm["n"],
                 lm["p50"],
                 lm["p90"],
@@ -162,6 +176,7 @@ def main() -> None:
                 r["server_cpu_s"],
                 r["redis_cpu_s"],
                 r["events_per_cpu_s"],
+                r["cpu_us_per_event"],
                 r["ends"],
             )
         )
@@ -176,13 +191,14 @@ def main() -> None:
             "サーバー CPU 秒",
             "Redis CPU 秒",
             "イベント / サーバー CPU 秒",
+            "サーバー CPU µs / イベント",
             "終わり",
         ],
         rows,
     )
     body += (
         f"\n\n{args.runs} 本の同時ラン (各 {args.chunks} チャンクを {args.rate:g} チャンク/秒) と {args.idle} 個の"
-        "待機中の接続。2 プロセスではどちらも半分ずつ。"
+        "待機中の接続。2 プロセスではどちらも半分ずつ。sqlite の行は Redis を使わない同じ負荷 (比較の床)。"
     )
     cancel = cross_cancel(args.cancel_samples)
     results["cross_cancel"] = cancel

@@ -27,6 +27,9 @@
 - 終わりの記録 (``run_ended``) は 1 つのランに 1 回だけ: 既に終わったランの終わりや、そのランのイベント
   (``thread_rewound`` を除く) を書こうとすると (リースを失った古い持ち主が、別のプロセスが ``interrupted`` で
   閉じたランに書き足そうとしたとき) 何も書かずに :class:`RunAlreadyEnded` (``StoreUnavailable`` の一種) になる。
+- コミットはグループコミット (:class:`_CommitQueue`): 1 つの往復の間に来た別々のスレッドのコミットを、次の 1 回の
+  往復 (EVALSHA のパイプライン、専用の接続) でまとめて書く。わざと待つことはなく、どの呼び出しも自分の分が
+  書かれてから返る。各項目は別々のスクリプトなので、1 つの拒否は他の項目に響かない。
 - Redis を永続化せずに再起動すると中身は消える。本番では Redis の AOF (``appendonly yes``) を使う
   (docs/deployment.md)。
 """
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -74,14 +78,15 @@ local function trim(rec, ev, now, max_events, max_bytes, max_age)
   local count = redis.call('XLEN', ev)
   local bytes = tonumber(redis.call('HGET', rec, 'log_bytes') or '0')
   while count > 1 do
+    local over = (max_events > 0 and count > max_events) or (max_bytes > 0 and bytes > max_bytes)
+    if not over and max_age <= 0 then break end
     local head = redis.call('XRANGE', ev, '-', '+', 'COUNT', 1)
     local fields = head[1][2]
     local ts, size = 0, 0
     for i = 1, #fields, 2 do
       if fields[i] == 't' then ts = tonumber(fields[i + 1]) elseif fields[i] == 's' then size = tonumber(fields[i + 1]) end
     end
-    local over = (max_events > 0 and count > max_events) or (max_bytes > 0 and bytes > max_bytes)
-      or (max_age > 0 and ts < now - max_age)
+    over = over or (max_age > 0 and ts < now - max_age)
     if not over then break end
     redis.call('XDEL', ev, head[1][1])
     count = count - 1
@@ -102,6 +107,7 @@ end
 COMMIT_LUA = (
     _TRIM_FN
     + """
+local AGE_CHECK_EVERY = 32
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('UNKNOWN_THREAD') end
 local now = tonumber(ARGV[1])
 local n, truncate, m = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -171,7 +177,13 @@ if ARGV[10] ~= '' then
     if lease and cjson.decode(lease)['run_id'] == ARGV[10] then redis.call('DEL', KEYS[7]) end
   end
 end
-trim(KEYS[1], KEYS[3], now, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
+-- 経過秒による切り詰めは、seq が AGE_CHECK_EVERY の倍数をまたぐコミットでだけ見る (毎回の先頭の読み取りを省く。
+-- 経過秒を過ぎたものは、切り詰める前でも読み取り (after / bounds) に出ない)。件数とバイト数は毎回
+local max_age = tonumber(ARGV[4])
+if n == 0 or math.floor((first + n - 1) / AGE_CHECK_EVERY) == math.floor((first - 1) / AGE_CHECK_EVERY) then
+  max_age = 0
+end
+trim(KEYS[1], KEYS[3], now, tonumber(ARGV[2]), tonumber(ARGV[3]), max_age)
 return first
 """
 )
@@ -274,6 +286,141 @@ return 1
 
 _NONE = "\0"
 _SEP = "\x1f"
+# 1 回の往復 (パイプライン) で書くコミットの最大数
+COMMIT_BATCH = 128
+
+
+def pack_commands(commands: Sequence[Sequence[Any]]) -> bytes:
+    """コマンドの列を RESP の 1 つのバイト列にする (redis-py の ``pack_commands`` の軽い版。値は文字列・bytes・整数・浮動小数点数)。
+
+    文字列のまま組み立てて最後に 1 回だけ UTF-8 にする (長さは UTF-8 のバイト数。ASCII なら文字数と同じ)。
+    """
+    out: list[str] = []
+    for command in commands:
+        out.append(f"*{len(command)}\r\n")
+        for arg in command:
+            if isinstance(arg, str):
+                text = arg
+            elif isinstance(arg, int) and not isinstance(arg, bool):
+                text = str(arg)
+            elif isinstance(arg, float):
+                text = repr(arg)
+            elif isinstance(arg, bytes):
+                text = arg.decode("utf-8")
+            else:
+                raise TypeError(f"redis command argument: expected str, bytes, int or float, got {type(arg).__name__}")
+            size = len(text) if text.isascii() else len(text.encode("utf-8"))
+            out.append(f"${size}\r\n{text}\r\n")
+    return "".join(out).encode("utf-8")
+
+
+def _is_noscript(reply: Any) -> bool:
+    """返事が NOSCRIPT (Redis のスクリプトのキャッシュに無い: 何も実行されていない) なら真。"""
+    import redis
+
+    return isinstance(reply, redis.exceptions.NoScriptError) or (
+        isinstance(reply, redis.ResponseError) and str(reply).startswith("NOSCRIPT")
+    )
+
+
+class _Waiter:
+    """列に並んだ 1 つの呼び出し: 項目、起こすためのロック (取った状態で作る)、リーダーを任されたか。"""
+
+    __slots__ = ("gate", "items", "lead")
+
+    def __init__(self, items: list[CommitItem]) -> None:
+        """項目を受け取り、起こすためのロックを取っておく。"""
+        self.items = items
+        self.gate = threading.Lock()
+        self.gate.acquire()
+        self.lead = False
+
+
+class _CommitQueue:
+    """グループコミット (わざと待たない): 書いている間に加わった項目を、次の 1 回の往復でまとめて書く。
+
+    - 書いている者 (リーダー) がいなければ、呼んだ者がすぐ自分の項目を書く (待ち時間は増えない)。
+    - リーダーが Redis の返事を待つ間 (eventlet ではハブへ戻っている) に来た呼び出しは、列に並んで眠る。
+      リーダーは書き終えると、列の先頭を次のリーダーとして起こし、そのリーダーが列の全部 (最大 ``max_batch``)
+      を 1 回で書いて、その呼び出したちを起こす。
+    - どの呼び出しも、自分の項目が書かれた (か誤りが入った) 後で返る (先書きは崩れない)。同じスレッドの
+      項目が同じまとまりに入っても、並んだ順に実行される (パイプラインは順に実行される)。
+
+    ``llm_router.store.group.GroupCommitter`` と同じ考え方で、譲る (``pause``) 手順と、リーダーの分の
+    待ち合わせのオブジェクトを省いたもの (1 件ずつのときの費用を増やさないため)。
+    """
+
+    def __init__(self, write: Any, max_batch: int) -> None:
+        """``write(items)`` は項目を書き、結果か誤りを各項目に入れる関数。"""
+        self._write = write
+        self._max = max(1, int(max_batch))
+        self._lock = threading.Lock()
+        self._queue: list[_Waiter] = []
+        self._leading = False
+
+    def commit(self, items: list[CommitItem]) -> None:
+        """項目を書く (リーダーがいればその後に並び、自分の番か、書かれるのを待つ)。"""
+        entry = None
+        with self._lock:
+            if self._leading:
+                entry = _Waiter(items)
+                self._queue.append(entry)
+            else:
+                self._leading = True
+        if entry is not None:
+            try:
+                entry.gate.acquire()  # 書かれたか、リーダーを任されたら起きる
+            except BaseException:
+                self._abandon(entry)
+                raise
+            if not entry.lead:
+                return
+        self._lead(items)
+
+    def _abandon(self, entry: _Waiter) -> None:
+        """待っている間に止められた呼び出し (グリーンスレッドの kill、タイムアウト) の後始末。
+
+        まだ列にいれば抜ける (項目は書かれない)。リーダーを任されていたら、次の者に渡す (さもないと
+        誰も書かなくなり、ストアのコミットがすべて止まる)。既にまとまりに入っていれば、書かれるに任せる。
+        """
+        with self._lock:
+            for i, waiting in enumerate(self._queue):
+                if waiting is entry:
+                    del self._queue[i]
+                    return
+            if not entry.lead:
+                return
+            successor = self._queue.pop(0) if self._queue else None
+            if successor is None:
+                self._leading = False
+            else:
+                successor.lead = True
+        if successor is not None:
+            successor.gate.release()
+
+    def _lead(self, own: list[CommitItem]) -> None:
+        """リーダーとして自分の項目と列の項目を 1 回で書き、書いた呼び出しを起こし、次のリーダーを決める。"""
+        with self._lock:
+            taken = self._queue[: self._max - 1]
+            del self._queue[: len(taken)]
+        items = own + [item for entry in taken for item in entry.items]
+        try:
+            self._write(items)
+        except BaseException as exc:  # 想定外の失敗も、待っている全員に伝える
+            for item in items:
+                if item.error is None and not item.result:
+                    item.error = exc
+        finally:
+            with self._lock:
+                successor = self._queue.pop(0) if self._queue else None
+                if successor is None:
+                    self._leading = False
+                else:
+                    successor.lead = True
+            for entry in taken:
+                entry.gate.release()
+            if successor is not None:
+                successor.gate.release()
 
 
 def order_key(updated_at: float, thread_id: str) -> str:
@@ -313,6 +460,13 @@ class RedisStore(Store):
         self._delete = client.register_script(DELETE_LUA)
         self._mark = client.register_script(MARK_LUA)
         self._lease = client.register_script(LEASE_LUA)
+        # コミットはすべてこの窓口を通る: 同じ瞬間に書こうとしている別々のスレッドのコミットを、1 回の往復
+        # (EVALSHA のパイプライン) で書く。わざと待つことはない (pause なし): 前のまとまりの往復の間に
+        # 加わったものが次のまとまりになる。書くのは常に 1 つのリーダーだけなので、専用の接続を使う
+        self._group = _CommitQueue(self._write_batch, COMMIT_BATCH)
+        self._commit_conn: Any = None
+        self._commit_lock = threading.Lock()
+        self.commit_round_trips = 0
         # このプロセスのリースの持ち主の id (:meth:`fence_writes`)。None ならランのイベントのリースを検査しない
         self.writer_id: str | None = None
 
@@ -354,23 +508,26 @@ class RedisStore(Store):
             try:
                 return script(keys=keys, args=args)
             except redis.ResponseError as exc:
-                text = str(exc)
-                if "UNKNOWN_THREAD" in text:
-                    raise UnknownThread(thread_id) from None
-                if "LEASE_LOST" in text:
-                    raise RunAlreadyEnded(
-                        f"redis: this process no longer holds the run lease in thread '{thread_id}' "
-                        "(it expired or another process took it); nothing was written"
-                    ) from None
-                if "RUN_ENDED" in text:
-                    raise RunAlreadyEnded(
-                        f"redis: the run already ended in thread '{thread_id}' (another process closed it); "
-                        "its end is not written a second time"
-                    ) from None
-                if text.startswith("TRUNCATE") or "TRUNCATE " in text:
-                    length = text.rsplit(" ", 1)[-1]
-                    raise ValueError(f"truncate_to: outside the history (0..{length})") from None
-                raise StoreUnavailable(f"redis refused {what} ({describe(self.client)}): {text[:200]}") from None
+                raise self._refusal(what, str(exc), thread_id) from None
+
+    def _refusal(self, what: str, text: str, thread_id: str) -> Exception:
+        """スクリプトの拒否 (Redis のエラーの文言) を、呼ぶ側に返す例外にする。"""
+        if "UNKNOWN_THREAD" in text:
+            return UnknownThread(thread_id)
+        if "LEASE_LOST" in text:
+            return RunAlreadyEnded(
+                f"redis: this process no longer holds the run lease in thread '{thread_id}' "
+                "(it expired or another process took it); nothing was written"
+            )
+        if "RUN_ENDED" in text:
+            return RunAlreadyEnded(
+                f"redis: the run already ended in thread '{thread_id}' (another process closed it); "
+                "its end is not written a second time"
+            )
+        if text.startswith("TRUNCATE") or "TRUNCATE " in text:
+            length = text.rsplit(" ", 1)[-1]
+            return ValueError(f"truncate_to: outside the history (0..{length})")
+        return StoreUnavailable(f"redis refused {what} ({describe(self.client)}): {text[:200]}")
 
     # ------------------------------------------------------------ スレッド
 
@@ -474,27 +631,23 @@ class RedisStore(Store):
     # ------------------------------------------------------------ イベントと履歴
 
     def commit_batch(self, items: Sequence[CommitItem]) -> None:
-        """項目ごとに 1 つの Lua スクリプトで書く (各項目は全部か何もなし、結果か誤りは項目に入る)。
+        """項目を書く (各項目は 1 つの Lua スクリプトで全部か何もなし。結果か誤りは項目に入る)。
 
-        ``commit`` と ``append`` は継ぎ目 (:class:`~llm_router.store.base.Store`) の既定の実装がこれを呼ぶ。
+        同時に呼ばれた別の呼び出しの項目と一緒に、EVALSHA のパイプライン 1 回で送る (グループコミット、
+        ``llm_router.store.group``)。わざと待つことはない。
         """
-        for item in items:
-            try:
-                item.result = self._commit_item(item)
-            except Exception as exc:
-                item.error = exc
+        self._group.commit(list(items))
 
-    def _commit_item(self, item: CommitItem) -> list[dict[str, Any]]:
-        """イベント・履歴・題名・ランの記録を 1 つの Lua スクリプトで書き、各イベントに ``seq`` を入れて返す。"""
-        thread_id, events, history, title = item.thread_id, item.events, item.history, item.title
-        run_started, run_ended, now = item.run_started, item.run_ended, item.now
-        check_title(title)
-        now = self._clock() if now is None else now
-        bodies = []
+    def _commit_args(self, item: CommitItem) -> tuple[list[str], list[Any]]:
+        """1 項目の ``COMMIT_LUA`` のキーと引数 (誤りのある項目は ``ValueError`` / ``SerializationError``)。"""
+        check_title(item.title)
+        thread_id, events, history = item.thread_id, item.events, item.history
+        now = self._clock() if item.now is None else item.now
+        bodies: list[Any] = []
         for event in events:
             body = encode_event({k: v for k, v in event.items() if k != "seq"})
             # 大きさは seq を含めた JSON のバイト数で数える (``,"seq":N`` の分を足す。N は 12 桁までの見込み)
-            bodies += [body, len(body.encode("utf-8")) + 20]
+            bodies += [body, (len(body) if body.isascii() else len(body.encode("utf-8"))) + 20]
         entries = [json.dumps(e.to_dict(), ensure_ascii=False) for e in history.append] if history else []
         truncate = history.truncate_to if history is not None and history.truncate_to is not None else -1
         if history is not None and history.truncate_to is not None and history.truncate_to < 0:
@@ -505,17 +658,18 @@ class RedisStore(Store):
             {
                 str(e["run_id"])
                 for e in events
-                if e.get("run_id") and e.get("type") != "thread_rewound" and e.get("run_id") != run_started
+                if e.get("run_id") and e.get("type") != "thread_rewound" and e.get("run_id") != item.run_started
             }
         )
+        prefix = f"{self.keys.prefix}:t:{thread_id}:"
         keys = [
-            self._k(thread_id, "record"),
-            self._k(thread_id, "seq"),
-            self._k(thread_id, "events"),
-            self._k(thread_id, "history"),
-            self._k(thread_id, "runs"),
+            prefix + "record",
+            prefix + "seq",
+            prefix + "events",
+            prefix + "history",
+            prefix + "runs",
             self._open_runs,
-            self._k(thread_id, "lease"),
+            prefix + "lease",
             self._index_prefix,
         ]
         args = [
@@ -524,9 +678,9 @@ class RedisStore(Store):
             len(events),
             truncate,
             len(entries),
-            _NONE if title is None else json.dumps(title, ensure_ascii=False),
-            run_started or "",
-            run_ended or "",
+            _NONE if item.title is None else json.dumps(item.title, ensure_ascii=False),
+            item.run_started or "",
+            item.run_ended or "",
             thread_id,
             order_key(now, thread_id),
             *bodies,
@@ -534,10 +688,80 @@ class RedisStore(Store):
             self.writer_id or "",
             *fenced,
         ]
-        first = int(self._call("commit", self._commit, keys, args, thread_id))
-        for i, event in enumerate(events):
-            event["seq"] = first + i
-        return list(events)
+        return keys, args
+
+    def _write_batch(self, items: Sequence[CommitItem]) -> None:
+        """(グループコミットのリーダーとして) 項目を EVALSHA のパイプライン 1 回で書き、結果か誤りを項目に入れる。
+
+        スクリプトが Redis のキャッシュに無ければ (Redis の再起動の後)、読み込んで、それで断られた項目だけを
+        もう一度送る (NOSCRIPT で断られた項目は何も書いていない)。Redis に届かなければ、全部の項目が
+        ``StoreUnavailable`` になる。
+        """
+        ready: list[tuple[CommitItem, tuple[Any, ...]]] = []
+        for item in items:
+            try:
+                keys, args = self._commit_args(item)
+            except (ValueError, SerializationError) as exc:
+                item.error = exc
+                continue
+            ready.append((item, ("EVALSHA", self._commit.sha, len(keys), *keys, *args)))
+        if not ready:
+            return
+        try:
+            with unavailable_errors(self.client, "commit"):
+                replies = self._pipeline([command for _, command in ready])
+                retry = [i for i, reply in enumerate(replies) if _is_noscript(reply)]
+                if retry:
+                    self._commit.sha = self.client.script_load(COMMIT_LUA)
+                    again = self._pipeline([("EVALSHA", self._commit.sha, *ready[i][1][2:]) for i in retry])
+                    for i, reply in zip(retry, again, strict=True):
+                        replies[i] = reply
+        except StoreUnavailable as exc:
+            for item, _ in ready:
+                item.error = exc
+            return
+        for (item, _), reply in zip(ready, replies, strict=True):
+            if isinstance(reply, Exception):
+                item.error = self._refusal("commit", str(reply), item.thread_id)
+                continue
+            first = int(reply)
+            for i, event in enumerate(item.events):
+                event["seq"] = first + i
+            item.result = list(item.events)
+
+    def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """コマンドを専用の接続で 1 回の送信にまとめて送り、返事 (拒否は例外のオブジェクト) を順に返す。
+
+        redis-py のパイプラインと同じことを、接続の貸し借り (プールの検査と記録) なしで行う。送る前に、
+        古くなった接続 (Redis が再起動して切れたもの) なら繋ぎ直す。送った後で切れたら接続を捨てて誤りを
+        上げる (どこまで書けたか分からないので、送り直さない)。
+        """
+        import redis
+
+        with self._commit_lock:
+            conn = self._commit_conn
+            if conn is None:
+                pool = self.client.connection_pool
+                conn = self._commit_conn = pool.connection_class(**pool.connection_kwargs)
+            try:
+                if conn._sock is not None and conn.can_read():
+                    conn.disconnect()  # 切れている (EOF が読める) か、読み残しがある: 繋ぎ直す
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                conn.disconnect()
+            conn.connect()
+            self.commit_round_trips += 1
+            try:
+                conn.send_packed_command([pack_commands(commands)])
+                replies: list[Any] = []
+                for _ in commands:
+                    try:
+                        replies.append(conn.read_response())
+                    except redis.ResponseError as exc:
+                        replies.append(exc)
+            except BaseException:
+                conn.disconnect()
+                raise
+            return replies
 
     def trim(self, thread_id: str, now: float | None = None) -> int:
         """上限を超えた古いイベントを捨て、捨てた件数を返す。"""
@@ -693,6 +917,10 @@ class RedisStore(Store):
 
     def close(self) -> None:
         """接続を閉じる。"""
+        with self._commit_lock:
+            if self._commit_conn is not None:
+                self._commit_conn.disconnect()
+                self._commit_conn = None
         self.client.close()
 
 

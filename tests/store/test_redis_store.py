@@ -202,3 +202,244 @@ def test_a_writer_whose_lease_expired_cannot_append_before_another_process_close
     finally:
         store_a.close()
         store_b.close()
+
+
+def _wait_until(condition, timeout: float = 10.0) -> None:
+    """``condition()`` が真になるまで待つ (眠りで競合を隠さない: 条件を見て待つ)。"""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.005)
+
+
+def _queued(store: RedisStore, n: int) -> None:
+    """グループコミットの列に ``n`` 件の呼び出しが並ぶまで待つ。"""
+    _wait_until(lambda: len(store._group._queue) == n)
+
+
+def test_commits_that_arrive_during_a_round_trip_are_written_in_one(shared_redis_server):
+    """書いている間に来た別々のスレッドのコミットは、次の 1 回の往復でまとめて書かれる。どの呼び出しも自分の分が
+    書かれてから返り、各スレッドの ``seq`` は連続する (同じスレッドの 2 つのコミットも並んだ順)。"""
+    store = _store(shared_redis_server.url, f"g{uuid.uuid4().hex[:8]}")
+    for t in range(5):
+        store.create_thread(sample_thread(f"thr_{t}"))
+    results: dict[int, list[int]] = {}
+    base = store.commit_round_trips
+    store._commit_lock.acquire()  # 最初のリーダーの往復を止めておき、その間に他が並ぶ
+    try:
+        threads = []
+        for i in range(6):
+            tid = f"thr_{i % 5}"  # thr_0 には 2 つのコミット
+
+            def write(i: int = i, tid: str = tid) -> None:
+                """2 件を書く。"""
+                results[i] = [e["seq"] for e in store.commit(tid, [event(n=i), event(n=i)])]
+
+            threads.append(threading.Thread(target=write))
+            threads[-1].start()
+            if i == 0:
+                _wait_until(lambda: store._group._leading)
+        _queued(store, 5)
+        assert results == {}, "nothing returns before it is written"
+    finally:
+        store._commit_lock.release()
+    for t in threads:
+        t.join(30)
+    assert store.commit_round_trips - base == 2, "the leader's own commit, then the 5 that queued, in one round trip"
+    assert results[0] == [1, 2] and results[5] == [3, 4], "thr_0: the later commit follows the earlier one"
+    assert all(results[i] == [1, 2] for i in range(1, 5))
+    assert [e["n"] for e in store.after("thr_0", 0)] == [0, 0, 5, 5]
+    store.close()
+
+
+def test_a_refused_item_does_not_affect_the_others_in_its_round_trip(shared_redis_server):
+    """同じ往復の中で、終わったランへの書き込み (リースを失った書き手) と無いスレッドへの書き込みは断られて何も
+    書かず、他の項目は書かれる。"""
+    store = _store(shared_redis_server.url, f"r{uuid.uuid4().hex[:8]}")
+    store.create_thread(sample_thread("thr_1"))
+    store.create_thread(sample_thread("thr_2"))
+    store.commit("thr_1", [event("run_started")], run_started="run_1")
+    store.commit("thr_1", [event("run_error")], run_ended="run_1")
+    outcome: dict[str, object] = {}
+
+    def write(name: str, tid: str, events: list[dict]) -> None:
+        """書いて、結果か例外を記録する。"""
+        try:
+            outcome[name] = [e["seq"] for e in store.commit(tid, events)]
+        except Exception as exc:  # 断られた項目の例外を確かめる
+            outcome[name] = exc
+
+    store._commit_lock.acquire()
+    try:
+        first = threading.Thread(target=write, args=("first", "thr_2", [event(run_id="run_9")]))
+        first.start()
+        _wait_until(lambda: store._group._leading)
+        late = [event("text_delta", "run_1", delta="遅れた差分")]
+        jobs = [
+            threading.Thread(target=write, args=("late", "thr_1", late)),
+            threading.Thread(target=write, args=("missing", "thr_404", [event()])),
+            threading.Thread(target=write, args=("ok", "thr_2", [event(run_id="run_9"), event(run_id="run_9")])),
+        ]
+        for job in jobs:
+            job.start()
+            _queued(store, jobs.index(job) + 1)
+    finally:
+        store._commit_lock.release()
+    for job in [first, *jobs]:
+        job.join(30)
+    assert outcome["first"] == [1] and outcome["ok"] == [2, 3]
+    assert isinstance(outcome["late"], StoreUnavailable) and "already ended" in str(outcome["late"])
+    assert "seq" not in late[0]
+    assert type(outcome["missing"]).__name__ == "UnknownThread"
+    assert [e["type"] for e in store.after("thr_1", 0)] == ["run_started", "run_error"]
+    store.close()
+
+
+def test_two_processes_with_batched_commits_keep_seq_contiguous(shared_redis_server):
+    """2 つのプロセス (eventlet、それぞれ 8 本のグリーンスレッド) が同じスレッドへまとめ書きで競っても、``seq`` は
+    1 から隙間なく続き、1 回のコミットの 2 件は連続する。まとめ書きは実際に起きている (往復 < コミット)。"""
+    import json
+    import subprocess
+    import sys
+
+    prefix = f"p{uuid.uuid4().hex[:8]}"
+    cmd = [sys.executable, "-m", "tests.store.redis_group_writer", shared_redis_server.url, prefix]
+    procs = [subprocess.Popen([*cmd, name, "8", "25"], stdout=subprocess.PIPE, stderr=subprocess.PIPE) for name in "ab"]
+    outputs = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err.decode()[-2000:]
+            outputs.append(json.loads(out.decode().strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    shared = [pair for out in outputs for pair in out["shared"]]
+    assert all(b == a + 1 for a, b in shared), "one commit's events are consecutive"
+    assert sorted(s for pair in shared for s in pair) == list(range(1, 2 * 8 * 25 * 2 + 1))
+    for out in outputs:
+        for seqs in out["own"].values():
+            assert seqs == list(range(1, 51))
+        assert out["round_trips"] < out["commits"], "concurrent commits shared round trips"
+    reader = _store(shared_redis_server.url, prefix)
+    logged = reader.after("thr_shared", 0)
+    assert [e["seq"] for e in logged] == list(range(1, 801))
+    assert len({e["text"] for e in logged}) == 800, "every event is stored once"
+    reader.close()
+
+
+def test_commits_go_on_after_a_script_flush_and_a_killed_connection(shared_redis_server):
+    """Redis のスクリプトのキャッシュが消えても (再起動の後と同じ)、コミットの接続が切られても、次のコミットは
+    そのまま書け、``seq`` は続く。"""
+    store = _store(shared_redis_server.url, f"k{uuid.uuid4().hex[:8]}")
+    store.create_thread(sample_thread())
+    assert [e["seq"] for e in store.commit("thr_1", [event()])] == [1]
+    admin = connect(shared_redis_server.url, TEST_REDIS)
+    admin.script_flush()
+    assert [e["seq"] for e in store.commit("thr_1", [event(), event()])] == [2, 3]
+    admin.client_kill_filter(_type="normal", skipme=True)
+    assert [e["seq"] for e in store.commit("thr_1", [event()])] == [4]
+    assert [e["seq"] for e in store.after("thr_1", 0)] == [1, 2, 3, 4]
+    admin.close()
+    store.close()
+
+
+def test_old_events_are_trimmed_by_age_while_commits_go_on(shared_redis_server):
+    """経過秒の上限を過ぎたイベントは、明示の ``trim`` を呼ばなくても、コミットを続けるうちに捨てられる
+    (年齢の確認は ``seq`` が 32 の倍数をまたぐコミットで行う)。読み取りには、捨てる前から出ない。"""
+    from tests.store.conftest import FakeClock
+
+    clock = FakeClock()
+    store = RedisStore(
+        connect(shared_redis_server.url, TEST_REDIS),
+        LogLimits(max_events=None, max_bytes=None, max_age_s=60),
+        Keys(f"a{uuid.uuid4().hex[:8]}"),
+        clock=clock,
+    )
+    store.create_thread(sample_thread())
+    store.commit("thr_1", [event() for _ in range(10)])
+    clock.advance(120)
+    store.commit("thr_1", [event()])
+    assert [e["seq"] for e in store.after("thr_1", 0)] == [11], "expired events are not replayed"
+    for _ in range(30):
+        store.commit("thr_1", [event()])
+    assert int(store.client.xlen(store._k("thr_1", "events"))) == 31, "the commit that passed seq 32 trimmed them"
+    store.close()
+
+
+def test_a_caller_interrupted_while_queued_leaves_the_queue(shared_redis_server):
+    """列で待っている呼び出しが止められると (シグナルからの例外。eventlet のタイムアウトや kill と同じ)、列から抜けて
+    何も書かれない。リーダーの分と、その後のコミットはふつうに書かれる。"""
+    import signal
+
+    store = _store(shared_redis_server.url, f"i{uuid.uuid4().hex[:8]}")
+    store.create_thread(sample_thread("thr_1"))
+    store.create_thread(sample_thread("thr_2"))
+    seen: list[int] = []
+
+    def interrupt(signum, frame) -> None:
+        """列に並んでいれば止める。まだなら少し後にもう一度見る。"""
+        if len(store._group._queue) == 1:
+            seen.append(1)
+            raise TimeoutError("interrupted while queued")
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    leader_result: list[int] = []
+    store._commit_lock.acquire()
+    try:
+        leader = threading.Thread(
+            target=lambda: leader_result.extend(e["seq"] for e in store.commit("thr_1", [event()]))
+        )
+        leader.start()
+        _wait_until(lambda: store._group._leading)
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(TimeoutError):
+            store.commit("thr_2", [event()])
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        store._commit_lock.release()
+    leader.join(30)
+    assert seen == [1] and store._group._queue == []
+    assert not store._group._leading, "nobody is left holding the leader's role"
+    assert leader_result == [1]
+    assert store.after("thr_2", 0) == [], "the interrupted caller's events were not written"
+    assert [e["seq"] for e in store.commit("thr_2", [event()])] == [1]
+    store.close()
+
+
+def test_a_designated_leader_that_is_stopped_hands_over(shared_redis_server):
+    """次のリーダーを任された呼び出しが、起きる前に止められても、リーダーの役は列の次の者に渡り、その者の分は
+    書かれる (誰も書かなくなってストアが止まることはない)。"""
+    from llm_router.store.base import CommitItem
+    from llm_router.store.redis import _Waiter
+
+    store = _store(shared_redis_server.url, f"h{uuid.uuid4().hex[:8]}")
+    store.create_thread(sample_thread("thr_1"))
+    queue = store._group
+    stopped = _Waiter([CommitItem("thr_1", [event()])])
+    item = CommitItem("thr_1", [event(n=2)])
+    waiting = _Waiter([item])
+    with queue._lock:
+        queue._leading = True
+        stopped.lead = True  # 前のリーダーが任した (列からはもう出ている)
+        queue._queue.append(waiting)
+
+    def wait_and_lead() -> None:
+        """列で待つ呼び出しと同じ: 起こされ、任されていればリーダーとして書く。"""
+        waiting.gate.acquire()
+        if waiting.lead:
+            queue._lead(waiting.items)
+
+    follower = threading.Thread(target=wait_and_lead, daemon=True)
+    follower.start()
+    queue._abandon(stopped)
+    follower.join(10)
+    assert item.error is None and [e["seq"] for e in item.result] == [1]
+    assert not queue._leading and queue._queue == []
+    assert [e["seq"] for e in store.commit("thr_1", [event()])] == [2]
+    store.close()
