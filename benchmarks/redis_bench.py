@@ -7,7 +7,8 @@
 
 1. **イベントの追加**: 1 件ごとの往復で、素の ``XADD`` / ``PUBLISH`` と、``RedisEventLog.append`` (Lua: INCR +
    XADD + 年齢の切り詰め)、貸与つき (fencing)、16 件まとめた ``append_many``。1 件あたりの壁時計、
-   このプロセスの CPU、redis-server の CPU。
+   このプロセスの CPU、redis-server の CPU。サーバーの経路が実際に使う ``RedisStore.commit`` も、1 件ずつと、
+   16 本のスレッドから同時に (グループコミット: 往復の間に並んだコミットが次の 1 回の往復にまとまる) の 2 通り。
 2. **Socket.IO のメッセージキュー**: 素の Flask-SocketIO (``benchmarks/_queue_server.py``、eventlet) で、ルームへの
    ``emit`` を キューなし / ``RedisManager`` あり (自分のソケットへ直接 + PUBLISH) / キューありで
    ``ignore_queue=True`` (自分のソケットだけ) / 別のプロセスのソケットへ (キュー経由でだけ届く) の 4 通り。
@@ -123,7 +124,33 @@ def bench_append(server: RedisServer, n: int) -> list[dict[str, Any]]:
         )
     assert log.last_seq("plain") == n + min(n, 500)
     client.close()
+    for writers in (1, 16):
+        rows.append(bench_store_commit(server, n, writers))
     return rows
+
+
+def bench_store_commit(server: RedisServer, n: int, writers: int) -> dict[str, Any]:
+    """サーバーの経路の ``RedisStore.commit`` を、eventlet の子プロセス (``_store_writer.py``) の ``writers`` 本の
+    グリーンスレッドから、合わせて ``n`` 件 (1 件ずつのコミット) 書いたときの 1 件あたりの費用。"""
+    import uuid
+
+    per = max(1, n // writers)
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "_store_writer.py"), server.url, f"sw{uuid.uuid4().hex[:6]}"]
+    redis_cpu0 = cpu_seconds(server.process.pid)
+    out = subprocess.run([*cmd, str(writers), str(per)], capture_output=True, text=True, timeout=600, check=True)
+    redis_cpu = cpu_seconds(server.process.pid) - redis_cpu0  # 温めの分も含む (20 件 × writers)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    count = got["commits"]
+    name = "RedisStore.commit (1 本のグリーンスレッド)" if writers == 1 else f"RedisStore.commit ({writers} 本が同時に)"
+    return {
+        "name": name,
+        "n": count,
+        "wall_us": got["wall_s"] / count * 1e6,
+        "client_cpu_us": got["cpu_s"] / count * 1e6,
+        "redis_cpu_us": redis_cpu / (count + 20 * writers) * 1e6,
+        "per_s": count / got["wall_s"],
+        "round_trips": got["round_trips"],
+    }
 
 
 class QueueServer:
@@ -346,6 +373,12 @@ def _cpu(row: dict[str, Any]) -> float:
     return row["client_cpu_us"] + row["redis_cpu_us"]
 
 
+def _per_trip(row: dict[str, Any]) -> float:
+    """1 回の往復で書いたコミットの件数 (往復の数が記録されていなければ 1)。"""
+    trips = row.get("round_trips") or 0
+    return row["n"] / trips if trips else 1.0
+
+
 def render(results: dict[str, Any], command: str, info: dict[str, Any]) -> str:
     """docs/benchmarks.md の Redis 節 (日本語)。"""
     from _common import machine_line
@@ -379,6 +412,11 @@ def render(results: dict[str, Any], command: str, info: dict[str, Any]) -> str:
         f"切り詰めのための先頭 1 件の確認)、16 件まとめた `append_many` は 1 件あたり"
         f" {_cpu(a['append_many (16 件ずつ)']) / _cpu(a['RedisEventLog.append']):.2f} 倍。壁時計は 1 往復の待ちが"
         "ほとんどで、マシンの負荷で大きく揺れます。",
+        "- サーバーの経路 (`RedisStore.commit`、`llm_router/store/redis.py`) は、サーバーと同じく eventlet の子プロセス"
+        " (`benchmarks/_store_writer.py`) で測る (1 回ごとに 1 度譲る)。16 本が同時に書くと、往復の間に並んだ"
+        "コミットが次の 1 回の往復にまとまり (グループコミット、わざと待たない)、1 往復あたり"
+        f" {_per_trip(a['RedisStore.commit (16 本が同時に)']):.1f} 件、CPU (クライアント + redis-server) は 1 本のときの"
+        f" {_cpu(a['RedisStore.commit (16 本が同時に)']) / _cpu(a['RedisStore.commit (1 本のグリーンスレッド)']):.2f} 倍。",
         "",
         "### Socket.IO のメッセージキュー (ルームへの emit、ソケット 1 つ)",
         "",

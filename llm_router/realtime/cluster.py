@@ -4,7 +4,8 @@
 
 - **ランのリース**: ランを始めるプロセスは、ストアのリース (``store.acquire_run_lease``、``store.run_lease_s``) を
   取ってからランを記録する。取れなければ (どのプロセスのものでも) ``run_in_progress``。リースは
-  :class:`ClusterRuntime` の更新係が ``run_lease_s / 3`` ごとに延ばし、ランの終わりの記録で外れる。
+  :class:`ClusterRuntime` の更新係が ``run_lease_s / 3`` ごとに、持っている全部を 1 回の往復で延ばし
+  (``store.renew_run_leases``)、ランの終わりの記録で外れる。
   延ばせなかった (別のプロセスが ``interrupted`` で閉じた) ランは、このプロセスで止める。
 - **コマンド**: ソケットのプロセスにランが無く、リースの持ち主が別のプロセスなら、``tool_result`` / ``cancel``
   を Redis のコマンド (``llm_router.cluster.commands.CommandBus``) で持ち主へ送り、持ち主の ack をそのまま返す。
@@ -199,8 +200,9 @@ class ClusterRuntime:
         if present:
             self._notify_gone(present, self._mark_present(present))
         self.run_slots.renew(slots)
-        for thread_id, run_id in held:
-            if self.store.renew_run_lease(thread_id, run_id, self.process_id, self.lease_s):
+        renewed = self.store.renew_run_leases(held, self.process_id, self.lease_s)  # 1 回の往復
+        for (thread_id, run_id), ok in zip(held, renewed, strict=True):
+            if ok:
                 continue
             with self._lock:
                 lost = self._held.pop((thread_id, run_id), 0) is None

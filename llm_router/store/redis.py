@@ -466,7 +466,7 @@ class RedisStore(Store):
         self._group = _CommitQueue(self._write_batch, COMMIT_BATCH)
         self._commit_conn: Any = None
         self._commit_lock = threading.Lock()
-        self.commit_round_trips = 0
+        self.commit_round_trips = 0  # 専用の接続での往復の回数 (コミットとリースの更新。テストと計測のため)
         # このプロセスのリースの持ち主の id (:meth:`fence_writes`)。None ならランのイベントのリースを検査しない
         self.writer_id: str | None = None
 
@@ -704,18 +704,11 @@ class RedisStore(Store):
             except (ValueError, SerializationError) as exc:
                 item.error = exc
                 continue
-            ready.append((item, ("EVALSHA", self._commit.sha, len(keys), *keys, *args)))
+            ready.append((item, (keys, args)))
         if not ready:
             return
         try:
-            with unavailable_errors(self.client, "commit"):
-                replies = self._pipeline([command for _, command in ready])
-                retry = [i for i, reply in enumerate(replies) if _is_noscript(reply)]
-                if retry:
-                    self._commit.sha = self.client.script_load(COMMIT_LUA)
-                    again = self._pipeline([("EVALSHA", self._commit.sha, *ready[i][1][2:]) for i in retry])
-                    for i, reply in zip(retry, again, strict=True):
-                        replies[i] = reply
+            replies = self._evalsha_many("commit", self._commit, [call for _, call in ready])
         except StoreUnavailable as exc:
             for item, _ in ready:
                 item.error = exc
@@ -728,6 +721,27 @@ class RedisStore(Store):
             for i, event in enumerate(item.events):
                 event["seq"] = first + i
             item.result = list(item.events)
+
+    def _evalsha_many(self, what: str, script: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """同じスクリプトを ``(keys, args)`` ごとに、1 回の往復 (パイプライン) で実行し、返事を順に返す。
+
+        スクリプトが Redis に無ければ (再起動の後) 読み込んで、NOSCRIPT で断られた呼び出し (何も実行されていない)
+        だけをもう一度送る。
+
+        Raises:
+            StoreUnavailable: Redis に届かないとき。
+        """
+        with unavailable_errors(self.client, what):
+            replies = self._pipeline([("EVALSHA", script.sha, len(k), *k, *a) for k, a in calls])
+            retry = [i for i, reply in enumerate(replies) if _is_noscript(reply)]
+            if retry:
+                script.sha = self.client.script_load(script.script)
+                again = self._pipeline(
+                    [("EVALSHA", script.sha, len(calls[i][0]), *calls[i][0], *calls[i][1]) for i in retry]
+                )
+                for i, reply in zip(retry, again, strict=True):
+                    replies[i] = reply
+        return replies
 
     def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """コマンドを専用の接続で 1 回の送信にまとめて送り、返事 (拒否は例外のオブジェクト) を順に返す。
@@ -905,6 +919,30 @@ class RedisStore(Store):
     def renew_run_lease(self, thread_id: str, run_id: str, owner_id: str, ttl_s: float) -> bool:
         """自分のリースの期限を延ばす。もう自分のものでなければ偽。"""
         return self._lease_op(thread_id, run_id, owner_id, ttl_s, "renew")
+
+    def renew_run_leases(self, runs: Sequence[tuple[str, str]], owner_id: str, ttl_s: float) -> list[bool]:
+        """自分のリース ``(thread_id, run_id)`` をいくつもまとめて 1 回の往復で延ばす (更新係の 1 回分)。
+
+        それぞれの結果は :meth:`renew_run_lease` と同じ (もう自分のものでなければ偽)。
+
+        Raises:
+            StoreUnavailable: Redis に届かないとき。
+        """
+        if not runs:
+            return []
+        now = float(self._clock())
+        calls = []
+        for thread_id, run_id in runs:
+            keys = [self._k(thread_id, "record"), self._k(thread_id, "lease"), self._k(thread_id, "runs")]
+            body = json.dumps({"process": owner_id, "run_id": run_id, "exp": now + float(ttl_s)})
+            calls.append((keys, [run_id, owner_id, repr(now), repr(float(ttl_s)), "renew", body]))
+        replies = self._evalsha_many("run lease renew", self._lease, calls)
+        out = []
+        for (thread_id, _), reply in zip(runs, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise self._refusal("run lease renew", str(reply), thread_id)
+            out.append(bool(int(reply)))
+        return out
 
     def release_run_lease(self, thread_id: str, run_id: str, owner_id: str) -> None:
         """自分のリースを手放す (他人のものなら何もしない)。"""

@@ -443,3 +443,28 @@ def test_a_designated_leader_that_is_stopped_hands_over(shared_redis_server):
     assert not queue._leading and queue._queue == []
     assert [e["seq"] for e in store.commit("thr_1", [event()])] == [2]
     store.close()
+
+
+def test_lease_renewals_go_in_one_round_trip(shared_redis_server):
+    """更新係の 1 回分 (持っているリース全部) は 1 回の往復で延びる。結果はリースごと: 自分のもので、ランが
+    終わっていなければ真。スクリプトのキャッシュが消えていても延ばせる。"""
+    store = _store(shared_redis_server.url, f"w{uuid.uuid4().hex[:8]}")
+    for t in (1, 2, 3):
+        store.create_thread(sample_thread(f"thr_{t}"))
+        store.commit(f"thr_{t}", [event("run_started")], run_started="run_1")
+    assert store.acquire_run_lease("thr_1", "run_1", "proc-a", 10)
+    assert store.acquire_run_lease("thr_2", "run_1", "proc-a", 10)
+    assert store.acquire_run_lease("thr_3", "run_1", "proc-b", 10)
+    store.commit("thr_2", [event("run_error")], run_ended="run_1")  # 終わりの記録でリースが外れる
+    before = store.commit_round_trips
+    runs = [("thr_1", "run_1"), ("thr_2", "run_1"), ("thr_3", "run_1")]
+    assert store.renew_run_leases(runs, "proc-a", 10) == [True, False, False]
+    assert store.commit_round_trips - before == 1
+    assert store.open_run("thr_1").lease_expires_at is not None
+    assert store.open_run("thr_3").lease_owner == "proc-b", "another owner's lease is untouched"
+    admin = connect(shared_redis_server.url, TEST_REDIS)
+    admin.script_flush()
+    assert store.renew_run_leases([("thr_1", "run_1")], "proc-a", 10) == [True]
+    assert store.renew_run_leases([], "proc-a", 10) == []
+    admin.close()
+    store.close()
