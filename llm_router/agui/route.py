@@ -31,6 +31,7 @@ from flask import Response, request
 from llm_router.agui.events import AguiEventMapper
 from llm_router.agui.input import AguiInput, InputError, complete_tool_results, parse_run_input
 from llm_router.agui.threads import AguiThreads, Busy, Forbidden
+from llm_router.core import json_codec
 from llm_router.core.schemas.common import ToolResult
 from llm_router.realtime.auth import Authenticator, RateLimiter, origin_checker
 from llm_router.realtime.protocol_errors import ProtocolError
@@ -195,8 +196,8 @@ class AguiEndpoint:
         if len(raw) > limit:
             return None, error_response(413, "payload_too_large", f"the body is larger than {limit} bytes")
         try:
-            return json.loads(raw.decode("utf-8")), None
-        except (UnicodeDecodeError, ValueError):
+            return json_codec.loads(raw.decode("utf-8")), None
+        except (UnicodeDecodeError, ValueError, RecursionError):
             return None, error_response(400, "invalid_payload", "body: must be a JSON object (RunAgentInput)", "")
 
     @staticmethod
@@ -270,7 +271,7 @@ class RunStream:
 
     def _put(self, event: dict[str, Any]) -> None:
         """写したイベントを SSE の 1 フレームにしてキューへ。"""
-        self.queue.put(f"data: {json.dumps(event, ensure_ascii=False, separators=(',', ':'))}\n\n")
+        self.queue.put(f"data: {json_codec.dumps(event, ensure_ascii=False, separators=(',', ':'))}\n\n")
 
     def execute(self) -> None:
         """(バックグラウンド) ランを動かし、終わったらスレッドの台帳へ結果を渡してジェネレータを止める。"""

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from llm_router.core import json_codec
 from llm_router.core.schemas.thread_record import HistoryEntry, StoredThread
 
 DEFAULT_LIST_LIMIT = 50
@@ -62,6 +61,10 @@ class CommitItem:
     now: float | None = None
     result: list[dict[str, Any]] = field(default_factory=list)
     error: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        """題名は ``None`` か文字列 (誤りは ``title`` を名指しした ``ValueError``。どのバックエンドも確かめ直さない)。"""
+        check_title(self.title)
 
 
 @dataclass(frozen=True)
@@ -244,7 +247,6 @@ class Committer(Protocol):
 
         返ったときには全部が保存され、各イベントに ``seq`` が入っている。誤りは何も書かずに投げる。
         """
-        check_title(title)
         item = CommitItem(thread_id, events, history, title, run_started, run_ended, now)
         self.commit_batch([item])
         if item.error is not None:
@@ -268,6 +270,19 @@ class Store(ThreadStore, EventLog, Committer, Protocol):
         """イベントを足す (:meth:`~Committer.commit` の短縮)。"""
         return self.commit(thread_id, events)
 
+    def list_threads(self, owner: str, limit: int = DEFAULT_LIST_LIMIT, before: str | None = None) -> ThreadPage:
+        """所有者のスレッドを ``(updated_at, thread_id)`` の新しい順に 1 ページ返す。
+
+        引数を確かめて続きの位置を決め (:meth:`ThreadPage.start`)、バックエンドの :meth:`_newest_threads` が
+        ``limit + 1`` 件まで読み、ページに切る (:meth:`ThreadPage.of`)。ページの規則はこの 1 か所だけ。
+        """
+        bound = ThreadPage.start(limit, before)
+        return ThreadPage.of(self._newest_threads(owner, bound, limit + 1), limit)
+
+    def _newest_threads(self, owner: str, bound: tuple[float, str] | None, count: int) -> list[ThreadSummary]:
+        """(バックエンド) ``bound`` より前 (無ければ最新から) の所有者のスレッドを新しい順に ``count`` 件まで。"""
+        raise NotImplementedError
+
     def update_thread(
         self, thread_id: str, *, title: str | None = None, config: StoredThread | None = None, now: float | None = None
     ) -> None:
@@ -288,11 +303,6 @@ class Store(ThreadStore, EventLog, Committer, Protocol):
 
 
 # ---------------------------------------------------------------- バックエンドが共有する小さな部品
-
-
-def encode_event(event: dict[str, Any]) -> str:
-    """イベントを保存用の JSON にする (大きさの上限もこの UTF-8 のバイト数で数える)。"""
-    return json_codec.dumps(event, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def check_limit(limit: Any) -> int:
@@ -325,28 +335,3 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
         return float(updated_at), thread_id
     except Exception:
         raise ValueError("before: not a cursor returned by list_threads") from None
-
-
-def head_to_drop(
-    head: Iterable[tuple[int, float, int]], count: int, total_bytes: int, limits: LogLimits, now: float
-) -> tuple[int, int, int]:
-    """古い順のイベント ``(seq, ts, size)`` の先頭から、上限のために捨てる範囲を決める。
-
-    最新の 1 件は必ず残す。``(捨てる件数, 捨てるバイト数, 捨てる最後の seq)`` を返す (捨てなければ 0 件)。
-    """
-    cutoff = None if limits.max_age_s is None else now - limits.max_age_s
-    dropped = dropped_bytes = last = 0
-    it: Iterator[tuple[int, float, int]] = iter(head)
-    for seq, ts, size in it:
-        remaining = count - dropped
-        if remaining <= 1:
-            break
-        over_count = limits.max_events is not None and remaining > limits.max_events
-        over_bytes = limits.max_bytes is not None and total_bytes - dropped_bytes > limits.max_bytes
-        too_old = cutoff is not None and ts < cutoff
-        if not (over_count or over_bytes or too_old):
-            break
-        dropped += 1
-        dropped_bytes += size
-        last = seq
-    return dropped, dropped_bytes, last

@@ -15,20 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llm_router.core.schemas.thread_record import HistoryEntry, StoredThread
-from llm_router.store.base import (
-    DEFAULT_LIST_LIMIT,
-    ActiveRun,
-    CommitItem,
-    LogBounds,
-    LogLimits,
-    Store,
-    ThreadPage,
-    ThreadSummary,
-    check_title,
-    encode_event,
-    head_to_drop,
-)
+from llm_router.store.base import ActiveRun, CommitItem, LogBounds, LogLimits, Store, ThreadSummary
 from llm_router.store.errors import ThreadExists, UnknownThread
+from llm_router.store.log_rules import encode_event, head_to_drop
 
 
 @dataclass
@@ -102,9 +91,8 @@ class MemoryStore(Store):
         t = self._threads.get(thread_id)
         return None if t is None else t.owner
 
-    def list_threads(self, owner: str, limit: int = DEFAULT_LIST_LIMIT, before: str | None = None) -> ThreadPage:
-        """所有者のスレッドを ``(updated_at, thread_id)`` の降順で。"""
-        bound = ThreadPage.start(limit, before)
+    def _newest_threads(self, owner: str, bound: tuple[float, str] | None, count: int) -> list[ThreadSummary]:
+        """所有者のスレッドを ``(updated_at, thread_id)`` の降順で ``count`` 件まで。"""
         with self._lock:
             rows = [
                 (t.updated_at, tid, t)
@@ -112,13 +100,12 @@ class MemoryStore(Store):
                 if t.owner == owner and (bound is None or (t.updated_at, tid) < bound)
             ]
             rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
-            summaries = [
+            return [
                 ThreadSummary(
                     tid, t.title, t.config.get("model"), t.created_at, t.updated_at, t.last_seq, self._active_id(t)
                 )
-                for _, tid, t in rows[: limit + 1]
+                for _, tid, t in rows[:count]
             ]
-        return ThreadPage.of(summaries, limit)
 
     @staticmethod
     def _active_id(t: _Thread) -> str | None:
@@ -155,7 +142,6 @@ class MemoryStore(Store):
     def _commit_item(self, item: CommitItem) -> None:
         """1 項目を、全部を検査・符号化してから、ロックの下で一度に反映する (結果は ``item.result``)。"""
         history, events = item.history, item.events
-        check_title(item.title)
         now = self._clock() if item.now is None else item.now
         entries = [e.to_dict() for e in history.append] if history is not None else []
         with self._lock:

@@ -46,18 +46,7 @@ from typing import TYPE_CHECKING, Any
 from llm_router.cluster.connection import Keys, connect, describe, redact_url, unavailable_errors
 from llm_router.core.schemas.serialization import SerializationError
 from llm_router.core.schemas.thread_record import HistoryEntry, StoredThread
-from llm_router.store.base import (
-    DEFAULT_LIST_LIMIT,
-    ActiveRun,
-    CommitItem,
-    LogBounds,
-    LogLimits,
-    Store,
-    ThreadPage,
-    ThreadSummary,
-    check_title,
-    encode_event,
-)
+from llm_router.store.base import ActiveRun, CommitItem, LogBounds, LogLimits, Store, ThreadSummary
 from llm_router.store.errors import (
     RunAlreadyEnded,
     StoreConfigurationError,
@@ -65,6 +54,7 @@ from llm_router.store.errors import (
     ThreadExists,
     UnknownThread,
 )
+from llm_router.store.log_rules import encode_event
 
 if TYPE_CHECKING:
     import redis
@@ -580,13 +570,12 @@ class RedisStore(Store):
             owner = self.client.hget(self._k(thread_id, "record"), "owner")
         return None if owner is None else _text(owner)
 
-    def list_threads(self, owner: str, limit: int = DEFAULT_LIST_LIMIT, before: str | None = None) -> ThreadPage:
-        """所有者のスレッドを ``(updated_at, thread_id)`` の降順で。"""
-        bound = ThreadPage.start(limit, before)
+    def _newest_threads(self, owner: str, bound: tuple[float, str] | None, count: int) -> list[ThreadSummary]:
+        """所有者のスレッドを ``(updated_at, thread_id)`` の降順で ``count`` 件まで。"""
         upper = "(" + order_key(*bound) if bound is not None else "+"
         with unavailable_errors(self.client, "thread list"):
             members = self.client.zrange(
-                self.keys.owner_index(owner), upper, "-", desc=True, bylex=True, offset=0, num=limit + 1
+                self.keys.owner_index(owner), upper, "-", desc=True, bylex=True, offset=0, num=count
             )
             ids = [_text(m).split("|", 1)[1] for m in members]
             pipe = self.client.pipeline(transaction=False)
@@ -610,7 +599,7 @@ class RedisStore(Store):
                     _text(active) if active else None,
                 )
             )
-        return ThreadPage.of(summaries, limit)
+        return summaries
 
     def _update_thread(self, thread_id: str, title: str | None, config: StoredThread | None, now: float) -> None:
         """題名か設定を書き、``updated_at`` を ``now`` にする (検証と時刻は :meth:`Store.update_thread`)。"""
@@ -640,7 +629,6 @@ class RedisStore(Store):
 
     def _commit_args(self, item: CommitItem) -> tuple[list[str], list[Any]]:
         """1 項目の ``COMMIT_LUA`` のキーと引数 (誤りのある項目は ``ValueError`` / ``SerializationError``)。"""
-        check_title(item.title)
         thread_id, events, history = item.thread_id, item.events, item.history
         now = self._clock() if item.now is None else item.now
         bodies: list[Any] = []

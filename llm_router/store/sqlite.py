@@ -28,21 +28,9 @@ from llm_router.core import json_codec
 from llm_router.core.schemas.errors import LLMRouterError
 from llm_router.core.schemas.serialization import SerializationError
 from llm_router.core.schemas.thread_record import HistoryEntry, StoredThread
-from llm_router.store.base import (
-    DEFAULT_LIST_LIMIT,
-    ActiveRun,
-    CommitItem,
-    HistoryChange,
-    LogBounds,
-    LogLimits,
-    Store,
-    ThreadPage,
-    ThreadSummary,
-    check_title,
-    encode_event,
-    head_to_drop,
-)
+from llm_router.store.base import ActiveRun, CommitItem, HistoryChange, LogBounds, LogLimits, Store, ThreadSummary
 from llm_router.store.errors import StoreUnavailable, ThreadExists, UnknownThread
+from llm_router.store.log_rules import encode_event, head_to_drop
 
 SCHEMA_VERSION = 1
 
@@ -324,9 +312,8 @@ class SqliteStore(Store):
         rows = self._read("SELECT owner FROM threads WHERE thread_id = ?", (thread_id,))
         return rows[0][0] if rows else None
 
-    def list_threads(self, owner: str, limit: int = DEFAULT_LIST_LIMIT, before: str | None = None) -> ThreadPage:
-        """所有者のスレッドを ``(updated_at, thread_id)`` の降順で (索引 ``threads_by_owner``)。"""
-        bound = ThreadPage.start(limit, before)
+    def _newest_threads(self, owner: str, bound: tuple[float, str] | None, count: int) -> list[ThreadSummary]:
+        """所有者のスレッドを ``(updated_at, thread_id)`` の降順で ``count`` 件まで (索引 ``threads_by_owner``)。"""
         sql = (
             "SELECT t.thread_id, t.title, t.config, t.created_at, t.updated_at, "
             "max(t.last_seq, coalesce((SELECT max(e.seq) FROM events e WHERE e.thread_id = t.thread_id), 0)), "
@@ -340,13 +327,11 @@ class SqliteStore(Store):
             sql += " AND (t.updated_at < ? OR (t.updated_at = ? AND t.thread_id < ?))"
             params += [updated_at, updated_at, thread_id]
         sql += " ORDER BY t.updated_at DESC, t.thread_id DESC LIMIT ?"
-        params.append(limit + 1)
-        rows = self._read(sql, params)
-        summaries = [
+        params.append(count)
+        return [
             ThreadSummary(tid, title, json.loads(config).get("model"), created, updated, last_seq, active)
-            for tid, title, config, created, updated, last_seq, active in rows
+            for tid, title, config, created, updated, last_seq, active in self._read(sql, params)
         ]
-        return ThreadPage.of(summaries, limit)
 
     def _update_thread(self, thread_id: str, title: str | None, config: StoredThread | None, now: float) -> None:
         """題名か設定を書き、``updated_at`` を ``now`` にする (検証と時刻は :meth:`Store.update_thread`)。"""
@@ -472,7 +457,6 @@ class SqliteStore(Store):
         self, item: CommitItem, staged: dict[str, tuple[int, int, int, float | None]]
     ) -> tuple[list[tuple[Any, ...]], tuple[int, int, int, float | None]]:
         """(トランザクションの中で) 1 項目を書き、書いたイベントの行とログの新しい状態を返す。"""
-        check_title(item.title)
         c = self._conn
         thread_id = item.thread_id
         now = self._clock() if item.now is None else item.now
