@@ -44,6 +44,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from llm_router.cluster.connection import Keys, connect, describe, redact_url, unavailable_errors
+from llm_router.core import json_codec
 from llm_router.core.schemas.serialization import SerializationError
 from llm_router.core.schemas.thread_record import HistoryEntry, StoredThread
 from llm_router.store.base import ActiveRun, CommitItem, LogBounds, LogLimits, Store, ThreadSummary
@@ -525,7 +526,7 @@ class RedisStore(Store):
         """スレッドを作る (履歴があればそれも)。同じ ID があれば ``ThreadExists``。"""
         tid = thread.thread_id
         config = json.dumps(thread.config_dict(), ensure_ascii=False)
-        history = [json.dumps(e.to_dict(), ensure_ascii=False) for e in thread.history]
+        history = [json_codec.dumps(e.to_dict(), ensure_ascii=False) for e in thread.history]
         args = [
             thread.owner,
             config,
@@ -558,7 +559,8 @@ class RedisStore(Store):
         try:
             thread.apply_config_dict(json.loads(config), f"threads[{thread_id}].config")
             thread.history = [
-                HistoryEntry.from_dict(json.loads(r), f"threads[{thread_id}].history[{i}]") for i, r in enumerate(rows)
+                HistoryEntry.from_dict(json_codec.loads(r), f"threads[{thread_id}].history[{i}]")
+                for i, r in enumerate(rows)
             ]
         except (ValueError, SerializationError) as exc:
             raise StoreUnavailable(f"redis: thread '{thread_id}' is unreadable ({exc})") from exc
@@ -636,7 +638,7 @@ class RedisStore(Store):
             body = encode_event({k: v for k, v in event.items() if k != "seq"})
             # 大きさは seq を含めた JSON のバイト数で数える (``,"seq":N`` の分を足す。N は 12 桁までの見込み)
             bodies += [body, (len(body) if body.isascii() else len(body.encode("utf-8"))) + 20]
-        entries = [json.dumps(e.to_dict(), ensure_ascii=False) for e in history.append] if history else []
+        entries = [json_codec.dumps(e.to_dict(), ensure_ascii=False) for e in history.append] if history else []
         truncate = history.truncate_to if history is not None and history.truncate_to is not None else -1
         if history is not None and history.truncate_to is not None and history.truncate_to < 0:
             raise ValueError(f"truncate_to: {history.truncate_to} is outside the history")
@@ -813,7 +815,7 @@ class RedisStore(Store):
             entries = self.client.xrange(self._k(thread_id, "events"), f"{start}-0", "+", count=limit)
         out = []
         for entry_id, fields in entries:
-            event = json.loads(fields[b"e"])
+            event = json_codec.loads(fields[b"e"])
             event["seq"] = int(_text(entry_id).split("-")[0])
             out.append(event)
         return out
