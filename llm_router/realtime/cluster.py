@@ -304,20 +304,26 @@ class ClusterRuntime:
         """スレッドにソケットを持つプロセスの sorted set (点数は在席の期限のミリ秒)。"""
         return self.store.keys.presence(thread_id)
 
-    def _mark_present(self, thread_ids: list[str]) -> list[bool]:
-        """在席の期限 (リースの 3 倍) を延ばす。同じ往復で、それぞれのスレッドがまだ Redis にあるかを返す。"""
+    def _mark_present(self, thread_ids: list[str]) -> list[tuple[bool, bool]]:
+        """在席の期限 (リースの 3 倍) を延ばす。同じ往復で、それぞれのスレッドについて
+        ``(まだ Redis にある, 延ばす前からこのプロセスの在席が記録されていた)`` を返す。
+
+        2 つ目は、Redis が中身なしで再起動した後に、再起動の前から開いていたスレッド (在席の記録も消えている) と、
+        再起動の後に開き直したスレッド (:meth:`present` がもう記録した) を見分けるため。
+        """
         ttl_ms = int(self.lease_s * 3000)
         until = int(time.time() * 1000) + ttl_ms
         client = self.store.client
         pipe = client.pipeline(transaction=False)
         for thread_id in thread_ids:
             key = self._presence_key(thread_id)
+            pipe.zscore(key, self.process_id)
             pipe.zadd(key, {self.process_id: until})
             pipe.pexpire(key, ttl_ms)
             pipe.exists(self.store.keys.thread(thread_id))
         with unavailable_errors(client, "socket presence"):
             rows = pipe.execute()
-        return [bool(rows[3 * i + 2]) for i in range(len(thread_ids))]
+        return [(bool(rows[4 * i + 3]), rows[4 * i] is not None) for i in range(len(thread_ids))]
 
     def _current_epoch(self) -> bytes | None:
         """Redis の中身の世代 (無ければ新しく書く)。"""
@@ -330,11 +336,12 @@ class ClusterRuntime:
             pipe.get(self._epoch_key)
             return pipe.execute()[1]
 
-    def _notify_gone(self, thread_ids: list[str], stored: list[bool]) -> None:
+    def _notify_gone(self, thread_ids: list[str], stored: list[tuple[bool, bool]]) -> None:
         """ソケットのあるスレッドが Redis から消えていれば ``on_gone`` で知らせる。
 
-        Redis の世代が変わった (中身なしで再起動した) ときは、このプロセスが開いているスレッドはすべて古いので、
-        同じ id のスレッドが新しく作られていても知らせる (``store_reset``)。
+        Redis の世代が変わった (中身なしで再起動した) ときは、再起動の前から開いていたスレッド (在席の記録も
+        消えていたもの) はすべて古いので、同じ id のスレッドが新しく作られていても知らせる (``store_reset``)。
+        再起動の後に開き直したスレッド (在席の記録がある) には知らせない。
         """
         epoch = self._current_epoch()
         reset = self._epoch is not None and epoch != self._epoch
@@ -342,8 +349,8 @@ class ClusterRuntime:
         if self._on_gone is None:
             return
         reason = "store_reset" if reset else "deleted"
-        for thread_id, exists in zip(thread_ids, stored, strict=True):
-            if reset or not exists:
+        for thread_id, (exists, recorded) in zip(thread_ids, stored, strict=True):
+            if not exists or (reset and not recorded):
                 self._on_gone(thread_id, reason)
 
     def present(self, thread_id: str) -> None:

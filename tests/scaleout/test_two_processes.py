@@ -322,11 +322,25 @@ def test_redis_restarted_empty_lets_the_thread_start_again_on_both_processes(clu
     ack = fresh_a.start(thread_id=thread_id, resume_after_seq=0)
     assert ack["ok"] and ack["last_seq"] == 0, ack
     assert fresh_b.start(thread_id=thread_id)["ok"]
+    # 両方のプロセスの更新係が、開き直した後に少なくとも 1 回回るまで待つ (在席の期限が延びる)。再起動に
+    # 気づいた更新係が、開き直したスレッドのソケットまで「消えた」(store_reset) としてルームから外してはいけない
+    probe = connect(cluster.redis.url, TEST_REDIS)
+    try:
+        present = f"llm_router:t:{thread_id}:present"
+        opened = dict(probe.zrange(present, 0, -1, withscores=True))
+        assert len(opened) == 2, opened
+        wait_until(
+            lambda: all((probe.zscore(present, member) or 0) > score for member, score in opened.items()),
+            timeout=LEASE_S * 3,
+        )
+    finally:
+        probe.close()
     run_id = fresh_b.send_message(thread_id, "もう一度")["run_id"]
     assert fresh_a.wait_run_end(run_id)["type"] == "run_finished"
     fresh_b.wait_run_end(run_id)
     assert_same_log(fresh_a, fresh_b, thread_id)
     assert thread_log(fresh_a, thread_id)[0][0] == 1
+    assert not [e for e in fresh_a.events + fresh_b.events if e[0] == "thread_deleted"]
 
 
 def test_the_thread_cap_counts_and_evicts_across_processes(cluster: Cluster):
