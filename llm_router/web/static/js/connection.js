@@ -99,6 +99,14 @@ export class AgentConnection {
       this.socket.connect();
       return;
     }
+    // トークンなしの試みの最中にトークンを入れると、2 つの試みが重なる (入れたトークンの試みが、前の試みへの
+    // 拒否を受け取ることがある)。入れたトークンが初めて断られたときは、重なりの無い 1 回の試みでつなぎ直す
+    if (message === "unauthorized" && token && token !== this.refusedToken) {
+      this.refusedToken = token;
+      this.socket.disconnect(); // 重なった試みを捨てて、新しい接続で 1 回だけ試す
+      this.socket.connect();
+      return;
+    }
     if (message === "unauthorized") this.onStatus("unauthorized", "認証が必要です");
     else this.onStatus("reconnecting", "接続できません。再試行中…");
   }
