@@ -140,7 +140,8 @@ def test_abort_closes_the_upstream_within_two_seconds(live: LiveAgui) -> None:
             seen.append(value["type"] if kind == "data" else ": " + value)
             if kind == "data":
                 events.append(value)
-            if kind == "comment" and value == "keep-alive":
+            # 止まった上流を待つ間の keep-alive を待つ (負荷の高いマシンでは最初の本文より先に届くこともある)
+            if kind == "comment" and value == "keep-alive" and "TEXT_MESSAGE_CONTENT" in seen:
                 break
         assert "TEXT_MESSAGE_CONTENT" in seen, seen
         validate_events(events, partial=True)
