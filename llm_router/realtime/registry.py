@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from llm_router.core.schemas.events import ThreadDeleted
 from llm_router.core.schemas.thread_record import HistoryEntry, StoredThread
 from llm_router.realtime.emitter import NAMESPACE, ThreadEmitter
 from llm_router.realtime.recovery import close_orphaned_runs
@@ -291,10 +292,11 @@ class ThreadRegistry:
 
     def _tell_deleted(self, record: ThreadRecord, sids: set[str], reason: str) -> None:
         """消えたスレッドのソケットに ``thread_deleted`` (ログに無い知らせ、``seq`` なし) を送り、ルームから外す。"""
-        notice = {"type": "thread_deleted", "thread_id": record.id, "reason": reason, "ts": time.time()}
+        event = ThreadDeleted(reason=reason)
+        notice = {"type": event.TYPE, "thread_id": record.id, **event.fields(), "ts": time.time()}
         for sid in sids:
             try:
-                self.socketio.emit("thread_deleted", notice, to=sid, namespace=NAMESPACE)
+                self.socketio.emit(event.TYPE, notice, to=sid, namespace=NAMESPACE)
                 record.emitter.detach(sid)
             except Exception:
                 logger.debug("socket %s already left the room", sid)

@@ -58,9 +58,9 @@ def test_the_protocol_table_lists_exactly_the_vocabulary_in_order():
 
 
 def test_the_vocabulary_covers_version_1_and_the_1_1_additions():
-    """版 1 の 18 のイベントに、1.1 の context_trimmed と thread_rewound を足した 20。終わりのイベントは 3 つ。"""
-    assert len(ev.EVENT_TYPES) == 20
-    assert {"context_trimmed", "thread_rewound"} <= set(ev.EVENT_TYPES)
+    """版 1 の 18 のイベントに、1.1 の context_trimmed・thread_rewound・thread_deleted を足した 21。終わりのイベントは 3 つ。"""
+    assert len(ev.EVENT_TYPES) == 21
+    assert {"context_trimmed", "thread_rewound", "thread_deleted"} <= set(ev.EVENT_TYPES)
     assert ev.RUN_END_EVENTS == ("run_finished", "run_error", "run_cancelled")
 
 

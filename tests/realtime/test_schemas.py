@@ -153,9 +153,10 @@ def test_start_ack_has_exactly_the_protocol_keys():
 
 
 def test_server_event_table_matches_the_protocol():
-    """サーバーイベントの表は共有の語彙の写し: 版 1 の 18 種類に、1.1 の context_trimmed と thread_rewound を足した 20 種類。"""
+    """サーバーイベントの表は共有の語彙の写し: 版 1 の 18 種類に、1.1 の context_trimmed・thread_rewound・thread_deleted を足した 21 種類。"""
     assert SERVER_EVENTS == {name: cls.field_names() for name, cls in EVENT_TYPES.items()}
-    assert len(SERVER_EVENTS) == 20
+    assert len(SERVER_EVENTS) == 21
+    assert SERVER_EVENTS["thread_deleted"] == ("reason",)
     assert SERVER_EVENTS["thread_rewound"] == ("removed_runs",)
     assert SERVER_EVENTS["context_trimmed"] == ("step", "dropped_messages", "estimated_tokens")
     assert SERVER_EVENTS["run_error"] == ("error", "usage", "rolled_back")

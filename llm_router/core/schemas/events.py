@@ -263,6 +263,15 @@ class ThreadRewound(ServerEvent, event="thread_rewound"):
     removed_runs: list[str]
 
 
+class ThreadDeleted(ServerEvent, event="thread_deleted"):
+    """スレッドが無くなった (``reason``: ``deleted`` = 消された / ``store_reset`` = Redis が中身なしで再起動した)。
+
+    ログに記録されない知らせ: 封筒は ``type`` / ``thread_id`` / ``ts`` だけで、``seq`` と ``run_id`` は無い。
+    """
+
+    reason: str
+
+
 # 表の順 (docs/protocol.md 4 章の表と同じ順)
 EVENT_CLASSES: tuple[type[ServerEvent], ...] = (
     RunStarted,
@@ -285,6 +294,7 @@ EVENT_CLASSES: tuple[type[ServerEvent], ...] = (
     RunError,
     RunCancelled,
     ThreadRewound,
+    ThreadDeleted,
 )
 # イベント名 → データクラス
 EVENT_TYPES: dict[str, type[ServerEvent]] = {cls.TYPE: cls for cls in EVENT_CLASSES}
@@ -325,6 +335,7 @@ __all__ = [
     "TextDelta",
     "TextFinished",
     "TextStarted",
+    "ThreadDeleted",
     "ThreadRewound",
     "ToolCallDelta",
     "ToolCallEvent",
