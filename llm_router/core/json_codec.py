@@ -12,7 +12,8 @@ C の実装を OS スレッドへ移しても GIL を持ち続けるので、ハ
 
 変換する。Python のバイトコードを実行している間は GIL の切り替え (``sys.getswitchinterval()``、既定 5 ms) が
 効くので、ハブはその間隔でイベントを送り続けられる。合計の CPU は C の実装より多い (大きな値だけなので)。
-小さな値、threading モード (ハブが無い)、ハブ自身の中からの呼び出しはその場で C の実装を使う。
+小さな値、threading モード (ハブが無い。:func:`configure` の前も同じ扱い)、ハブ自身の中からの呼び出しはその場で
+C の実装を使う。
 
 使うところ: Socket.IO のパケット (``SocketIO(json=...)`` に :class:`SocketIOJson` を渡す)、ストアへの
 イベントと履歴の保存、受け取ったペイロードの大きさの確認、プロバイダへのリクエストの本文
@@ -38,6 +39,8 @@ class _Settings:
     threshold_bytes = DEFAULT_THRESHOLD
     mode = "tpool"
     threads = 4
+    # ハブを持つ非同期ライブラリ (``eventlet`` / ``gevent``)。None なら threading モードで、いつもその場で変換する
+    library: str | None = None
 
 
 def configure(threshold_bytes: int, mode: str = "tpool", threads: int = 4) -> None:
@@ -54,6 +57,8 @@ def configure(threshold_bytes: int, mode: str = "tpool", threads: int = 4) -> No
     _Settings.threshold_bytes = threshold_bytes
     _Settings.mode = mode
     _Settings.threads = max(1, threads)
+    # モンキーパッチはサーバーの起動の最初に済んでいるので、ここで 1 回だけ調べる (1 イベントごとに調べない)
+    _Settings.library = offload.green_library()
 
 
 def is_large(value: Any, threshold: int | None = None) -> bool:
@@ -91,7 +96,7 @@ def is_large(value: Any, threshold: int | None = None) -> bool:
 
 def dumps(value: Any, **kwargs: Any) -> str:
     """``json.dumps(value, **kwargs)`` と同じ文字列を返す。大きな値はハブの外で変換する。"""
-    if not _offloading() or not is_large(value):
+    if _Settings.library is None or not is_large(value) or _in_hub():
         return json.dumps(value, **kwargs)
     return offload.run_blocking(_Settings.mode, _Settings.threads, _iter_dumps, value, kwargs)
 
@@ -99,7 +104,7 @@ def dumps(value: Any, **kwargs: Any) -> str:
 def loads(text: str | bytes | bytearray, **kwargs: Any) -> Any:
     """``json.loads(text, **kwargs)`` と同じ値を返す。閾値以上の長さの文字列はハブの外で解読する。"""
     limit = _Settings.threshold_bytes
-    if limit <= 0 or len(text) < limit or not _offloading():
+    if _Settings.library is None or limit <= 0 or len(text) < limit or _in_hub():
         return json.loads(text, **kwargs)
     return offload.run_blocking(_Settings.mode, _Settings.threads, _py_loads, text, kwargs)
 
@@ -120,19 +125,16 @@ def _py_loads(text: str | bytes | bytearray, kwargs: dict[str, Any]) -> Any:
     return decoder.decode(text)
 
 
-def _offloading() -> bool:
-    """ハブの外へ出すべきか: 非同期ライブラリがハブを持ち、いまハブ自身の中ではないとき。"""
-    library = offload.green_library()
-    if library is None:
-        return False  # threading モード: 呼び手はもう本物のスレッド
-    if library == "eventlet":
+def _in_hub() -> bool:
+    """いまハブ自身 (のグリーンレット) の中で呼ばれているか (そこからは待てないので、その場で変換する)。"""
+    if _Settings.library == "eventlet":
         import greenlet
         from eventlet import hubs
 
-        return greenlet.getcurrent() is not hubs.get_hub().greenlet
+        return greenlet.getcurrent() is hubs.get_hub().greenlet
     import gevent
 
-    return gevent.getcurrent() is not gevent.get_hub()
+    return gevent.getcurrent() is gevent.get_hub()
 
 
 def _safe_int(text: str) -> int:
