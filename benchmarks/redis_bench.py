@@ -5,10 +5,10 @@
 
 1 回の実行の中で、自分で起動した redis-server (空きポート、永続化なし) に対して測る:
 
-1. **イベントの追加**: 1 件ごとの往復で、素の ``XADD`` / ``PUBLISH`` と、``RedisEventLog.append`` (Lua: INCR +
-   XADD + 年齢の切り詰め)、貸与つき (fencing)、16 件まとめた ``append_many``。1 件あたりの壁時計、
-   このプロセスの CPU、redis-server の CPU。サーバーの経路が実際に使う ``RedisStore.commit`` も、1 件ずつと、
-   16 本のスレッドから同時に (グループコミット: 往復の間に並んだコミットが次の 1 回の往復にまとまる) の 2 通り。
+1. **イベントの追加**: 1 件ごとの往復で、素の ``XADD`` / ``PUBLISH`` と、サーバーの経路の ``RedisStore.commit``
+   (Lua: スレッドの確認 + INCR + 明示 ID の XADD + 上限の確認)、リースつき (fencing)、16 件まとめた ``commit``。
+   1 件あたりの壁時計、このプロセスの CPU、redis-server の CPU。``RedisStore.commit`` は eventlet の子プロセスでも、
+   1 本と 16 本のグリーンスレッドから同時に (グループコミット: 往復の間に並んだコミットが次の 1 回の往復にまとまる)。
 2. **Socket.IO のメッセージキュー**: 素の Flask-SocketIO (``benchmarks/_queue_server.py``、eventlet) で、ルームへの
    ``emit`` を キューなし / ``RedisManager`` あり (自分のソケットへ直接 + PUBLISH) / キューありで
    ``ignore_queue=True`` (自分のソケットだけ) / 別のプロセスのソケットへ (キュー経由でだけ届く) の 4 通り。
@@ -16,7 +16,7 @@
    一定間隔で送ったときの送出から受信までの遅延。
 3. **プロセス間コマンドの往復**: 別プロセスの持ち主 (``tests/cluster/cluster_worker.py hold``) へ ``cancel`` を送り、
    答えが戻るまで (貸与から持ち主を引く ``send_to_owner`` と、宛先が分かっている ``send``)。
-4. **ストリームの追従**: 別プロセスが ``XREAD BLOCK`` でスレッドのストリームを読み、``append`` の直前から
+4. **ストリームの追従**: 別プロセスが ``XREAD BLOCK`` でスレッドのストリームを読み、``commit`` の直前から
    受け取るまでの遅延 (「ログそのものを配送に使う」設計の材料)。
 """
 
@@ -64,15 +64,24 @@ def _envelope(i: int) -> dict[str, Any]:
 
 
 def bench_append(server: RedisServer, n: int) -> list[dict[str, Any]]:
-    """1 件ずつ (と 16 件まとめて) 書いたときの 1 件あたりの費用。"""
+    """1 件ずつ (と 16 件まとめて) 書いたときの 1 件あたりの費用 (サーバーの経路の ``RedisStore.commit``)。"""
     from llm_router.cluster.connection import Keys
-    from llm_router.cluster.event_stream import RedisEventLog
-    from llm_router.cluster.leases import RunLeases
+    from llm_router.core.schemas.thread_record import StoredThread
+    from llm_router.store.base import LogLimits
+    from llm_router.store.redis import RedisStore
 
     client = _client(server.url)
     keys = Keys("bench")
-    log = RedisEventLog(client, 10000, 3600, keys)
-    lease = RunLeases(client, "bench-proc", 3600, keys).acquire("fenced", "run-1")
+    limits = LogLimits(max_events=10000, max_bytes=8 << 20, max_age_s=3600)
+    store = RedisStore(client, limits, keys)
+    # fencing: このプロセスがランの期限内のリースを持つときだけ書く (サーバーの ``ClusterRuntime`` と同じ設定)
+    fenced = RedisStore(_client(server.url), limits, keys)
+    fenced.fence_writes("bench-proc")
+    for tid in ("plain", "fenced", "batch"):
+        store.create_thread(StoredThread(tid, "bench"))
+    run_id = _envelope(0)["run_id"]
+    assert fenced.acquire_run_lease("fenced", run_id, "bench-proc", 3600)
+    fenced.commit("fenced", [{**_envelope(0), "type": "run_started"}], run_started=run_id)
     payload = json.dumps(_envelope(0), ensure_ascii=False)
 
     def raw_xadd(i: int) -> None:
@@ -83,27 +92,27 @@ def bench_append(server: RedisServer, n: int) -> list[dict[str, Any]]:
         """素の PUBLISH (聞き手なし)。"""
         client.publish("bench:channel", payload)
 
-    def append(i: int) -> None:
-        """RedisEventLog.append (Lua の 1 回の往復)。"""
-        log.append("plain", _envelope(i))
+    def commit(i: int) -> None:
+        """RedisStore.commit の 1 件 (Lua の 1 回の往復)。"""
+        store.commit("plain", [_envelope(i)])
 
-    def append_fenced(i: int) -> None:
-        """貸与つき (fencing) の append。"""
-        log.append("fenced", _envelope(i), lease)
+    def commit_fenced(i: int) -> None:
+        """リースで fencing した commit。"""
+        fenced.commit("fenced", [_envelope(i)])
 
     batch = 16
 
-    def append_batch(i: int) -> None:
-        """16 件まとめた append_many (i は 16 の倍数のときだけ呼ばれる)。"""
-        log.append_many("batch", [_envelope(i + k) for k in range(batch)])
+    def commit_batch(i: int) -> None:
+        """16 件まとめた commit (i は 16 の倍数のときだけ呼ばれる)。"""
+        store.commit("batch", [_envelope(i + k) for k in range(batch)])
 
     rows = []
     for name, fn, step in [
         ("素の XADD", raw_xadd, 1),
         ("素の PUBLISH", raw_publish, 1),
-        ("RedisEventLog.append", append, 1),
-        ("append (貸与で fencing)", append_fenced, 1),
-        ("append_many (16 件ずつ)", append_batch, batch),
+        ("RedisStore.commit (1 件ずつ)", commit, 1),
+        ("commit (リースで fencing)", commit_fenced, 1),
+        ("commit (16 件ずつ)", commit_batch, batch),
     ]:
         for i in range(0, min(n, 500), step):  # 温め (スクリプトの読み込み、接続)
             fn(i)
@@ -122,8 +131,9 @@ def bench_append(server: RedisServer, n: int) -> list[dict[str, Any]]:
                 "per_s": n / wall,
             }
         )
-    assert log.last_seq("plain") == n + min(n, 500)
-    client.close()
+    assert store.bounds("plain").last_seq == n + min(n, 500)
+    store.close()
+    fenced.close()
     for writers in (1, 16):
         rows.append(bench_store_commit(server, n, writers))
     return rows
@@ -336,9 +346,10 @@ def tail_reader(url: str, stream: str, count: int) -> None:
 
 
 def bench_tail(server: RedisServer, n: int, interval: float) -> dict[str, Any]:
-    """append の直前から、別プロセスの XREAD BLOCK が受け取るまで。"""
+    """commit の直前から、別プロセスの XREAD BLOCK が受け取るまで。"""
     from llm_router.cluster.connection import Keys
-    from llm_router.cluster.event_stream import RedisEventLog
+    from llm_router.core.schemas.thread_record import StoredThread
+    from llm_router.store.redis import RedisStore
 
     keys = Keys("benchtail")
     reader = subprocess.Popen(
@@ -351,7 +362,8 @@ def bench_tail(server: RedisServer, n: int, interval: float) -> dict[str, Any]:
     try:
         if (reader.stdout.readline() if reader.stdout else "").strip() != "ready":
             raise RuntimeError("tail reader did not start")
-        log = RedisEventLog(_client(server.url), 10000, 3600, keys)
+        store = RedisStore(_client(server.url), keys=keys)
+        store.create_thread(StoredThread("t", "bench"))
         start = time.monotonic()
         for i in range(n):
             delay = start + i * interval - time.monotonic()
@@ -359,9 +371,10 @@ def bench_tail(server: RedisServer, n: int, interval: float) -> dict[str, Any]:
                 time.sleep(delay)  # 一定間隔で送るための待ち (競合を隠すものではない)
             event = _envelope(i)
             event["delta"] = f"{time.monotonic_ns()};"
-            log.append("t", event)
+            store.commit("t", [event])
         out, _ = reader.communicate(timeout=60)
-        return {"name": "append → 別プロセスの XREAD BLOCK", **summary_ms(json.loads(out.strip().splitlines()[-1]))}
+        store.close()
+        return {"name": "commit → 別プロセスの XREAD BLOCK", **summary_ms(json.loads(out.strip().splitlines()[-1]))}
     finally:
         if reader.poll() is None:
             reader.kill()
@@ -407,10 +420,10 @@ def render(results: dict[str, Any], command: str, info: dict[str, Any]) -> str:
             ],
         ),
         "",
-        f"- CPU (クライアント + redis-server) で比べると、`RedisEventLog.append` は素の XADD の"
-        f" {_cpu(a['RedisEventLog.append']) / _cpu(a['素の XADD']):.2f} 倍 (Lua で INCR + 明示 ID の XADD + 年齢の"
-        f"切り詰めのための先頭 1 件の確認)、16 件まとめた `append_many` は 1 件あたり"
-        f" {_cpu(a['append_many (16 件ずつ)']) / _cpu(a['RedisEventLog.append']):.2f} 倍。壁時計は 1 往復の待ちが"
+        f"- CPU (クライアント + redis-server) で比べると、`RedisStore.commit` の 1 件は素の XADD の"
+        f" {_cpu(a['RedisStore.commit (1 件ずつ)']) / _cpu(a['素の XADD']):.2f} 倍 (Lua でスレッドの確認、INCR、"
+        "明示 ID の XADD、バイト数の控えと件数の上限の確認)、16 件まとめた `commit` は 1 件あたり"
+        f" {_cpu(a['commit (16 件ずつ)']) / _cpu(a['RedisStore.commit (1 件ずつ)']):.2f} 倍。壁時計は 1 往復の待ちが"
         "ほとんどで、マシンの負荷で大きく揺れます。",
         "- サーバーの経路 (`RedisStore.commit`、`llm_router/store/redis.py`) は、サーバーと同じく eventlet の子プロセス"
         " (`benchmarks/_store_writer.py`) で測る (1 回ごとに 1 度譲る)。16 本が同時に書くと、往復の間に並んだ"
@@ -467,7 +480,7 @@ def render(results: dict[str, Any], command: str, info: dict[str, Any]) -> str:
         "別プロセスからの cancel で上流が閉じるまでの目標 (p99 100 ms) のうち、残りは持ち主のプロセスの中の"
         " cancel の経路 (1 プロセスのときと同じ) です。",
         "",
-        "### ストリームの追従 (append の直前から、別プロセスの `XREAD BLOCK` が受け取るまで)",
+        "### ストリームの追従 (commit の直前から、別プロセスの `XREAD BLOCK` が受け取るまで)",
         "",
         table(
             ["経路", "件数", "p50 ms", "p90 ms", "p99 ms", "最大 ms"],

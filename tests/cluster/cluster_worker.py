@@ -2,12 +2,10 @@
 
 使い方 (リポジトリのルートで ``python -m tests.cluster.cluster_worker <mode> ...``):
 
-- ``append <prefix> <thread_id> <count> <tag>``: ``ready`` を出し、標準入力に 1 行来たらイベントを 1 件ずつ
-  ``count`` 件書き、付いた ``seq`` を JSON で出す。
 - ``hold <prefix> <thread_id> <run_id> <lease_s>``: 貸与を取って更新係で持ち続け、コマンドにも答える
   (``held <process_id>`` を出した後、殺されるまで動く)。
-- ``eventlet <prefix>``: 最初に eventlet で monkey-patch してから、追加・貸与・コマンドの往復・ストリームの追従を
-  試し、結果を JSON で出す。
+- ``eventlet <prefix>``: 最初に eventlet で monkey-patch してから、ストアへの書き込み (``RedisStore.commit``)・貸与・
+  コマンドの往復・ストリームの追従を試し、結果を JSON で出す。
 """
 
 from __future__ import annotations
@@ -17,12 +15,12 @@ from types import SimpleNamespace
 
 
 def _parts(prefix: str, lease_s: float = 10.0):
-    """環境変数の URL とテストの設定から、クライアントと部品を作る。"""
+    """環境変数の URL とテストの設定から、クライアントと部品 (イベントを書くのはサーバーと同じ ``RedisStore``) を作る。"""
     import os
 
     from llm_router.cluster.connection import Keys, connect, new_process_id
-    from llm_router.cluster.event_stream import RedisEventLog
     from llm_router.cluster.leases import RunLeases
+    from llm_router.store.redis import RedisStore
 
     # conftest の TEST_REDIS と同じ値 (pytest と Hydra を import しないで済むように、属性だけの入れ物で渡す)
     test_redis = SimpleNamespace(connect_timeout_s=1.0, socket_timeout_s=2.0, retries=1)
@@ -31,18 +29,7 @@ def _parts(prefix: str, lease_s: float = 10.0):
     client = connect(url, test_redis)
     blocking = connect(url, test_redis, socket_timeout_s=10)
     pid = new_process_id()
-    return client, blocking, keys, pid, RedisEventLog(client, 100000, 0, keys), RunLeases(client, pid, lease_s, keys)
-
-
-def run_append(prefix: str, thread_id: str, count: int, tag: str) -> None:
-    """イベントを 1 件ずつ書き、付いた ``seq`` を 1 行の JSON で出す。"""
-    import json
-
-    _client, _blocking, _keys, _pid, events, _leases = _parts(prefix)
-    print("ready", flush=True)
-    sys.stdin.readline()  # 全員の準備ができてから同時に書き始める (テストが "go" を送る)
-    seqs = [events.append(thread_id, {"type": "text_delta", "tag": tag, "i": i}) for i in range(count)]
-    print(json.dumps(seqs), flush=True)
+    return client, blocking, keys, pid, RedisStore(client, keys=keys), RunLeases(client, pid, lease_s, keys)
 
 
 def run_hold(prefix: str, thread_id: str, run_id: str, lease_s: float) -> None:
@@ -52,7 +39,7 @@ def run_hold(prefix: str, thread_id: str, run_id: str, lease_s: float) -> None:
     from llm_router.cluster.commands import CommandBus
     from llm_router.cluster.leases import LeaseRenewer
 
-    client, blocking, keys, pid, _events, leases = _parts(prefix, lease_s)
+    client, blocking, keys, pid, _store, leases = _parts(prefix, lease_s)
     lease = leases.acquire(thread_id, run_id)
     renewer = LeaseRenewer(leases, on_lost=lambda _lease: None)
     renewer.hold(lease)
@@ -69,7 +56,7 @@ def run_hold(prefix: str, thread_id: str, run_id: str, lease_s: float) -> None:
 
 
 def run_eventlet(prefix: str) -> None:
-    """eventlet で monkey-patch した下で、追加・貸与・コマンドの往復が動くことを確かめて JSON で出す。"""
+    """eventlet で monkey-patch した下で、ストアへの書き込み・貸与・コマンドの往復・追従が動くことを確かめて JSON で出す。"""
     import eventlet
 
     eventlet.monkey_patch()
@@ -80,9 +67,11 @@ def run_eventlet(prefix: str) -> None:
     from llm_router.cluster.connection import new_process_id
     from llm_router.cluster.follower import StreamFollower
     from llm_router.cluster.leases import LeaseRenewer, RunInProgress
+    from llm_router.core.schemas.thread_record import StoredThread
 
-    client, blocking, keys, pid, events, leases = _parts(prefix, 0.6)
-    seqs = [events.append("th", {"type": "x", "i": i}) for i in range(5)]
+    client, blocking, keys, pid, store, leases = _parts(prefix, 0.6)
+    store.create_thread(StoredThread("th", "alice"))
+    seqs = [store.commit("th", [{"type": "x", "i": i}])[0]["seq"] for i in range(5)]
     lease = leases.acquire("th", "run-1")
     renewer = LeaseRenewer(leases, on_lost=lambda _lease: None)
     renewer.hold(lease)
@@ -115,9 +104,9 @@ def run_eventlet(prefix: str) -> None:
     follower = StreamFollower(_parts(prefix)[1], pid, deliver, block_s=2.0, keys=keys)
     follower.start()
     follower.watch("th", 2)
-    other_events = _parts(prefix)[4]
+    other_store = _parts(prefix)[4]
     for i in range(5):
-        other_events.append("th", {"type": "y", "i": i})
+        other_store.commit("th", [{"type": "y", "i": i}])
     with eventlet.Timeout(10, False):
         got_all.wait()
     follower.stop()
@@ -141,9 +130,7 @@ def run_eventlet(prefix: str) -> None:
 def main(argv: list[str]) -> None:
     """引数のモードで動く。"""
     mode, *args = argv
-    if mode == "append":
-        run_append(args[0], args[1], int(args[2]), args[3])
-    elif mode == "hold":
+    if mode == "hold":
         run_hold(args[0], args[1], args[2], float(args[3]))
     elif mode == "eventlet":
         run_eventlet(args[0])

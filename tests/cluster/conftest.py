@@ -18,7 +18,7 @@ from llm_router.cluster.connection import connect
 from tests.support.redis_fixtures import TEST_REDIS, keys, redis_binary, redis_server
 from tests.support.redis_server import RedisServer
 
-__all__ = ["TEST_REDIS", "keys", "redis_binary", "redis_server"]
+__all__ = ["TEST_REDIS", "keys", "new_thread", "redis_binary", "redis_server"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,6 +43,21 @@ def make_client(redis_server: RedisServer) -> Iterator[Callable[..., object]]:
 def client(make_client: Callable[..., object]) -> object:
     """テストの redis-server へのクライアント。"""
     return make_client()
+
+
+@pytest.fixture
+def store(client: object, keys: object) -> object:
+    """テストの redis-server の上の、サーバーと同じストア (``RedisStore``、テストのキーの接頭辞)。イベントはこれで書く。"""
+    from llm_router.store.redis import RedisStore
+
+    return RedisStore(client, keys=keys)
+
+
+def new_thread(store: object, thread_id: str, owner: str = "alice") -> None:
+    """ストアにスレッドを作る (イベントを書く前に要る)。"""
+    from llm_router.core.schemas.thread_record import StoredThread
+
+    store.create_thread(StoredThread(thread_id, owner))  # type: ignore[attr-defined]
 
 
 @pytest.fixture

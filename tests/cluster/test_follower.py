@@ -1,4 +1,4 @@
-"""ストリームの追従: 別のプロセスが書いたイベントが、抜けも重複も無く seq 順に届く。Redis の再起動の後も続く。"""
+"""ストリームの追従: 別のプロセスがストア (RedisStore.commit) で書いたイベントが、抜けも重複も無く seq 順に届く。Redis の再起動の後も続く。"""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from llm_router.cluster.event_stream import RedisEventLog
 from llm_router.cluster.follower import StreamFollower
+from tests.cluster.conftest import new_thread
 
 
 class Inbox:
@@ -49,49 +49,51 @@ def follower(make_client, keys):
         f.stop()
 
 
-def test_events_written_elsewhere_arrive_in_seq_order_without_gaps(follower, client, keys):
+def test_events_written_elsewhere_arrive_in_seq_order_without_gaps(follower, store):
     """別の接続 (持ち主の代わり) が書いたイベントが、見始めた seq の後から順に、中身ごと届く。"""
     f, inbox = follower
-    log = RedisEventLog(client, 10000, 0, keys)
-    log.append_many("t", [{"type": "early", "i": i} for i in range(5)])
+    new_thread(store, "t")
+    store.commit("t", [{"type": "early", "i": i} for i in range(5)])
     f.watch("t", 2)  # 2 まで見た状態からの再開
     for i in range(200):
-        log.append("t", {"type": "text_delta", "delta": f"差分{i}"})
+        store.commit("t", [{"type": "text_delta", "delta": f"差分{i}"}])
     inbox.wait_count("t", 203)
     assert inbox.seqs("t") == list(range(3, 206))
     assert inbox.events["t"][0]["type"] == "early" and inbox.events["t"][-1]["delta"] == "差分199"
     assert f.position("t") == 205
 
 
-def test_watching_a_new_thread_wakes_the_waiting_read(follower, client, keys):
+def test_watching_a_new_thread_wakes_the_waiting_read(follower, store):
     """長い XREAD BLOCK の途中で見始めたスレッドも、その待ちの終わりを待たずに届く。"""
     f, inbox = follower
-    log = RedisEventLog(client, 10000, 0, keys)
+    new_thread(store, "first")
+    new_thread(store, "second")
     f.watch("first", 0)
-    log.append("first", {"type": "x"})
+    store.commit("first", [{"type": "x"}])
     inbox.wait_count("first", 1)
     started = time.monotonic()
     f.watch("second", 0)
-    log.append("second", {"type": "y"})
+    store.commit("second", [{"type": "y"}])
     inbox.wait_count("second", 1, timeout=1.5)  # block_s (2 s) を待たずに届く
     assert time.monotonic() - started < 1.5
     f.unwatch("first")
-    log.append("first", {"type": "not delivered"})
-    log.append("second", {"type": "z"})
+    store.commit("first", [{"type": "not delivered"}])
+    store.commit("second", [{"type": "z"}])
     inbox.wait_count("second", 2)
     assert inbox.seqs("first") == [1]
 
 
-def test_the_follower_resumes_after_a_redis_restart(follower, redis_server, client, keys):
+def test_the_follower_resumes_after_a_redis_restart(follower, redis_server, store):
     """Redis が止まって戻っても、同じ StreamFollower がまた届け始める。"""
     f, inbox = follower
-    log = RedisEventLog(client, 10000, 0, keys)
+    new_thread(store, "t")
     f.watch("t", 0)
-    log.append("t", {"type": "before"})
+    store.commit("t", [{"type": "before"}])
     inbox.wait_count("t", 1)
     redis_server.restart()  # 中身は空になる (永続化なし)
     f.unwatch("t")
     f.watch("t2", 0)
-    log.append("t2", {"type": "after"})
+    new_thread(store, "t2")
+    store.commit("t2", [{"type": "after"}])
     inbox.wait_count("t2", 1, timeout=15)
     assert inbox.events["t2"][0]["type"] == "after"

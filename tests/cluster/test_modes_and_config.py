@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-from llm_router.cluster.components import build_parts
 from llm_router.cluster.connection import redact_url
 from llm_router.config.settings import load_settings
+from tests.cluster.conftest import new_thread
 
 
 def test_building_blocks_work_under_eventlet_monkey_patching(spawn_worker, keys):
-    """eventlet で monkey-patch したプロセスで、追加・貸与の更新係 (緑スレッド)・コマンドの往復・ストリームの追従が動く。"""
+    """eventlet で monkey-patch したプロセスで、ストアへの書き込み (RedisStore.commit)・貸与の更新係 (緑スレッド)・コマンドの往復・ストリームの追従が動く。"""
     proc = spawn_worker("eventlet", keys.prefix)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
@@ -50,8 +50,11 @@ def test_redact_url_hides_credentials():
     assert "hunter2" not in redact_url("redis://:hunter2@[::1")
 
 
-def test_parts_built_from_settings_talk_to_redis(redis_server, tmp_path):
-    """設定と .env の URL から組み立てた部品一式が、その Redis で動く。"""
+def test_cluster_runtime_built_from_settings_talks_to_redis(redis_server, tmp_path):
+    """設定と .env の URL から開いたストアとサーバーの部品一式 (``ClusterRuntime``) が、設定の値でその Redis と動く。"""
+    from llm_router.realtime.cluster import ClusterRuntime
+    from llm_router.store.redis import open_redis_store
+
     env = tmp_path / ".env"
     env.write_text(f"LLM_ROUTER_REDIS_URL={redis_server.url}\n", encoding="utf-8")
     overrides = [
@@ -62,15 +65,18 @@ def test_parts_built_from_settings_talk_to_redis(redis_server, tmp_path):
         "store.redis.command_poll_s=0.25",
     ]
     settings = load_settings(overrides, env_file=env, environ={})
-    parts = build_parts(settings.config, settings.redis_url, process_id="proc-x")
+    store = open_redis_store(settings)
+    runtime = ClusterRuntime(settings, store, lambda kind, payload: {"ok": True}, print, print, print)
     try:
-        assert parts.events.append("t", {"type": "x"}) == 1
-        assert parts.leases.acquire("t", "r").process_id == "proc-x" and parts.leases.lease_ms == 2000
-        assert [parts.rate_limiter.allow("p") for _ in range(3)] == [True, True, False]
-        assert parts.client.exists("llm_router:t:t:events") == 1
-        assert parts.orphan_scanner(print).interval_s == 0.3 and parts.renewer(print).interval_s == 2 / 3
-        bus = parts.command_bus(lambda kind, payload: {"ok": True})
-        assert (bus.default_timeout_s, bus.poll_s) == (1.5, 0.25)
-        assert parts.follower(print).block_ms == 250
+        new_thread(store, "t")
+        assert [e["seq"] for e in store.commit("t", [{"type": "x"}])] == [1]
+        assert store.client.exists("llm_router:t:t:events") == 1
+        assert runtime.acquire("t", "r")
+        assert runtime.leases.holder("t").process_id == runtime.process_id and runtime.leases.lease_ms == 2000
+        assert [runtime.rate_limiter.allow("p") for _ in range(3)] == [True, True, False]
+        assert runtime.scan_interval_s == 0.3 and runtime.lease_s == 2
+        assert (runtime.bus.default_timeout_s, runtime.bus.poll_s) == (1.5, 0.25)
+        assert runtime.follower.block_ms == 250
     finally:
-        parts.close()
+        runtime.stop()
+        store.close()

@@ -8,11 +8,10 @@ import pytest
 
 from llm_router.cluster.commands import CommandBus
 from llm_router.cluster.connection import connect
-from llm_router.cluster.event_stream import RedisEventLog
 from llm_router.cluster.leases import RunLeases
 from llm_router.cluster.limits import SharedRateLimiter
-from llm_router.cluster.threads import RedisThreadRecords
 from llm_router.core.schemas.errors import StoreUnavailable
+from llm_router.store.redis import RedisStore
 from tests.cluster.conftest import TEST_REDIS
 from tests.support.redis_server import RedisServer, free_port
 
@@ -26,8 +25,6 @@ def test_stopped_redis_gives_a_clear_error_and_service_resumes_after_restart(red
     with RedisServer(redis_binary, password=PASSWORD) as server:
         client = connect(server.url, TEST_REDIS)
         blocking = connect(server.url, TEST_REDIS, socket_timeout_s=10)
-        log = RedisEventLog(client, 1000, 0, keys)
-        threads = RedisThreadRecords(client, keys)
         leases = RunLeases(client, "proc-a", 5, keys)
         limiter = SharedRateLimiter(client, 100, keys=keys)
         owner = CommandBus(client, blocking, "proc-a", lambda k, p: {"ok": True, "k": k}, poll_s=0.2, keys=keys)
@@ -36,14 +33,11 @@ def test_stopped_redis_gives_a_clear_error_and_service_resumes_after_restart(red
         )
         owner.start()
         try:
-            assert log.append("t", {"type": "x"}) == 1
+            assert leases.acquire("t", "run-0").run_id == "run-0"
             assert peer.send("proc-a", "cancel", {}) == {"ok": True, "k": "cancel"}
 
             server.stop()
             operations = {
-                "event append": lambda: log.append("t", {"type": "x"}),
-                "event replay": lambda: log.after("t", 0),
-                "thread write": lambda: threads.put({"thread_id": "t", "owner": "alice", "updated_at": 1.0}),
                 "run lease acquire": lambda: leases.acquire("t", "run-1"),
                 "rate limit": lambda: limiter.allow("alice"),
                 "command cancel": lambda: peer.send("proc-a", "cancel", {}, timeout_s=0.5),
@@ -56,10 +50,7 @@ def test_stopped_redis_gives_a_clear_error_and_service_resumes_after_restart(red
                 assert PASSWORD not in message and info.value.code == "store_unavailable"
 
             server.start()  # 同じポート (永続化していないので中身は空)
-            assert log.append("t", {"type": "after-restart"}) == 1  # Lua スクリプトは自動で読み直される
-            assert [e["type"] for e in log.after("t", 0)] == ["after-restart"]
-            assert threads.put({"thread_id": "t", "owner": "alice", "updated_at": 2.0})
-            assert leases.acquire("t", "run-1").run_id == "run-1"
+            assert leases.acquire("t", "run-1").run_id == "run-1"  # Lua スクリプトは自動で読み直される
             assert limiter.allow("alice")
             # 受信ループは自分で繋ぎ直している: 別のプロセスからのコマンドにまた答える
             assert peer.send("proc-a", "tool_result", {}, timeout_s=5) == {"ok": True, "k": "tool_result"}
@@ -73,7 +64,7 @@ def test_nothing_listening_is_store_unavailable():
     """誰も聞いていないポートへの最初の操作も StoreUnavailable になる。"""
     client = connect(f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0", TEST_REDIS)
     with pytest.raises(StoreUnavailable) as info:
-        RedisEventLog(client, 10, 0).append("t", {"type": "x"})
+        RedisStore(client).load_thread("t")
     assert PASSWORD not in str(info.value)
 
 
