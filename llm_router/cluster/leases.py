@@ -6,12 +6,11 @@
   し、実行中の表からも消す。:class:`LeaseRenewer` が保持中の貸与をまとめて ``run_lease_s / 3`` ごとに更新する。
 - 持ち主を失ったラン: 実行中の表にあるのに貸与のキーが期限切れで消えているもの。:meth:`RunLeases.claim_orphans`
   が原子的に「引き取り」(貸与を自分の名前で取り直す) し、呼び手がそのランを ``run_error`` ``interrupted``
-  で終える。終わりのイベントは ``RedisEventLog.append_many(..., lease, release=True)`` で、貸与の返却と同じ
-  原子操作で書く (終わりを書いた後に死んでも貸与が残らないので、別のプロセスが 2 つ目の終わりを書くことはない)。引き取った側が途中で死んでも、表に残るので次の検査でまた拾われる。
+  で終えて貸与を返す。引き取った側が途中で死んでも、表に残るので次の検査でまた拾われる。
   :class:`OrphanScanner` がこれを定期的に行う。新しいランの取得が持ち主を失ったランに出会ったときも、
   同じように引き取りを返す (:attr:`Lease.orphan`): 呼び手は先にそれを終えてから自分のランを始める。
-- 書き込みの fencing: イベントログの追加に貸与を渡すと、今も持っているときだけ書ける
-  (:class:`llm_router.cluster.event_stream.LeaseLost`)。
+- サーバー (``store.backend=redis``) が使うのは :meth:`RunLeases.holder` (コマンドの宛先を引く) だけ。ランのリース・
+  終わりの記録・書き込みの fencing はストア (``llm_router.store.redis.RedisStore``) が同じキーで行う。
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from llm_router.cluster.connection import connect, new_process_id, unavailable_e
 from llm_router.cluster.follower import StreamFollower
 from llm_router.cluster.leases import RunLeases
 from llm_router.cluster.limits import RunSlots, SharedRateLimiter
-from llm_router.cluster.threads import OpenThreads
+from llm_router.cluster.open_threads import OpenThreads
 from llm_router.core.schemas.errors import StoreUnavailable
 from llm_router.realtime.protocol_errors import INTERNAL, ProtocolError
 
