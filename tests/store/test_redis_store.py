@@ -416,14 +416,14 @@ def test_a_designated_leader_that_is_stopped_hands_over(shared_redis_server):
     """次のリーダーを任された呼び出しが、起きる前に止められても、リーダーの役は列の次の者に渡り、その者の分は
     書かれる (誰も書かなくなってストアが止まることはない)。"""
     from llm_router.store.base import CommitItem
-    from llm_router.store.redis import _Waiter
+    from llm_router.store.redis_pipeline import Waiter
 
     store = _store(shared_redis_server.url, f"h{uuid.uuid4().hex[:8]}")
     store.create_thread(sample_thread("thr_1"))
     queue = store._group
-    stopped = _Waiter([CommitItem("thr_1", [event()])])
+    stopped = Waiter([CommitItem("thr_1", [event()])])
     item = CommitItem("thr_1", [event(n=2)])
-    waiting = _Waiter([item])
+    waiting = Waiter([item])
     with queue._lock:
         queue._leading = True
         stopped.lead = True  # 前のリーダーが任した (列からはもう出ている)
