@@ -75,21 +75,29 @@ class IdleClients:
     def _answer_pings(self) -> None:
         """(スレッド) 全接続を ``poll`` で見て、ping に pong を返す。それ以外は読み捨てる。
 
-        ``select.select`` は 1024 番以上のファイル記述子を扱えないので ``poll`` を使う。
+        ``select.select`` は 1024 番以上のファイル記述子を扱えないので ``poll`` を使う。poll の集合は接続の数が
+        変わったときだけ作り直し、読めるものが来るまで ``poll`` の中で待つ (1,000 接続の集合を 50 ms ごとに作り直すと、
+        それだけで計測のマシンの CPU を 0.5 コアほど使っていた)。読むのはロックの下で poll し直してから
+        (``call_all`` が先に読んだ ack のために ``recv`` で止まらないよう)。
         """
-        while not self._stop.wait(0.05):
-            # 読む直前に、ロックの下で poll し直す (call_all が先に読んだ ack のために recv で止まらないよう)
+        poller, by_fd, known = select.poll(), {}, -1
+        while not self._stop.is_set():
             with self._lock:
-                by_fd = {ws.sock.fileno(): ws for ws in self.sockets if ws.sock is not None}
-                poller = select.poll()
-                for fd in by_fd:
-                    poller.register(fd, select.POLLIN)
+                if len(self.sockets) != known:
+                    by_fd = {ws.sock.fileno(): ws for ws in self.sockets if ws.sock is not None}
+                    poller = select.poll()
+                    for fd in by_fd:
+                        poller.register(fd, select.POLLIN)
+                    known = len(self.sockets)
+            if not poller.poll(200):
+                continue
+            with self._lock:
                 for fd, _ in poller.poll(0):
                     try:
                         if by_fd[fd].recv() == "2":
                             by_fd[fd].send("3")
                     except (websocket.WebSocketException, OSError):
-                        pass
+                        poller.unregister(fd)  # 閉じた接続は見ない (POLLHUP で回り続けないよう)
 
     def close(self) -> None:
         """全接続を閉じる。"""

@@ -26,6 +26,7 @@ from typing import Any
 from _common import ROOT, command_line, cpu_seconds, machine, report, summary_ms, table
 from _servers import BareServer, TimedClient, router_server
 from idle_clients import IdleClients
+from lean_client import LeanClient
 
 from llm_router.core.schemas.events import RUN_END_EVENTS
 from tests.fakes.openai_fake import OpenAIFake
@@ -135,26 +136,34 @@ def latency_client(url: str, threads: int, timeout: float, bare: dict[str, Any] 
     """(別プロセス) 1 本のソケットで ``threads`` 個のスレッドを開き、ランを同時に流して遅延を集める。
 
     ``bare`` があれば素のスタックの ``burst`` (その中身を引数に) で同じ形のイベントを流させる。
+    クライアントは :class:`LeanClient` (受信の時刻だけを取り、解読は計測の後: ``benchmarks/lean_client.py``)。
     """
-    client = TimedClient(url).connect()
+    client = LeanClient(url).connect()
     try:
-        thread_ids = [client.start()["thread_id"] for _ in range(threads)]
+        started = client.call_many("start", [{}] * threads)
+        if any("thread_id" not in ack for ack in started):
+            raise RuntimeError(f"start refused: {next(a for a in started if 'thread_id' not in a)}")
+        thread_ids = [ack["thread_id"] for ack in started]
+        # ランは同時に始める (ack を待たずに続けて送る)
         if bare is None:
-            run_ids = [client.send_message(t, "bench")["run_id"] for t in thread_ids]
+            acks = client.call_many("user_message", [{"thread_id": t, "content": "bench"} for t in thread_ids])
         else:
-            run_ids = [client.call("burst", {"thread_id": t, **bare})["run_id"] for t in thread_ids]
-        for run_id in run_ids:
-            client.wait_end(run_id, timeout)
+            acks = client.call_many("burst", [{"thread_id": t, **bare} for t in thread_ids])
+        refused = [ack for ack in acks if "run_id" not in ack]
+        if refused:
+            raise RuntimeError(f"{len(refused)} runs refused: {refused[0]}")
+        client.wait_ends(len(thread_ids), timeout)
         latencies: list[float] = []
         ends: dict[str, int] = {}
-        for (name, data), received in zip(client.events, client.times, strict=True):
+        events = client.events()
+        for name, data, received in events:
             if name == "text_delta":
                 latencies.append((received - int(data["delta"].rstrip(";"))) / 1e9)
             elif name in RUN_END_EVENTS:
                 ends[name] = ends.get(name, 0) + 1
-        return {"latencies": latencies, "events": len(client.events), "ends": ends}
+        return {"latencies": latencies, "events": len(events), "ends": ends}
     finally:
-        client.disconnect()
+        client.close()
 
 
 def _spread(url: str, runs: int, processes: int, timeout: float, bare: dict[str, Any] | None) -> list[dict[str, Any]]:

@@ -2,10 +2,14 @@
 
 ``uv run python benchmarks/scaleout_bench.py [--runs 200] [--idle 1000] [--chunks 60] [--rate 20] [--json PATH]``
 
-- どの構成も ``store.backend=redis`` (同じ Redis の上の同じ経路)。2 プロセスの構成では、ランのクライアントも
+- llm_router の構成は ``store.backend=redis`` (同じ Redis の上の同じ経路)。2 プロセスの構成では、ランのクライアントも
   待機中の接続も 2 つのプロセスに半分ずつ繋ぐ (ランはクライアントが繋いだプロセスで動く)。
+- 素のスタックの床: 同じ実行の中で、上流もストアも無い素の Flask-SocketIO (``bare_stack.py``) を 1 つと 2 つ
+  起動し、同じラン数・間隔・待機中の接続・クライアントで emit させる。このマシンで枠組みだけが出せる遅延で、
+  llm_router の行はこれに上流の 1 ホップ (HTTP の読み取りと解析) と永続化を足したもの。
 - 遅延: 上流 (``paced_upstream.py``) が各チャンクに送出直前の時刻を書き、クライアント (別プロセス) が受信時刻から
-  引く (``realtime_bench.py`` と同じ)。素のスタックは比べない (``realtime_bench.py`` の表を参照)。
+  引く (``realtime_bench.py`` と同じ)。クライアントは ``lean_client.py`` (受信の時刻だけを取り、解読は計測の後)。
+  各クライアントはランを同時に始める (``user_message`` を ack を待たずに続けて送る)。
 - 効率: 受け取ったイベントの数 / サーバーのプロセスの CPU 秒の合計 (Redis の CPU 秒は別の列)。
 - 比較の床: 同じ負荷を 1 つのプロセスで既定の ``store.backend=sqlite`` (一時フォルダのファイル) に流した行も測る
   (``--no-sqlite`` で省く)。Redis のストアが 1 イベントに足した費用は、この行との差で読む。
@@ -22,7 +26,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from _common import command_line, cpu_seconds, machine, report, summary_ms, table
-from _servers import BENCH_KEY, OPENAI_MODEL
+from _servers import BENCH_KEY, OPENAI_MODEL, BareServer
 from realtime_bench import _idle_connections, _spread, paced_upstream
 
 from tests.fakes.openai_fake import OpenAIFake
@@ -61,6 +65,26 @@ def _warm(url: str) -> None:
         client.disconnect()
 
 
+def _drive(
+    urls: list[str], pids: list[int], runs: int, clients: int, timeout: float, bare: dict[str, Any] | None
+) -> tuple[list[dict[str, Any]], float, float]:
+    """ランを ``urls`` のサーバーへ均等に分けて流し、(クライアントの結果, 経過秒, サーバーの CPU 秒の合計) を返す。"""
+    import concurrent.futures
+
+    cpu0 = [cpu_seconds(p) for p in pids]
+    began = time.monotonic()
+    share = [runs // len(urls) + (1 if i < runs % len(urls) else 0) for i in range(len(urls))]
+    per_client = max(1, clients // len(urls))
+    results: list[dict[str, Any]] = []
+    # 各サーバーへのクライアントのプロセスを同時に走らせる (サーバーごとに別の Pool)
+    with concurrent.futures.ThreadPoolExecutor(len(urls)) as pool:
+        futures = [pool.submit(_spread, u, n, per_client, timeout, bare) for u, n in zip(urls, share, strict=True)]
+        for f in futures:
+            results += f.result()
+    elapsed = time.monotonic() - began
+    return results, elapsed, sum(cpu_seconds(p) - c for p, c in zip(pids, cpu0, strict=True))
+
+
 def configuration(
     processes: int, runs: int, chunks: int, rate: float, idle: int, clients: int, backend: str = "redis"
 ) -> dict[str, Any]:
@@ -75,25 +99,33 @@ def configuration(
         for server in servers:
             _warm(server.url)
             stack.enter_context(_idle_connections(server.url, idle // processes))
-        pids = [s.proc.pid for s in servers]
-        cpu0 = [cpu_seconds(p) for p in pids]
         redis_cpu0 = cpu_seconds(redis.process.pid)
-        began = time.monotonic()
-        share = [runs // processes + (1 if i < runs % processes else 0) for i in range(processes)]
-        per_client = max(1, clients // processes)
-        results: list[dict[str, Any]] = []
-        # 各サーバーへのクライアントのプロセスを同時に走らせる (プロセスごとに別の Pool)
-        import concurrent.futures
-
-        with concurrent.futures.ThreadPoolExecutor(processes) as pool:
-            futures = [
-                pool.submit(_spread, s.url, n, per_client, timeout, None) for s, n in zip(servers, share, strict=True)
-            ]
-            for f in futures:
-                results += f.result()
-        elapsed = time.monotonic() - began
-        cpu = sum(cpu_seconds(p) - c for p, c in zip(pids, cpu0, strict=True))
+        results, elapsed, cpu = _drive(
+            [s.url for s in servers], [s.proc.pid for s in servers], runs, clients, timeout, None
+        )
         redis_cpu = cpu_seconds(redis.process.pid) - redis_cpu0
+    return _summary(processes, backend, results, elapsed, cpu, redis_cpu)
+
+
+def bare_configuration(processes: int, runs: int, chunks: int, rate: float, idle: int, clients: int) -> dict[str, Any]:
+    """素の Flask-SocketIO (``bare_stack.py``) を ``processes`` 個起動し、同じ負荷 (ラン数・間隔・待機中の接続・
+    クライアントのプロセス数) を流す: このマシンでの枠組みだけの床 (上流の読み取りもストアも無い)。"""
+    timeout = 60 + chunks / rate * 3
+    with ExitStack() as stack:
+        servers = [stack.enter_context(BareServer()) for _ in range(processes)]
+        for server in servers:
+            _spread(server.url, 4, 1, timeout, {"count": 4, "interval": 0.01})
+            stack.enter_context(_idle_connections(server.url, idle // processes))
+        pids = [s.proc.pid for s in servers]  # type: ignore[union-attr]
+        payload = {"count": chunks, "interval": 1.0 / rate}
+        results, elapsed, cpu = _drive([s.url for s in servers], pids, runs, clients, timeout, payload)
+    return _summary(processes, "bare", results, elapsed, cpu, 0.0)
+
+
+def _summary(
+    processes: int, backend: str, results: list[dict[str, Any]], elapsed: float, cpu: float, redis_cpu: float
+) -> dict[str, Any]:
+    """クライアントのプロセスの結果と CPU 秒を 1 つの構成の行にまとめる。"""
     values = list(itertools.chain.from_iterable(r["latencies"] for r in results))
     events = sum(r["events"] for r in results)
     ends: dict[str, int] = {}
@@ -159,15 +191,18 @@ def main() -> None:
     args = parser.parse_args()
     results: dict[str, Any] = {}
     rows = []
-    plan = [(1, "redis"), (2, "redis")] + ([] if args.no_sqlite else [(1, "sqlite")])
+    plan = [(1, "bare"), (2, "bare"), (1, "redis"), (2, "redis")] + ([] if args.no_sqlite else [(1, "sqlite")])
+    labels = {"bare": "素のスタック", "redis": "llm_router (redis)", "sqlite": "llm_router (sqlite、Redis なし)"}
     for processes, backend in plan:
-        r = configuration(processes, args.runs, args.chunks, args.rate, args.idle, args.clients, backend)
-        results[f"processes_{processes}" if backend == "redis" else f"processes_{processes}_{backend}"] = r
+        if backend == "bare":
+            r = bare_configuration(processes, args.runs, args.chunks, args.rate, args.idle, args.clients)
+        else:
+            r = configuration(processes, args.runs, args.chunks, args.rate, args.idle, args.clients, backend)
+        results[f"{backend}_processes_{processes}"] = r
         lm = r["latency_ms"]
-        label = f"{processes} プロセス" if backend == "redis" else f"{processes} プロセス (sqlite、比較の床)"
         rows.append(
             (
-                label,
+                f"{labels[backend]}: {processes} プロセス",
                 lm["n"],
                 lm["p50"],
                 lm["p90"],
@@ -198,7 +233,8 @@ def main() -> None:
     )
     body += (
         f"\n\n{args.runs} 本の同時ラン (各 {args.chunks} チャンクを {args.rate:g} チャンク/秒) と {args.idle} 個の"
-        "待機中の接続。2 プロセスではどちらも半分ずつ。sqlite の行は Redis を使わない同じ負荷 (比較の床)。"
+        "待機中の接続。2 プロセスではどちらも半分ずつ。素のスタックは上流もストアも無い Flask-SocketIO (bare_stack.py) が"
+        "同じ間隔で emit するもので、このマシンで枠組みだけが出せる遅延 (床)。sqlite の行は Redis を使わない同じ負荷。"
     )
     cancel = cross_cancel(args.cancel_samples)
     results["cross_cancel"] = cancel

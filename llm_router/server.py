@@ -51,6 +51,7 @@ def create_app(settings: Settings) -> tuple[Any, Any]:
     from llm_router.core.offload import check_mode
     from llm_router.core.router import ModelRouter
     from llm_router.realtime import AgentNamespace, Authenticator, RateLimiter, ThreadRegistry, origin_checker
+    from llm_router.realtime.packets import Packet
 
     server = settings.config.server
     check_mode(settings.config.agent.tool_executor)  # 使えない組み合わせは起動で断る
@@ -68,6 +69,7 @@ def create_app(settings: Settings) -> tuple[Any, Any]:
         max_http_buffer_size=max(server.max_http_buffer_size, server.max_payload_bytes + 65536),
         async_handlers=True,
         json=json_codec.SocketIOJson,
+        serializer=Packet,  # バイナリの確かめ方だけ速いパケット (llm_router/realtime/packets.py)
         logger=False,
         engineio_logger=False,
     )

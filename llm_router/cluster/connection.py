@@ -144,6 +144,8 @@ def connect(url: str, config: RedisStoreConfig | None = None, *, socket_timeout_
     Raises:
         StoreUnavailable: URL が空か解釈できないとき (パスワードは含めない)。
     """
+    import queue
+
     import redis
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry
@@ -160,8 +162,14 @@ def connect(url: str, config: RedisStoreConfig | None = None, *, socket_timeout_
         )
     timeout = cfg.socket_timeout_s if socket_timeout_s is None else socket_timeout_s
     try:
-        return redis.Redis.from_url(
+        # 接続の数には上限を置き、上限で空きを待つ (BlockingConnectionPool)。redis-py の既定の ConnectionPool は
+        # 100 本を超えると待たずに MaxConnectionsError を上げ、同時に始まった start がまとめて store_unavailable に
+        # なっていた。列は呼ぶときに探す (eventlet/gevent の monkey_patch の後の、グリーンスレッドで待てる列)
+        pool = redis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max(1, int(cfg.pool_size)),
+            timeout=cfg.pool_timeout_s,
+            queue_class=queue.LifoQueue,
             socket_connect_timeout=cfg.connect_timeout_s,
             socket_timeout=timeout,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), max(0, int(cfg.retries))),
@@ -169,6 +177,9 @@ def connect(url: str, config: RedisStoreConfig | None = None, *, socket_timeout_
             decode_responses=False,
             client_name=None,
         )
+        client = redis.Redis(connection_pool=pool)
+        client.auto_close_connection_pool = True  # close() でプールの接続も閉じる (from_url と同じ)
+        return client
     except ValueError as exc:
         raise StoreUnavailable(
             f"redis: invalid LLM_ROUTER_REDIS_URL ({redact_url(url)}): {type(exc).__name__}"

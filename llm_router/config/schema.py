@@ -167,6 +167,9 @@ class RedisStoreConfig:
     socket_timeout_s: float = 2.0
     # 接続が切れたあと、1 つのコマンドを何回まで繋ぎ直して試すか (redis-py の Retry)
     retries: int = 1
+    # 1 つのクライアントが同時に使う接続の上限と、上限のときに空きを待つ最大秒数 (超えたら store_unavailable)
+    pool_size: int = 64
+    pool_timeout_s: float = 5.0
     # 別プロセスのランの持ち主へ送ったコマンドの返事を待つ秒数
     command_timeout_s: float = 5.0
     # コマンドの受信ループが 1 回の BLPOP で待つ秒数 (止める要求に気づくまでの最大の遅れ)

@@ -416,3 +416,23 @@ def test_sockets_on_every_process_are_told_when_their_thread_is_gone(cluster: Cl
     assert not [e for e in on_b.event_payloads("thread_deleted") if e["thread_id"] == kept][1:], "told once"
     ack = on_b.start(thread_id=kept)
     assert ack["ok"] and ack["last_seq"] == 0, ack
+
+
+def test_a_burst_of_starts_and_runs_waits_for_redis_connections_instead_of_failing(cluster: Cluster):
+    """Redis の接続が 2 本のプロセスに、30 の start と 30 のランが同時に来ても、どれも store_unavailable に
+    ならず (接続の空きを待つ)、全部のランが終わる。"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = cluster.add("store.redis.pool_size=2")
+    clients = [cluster.client(server) for _ in range(3)]
+    with ThreadPoolExecutor(30) as pool:
+        starts = list(pool.map(lambda i: clients[i % 3].start(), range(30)))
+        assert all(ack["ok"] for ack in starts), [a for a in starts if not a["ok"]][:1]
+        sent = list(
+            pool.map(lambda i: clients[i % 3].send_message(starts[i]["thread_id"], f"こんにちは {i}"), range(30))
+        )
+    assert all(ack["ok"] for ack in sent), [a for a in sent if not a["ok"]][:1]
+    for i, ack in enumerate(sent):
+        clients[i % 3].wait_run_end(ack["run_id"])
+        ends = [e["type"] for e in clients[i % 3].event_payloads(thread_id=starts[i]["thread_id"]) if e["type"] in ENDS]
+        assert ends == ["run_finished"]
