@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import struct
 import time
@@ -43,6 +44,8 @@ class LeanClient:
         self._buffer = b""
         self._next_ack = 1
         self.frames: list[tuple[bytes, int]] = []  # (Socket.IO のパケット, 受信時刻 ns)
+        self._acks: dict[int, bytes] = {}  # ack の番号 -> まだ解読していない ack の中身
+        self._ack_prefix = _ACK.encode()
         self.ended = 0
 
     # ------------------------------------------------------------ 接続と送信
@@ -79,39 +82,25 @@ class LeanClient:
 
     def call(self, event: str, payload: Any) -> Any:
         """``event`` を ack つきで送り、ack の最初の値を返す (待つ間に来たイベントも時刻つきで記録する)。"""
-        ack_id = self._next_ack
-        self._next_ack += 1
-        self._send(f"42{NAMESPACE},{ack_id}" + json.dumps([event, payload], ensure_ascii=False))
-        prefix = f"{_ACK}{ack_id}".encode()
-        while True:
-            packet = self._next_packet()
-            if packet.startswith(prefix):
-                return json.loads(packet[len(prefix) :])[0]
+        return self.call_many(event, [payload])[0]
 
-    def call_many(self, event: str, payloads: list[Any]) -> list[Any]:
+    def call_many(self, event: str, payloads: list[Any], at: list[float] | None = None) -> list[Any]:
         """``event`` を ack つきで続けて送り (ack を待たずに)、全部の ack の最初の値を送った順に返す。
 
-        ランを同時に始めるため: 1 つずつ ack を待つと、負荷の下では後のランほど遅れて始まる。
+        ``at`` (``time.monotonic()`` の時刻の昇順の並び) があれば、i 番目はその時刻に送る (待つ間も読み続ける)。
+        無ければすぐに続けて送る。1 つずつ ack を待つと、負荷の下では後のランほど遅れて始まる。
         """
-        first = self._next_ack
-        self._next_ack += len(payloads)
-        frames = [
-            f"42{NAMESPACE},{first + i}" + json.dumps([event, payload], ensure_ascii=False)
-            for i, payload in enumerate(payloads)
-        ]
-        for frame in frames:
-            self._send(frame)
-        acks: dict[int, Any] = {}
-        prefix = _ACK.encode()
-        while len(acks) < len(payloads):
-            packet = self._next_packet()
-            if packet.startswith(prefix):
-                body = packet[len(prefix) :]
-                digits = len(body) - len(body.lstrip(b"0123456789"))
-                ack_id = int(body[:digits])
-                if first <= ack_id < first + len(payloads):
-                    acks[ack_id] = json.loads(body[digits:])[0]
-        return [acks[first + i] for i in range(len(payloads))]
+        ids = []
+        for i, payload in enumerate(payloads):
+            if at is not None:
+                self._read_until(at[i])
+            ack_id = self._next_ack
+            self._next_ack += 1
+            ids.append(ack_id)
+            self._send(f"42{NAMESPACE},{ack_id}" + json.dumps([event, payload], ensure_ascii=False))
+        while any(i not in self._acks for i in ids):
+            self._next_packet()
+        return [json.loads(self._acks.pop(i))[0] for i in ids]
 
     def wait_ends(self, count: int, timeout: float) -> None:
         """終わりのイベント (``run_finished``/``run_error``/``run_cancelled``) が ``count`` 個届くまで読む。"""
@@ -154,20 +143,40 @@ class LeanClient:
         self.sock.sendall(header + mask + masked)
 
     def _next_packet(self) -> bytes:
-        """次の Engine.IO のパケット (テキスト) を返す。ping には答え、イベントは時刻つきで記録する。"""
+        """次の Engine.IO のパケット (テキスト) を返す (:meth:`_handle` を通してから)。"""
         while True:
             packet = self._take_frame()
             if packet is None:
                 self._fill()
                 continue
-            if packet == b"2":
-                self._send("3")
-                continue
-            if packet.startswith(b"42"):  # Engine.IO の message (4) の中の Socket.IO の EVENT (2)
-                self.frames.append((packet, self._received))
-                if packet.startswith(_END_PREFIXES):
-                    self.ended += 1
+            self._handle(packet)
             return packet
+
+    def _handle(self, packet: bytes) -> None:
+        """ping には pong を返し、イベントは時刻つきで記録し、ack は番号ごとに取っておく。"""
+        if packet == b"2":
+            self._send("3")
+        elif packet.startswith(b"42"):  # Engine.IO の message (4) の中の Socket.IO の EVENT (2)
+            self.frames.append((packet, self._received))
+            if packet.startswith(_END_PREFIXES):
+                self.ended += 1
+        elif packet.startswith(self._ack_prefix):  # ACK (3): 解読せずに取っておく
+            body = packet[len(self._ack_prefix) :]
+            digits = len(body) - len(body.lstrip(b"0123456789"))
+            self._acks[int(body[:digits])] = body[digits:]
+
+    def _read_until(self, deadline: float) -> None:
+        """``deadline`` (``time.monotonic()``) まで、届いたものを読み続ける (送る時刻を待つ間も受信の時刻を正しく取る)。"""
+        assert self.sock is not None
+        while True:
+            while (packet := self._take_frame()) is not None:
+                self._handle(packet)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            readable, _, _ = select.select([self.sock], [], [], left)
+            if readable:
+                self._fill()
 
     def _fill(self) -> None:
         """ソケットから読めるだけ読み、読んだ時刻を覚える (その読み取りの全フレームに付ける)。"""

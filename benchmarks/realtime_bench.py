@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import multiprocessing as mp
+import random
 import subprocess
 import sys
 import time
@@ -132,11 +133,21 @@ def paced_upstream(chunks: int, rate: float) -> Iterator[str]:
         proc.wait(10)
 
 
-def latency_client(url: str, threads: int, timeout: float, bare: dict[str, Any] | None = None) -> dict[str, Any]:
+def latency_client(
+    url: str,
+    threads: int,
+    timeout: float,
+    bare: dict[str, Any] | None = None,
+    start_at: float | None = None,
+    ramp_s: float = 0.0,
+) -> dict[str, Any]:
     """(別プロセス) 1 本のソケットで ``threads`` 個のスレッドを開き、ランを同時に流して遅延を集める。
 
     ``bare`` があれば素のスタックの ``burst`` (その中身を引数に) で同じ形のイベントを流させる。
     クライアントは :class:`LeanClient` (受信の時刻だけを取り、解読は計測の後: ``benchmarks/lean_client.py``)。
+    ``start_at`` (``time.monotonic()``、マシン全体で共通) があれば、その時刻から ``ramp_s`` 秒の間のでたらめな
+    時刻にランを 1 本ずつ始める (待つ間も受信を読み続ける)。無ければすぐに続けて始める。
+    返す ``stamps[i]`` は ``latencies[i]`` のチャンクを上流 (または素のスタック) が送った時刻 (ns)。
     """
     client = LeanClient(url).connect()
     try:
@@ -144,33 +155,48 @@ def latency_client(url: str, threads: int, timeout: float, bare: dict[str, Any] 
         if any("thread_id" not in ack for ack in started):
             raise RuntimeError(f"start refused: {next(a for a in started if 'thread_id' not in a)}")
         thread_ids = [ack["thread_id"] for ack in started]
-        # ランは同時に始める (ack を待たずに続けて送る)
+        at = None if start_at is None else sorted(start_at + random.uniform(0, ramp_s) for _ in thread_ids)
+        ready = time.monotonic()
         if bare is None:
-            acks = client.call_many("user_message", [{"thread_id": t, "content": "bench"} for t in thread_ids])
+            payloads = [{"thread_id": t, "content": "bench"} for t in thread_ids]
+            acks = client.call_many("user_message", payloads, at)
         else:
-            acks = client.call_many("burst", [{"thread_id": t, **bare} for t in thread_ids])
+            acks = client.call_many("burst", [{"thread_id": t, **bare} for t in thread_ids], at)
         refused = [ack for ack in acks if "run_id" not in ack]
         if refused:
             raise RuntimeError(f"{len(refused)} runs refused: {refused[0]}")
         client.wait_ends(len(thread_ids), timeout)
         latencies: list[float] = []
+        stamps: list[int] = []
         ends: dict[str, int] = {}
         events = client.events()
         for name, data, received in events:
             if name == "text_delta":
-                latencies.append((received - int(data["delta"].rstrip(";"))) / 1e9)
+                stamp = int(data["delta"].rstrip(";"))
+                stamps.append(stamp)
+                latencies.append((received - stamp) / 1e9)
             elif name in RUN_END_EVENTS:
                 ends[name] = ends.get(name, 0) + 1
-        return {"latencies": latencies, "events": len(events), "ends": ends}
+        # 始める時刻より後に準備が終わったクライアントは遅れて始めた (計測の窓の外にずれる): その秒数
+        late_s = max(0.0, ready - start_at) if start_at is not None else 0.0
+        return {"latencies": latencies, "stamps": stamps, "events": len(events), "ends": ends, "late_s": late_s}
     finally:
         client.close()
 
 
-def _spread(url: str, runs: int, processes: int, timeout: float, bare: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _spread(
+    url: str,
+    runs: int,
+    processes: int,
+    timeout: float,
+    bare: dict[str, Any] | None,
+    start_at: float | None = None,
+    ramp_s: float = 0.0,
+) -> list[dict[str, Any]]:
     """``runs`` 本のランを ``processes`` 個のクライアントのプロセスに分けて流し、結果を集める。"""
     shares = [runs // processes + (1 if i < runs % processes else 0) for i in range(processes)]
     with mp.get_context("spawn").Pool(processes) as pool:
-        jobs = [(url, n, timeout, bare) for n in shares if n]
+        jobs = [(url, n, timeout, bare, start_at, ramp_s) for n in shares if n]
         return pool.starmap_async(latency_client, jobs).get(timeout + 60)
 
 

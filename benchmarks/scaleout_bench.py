@@ -23,6 +23,7 @@ import argparse
 import itertools
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 from _common import command_line, cpu_seconds, machine, report, summary_ms, table
@@ -65,85 +66,98 @@ def _warm(url: str) -> None:
         client.disconnect()
 
 
-def _drive(
-    urls: list[str], pids: list[int], runs: int, clients: int, timeout: float, bare: dict[str, Any] | None
-) -> tuple[list[dict[str, Any]], float, float]:
-    """ランを ``urls`` のサーバーへ均等に分けて流し、(クライアントの結果, 経過秒, サーバーの CPU 秒の合計) を返す。"""
+@dataclass(frozen=True)
+class Load:
+    """1 つの構成に流す負荷。ランは ``ramp_s`` 秒の間のでたらめな時刻に始まり、各 ``chunks`` チャンクを ``rate`` チャンク/秒。"""
+
+    runs: int
+    chunks: int
+    rate: float
+    idle: int
+    clients: int
+    ramp_s: float
+
+    @property
+    def timeout(self) -> float:
+        """1 本のクライアントのプロセスを待つ最大秒数。"""
+        return 60 + self.ramp_s + self.chunks / self.rate * 3
+
+    def window(self, start_at: float) -> tuple[int, int]:
+        """全部のランが流れている間 (最後のランが始まって 0.5 秒後から、最初のランが終わるまで) の ns の範囲。"""
+        return int((start_at + self.ramp_s + 0.5) * 1e9), int((start_at + self.chunks / self.rate) * 1e9)
+
+
+def _drive(urls: list[str], pids: list[int], load: Load, bare: dict[str, Any] | None) -> dict[str, Any]:
+    """ランを ``urls`` のサーバーへ均等に分けて流し、結果 (遅延、CPU 秒、経過秒) をまとめる。"""
     import concurrent.futures
 
     cpu0 = [cpu_seconds(p) for p in pids]
     began = time.monotonic()
-    share = [runs // len(urls) + (1 if i < runs % len(urls) else 0) for i in range(len(urls))]
-    per_client = max(1, clients // len(urls))
+    # クライアントのプロセスが起動して繋ぎ、スレッドを開き終えてから、全部が同じ時刻から始める
+    start_at = began + 3.0 + load.runs / 100
+    share = [load.runs // len(urls) + (1 if i < load.runs % len(urls) else 0) for i in range(len(urls))]
+    per_client = max(1, load.clients // len(urls))
     results: list[dict[str, Any]] = []
     # 各サーバーへのクライアントのプロセスを同時に走らせる (サーバーごとに別の Pool)
     with concurrent.futures.ThreadPoolExecutor(len(urls)) as pool:
-        futures = [pool.submit(_spread, u, n, per_client, timeout, bare) for u, n in zip(urls, share, strict=True)]
+        futures = [
+            pool.submit(_spread, u, n, per_client, load.timeout, bare, start_at, load.ramp_s)
+            for u, n in zip(urls, share, strict=True)
+        ]
         for f in futures:
             results += f.result()
     elapsed = time.monotonic() - began
-    return results, elapsed, sum(cpu_seconds(p) - c for p, c in zip(pids, cpu0, strict=True))
-
-
-def configuration(
-    processes: int, runs: int, chunks: int, rate: float, idle: int, clients: int, backend: str = "redis"
-) -> dict[str, Any]:
-    """``processes`` 個のサーバーで ``runs`` 本の同時ランと ``idle`` 個の待機中の接続を流し、遅延と効率を返す。"""
-    timeout = 60 + chunks / rate * 3
-    with ExitStack() as stack:
-        redis = stack.enter_context(RedisServer(require_redis_server()))
-        base_url = stack.enter_context(paced_upstream(chunks, rate))
-        servers = [cluster_server(redis.url, base_url, backend) for _ in range(processes)]
-        for server in servers:
-            stack.callback(server.close)
-        for server in servers:
-            _warm(server.url)
-            stack.enter_context(_idle_connections(server.url, idle // processes))
-        redis_cpu0 = cpu_seconds(redis.process.pid)
-        results, elapsed, cpu = _drive(
-            [s.url for s in servers], [s.proc.pid for s in servers], runs, clients, timeout, None
-        )
-        redis_cpu = cpu_seconds(redis.process.pid) - redis_cpu0
-    return _summary(processes, backend, results, elapsed, cpu, redis_cpu)
-
-
-def bare_configuration(processes: int, runs: int, chunks: int, rate: float, idle: int, clients: int) -> dict[str, Any]:
-    """素の Flask-SocketIO (``bare_stack.py``) を ``processes`` 個起動し、同じ負荷 (ラン数・間隔・待機中の接続・
-    クライアントのプロセス数) を流す: このマシンでの枠組みだけの床 (上流の読み取りもストアも無い)。"""
-    timeout = 60 + chunks / rate * 3
-    with ExitStack() as stack:
-        servers = [stack.enter_context(BareServer()) for _ in range(processes)]
-        for server in servers:
-            _spread(server.url, 4, 1, timeout, {"count": 4, "interval": 0.01})
-            stack.enter_context(_idle_connections(server.url, idle // processes))
-        pids = [s.proc.pid for s in servers]  # type: ignore[union-attr]
-        payload = {"count": chunks, "interval": 1.0 / rate}
-        results, elapsed, cpu = _drive([s.url for s in servers], pids, runs, clients, timeout, payload)
-    return _summary(processes, "bare", results, elapsed, cpu, 0.0)
-
-
-def _summary(
-    processes: int, backend: str, results: list[dict[str, Any]], elapsed: float, cpu: float, redis_cpu: float
-) -> dict[str, Any]:
-    """クライアントのプロセスの結果と CPU 秒を 1 つの構成の行にまとめる。"""
-    values = list(itertools.chain.from_iterable(r["latencies"] for r in results))
+    cpu = sum(cpu_seconds(p) - c for p, c in zip(pids, cpu0, strict=True))
+    low, high = load.window(start_at)
+    steady = [
+        lat for r in results for lat, stamp in zip(r["latencies"], r["stamps"], strict=True) if low <= stamp < high
+    ]
     events = sum(r["events"] for r in results)
     ends: dict[str, int] = {}
     for r in results:
         for k, v in r["ends"].items():
             ends[k] = ends.get(k, 0) + v
     return {
-        "processes": processes,
-        "backend": backend,
-        "latency_ms": summary_ms(values),
+        "latency_ms": summary_ms(steady),
+        "latency_all_ms": summary_ms(list(itertools.chain.from_iterable(r["latencies"] for r in results))),
         "events": events,
         "elapsed_s": elapsed,
         "server_cpu_s": cpu,
-        "redis_cpu_s": redis_cpu,
         "events_per_cpu_s": events / cpu if cpu else float("nan"),
         "cpu_us_per_event": cpu / events * 1e6 if events else float("nan"),
         "ends": ends,
     }
+
+
+def configuration(processes: int, load: Load, backend: str = "redis") -> dict[str, Any]:
+    """``processes`` 個のサーバーで ``load`` のランと待機中の接続を流し、遅延と効率を返す。"""
+    with ExitStack() as stack:
+        redis = stack.enter_context(RedisServer(require_redis_server()))
+        base_url = stack.enter_context(paced_upstream(load.chunks, load.rate))
+        servers = [cluster_server(redis.url, base_url, backend) for _ in range(processes)]
+        for server in servers:
+            stack.callback(server.close)
+        for server in servers:
+            _warm(server.url)
+            stack.enter_context(_idle_connections(server.url, load.idle // processes))
+        redis_cpu0 = cpu_seconds(redis.process.pid)
+        result = _drive([s.url for s in servers], [s.proc.pid for s in servers], load, None)
+        result["redis_cpu_s"] = cpu_seconds(redis.process.pid) - redis_cpu0
+    return {"processes": processes, "backend": backend, **result}
+
+
+def bare_configuration(processes: int, load: Load) -> dict[str, Any]:
+    """素の Flask-SocketIO (``bare_stack.py``) を ``processes`` 個起動し、同じ負荷 (ラン数・間隔・待機中の接続・
+    クライアントのプロセス数) を流す: このマシンでの枠組みだけの床 (上流の読み取りもストアも無い)。"""
+    with ExitStack() as stack:
+        servers = [stack.enter_context(BareServer()) for _ in range(processes)]
+        for server in servers:
+            _spread(server.url, 4, 1, load.timeout, {"count": 4, "interval": 0.01})
+            stack.enter_context(_idle_connections(server.url, load.idle // processes))
+        pids = [s.proc.pid for s in servers]  # type: ignore[union-attr]
+        payload = {"count": load.chunks, "interval": 1.0 / load.rate}
+        result = _drive([s.url for s in servers], pids, load, payload)
+    return {"processes": processes, "backend": "bare", "redis_cpu_s": 0.0, **result}
 
 
 def cross_cancel(samples: int) -> dict[str, Any]:
@@ -182,24 +196,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200, help="同時に流すランの数 (既定 200)")
     parser.add_argument("--idle", type=int, default=1000, help="開いておく待機中の接続の数 (既定 1000)")
-    parser.add_argument("--chunks", type=int, default=60, help="1 ランの上流のチャンク数 (既定 60)")
+    parser.add_argument("--chunks", type=int, default=100, help="1 ランの上流のチャンク数 (既定 100)")
     parser.add_argument("--rate", type=float, default=20.0, help="1 ランの上流のチャンク/秒 (既定 20)")
+    parser.add_argument("--ramp", type=float, default=1.0, help="ランを始める時刻をばらす秒数 (既定 1)")
     parser.add_argument("--clients", type=int, default=4, help="ランのクライアントのプロセスの数 (既定 4)")
     parser.add_argument("--cancel-samples", type=int, default=30, help="別のプロセスからの cancel の回数 (既定 30)")
     parser.add_argument("--no-sqlite", action="store_true", help="比較の床 (1 プロセス、sqlite) を測らない")
     parser.add_argument("--json", help="結果を JSON でも保存するパス")
     args = parser.parse_args()
+    load = Load(args.runs, args.chunks, args.rate, args.idle, args.clients, args.ramp)
+    if args.chunks / args.rate < args.ramp + 1.5:
+        parser.error("--chunks / --rate must exceed --ramp + 1.5 s (the window where every run streams)")
     results: dict[str, Any] = {}
     rows = []
     plan = [(1, "bare"), (2, "bare"), (1, "redis"), (2, "redis")] + ([] if args.no_sqlite else [(1, "sqlite")])
     labels = {"bare": "素のスタック", "redis": "llm_router (redis)", "sqlite": "llm_router (sqlite、Redis なし)"}
     for processes, backend in plan:
-        if backend == "bare":
-            r = bare_configuration(processes, args.runs, args.chunks, args.rate, args.idle, args.clients)
-        else:
-            r = configuration(processes, args.runs, args.chunks, args.rate, args.idle, args.clients, backend)
+        r = bare_configuration(processes, load) if backend == "bare" else configuration(processes, load, backend)
         results[f"{backend}_processes_{processes}"] = r
-        lm = r["latency_ms"]
+        lm, la = r["latency_ms"], r["latency_all_ms"]
         rows.append(
             (
                 f"{labels[backend]}: {processes} プロセス",
@@ -208,9 +223,9 @@ def main() -> None:
                 lm["p90"],
                 lm["p99"],
                 lm["max"],
+                la["p99"],
                 r["server_cpu_s"],
                 r["redis_cpu_s"],
-                r["events_per_cpu_s"],
                 r["cpu_us_per_event"],
                 r["ends"],
             )
@@ -218,23 +233,25 @@ def main() -> None:
     body = table(
         [
             "構成",
-            "計測数",
+            "計測数 (定常)",
             "p50 ms",
             "p90 ms",
             "p99 ms",
             "最大 ms",
+            "p99 ms (始まりを含む全部)",
             "サーバー CPU 秒",
             "Redis CPU 秒",
-            "イベント / サーバー CPU 秒",
             "サーバー CPU µs / イベント",
             "終わり",
         ],
         rows,
     )
     body += (
-        f"\n\n{args.runs} 本の同時ラン (各 {args.chunks} チャンクを {args.rate:g} チャンク/秒) と {args.idle} 個の"
-        "待機中の接続。2 プロセスではどちらも半分ずつ。素のスタックは上流もストアも無い Flask-SocketIO (bare_stack.py) が"
-        "同じ間隔で emit するもので、このマシンで枠組みだけが出せる遅延 (床)。sqlite の行は Redis を使わない同じ負荷。"
+        f"\n\n{args.runs} 本のラン (各 {args.chunks} チャンクを {args.rate:g} チャンク/秒、始まりは {args.ramp:g} 秒の間に"
+        f"ばらす) と {args.idle} 個の待機中の接続。2 プロセスではどちらも半分ずつ。p50〜最大は全部のランが流れている間"
+        "(最後のランが始まって 0.5 秒後から最初のランが終わるまでに上流が送ったチャンク) の遅延。"
+        "素のスタックは上流もストアも無い Flask-SocketIO (bare_stack.py) が同じ間隔で emit するもので、"
+        "このマシンで枠組みだけが出せる遅延 (床)。sqlite の行は Redis を使わない同じ負荷。"
     )
     cancel = cross_cancel(args.cancel_samples)
     results["cross_cancel"] = cancel

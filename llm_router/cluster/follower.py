@@ -62,13 +62,23 @@ class StreamFollower:
         self._thread: threading.Thread | None = None
         self._wake_key = self.keys.wake(process_id)
         self._wake_pos = "0-0"
+        # 起こしを送ってから、追う側が見るスレッドを読み直すまで真 (その間の watch は起こさない)
+        self._wake_pending = False
 
     def watch(self, thread_id: str, after_seq: int) -> None:
-        """スレッドを ``after_seq`` より後から追う (既に追っていれば位置を変えない)。"""
+        """スレッドを ``after_seq`` より後から追う (既に追っていれば位置を変えない)。
+
+        起こすのは、追う側がまだ前の起こしで見るスレッドを読み直していないときは 1 回だけ: ``XREAD`` は
+        見ている全部のストリームを名指しするので、同時に開かれた N 本のスレッドそれぞれで起こすと、
+        読み直しが N 回 (全体で N × 見ている数) になる。
+        """
         with self._lock:
             if thread_id in self._positions:
                 return
             self._positions[thread_id] = max(0, int(after_seq))
+            if self._wake_pending:
+                return
+            self._wake_pending = True
         self._wake()
 
     def unwatch(self, thread_id: str) -> None:
@@ -115,6 +125,7 @@ class StreamFollower:
         while not self._stop.is_set():
             with self._lock:
                 streams = {self.keys.events(t): f"{seq}-0" for t, seq in self._positions.items()}
+                self._wake_pending = False
             streams[self._wake_key] = self._wake_pos
             try:
                 result = self.client.xread(streams, count=self.batch, block=self.block_ms)

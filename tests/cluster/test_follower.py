@@ -97,3 +97,31 @@ def test_the_follower_resumes_after_a_redis_restart(follower, redis_server, stor
     store.commit("t2", [{"type": "after"}])
     inbox.wait_count("t2", 1, timeout=15)
     assert inbox.events["t2"][0]["type"] == "after"
+
+
+def test_many_threads_watched_at_once_wake_the_follower_once_and_are_all_followed(make_client, keys, store, client):
+    """同時に 40 本のスレッドを見始めても、起こし (``XADD``) は追う側が読み直すまでに 1 回だけで、
+    40 本のどれに書かれたイベントも届く。"""
+    inbox = Inbox()
+    f = StreamFollower(make_client(socket_timeout_s=10), "proc-b", inbox.deliver, block_s=2.0, keys=keys)
+    names = [f"burst-{i}" for i in range(40)]
+    for name in names:
+        new_thread(store, name)
+    try:
+        for name in names:  # 追う側はまだ動いていない: 読み直しは起きない
+            f.watch(name, 0)
+        assert client.xlen(keys.wake("proc-b")) == 1
+        f.start()
+        for name in names:
+            store.commit(name, [{"type": "text_delta", "delta": name}])
+        for name in names:
+            inbox.wait_count(name, 1)
+        assert all(inbox.events[name][0]["delta"] == name for name in names)
+        # 読み直した後に見始めたスレッドは、また起こす
+        new_thread(store, "later")
+        f.watch("later", 0)
+        assert client.xlen(keys.wake("proc-b")) == 2
+        store.commit("later", [{"type": "text_delta", "delta": "later"}])
+        inbox.wait_count("later", 1)
+    finally:
+        f.stop()
