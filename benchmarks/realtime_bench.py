@@ -138,16 +138,17 @@ def latency_client(
     threads: int,
     timeout: float,
     bare: dict[str, Any] | None = None,
-    start_at: float | None = None,
+    barrier: Any = None,
     ramp_s: float = 0.0,
 ) -> dict[str, Any]:
     """(別プロセス) 1 本のソケットで ``threads`` 個のスレッドを開き、ランを同時に流して遅延を集める。
 
     ``bare`` があれば素のスタックの ``burst`` (その中身を引数に) で同じ形のイベントを流させる。
     クライアントは :class:`LeanClient` (受信の時刻だけを取り、解読は計測の後: ``benchmarks/lean_client.py``)。
-    ``start_at`` (``time.monotonic()``、マシン全体で共通) があれば、その時刻から ``ramp_s`` 秒の間のでたらめな
-    時刻にランを 1 本ずつ始める (待つ間も受信を読み続ける)。無ければすぐに続けて始める。
-    返す ``stamps[i]`` は ``latencies[i]`` のチャンクを上流 (または素のスタック) が送った時刻 (ns)。
+    ``barrier`` (全部のクライアントのプロセスで共有の ``multiprocessing`` の Barrier) があれば、全員がスレッドを
+    開き終えるのを待ってから、``ramp_s`` 秒の間のでたらめな時刻にランを 1 本ずつ始める (待つ間も受信を読み続ける)。
+    無ければすぐに続けて始める。返す ``stamps[i]`` は ``latencies[i]`` のチャンクを上流 (または素のスタック) が
+    送った時刻 (ns)、``start_at`` はランを始め始めた時刻 (``time.monotonic()``、マシン全体で共通)。
     """
     client = LeanClient(url).connect()
     try:
@@ -155,8 +156,12 @@ def latency_client(
         if any("thread_id" not in ack for ack in started):
             raise RuntimeError(f"start refused: {next(a for a in started if 'thread_id' not in a)}")
         thread_ids = [ack["thread_id"] for ack in started]
-        at = None if start_at is None else sorted(start_at + random.uniform(0, ramp_s) for _ in thread_ids)
-        ready = time.monotonic()
+        at = None
+        if barrier is not None:
+            barrier.wait(timeout)
+        start_at = time.monotonic()
+        if barrier is not None:
+            at = sorted(start_at + random.uniform(0, ramp_s) for _ in thread_ids)
         if bare is None:
             payloads = [{"thread_id": t, "content": "bench"} for t in thread_ids]
             acks = client.call_many("user_message", payloads, at)
@@ -177,11 +182,14 @@ def latency_client(
                 latencies.append((received - stamp) / 1e9)
             elif name in RUN_END_EVENTS:
                 ends[name] = ends.get(name, 0) + 1
-        # 始める時刻より後に準備が終わったクライアントは遅れて始めた (計測の窓の外にずれる): その秒数
-        late_s = max(0.0, ready - start_at) if start_at is not None else 0.0
-        return {"latencies": latencies, "stamps": stamps, "events": len(events), "ends": ends, "late_s": late_s}
+        return {"latencies": latencies, "stamps": stamps, "events": len(events), "ends": ends, "start_at": start_at}
     finally:
         client.close()
+
+
+def client_shares(runs: int, processes: int) -> list[int]:
+    """``runs`` 本のランを ``processes`` 個のクライアントのプロセスへ分けた数 (0 本のプロセスは作らない)。"""
+    return [n for n in (runs // processes + (1 if i < runs % processes else 0) for i in range(processes)) if n]
 
 
 def _spread(
@@ -190,13 +198,13 @@ def _spread(
     processes: int,
     timeout: float,
     bare: dict[str, Any] | None,
-    start_at: float | None = None,
+    barrier: Any = None,
     ramp_s: float = 0.0,
 ) -> list[dict[str, Any]]:
     """``runs`` 本のランを ``processes`` 個のクライアントのプロセスに分けて流し、結果を集める。"""
-    shares = [runs // processes + (1 if i < runs % processes else 0) for i in range(processes)]
-    with mp.get_context("spawn").Pool(processes) as pool:
-        jobs = [(url, n, timeout, bare, start_at, ramp_s) for n in shares if n]
+    shares = client_shares(runs, processes)
+    with mp.get_context("spawn").Pool(len(shares)) as pool:
+        jobs = [(url, n, timeout, bare, barrier, ramp_s) for n in shares]
         return pool.starmap_async(latency_client, jobs).get(timeout + 60)
 
 

@@ -20,7 +20,9 @@
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import itertools
+import multiprocessing as mp
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ from typing import Any
 
 from _common import command_line, cpu_seconds, machine, report, summary_ms, table
 from _servers import BENCH_KEY, OPENAI_MODEL, BareServer
-from realtime_bench import _idle_connections, _spread, paced_upstream
+from realtime_bench import _idle_connections, _spread, client_shares, paced_upstream
 
 from tests.fakes.openai_fake import OpenAIFake
 from tests.realtime.harness import ProtocolClient, ServerProcess
@@ -82,33 +84,34 @@ class Load:
         """1 本のクライアントのプロセスを待つ最大秒数。"""
         return 60 + self.ramp_s + self.chunks / self.rate * 3
 
-    def window(self, start_at: float) -> tuple[int, int]:
-        """全部のランが流れている間 (最後のランが始まって 0.5 秒後から、最初のランが終わるまで) の ns の範囲。"""
-        return int((start_at + self.ramp_s + 0.5) * 1e9), int((start_at + self.chunks / self.rate) * 1e9)
+    def window(self, first_start: float, last_start: float) -> tuple[int, int]:
+        """全部のランが流れている間 (最後のランが始まって 0.5 秒後から、最初のランが終わるまで) の ns の範囲。
+
+        ``first_start``/``last_start`` はクライアントのプロセスがランを始め始めた時刻の最小と最大。
+        """
+        return int((last_start + self.ramp_s + 0.5) * 1e9), int((first_start + self.chunks / self.rate) * 1e9)
 
 
 def _drive(urls: list[str], pids: list[int], load: Load, bare: dict[str, Any] | None) -> dict[str, Any]:
     """ランを ``urls`` のサーバーへ均等に分けて流し、結果 (遅延、CPU 秒、経過秒) をまとめる。"""
-    import concurrent.futures
-
     cpu0 = [cpu_seconds(p) for p in pids]
     began = time.monotonic()
-    # クライアントのプロセスが起動して繋ぎ、スレッドを開き終えてから、全部が同じ時刻から始める
-    start_at = began + 3.0 + load.runs / 100
     share = [load.runs // len(urls) + (1 if i < load.runs % len(urls) else 0) for i in range(len(urls))]
     per_client = max(1, load.clients // len(urls))
+    parties = sum(len(client_shares(n, per_client)) for n in share)
     results: list[dict[str, Any]] = []
-    # 各サーバーへのクライアントのプロセスを同時に走らせる (サーバーごとに別の Pool)
-    with concurrent.futures.ThreadPoolExecutor(len(urls)) as pool:
+    # クライアントのプロセスが全部スレッドを開き終えてから、同じ時刻からランを始める (共有の Barrier)
+    with mp.get_context("spawn").Manager() as manager, concurrent.futures.ThreadPoolExecutor(len(urls)) as pool:
+        barrier = manager.Barrier(parties)
         futures = [
-            pool.submit(_spread, u, n, per_client, load.timeout, bare, start_at, load.ramp_s)
+            pool.submit(_spread, u, n, per_client, load.timeout, bare, barrier, load.ramp_s)
             for u, n in zip(urls, share, strict=True)
         ]
         for f in futures:
             results += f.result()
     elapsed = time.monotonic() - began
     cpu = sum(cpu_seconds(p) - c for p, c in zip(pids, cpu0, strict=True))
-    low, high = load.window(start_at)
+    low, high = load.window(min(r["start_at"] for r in results), max(r["start_at"] for r in results))
     steady = [
         lat for r in results for lat, stamp in zip(r["latencies"], r["stamps"], strict=True) if low <= stamp < high
     ]
