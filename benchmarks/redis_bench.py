@@ -15,7 +15,8 @@
    一気に送ったときのサーバー CPU (全サーバープロセスの合計) と redis-server の CPU のイベントあたりの値、
    一定間隔で送ったときの送出から受信までの遅延。
 3. **プロセス間コマンドの往復**: 別プロセスの持ち主 (``tests/cluster/cluster_worker.py hold``) へ ``cancel`` を送り、
-   答えが戻るまで (貸与から持ち主を引く ``send_to_owner`` と、宛先が分かっている ``send``)。
+   答えが戻るまで (サーバーの ``ClusterRuntime.forward`` と同じくリースから持ち主を引いて ``send`` するものと、
+   宛先が分かっている ``send``)。
 4. **ストリームの追従**: 別プロセスが ``XREAD BLOCK`` でスレッドのストリームを読み、``commit`` の直前から
    受け取るまでの遅延 (「ログそのものを配送に使う」設計の材料)。
 """
@@ -301,13 +302,17 @@ def bench_commands(server: RedisServer, n: int) -> list[dict[str, Any]]:
         owner_id = line.split()[1]
         client, blocking = _client(server.url), _client(server.url, timeout=15)
         peer = CommandBus(client, blocking, "bench-peer", lambda k, p: {}, keys=keys)
-        leases = RunLeases(client, "bench-peer", 10, keys)
+        leases = RunLeases(client, keys)
+
+        def send_to_holder() -> dict[str, Any]:
+            """サーバーの ``ClusterRuntime.forward`` と同じく、リースから持ち主を引いてから送る。"""
+            holder = leases.holder("t")
+            assert holder is not None
+            return peer.send(holder.process_id, "cancel", {"mode": "now"})
+
         rows = []
         for name, fn in [
-            (
-                "send_to_owner (貸与から持ち主を引く)",
-                lambda: peer.send_to_owner(leases, "t", "cancel", {"mode": "now"}),
-            ),
+            ("holder + send (リースから持ち主を引く)", send_to_holder),
             ("send (宛先が分かっている)", lambda: peer.send(owner_id, "cancel", {"mode": "now"})),
         ]:
             for _ in range(min(200, n)):
@@ -476,7 +481,7 @@ def render(results: dict[str, Any], command: str, info: dict[str, Any]) -> str:
             [[r["name"], r["n"], r["p50"], r["p90"], r["p99"], r["max"]] for r in rt],
         ),
         "",
-        f"- 往復の p50 は {rt[0]['p50']:.2f} ms、p99 は {rt[0]['p99']:.1f} ms (貸与から持ち主を引く方)。"
+        f"- 往復の p50 は {rt[0]['p50']:.2f} ms、p99 は {rt[0]['p99']:.1f} ms (リースから持ち主を引く方)。"
         "別プロセスからの cancel で上流が閉じるまでの目標 (p99 100 ms) のうち、残りは持ち主のプロセスの中の"
         " cancel の経路 (1 プロセスのときと同じ) です。",
         "",

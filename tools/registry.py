@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llm_router.core.json_schema_validation import validate_arguments
+from llm_router.core.json_schema_validation import check_tool_call
 from llm_router.core.schemas.common import ToolDefinition
 from llm_router.core.schemas.errors import LLMRouterError, RequestCancelled
 from tools.signature_schema import schema_from_function
@@ -136,11 +136,7 @@ class ToolRegistry:
         tool = self._tools.get(name)
         if tool is None:
             raise ToolExecutionError(f"unknown server tool '{name}'")
-        problems = [] if validated else validate_arguments(tool.parameters, arguments)
-        if problems:
-            raise ToolExecutionError(f"invalid arguments for tool '{name}': {'; '.join(problems)}")
-        if cancel is not None and cancel.cancelled:
-            raise RequestCancelled(f"tool '{name}' was cancelled before it started")
+        check_tool_call(name, tool.parameters, arguments, cancel, validated, ToolExecutionError)
         kwargs = _coerce_integers(tool.parameters, dict(arguments))
         if tool.accepts_cancel:
             kwargs["cancel"] = cancel

@@ -2,7 +2,7 @@
 
 - :mod:`.connection`: 接続 (``LLM_ROUTER_REDIS_URL``)、キーの名前、Redis に届かないときの :class:`StoreUnavailable`。
 - :mod:`.open_threads`: 主体ごとの使用中のスレッドの数 (全プロセスで ``server.max_threads_per_principal``)。
-- :mod:`.leases`: 実行中のランの貸与 (1 スレッドに 1 ラン)、更新係、持ち主を失ったランの検出。
+- :mod:`.leases`: 実行中のランのリースの読み手 (コマンドの宛先の持ち主を引く。リースを書くのはストア)。
 - :mod:`.commands`: ランの持ち主のプロセスへのコマンド (``tool_result``、``cancel`` ...) とその返事。
 - :mod:`.limits`: 共有のレート制限と、主体の同時ラン数の枠。
 - :mod:`.follower`: 他のプロセスのランのイベントをストリームから追って自分のソケットへ届ける。

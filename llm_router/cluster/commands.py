@@ -2,7 +2,8 @@
 持ち主の答え (``not_awaiting``、``cancelled: false`` など) を送り手へ返す。
 
 - 宛先: 各プロセスは自分の列 ``<prefix>:cmd:<process_id>`` (Redis のリスト) を背景スレッドの ``BLPOP`` で受ける。
-  送り手はランの貸与から持ち主を知り (:meth:`CommandBus.send_to_owner`)、その列に ``RPUSH`` する。
+  送り手 (``llm_router.realtime.cluster.ClusterRuntime.forward``) はランのリースから持ち主を知り
+  (``llm_router.cluster.leases.RunLeases.holder``)、その列に ``RPUSH`` する (:meth:`CommandBus.send`)。
   pub/sub ではなくリストにしたのは、受け手が繋ぎ直している間に届いたコマンドも失われないため。
 - 返事: コマンドごとの ``request_id`` のリスト ``<prefix>:reply:<request_id>`` に持ち主が ``RPUSH`` し、送り手が
   ``BLPOP`` で期限つきで待つ。期限を過ぎたら :class:`CommandTimeout` (持ち主が死んだ、または詰まっている)。
@@ -22,13 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from llm_router.cluster.connection import Backoff, Keys, Refused, unavailable_errors
+from llm_router.cluster.connection import Backoff, Keys, unavailable_errors
 from llm_router.core.schemas.errors import LLMRouterError
 
 if TYPE_CHECKING:
     import redis
-
-    from llm_router.cluster.leases import RunLeases
 
 log = logging.getLogger(__name__)
 
@@ -165,19 +164,3 @@ class CommandBus:
         if item is None:
             raise CommandTimeout(f"the run owner did not answer {kind} within {timeout:g} s")
         return json.loads(item[1])
-
-    def send_to_owner(
-        self, leases: RunLeases, thread_id: str, kind: str, payload: dict[str, Any], timeout_s: float | None = None
-    ) -> dict[str, Any]:
-        """スレッドの実行中のランの持ち主 (貸与から) へ送る。``payload`` には ``thread_id`` と ``run_id`` を足す。
-
-        Raises:
-            Refused: 実行中のランが無いとき (``code`` は ``no_active_run``)。
-            CommandTimeout: 持ち主が答えなかったとき。
-            StoreUnavailable: Redis に届かないとき。
-        """
-        holder = leases.holder(thread_id)
-        if holder is None:
-            raise Refused("no_active_run", f"thread {thread_id!r} has no active run")
-        body = {**payload, "thread_id": thread_id, "run_id": holder.run_id}
-        return self.send(holder.process_id, kind, body, timeout_s)

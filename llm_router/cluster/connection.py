@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-from llm_router.core.schemas.errors import LLMRouterError, StoreUnavailable
+from llm_router.core.schemas.errors import StoreUnavailable
 
 if TYPE_CHECKING:
     import redis
@@ -31,15 +31,6 @@ if TYPE_CHECKING:
     from llm_router.config.schema import RedisStoreConfig
 
 log = logging.getLogger(__name__)
-
-
-class Refused(LLMRouterError):
-    """Redis の部品が操作を断った (何も変えていない)。``code`` はプロトコルのエラーコード (ack の ``error.code``)。"""
-
-    def __init__(self, code: str, message: str) -> None:
-        """エラーコードとメッセージを受け取る。"""
-        super().__init__(message)
-        self.code = code
 
 
 class Backoff:
@@ -126,11 +117,6 @@ class Keys:
     rate = _key("rate:{}:{}", "主体ごとのレート制限の窓 (名前, 主体)")
     counter = _key("count:{}:{}", "主体ごとの共有の数 (名前, 主体)")
     epoch = _key("epoch", "Redis の中身の世代 (乱数。消えていれば Redis が中身なしで再起動した)")
-
-    @property
-    def active_runs(self) -> str:
-        """実行中とされているラン (thread_id -> JSON のハッシュ)。持ち主を失ったランの検出に使う。"""
-        return f"{self.prefix}:active_runs"
 
 
 def connect(url: str, config: RedisStoreConfig | None = None, *, socket_timeout_s: float | None = None) -> redis.Redis:

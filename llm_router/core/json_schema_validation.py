@@ -23,9 +23,14 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import re2
+
+from llm_router.core.schemas.errors import RequestCancelled
+
+if TYPE_CHECKING:
+    from llm_router.core.cancel import CancelToken
 
 # 再帰する $ref がデータを消費せずに回り続けるのを止める深さ
 MAX_DEPTH = 64
@@ -41,6 +46,31 @@ def validate_arguments(schema: dict[str, Any] | bool, arguments: Any) -> list[st
     validator = _Validator(schema)
     validator.check(schema, arguments, "arguments", 0)
     return validator.errors
+
+
+def check_tool_call(
+    name: str,
+    schema: dict[str, Any],
+    arguments: Any,
+    cancel: CancelToken | None,
+    validated: bool,
+    error: type[Exception],
+) -> None:
+    """ツールを呼ぶ直前の確かめ: 引数を元のスキーマで検証し、取り消されていれば断る。
+
+    組み込みの登録簿 (``tools/registry.py``) と MCP のツール (``llm_router/mcp/tools.py``) が同じ規則で使う。
+    ``validated=True`` は呼び出し側 (エージェントの ``Toolbox``) が同じスキーマで検証済みという印で、
+    検証をもう一度はしない。
+
+    Raises:
+        error: 引数がスキーマに合わないとき (``error`` は呼ぶ側の失敗の型)。
+        RequestCancelled: 呼ぶ前に取り消されていたとき。
+    """
+    problems = [] if validated else validate_arguments(schema, arguments)
+    if problems:
+        raise error(f"invalid arguments for tool '{name}': {'; '.join(problems)}")
+    if cancel is not None and cancel.cancelled:
+        raise RequestCancelled(f"tool '{name}' was cancelled before it started")
 
 
 def json_type(value: Any, *, integers: bool = True) -> str:

@@ -121,9 +121,7 @@ class HttpTransport(Transport):
                 timeout=(self._limits.connect_timeout_s, None),
             )
         except requests.RequestException as exc:
-            self._on_failure(
-                request_id, McpUnavailable(f"MCP server '{self.name}' is unreachable ({type(exc).__name__})")
-            )
+            self._fail(request_id, f"MCP server '{self.name}' is unreachable ({type(exc).__name__})")
             return
         with self._lock:
             self._streams[request_id] = response
@@ -131,14 +129,13 @@ class HttpTransport(Transport):
             self._read_answer(request_id, message.get("method"), response)
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             if self._expects(request_id):
-                reason = f"MCP server '{self.name}': the answer broke off ({type(exc).__name__})"
-                self._on_failure(request_id, McpUnavailable(reason))
+                self._fail(request_id, f"MCP server '{self.name}': the answer broke off ({type(exc).__name__})")
         finally:
             with self._lock:
                 self._streams.pop(request_id, None)
             response.close()
         if self._expects(request_id):
-            self._on_failure(request_id, McpUnavailable(f"MCP server '{self.name}' ended the answer without a result"))
+            self._fail(request_id, f"MCP server '{self.name}' ended the answer without a result")
 
     def _read_answer(self, request_id: int, method: Any, response: requests.Response) -> None:
         """応答の状態とメディアタイプを見て、中のメッセージをセッションに渡す。"""
@@ -147,8 +144,7 @@ class HttpTransport(Transport):
             self._session_lost()
             return
         if status >= 400:
-            reason = f"MCP server '{self.name}' answered {method} with HTTP {status}"
-            self._on_failure(request_id, McpUnavailable(reason))
+            self._fail(request_id, f"MCP server '{self.name}' answered {method} with HTTP {status}")
             return
         if method == "initialize" and response.headers.get(SESSION_HEADER):
             self.session_id = response.headers[SESSION_HEADER]
@@ -159,7 +155,7 @@ class HttpTransport(Transport):
             for chunk in _arrived(response):
                 total += len(chunk)
                 if total > self._max_message:
-                    self._on_failure(request_id, self._too_large(method))
+                    self._fail(request_id, self._too_large(method))
                     return
                 for event in decoder.feed(chunk):
                     self._deliver_sse(event.data)
@@ -172,14 +168,14 @@ class HttpTransport(Transport):
             for chunk in _arrived(response):
                 content += chunk
                 if len(content) > self._max_message:
-                    self._on_failure(request_id, self._too_large(method))
+                    self._fail(request_id, self._too_large(method))
                     return
             body = json.loads(bytes(content) or b"null")
             for item in body if isinstance(body, list) else [body]:
                 self._on_message(item)
         else:
             reason = f"MCP server '{self.name}' answered {method} with an unexpected content type '{kind[:80]}'"
-            self._on_failure(request_id, McpUnavailable(reason))
+            self._fail(request_id, reason)
 
     def listen(self) -> None:
         """サーバーからの通知用の SSE ストリーム (GET) を別スレッドで開く (無いサーバーは 405 で答える)。"""
@@ -214,9 +210,13 @@ class HttpTransport(Transport):
                 self._listener = None
             response.close()
 
-    def _too_large(self, method: Any) -> McpUnavailable:
-        """答えが上限を超えたときの失敗。"""
-        return McpUnavailable(f"MCP server '{self.name}' answered {method} with more than {self._max_message} bytes")
+    def _fail(self, request_id: int, message: str) -> None:
+        """要求 1 つを :class:`McpUnavailable` (``message``) で失敗にする (セッションがその要求の待ち手に渡す)。"""
+        self._on_failure(request_id, McpUnavailable(message))
+
+    def _too_large(self, method: Any) -> str:
+        """答えが上限を超えたときの失敗の文言。"""
+        return f"MCP server '{self.name}' answered {method} with more than {self._max_message} bytes"
 
     def _deliver_sse(self, data: str) -> None:
         """SSE の 1 イベントの ``data`` (JSON-RPC のメッセージ) を渡す (空のイベントは再接続用の印)。"""

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from llm_router.core.cancel import CancelToken
-from llm_router.core.json_schema_validation import validate_arguments
+from llm_router.core.json_schema_validation import check_tool_call
 from llm_router.core.schemas.common import ToolDefinition
-from llm_router.core.schemas.errors import LLMRouterError, RequestCancelled
+from llm_router.core.schemas.errors import LLMRouterError
 from llm_router.mcp.client import McpServer
 from llm_router.mcp.errors import McpError, McpToolError
 
@@ -297,9 +297,5 @@ class CombinedToolRegistry:
         tool = self.mcp.tools().get(name)
         if tool is None:
             raise McpError(f"unknown server tool '{name}'")
-        problems = [] if validated else validate_arguments(tool.parameters, arguments)
-        if problems:
-            raise McpError(f"invalid arguments for tool '{name}': {'; '.join(problems)}")
-        if cancel is not None and cancel.cancelled:
-            raise RequestCancelled(f"tool '{name}' was cancelled before it started")
+        check_tool_call(name, tool.parameters, arguments, cancel, validated, McpError)
         return self.mcp.call(tool, arguments, cancel)

@@ -84,7 +84,7 @@ class ClusterRuntime:
         wait = max(rcfg.command_poll_s, rcfg.command_timeout_s) + rcfg.socket_timeout_s
         self._blocking = connect(url, rcfg, socket_timeout_s=wait)
         self._follow_client = connect(url, rcfg, socket_timeout_s=rcfg.command_poll_s + rcfg.socket_timeout_s)
-        self.leases = RunLeases(store.client, self.process_id, self.lease_s, store.keys)
+        self.leases = RunLeases(store.client, store.keys)
         self.bus = CommandBus(
             store.client,
             self._blocking,

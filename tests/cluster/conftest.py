@@ -53,6 +53,26 @@ def store(client: object, keys: object) -> object:
     return RedisStore(client, keys=keys)
 
 
+@pytest.fixture
+def make_runtime(redis_server: RedisServer, keys: object) -> Iterator[Callable[..., object]]:
+    """``make_runtime(lease_s, **callbacks)``: テストの redis-server の上に、サーバーと同じストアと部品一式
+    (``ClusterRuntime``、テストのキーの接頭辞) を作る (まだ動かさない。終わりに必ず止めて閉じる)。"""
+    from tests.cluster.cluster_worker import build_runtime
+
+    made = []
+
+    def factory(lease_s: float, **callbacks: object) -> object:
+        """部品一式を 1 つ作る (コールバックは ``handler`` / ``deliver`` / ``on_lost`` / ``on_orphan``)。"""
+        runtime = build_runtime(redis_server.url, keys.prefix, lease_s, **callbacks)  # type: ignore[attr-defined]
+        made.append(runtime)
+        return runtime
+
+    yield factory
+    for runtime in made:
+        runtime.stop()
+        runtime.store.close()
+
+
 def new_thread(store: object, thread_id: str, owner: str = "alice") -> None:
     """ストアにスレッドを作る (イベントを書く前に要る)。"""
     from llm_router.core.schemas.thread_record import StoredThread

@@ -1,4 +1,7 @@
-"""プロセス間のコマンド: 持ち主への往復、持ち主の答えがそのまま返ること、持ち主がいない・死んだときの期限切れ。"""
+"""プロセス間のコマンド: 持ち主への往復、持ち主の答えがそのまま返ること、持ち主がいない・死んだときの期限切れ。
+
+リースから持ち主を引いて送るのはサーバーと同じ ``ClusterRuntime.forward``。
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,8 @@ import time
 import pytest
 
 from llm_router.cluster.commands import CommandBus, CommandTimeout
-from llm_router.cluster.connection import Refused
-from llm_router.cluster.leases import RunLeases
+from llm_router.realtime.protocol_errors import ProtocolError
+from tests.cluster.conftest import new_thread
 
 
 @pytest.fixture
@@ -43,24 +46,22 @@ def owner_and_peer(make_client, keys):
         owner.stop()
 
 
-def test_commands_reach_the_run_owner_and_its_answers_come_back(owner_and_peer, client, keys):
-    """別のプロセスからの tool_result と cancel が貸与の持ち主に届き、持ち主の答え (not_awaiting など) が返る。"""
-    _owner, peer, received = owner_and_peer
-    RunLeases(client, "proc-owner", 5, keys).acquire("t", "run-1")
-    peer_leases = RunLeases(client, "proc-peer", 5, keys)
-    ok = peer.send_to_owner(peer_leases, "t", "tool_result", {"tool_call_id": "call-1", "result": {"v": 1}})
+def test_commands_reach_the_run_owner_and_its_answers_come_back(owner_and_peer, store, make_runtime):
+    """別のプロセスからの tool_result と cancel がリースの持ち主に届き、持ち主の答え (not_awaiting など) が返る。
+    ランの無いスレッドには送らない (``None``: 呼ぶ側が自分で答える)。"""
+    _owner, _peer, received = owner_and_peer
+    new_thread(store, "t")
+    new_thread(store, "no-run")
+    assert store.acquire_run_lease("t", "run-1", "proc-owner", 5)
+    peer = make_runtime(5)
+    ok = peer.forward("t", "tool_result", {"tool_call_id": "call-1", "result": {"v": 1}})
     assert ok == {"ok": True}
-    again = peer.send_to_owner(peer_leases, "t", "tool_result", {"tool_call_id": "call-1", "result": {"v": 1}})
+    again = peer.forward("t", "tool_result", {"tool_call_id": "call-1", "result": {"v": 1}})
     assert again["error"]["code"] == "not_awaiting"
-    cancel = peer.send_to_owner(peer_leases, "t", "cancel", {"mode": "after_step"})
+    cancel = peer.forward("t", "cancel", {"run_id": "run-1", "mode": "after_step"})
     assert cancel == {"ok": True, "cancelled": True, "mode": "after_step"}
-    assert received[0] == (
-        "tool_result",
-        {"tool_call_id": "call-1", "result": {"v": 1}, "thread_id": "t", "run_id": "run-1"},
-    )
-    with pytest.raises(Refused) as refused:
-        peer.send_to_owner(peer_leases, "no-run", "cancel", {"mode": "now"})
-    assert refused.value.code == "no_active_run"
+    assert received[0] == ("tool_result", {"tool_call_id": "call-1", "result": {"v": 1}, "forwarded": True})
+    assert peer.forward("no-run", "cancel", {"mode": "now"}) is None
 
 
 def test_a_failing_handler_answers_internal_without_details(owner_and_peer):
@@ -99,29 +100,25 @@ def test_an_expired_command_is_dropped_by_the_owner(make_client, keys):
     assert calls == ["tool_result"]
 
 
-def test_a_command_to_a_killed_owner_times_out(spawn_worker, client, make_client, keys):
-    """持ち主のプロセス (本物のサブプロセス) との往復が通り、SIGKILL の後は期限で CommandTimeout になる。"""
+def test_a_command_to_a_killed_owner_times_out(spawn_worker, client, make_runtime, keys):
+    """持ち主のプロセス (本物のサブプロセス) との往復が通り、SIGKILL の後は期限
+    (``store.redis.command_timeout_s``) で ``internal`` になる。"""
     proc = spawn_worker("hold", keys.prefix, "t", "run-1", "5")
     line = proc.stdout.readline()
     assert line.startswith("held "), proc.stderr.read()
     owner_id = line.split()[1]
-    peer = CommandBus(client, make_client(socket_timeout_s=10), "peer", lambda k, p: {}, keys=keys)
-    leases = RunLeases(client, "peer", 5, keys)
-    reply = peer.send_to_owner(leases, "t", "cancel", {"mode": "now"})
-    assert reply == {
-        "ok": True,
-        "kind": "cancel",
-        "owner": owner_id,
-        "echo": {"mode": "now", "thread_id": "t", "run_id": "run-1"},
-    }
+    peer = make_runtime(5)
+    reply = peer.forward("t", "cancel", {"mode": "now"})
+    assert reply == {"ok": True, "kind": "cancel", "owner": owner_id, "echo": {"mode": "now", "forwarded": True}}
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
     started = time.monotonic()
-    with pytest.raises(CommandTimeout, match="did not answer cancel"):
-        peer.send_to_owner(leases, "t", "cancel", {"mode": "now"}, timeout_s=0.5)
-    assert time.monotonic() - started >= 0.5
+    with pytest.raises(ProtocolError, match="did not answer within 2 s") as info:
+        peer.forward("t", "cancel", {"mode": "now"})
+    assert info.value.code == "internal"
+    assert time.monotonic() - started >= peer.command_timeout_s
     # 死んだ持ち主の列は期限で消える (溜まり続けない)
-    assert 0 < client.pttl(keys.commands(owner_id)) <= 1500
+    assert 0 < client.pttl(keys.commands(owner_id)) <= 3000
 
 
 def test_many_concurrent_commands_get_their_own_replies(owner_and_peer, make_client, keys):

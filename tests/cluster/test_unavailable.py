@@ -8,11 +8,10 @@ import pytest
 
 from llm_router.cluster.commands import CommandBus
 from llm_router.cluster.connection import connect
-from llm_router.cluster.leases import RunLeases
 from llm_router.cluster.limits import SharedRateLimiter
 from llm_router.core.schemas.errors import StoreUnavailable
 from llm_router.store.redis import RedisStore
-from tests.cluster.conftest import TEST_REDIS
+from tests.cluster.conftest import TEST_REDIS, new_thread
 from tests.support.redis_server import RedisServer, free_port
 
 PASSWORD = "pw-must-never-leak-7f3a"
@@ -25,7 +24,7 @@ def test_stopped_redis_gives_a_clear_error_and_service_resumes_after_restart(red
     with RedisServer(redis_binary, password=PASSWORD) as server:
         client = connect(server.url, TEST_REDIS)
         blocking = connect(server.url, TEST_REDIS, socket_timeout_s=10)
-        leases = RunLeases(client, "proc-a", 5, keys)
+        store = RedisStore(client, keys=keys)
         limiter = SharedRateLimiter(client, 100, keys=keys)
         owner = CommandBus(client, blocking, "proc-a", lambda k, p: {"ok": True, "k": k}, poll_s=0.2, keys=keys)
         peer = CommandBus(
@@ -33,12 +32,13 @@ def test_stopped_redis_gives_a_clear_error_and_service_resumes_after_restart(red
         )
         owner.start()
         try:
-            assert leases.acquire("t", "run-0").run_id == "run-0"
+            new_thread(store, "t")
+            assert store.acquire_run_lease("t", "run-0", "proc-a", 5)
             assert peer.send("proc-a", "cancel", {}) == {"ok": True, "k": "cancel"}
 
             server.stop()
             operations = {
-                "run lease acquire": lambda: leases.acquire("t", "run-1"),
+                "run lease acquire": lambda: store.acquire_run_lease("t", "run-1", "proc-a", 5),
                 "rate limit": lambda: limiter.allow("alice"),
                 "command cancel": lambda: peer.send("proc-a", "cancel", {}, timeout_s=0.5),
             }
@@ -50,7 +50,8 @@ def test_stopped_redis_gives_a_clear_error_and_service_resumes_after_restart(red
                 assert PASSWORD not in message and info.value.code == "store_unavailable"
 
             server.start()  # 同じポート (永続化していないので中身は空)
-            assert leases.acquire("t", "run-1").run_id == "run-1"  # Lua スクリプトは自動で読み直される
+            new_thread(store, "t")
+            assert store.acquire_run_lease("t", "run-1", "proc-a", 5)  # Lua スクリプトは自動で読み直される
             assert limiter.allow("alice")
             # 受信ループは自分で繋ぎ直している: 別のプロセスからのコマンドにまた答える
             assert peer.send("proc-a", "tool_result", {}, timeout_s=5) == {"ok": True, "k": "tool_result"}
@@ -75,37 +76,33 @@ def test_a_missing_or_bad_url_names_the_variable(url):
         connect(url, TEST_REDIS)
 
 
-def test_background_helpers_survive_an_outage(redis_server, client, make_client, keys, caplog):
-    """更新係と検査係は Redis が落ちている間も止まらず (警告だけ)、戻った後にまた働く:
-    再起動で消えた貸与は on_lost で知らされ、再起動の後に持ち主を失ったランは引き取られる。"""
+def test_background_loops_survive_an_outage(redis_server, make_runtime, caplog):
+    """サーバーの更新係と検査係 (``ClusterRuntime``) は Redis が落ちている間も止まらず (警告だけ)、戻った後に
+    また働く: 再起動で消えたリースは on_lost で知らされ、再起動の後に持ち主を失ったランは on_orphan に渡される。"""
     import threading
     import time
 
-    from llm_router.cluster.leases import LeaseRenewer, OrphanScanner
-
     caplog.set_level(logging.WARNING)
-    leases = RunLeases(client, "proc-a", 0.5, keys)
     lost, orphans = [], []
     lost_event, orphan_event = threading.Event(), threading.Event()
-    renewer = LeaseRenewer(leases, on_lost=lambda lease: (lost.append(lease), lost_event.set()))
-    scanner = OrphanScanner(
-        leases, on_orphan=lambda lease: (orphans.append(lease), leases.release(lease), orphan_event.set())
+    runtime = make_runtime(
+        0.5,
+        on_lost=lambda thread_id, run_id: (lost.append((thread_id, run_id)), lost_event.set()),
+        on_orphan=lambda run: (orphans.append((run.thread_id, run.run_id)), orphan_event.set()),
     )
-    lease = leases.acquire("t", "run-1")
-    renewer.hold(lease)
-    renewer.start()
-    scanner.start()
-    try:
-        redis_server.stop()
-        deadline = time.monotonic() + 10
-        while not any("redis unavailable" in r.getMessage() for r in caplog.records):
-            assert time.monotonic() < deadline, "the helpers never noticed the outage"
-            time.sleep(0.02)
-        redis_server.start()
-        assert lost_event.wait(10) and lost == [lease]  # 中身が消えたので貸与は失われた
-        RunLeases(make_client(), "proc-dead", 0.5, keys).acquire("u", "run-dead")  # 更新されない貸与
-        assert orphan_event.wait(10)
-        assert [(o.thread_id, o.orphan.run_id) for o in orphans] == [("u", "run-dead")]
-    finally:
-        renewer.stop()
-        scanner.stop()
+    new_thread(runtime.store, "t")
+    assert runtime.acquire("t", "run-1")
+    runtime.start()
+    redis_server.stop()
+    deadline = time.monotonic() + 10
+    while not any("redis unavailable" in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline, "the loops never noticed the outage"
+        time.sleep(0.02)
+    redis_server.start()
+    assert lost_event.wait(10) and lost == [("t", "run-1")]  # 中身が消えたのでリースは失われた
+    dead = make_runtime(0.5)  # 更新係を動かさない持ち主のラン
+    new_thread(dead.store, "u")
+    dead.store.commit("u", [{"type": "run_started", "run_id": "run-dead"}], run_started="run-dead")
+    assert dead.acquire("u", "run-dead")
+    assert orphan_event.wait(10)
+    assert orphans[0] == ("u", "run-dead")

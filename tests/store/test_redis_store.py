@@ -93,7 +93,7 @@ def test_lease_is_readable_by_the_cluster_parts(shared_redis_server):
     持ち主のプロセスとランを読める。終わりの記録でリースが外れると、持ち主はいなくなる。"""
     prefix = f"l{uuid.uuid4().hex[:8]}"
     store = _store(shared_redis_server.url, prefix)
-    leases = RunLeases(store.client, "reader", 10, Keys(prefix))
+    leases = RunLeases(store.client, Keys(prefix))
     store.create_thread(sample_thread())
     store.commit("thr_1", [event("run_started")], run_started="run_1")
     assert store.acquire_run_lease("thr_1", "run_1", "proc-a", 10)
