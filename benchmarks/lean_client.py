@@ -42,6 +42,8 @@ class LeanClient:
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.sock: socket.socket | None = None
         self._buffer = b""
+        self._pos = 0  # バッファの中で、まだ取り出していない最初のバイト
+        self._received = 0  # 最後にソケットから読んだ時刻 (ns)
         self._next_ack = 1
         self.frames: list[tuple[bytes, int]] = []  # (Socket.IO のパケット, 受信時刻 ns)
         self._acks: dict[int, bytes] = {}  # ack の番号 -> まだ解読していない ack の中身
@@ -187,9 +189,6 @@ class LeanClient:
             raise ConnectionError("server closed the connection")
         self._buffer = self._buffer[self._pos :] + chunk
         self._pos = 0
-
-    _received = 0
-    _pos = 0
 
     def _take_frame(self) -> bytes | None:
         """バッファから完全なフレームを 1 つ取り出す (足りなければ ``None``)。"""

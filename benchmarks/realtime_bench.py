@@ -156,12 +156,11 @@ def latency_client(
         if any("thread_id" not in ack for ack in started):
             raise RuntimeError(f"start refused: {next(a for a in started if 'thread_id' not in a)}")
         thread_ids = [ack["thread_id"] for ack in started]
-        at = None
         if barrier is not None:
             barrier.wait(timeout)
         start_at = time.monotonic()
-        if barrier is not None:
-            at = sorted(start_at + random.uniform(0, ramp_s) for _ in thread_ids)
+        # 送る時刻 (Barrier が無ければ None: すぐに続けて送る)
+        at = None if barrier is None else sorted(start_at + random.uniform(0, ramp_s) for _ in thread_ids)
         if bare is None:
             payloads = [{"thread_id": t, "content": "bench"} for t in thread_ids]
             acks = client.call_many("user_message", payloads, at)
@@ -187,9 +186,14 @@ def latency_client(
         client.close()
 
 
+def split_evenly(total: int, parts: int) -> list[int]:
+    """``total`` を ``parts`` 個に、差が高々 1 になるよう分ける (先頭ほど多い。0 の部分も返す)。"""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
 def client_shares(runs: int, processes: int) -> list[int]:
     """``runs`` 本のランを ``processes`` 個のクライアントのプロセスへ分けた数 (0 本のプロセスは作らない)。"""
-    return [n for n in (runs // processes + (1 if i < runs % processes else 0) for i in range(processes)) if n]
+    return [n for n in split_evenly(runs, processes) if n]
 
 
 def _spread(

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import itertools
 import multiprocessing as mp
 import time
 from contextlib import ExitStack
@@ -30,7 +29,7 @@ from typing import Any
 
 from _common import command_line, cpu_seconds, machine, report, summary_ms, table
 from _servers import BENCH_KEY, OPENAI_MODEL, BareServer
-from realtime_bench import _idle_connections, _spread, client_shares, paced_upstream
+from realtime_bench import _idle_connections, _spread, _summarise, client_shares, paced_upstream, split_evenly
 
 from tests.fakes.openai_fake import OpenAIFake
 from tests.realtime.harness import ProtocolClient, ServerProcess
@@ -96,7 +95,7 @@ def _drive(urls: list[str], pids: list[int], load: Load, bare: dict[str, Any] | 
     """ランを ``urls`` のサーバーへ均等に分けて流し、結果 (遅延、CPU 秒、経過秒) をまとめる。"""
     cpu0 = [cpu_seconds(p) for p in pids]
     began = time.monotonic()
-    share = [load.runs // len(urls) + (1 if i < load.runs % len(urls) else 0) for i in range(len(urls))]
+    share = split_evenly(load.runs, len(urls))
     per_client = max(1, load.clients // len(urls))
     parties = sum(len(client_shares(n, per_client)) for n in share)
     results: list[dict[str, Any]] = []
@@ -115,20 +114,13 @@ def _drive(urls: list[str], pids: list[int], load: Load, bare: dict[str, Any] | 
     steady = [
         lat for r in results for lat, stamp in zip(r["latencies"], r["stamps"], strict=True) if low <= stamp < high
     ]
-    events = sum(r["events"] for r in results)
-    ends: dict[str, int] = {}
-    for r in results:
-        for k, v in r["ends"].items():
-            ends[k] = ends.get(k, 0) + v
+    summary = _summarise(results, cpu, elapsed)
+    events = summary["events"]
     return {
+        **summary,
         "latency_ms": summary_ms(steady),
-        "latency_all_ms": summary_ms(list(itertools.chain.from_iterable(r["latencies"] for r in results))),
-        "events": events,
-        "elapsed_s": elapsed,
-        "server_cpu_s": cpu,
-        "events_per_cpu_s": events / cpu if cpu else float("nan"),
+        "latency_all_ms": summary["latency_ms"],
         "cpu_us_per_event": cpu / events * 1e6 if events else float("nan"),
-        "ends": ends,
     }
 
 
